@@ -1,0 +1,204 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"gateway/container"
+	"gateway/sandbox"
+	"gateway/session"
+	"gateway/stream"
+)
+
+// Config sets what the API enforces.
+type Config struct {
+	// Token is the bearer token every API and stream request must carry.
+	Token string
+	// AllowedOrigins may use the login cookie and open streams besides the
+	// gateway's own origin.
+	AllowedOrigins []string
+	// MetricsAuth requires the token on /metrics too.
+	MetricsAuth bool
+	// SecureCookie marks the login cookie Secure (when serving TLS).
+	SecureCookie bool
+	// ExecSyncMaxOutput caps each output of exec-sync.
+	ExecSyncMaxOutput int
+	// StopGrace is the runtime's grace period, to bound DELETE requests.
+	StopGrace time.Duration
+}
+
+// API serves the gateway's HTTP endpoints.
+type API struct {
+	cfg       Config
+	tokenHash [sha256.Size]byte
+	log       *slog.Logger
+	runtime   *container.Runtime
+	sandboxes *sandbox.Registry
+	sessions  *session.Registry
+	urls      *session.Store
+	streams   *stream.Server
+	metrics   http.Handler
+	web       http.Handler
+	draining  atomic.Bool
+}
+
+// Deps are the parts the API serves.
+type Deps struct {
+	Runtime   *container.Runtime
+	Sandboxes *sandbox.Registry
+	Sessions  *session.Registry
+	URLs      *session.Store
+	Streams   *stream.Server
+	Metrics   http.Handler // /metrics
+	Web       http.Handler // the web terminal at /; nil serves none
+}
+
+// New returns the API.
+func New(cfg Config, log *slog.Logger, d Deps) *API {
+	return &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), log: log,
+		runtime: d.Runtime, sandboxes: d.Sandboxes, sessions: d.Sessions, urls: d.URLs,
+		streams: d.Streams, metrics: d.Metrics, web: d.Web}
+}
+
+// Drain makes /readyz fail and refuses new streams and stream URLs, for a
+// graceful shutdown.
+func (a *API) Drain() { a.draining.Store(true) }
+
+// Handler returns the router.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(method, path string, h http.HandlerFunc) {
+		mux.HandleFunc(method+" "+path, h)
+	}
+	auth := a.authenticated
+
+	route("GET", "/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	route("GET", "/readyz", a.readyz)
+	metrics := a.metrics.ServeHTTP
+	if a.cfg.MetricsAuth {
+		metrics = auth(metrics)
+	}
+	route("GET", "/metrics", metrics)
+	route("POST", "/login", a.login)
+	route("POST", "/logout", a.logout)
+
+	route("GET", "/api/v1/containers", auth(a.listContainers))
+	route("POST", "/api/v1/containers", auth(a.createContainer))
+	route("GET", "/api/v1/containers/{id}", auth(a.getContainer))
+	route("DELETE", "/api/v1/containers/{id}", auth(a.deleteContainer))
+	route("GET", "/api/v1/containers/{id}/exec", auth(a.execStream))
+	route("POST", "/api/v1/containers/{id}/exec", auth(a.mintExec))
+	route("POST", "/api/v1/containers/{id}/exec-sync", auth(a.execSync))
+
+	route("GET", "/api/v1/sandboxes", auth(a.listSandboxes))
+	route("POST", "/api/v1/sandboxes", auth(a.createSandbox))
+	route("GET", "/api/v1/sandboxes/{id}", auth(a.getSandbox))
+	route("DELETE", "/api/v1/sandboxes/{id}", auth(a.deleteSandbox))
+
+	route("GET", "/api/v1/sessions", auth(a.listSessions))
+	route("GET", "/api/v1/sessions/{id}", auth(a.getSession))
+	route("DELETE", "/api/v1/sessions/{id}", auth(a.deleteSession))
+	route("GET", "/api/v1/sessions/{id}/output", auth(a.sessionOutput))
+
+	// The token in the path is the authorization, as in the CRI.
+	route("GET", "/stream/{token}", a.serveStreamURL)
+
+	// Known paths with another method get a 405 Status, unknown paths a
+	// 404 Status.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allowed := allowedMethods(mux, r); len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			a.writeError(w, r, newError(errMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
+				r.Method, r.URL.Path, strings.Join(allowed, ", ")))
+			return
+		}
+		a.writeError(w, r, newError(errNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// allowedMethods lists the methods that have a route for r's path.
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var out []string
+	for _, m := range []string{"GET", "POST", "DELETE"} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, pattern := mux.Handler(r2); pattern != "" && pattern != "/" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.draining.Load() {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
+
+// decodeJSON reads a JSON body of at most limit bytes, refusing unknown
+// fields and trailing data.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return newError(errBadRequest, "Content-Type %q: want application/json", ct)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return newError(errBadRequest, "request body over %d bytes", limit)
+		}
+		return newError(errBadRequest, "request body: %v", err)
+	}
+	if dec.More() {
+		return newError(errBadRequest, "request body: data after the JSON object")
+	}
+	return nil
+}
+
+// pathID returns a path id, refusing what cannot be an id (a traversal
+// attempt, say) before any lookup.
+func pathID(r *http.Request, kind string) (string, error) {
+	id := r.PathValue("id")
+	if !sandbox.IDPattern.MatchString(id) {
+		return "", newError(errBadRequest, "%s id %q does not match %s", kind, id, sandbox.IDPattern)
+	}
+	return id, nil
+}
+
+// list is the shape of every list answer.
+type list[T any] struct {
+	Items []T `json:"items"`
+}
+
+func newList[T any](items []T) list[T] {
+	if items == nil {
+		items = []T{}
+	}
+	return list[T]{Items: items}
+}
+
+// stopTimeout bounds a DELETE that stops processes.
+func stopTimeout(grace time.Duration) time.Duration { return grace + 5*time.Second }
+
+// headerHas reports whether a comma-separated header lists token (any case).
+func headerHas(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

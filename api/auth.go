@@ -1,0 +1,119 @@
+package api
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"gateway/stream/wsproto"
+)
+
+// CookieName is the cookie that POST /login sets for the web page.
+const CookieName = "gateway_token"
+
+// credential finds the token a request carries: the Authorization header,
+// the bearer subprotocol of browser WebSockets, or the login cookie.
+// fromCookie reports that only the cookie carried it.
+func credential(r *http.Request) (token string, fromCookie bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t), false
+		}
+		return "", false
+	}
+	for _, p := range wsproto.Offered(r.Header) {
+		if enc, ok := strings.CutPrefix(p, wsproto.BearerProtocolPrefix); ok {
+			b, err := base64.RawURLEncoding.DecodeString(enc)
+			if err != nil {
+				return "", false
+			}
+			return string(b), false
+		}
+	}
+	if c, err := r.Cookie(CookieName); err == nil {
+		return c.Value, true
+	}
+	return "", false
+}
+
+// validToken compares in constant time, whatever the lengths.
+func (a *API) validToken(token string) bool {
+	if token == "" {
+		return false
+	}
+	got := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(got[:], a.tokenHash[:]) == 1
+}
+
+// authenticated wraps h with the token check. A request authenticated by
+// its cookie alone must also come from an allowed origin when it says where
+// it comes from (cross-site requests carry no SameSite=Strict cookie
+// anyway; this is a second lock).
+func (a *API) authenticated(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token, fromCookie := credential(r)
+		if !a.validToken(token) {
+			msg := "a valid bearer token is required: send Authorization: Bearer <token>"
+			if token != "" {
+				msg = "the token is not valid"
+			}
+			a.writeError(w, r, newError(errUnauthorized, "%s", msg))
+			return
+		}
+		if fromCookie && !a.sameOrigin(r) {
+			a.writeError(w, r, newError(errForbidden, "origin %q may not use this session", r.Header.Get("Origin")))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// sameOrigin reports whether the request's Origin, if any, is the
+// gateway's own or an allowed one.
+func (a *API) sameOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, o := range a.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// login sets the cookie for a valid token: body {"token":"..."}.
+func (a *API) login(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Token string `json:"token"`
+	}
+	if err := decodeJSON(w, r, &body, 4<<10); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if !a.validToken(body.Token) {
+		a.writeError(w, r, newError(errUnauthorized, "the token is not valid"))
+		return
+	}
+	if !a.sameOrigin(r) {
+		a.writeError(w, r, newError(errForbidden, "origin %q may not log in", r.Header.Get("Origin")))
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: body.Token, Path: "/", HttpOnly: true,
+		Secure: a.cfg.SecureCookie, SameSite: http.SameSiteStrictMode})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// logout clears the cookie.
+func (a *API) logout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: a.cfg.SecureCookie, SameSite: http.SameSiteStrictMode})
+	w.WriteHeader(http.StatusNoContent)
+}

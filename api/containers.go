@@ -1,0 +1,168 @@
+package api
+
+import (
+	"context"
+	"net/http"
+
+	"gateway/container"
+	"gateway/sandbox"
+	"gateway/session"
+)
+
+func (a *API) listContainers(w http.ResponseWriter, r *http.Request) {
+	var items []container.Info
+	for _, c := range a.runtime.List() {
+		items = append(items, c.Info())
+	}
+	writeJSON(w, http.StatusOK, newList(items))
+}
+
+func (a *API) getContainer(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "container")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	c, err := a.runtime.Get(id)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c.Info())
+}
+
+func (a *API) createContainer(w http.ResponseWriter, r *http.Request) {
+	if a.draining.Load() {
+		a.writeError(w, r, errDraining)
+		return
+	}
+	var spec container.Spec
+	if err := decodeJSON(w, r, &spec, 1<<20); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if spec.ID == "" {
+		a.writeError(w, r, newError(errBadRequest, "id is required"))
+		return
+	}
+	c, err := a.runtime.Create(spec)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.log.Info("container created", "container", spec.ID)
+	writeJSON(w, http.StatusCreated, c.Info())
+}
+
+// deleteContainer closes the container's streams, then stops it.
+func (a *API) deleteContainer(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "container")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if _, err := a.runtime.Get(id); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.sessions.CloseTarget(id, session.ErrClosedByAPI)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), stopTimeout(a.cfg.StopGrace))
+	defer cancel()
+	if err := a.runtime.Remove(ctx, id); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.log.Info("container removed", "container", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// sandboxInfo is a sandbox as the REST API shows it.
+type sandboxInfo struct {
+	ID      string   `json:"id"`
+	Network string   `json:"network"`
+	Ports   []string `json:"ports,omitempty"`
+}
+
+func infoOf(sb *sandbox.Sandbox) sandboxInfo {
+	spec := sb.Spec()
+	info := sandboxInfo{ID: spec.ID, Network: spec.Network}
+	for _, p := range spec.Ports {
+		info.Ports = append(info.Ports, p.String())
+	}
+	return info
+}
+
+func (a *API) listSandboxes(w http.ResponseWriter, r *http.Request) {
+	var items []sandboxInfo
+	for _, sb := range a.sandboxes.List() {
+		items = append(items, infoOf(sb))
+	}
+	writeJSON(w, http.StatusOK, newList(items))
+}
+
+func (a *API) getSandbox(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "sandbox")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	sb, err := a.sandboxes.Get(id)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, infoOf(sb))
+}
+
+func (a *API) createSandbox(w http.ResponseWriter, r *http.Request) {
+	if a.draining.Load() {
+		a.writeError(w, r, errDraining)
+		return
+	}
+	var body struct {
+		ID      string   `json:"id"`
+		Network string   `json:"network"`
+		Ports   []string `json:"ports"`
+	}
+	if err := decodeJSON(w, r, &body, 64<<10); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	ports, err := sandbox.ParsePortRanges(body.Ports)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	sb, err := a.sandboxes.Create(sandbox.Spec{ID: body.ID, Network: body.Network, Ports: ports})
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.log.Info("sandbox created", "sandbox", body.ID, "network", sb.Spec().Network)
+	writeJSON(w, http.StatusCreated, infoOf(sb))
+}
+
+// deleteSandbox refuses while a container runs in the sandbox, and closes
+// its port-forward streams.
+func (a *API) deleteSandbox(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "sandbox")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if _, err := a.sandboxes.Get(id); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if a.runtime.UsesSandbox(id) {
+		a.writeError(w, r, newError(sandbox.ErrInUse, "sandbox %q has containers: delete them first", id))
+		return
+	}
+	a.sessions.CloseTarget(id, session.ErrClosedByAPI)
+	if err := a.sandboxes.Remove(id); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.log.Info("sandbox removed", "sandbox", id)
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,116 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"gateway/container"
+	"gateway/sandbox"
+	"gateway/session"
+	"gateway/stream"
+	"gateway/stream/wsproto"
+)
+
+// Errors of this package.
+var (
+	errBadRequest       = errors.New("bad request")
+	errUnauthorized     = errors.New("unauthorized")
+	errForbidden        = errors.New("forbidden")
+	errNotFound         = errors.New("not found")
+	errMethodNotAllowed = errors.New("method not allowed")
+	errDraining         = errors.New("the gateway is shutting down")
+)
+
+// apiError is an error of this package with its own message.
+type apiError struct {
+	err error
+	msg string
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.err }
+
+func newError(err error, format string, args ...any) error {
+	return &apiError{err: err, msg: fmt.Sprintf(format, args...)}
+}
+
+// statusTable maps the errors callers tell apart to HTTP answers. It is the
+// only place that chooses status codes.
+var statusTable = []struct {
+	err    error
+	code   int
+	reason string
+}{
+	{errBadRequest, http.StatusBadRequest, "BadRequest"},
+	{stream.ErrBadRequest, http.StatusBadRequest, "BadRequest"},
+	{container.ErrInvalid, http.StatusBadRequest, "BadRequest"},
+	{container.ErrNotRunning, http.StatusBadRequest, "BadRequest"},
+	{sandbox.ErrInvalid, http.StatusBadRequest, "BadRequest"},
+	{wsproto.ErrBadPort, http.StatusBadRequest, "BadRequest"},
+	{errUnauthorized, http.StatusUnauthorized, "Unauthorized"},
+	{errForbidden, http.StatusForbidden, "Forbidden"},
+	{stream.ErrForbidden, http.StatusForbidden, "Forbidden"},
+	{sandbox.ErrPort, http.StatusForbidden, "Forbidden"},
+	{errNotFound, http.StatusNotFound, "NotFound"},
+	{container.ErrNotFound, http.StatusNotFound, "NotFound"},
+	{sandbox.ErrNotFound, http.StatusNotFound, "NotFound"},
+	{session.ErrNotFound, http.StatusNotFound, "NotFound"},
+	{session.ErrTokenNotFound, http.StatusNotFound, "NotFound"},
+	{errMethodNotAllowed, http.StatusMethodNotAllowed, "MethodNotAllowed"},
+	{session.ErrClosed, http.StatusConflict, "Conflict"},
+	{sandbox.ErrInUse, http.StatusConflict, "Conflict"},
+	{container.ErrExists, http.StatusConflict, "AlreadyExists"},
+	{sandbox.ErrExists, http.StatusConflict, "AlreadyExists"},
+	{session.ErrTooMany, http.StatusTooManyRequests, "TooManyRequests"},
+	{session.ErrTooManyPending, http.StatusTooManyRequests, "TooManyRequests"},
+	{errDraining, http.StatusServiceUnavailable, "ServiceUnavailable"},
+	{container.ErrClosed, http.StatusServiceUnavailable, "ServiceUnavailable"},
+}
+
+// retryAfter is the Retry-After of 429 answers, in seconds.
+const retryAfter = 1
+
+// writeError answers with the Status for err. Unknown errors are 500 and
+// are logged.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code, reason := http.StatusInternalServerError, "InternalError"
+	for _, e := range statusTable {
+		if errors.Is(err, e.err) {
+			code, reason = e.code, e.reason
+			break
+		}
+	}
+	st := wsproto.Status{Kind: "Status", APIVersion: "v1", Status: wsproto.StatusFailure,
+		Message: err.Error(), Reason: reason, Code: int32(code)}
+	var res interface{ Resource() (kind, name string) }
+	if errors.As(err, &res) {
+		kind, name := res.Resource()
+		st.Details = &wsproto.StatusDetails{Kind: kind, Name: name}
+	}
+	switch code {
+	case http.StatusInternalServerError:
+		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		st.Message = "Internal error occurred: " + err.Error()
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="gateway"`)
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+		if st.Details == nil {
+			st.Details = &wsproto.StatusDetails{}
+		}
+		st.Details.RetryAfterSeconds = retryAfter
+	}
+	writeJSON(w, code, st)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // the client may be gone; nothing to do
+}

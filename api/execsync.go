@@ -1,0 +1,72 @@
+package api
+
+import (
+	"net/http"
+	"time"
+)
+
+type execSyncRequest struct {
+	Command        []string `json:"command"`
+	TimeoutSeconds int64    `json:"timeoutSeconds"`
+	Stdin          []byte   `json:"stdin"` // base64 in JSON
+}
+
+type execSyncResponse struct {
+	ExitCode  int    `json:"exitCode"`
+	Stdout    []byte `json:"stdout"`
+	Stderr    []byte `json:"stderr"`
+	TimedOut  bool   `json:"timedOut"`
+	Truncated bool   `json:"truncated"`
+}
+
+// maxExecSyncTimeout bounds timeoutSeconds (a day).
+const maxExecSyncTimeout = 86400
+
+// execSync runs a command to completion and answers with its outputs. The
+// process is terminated when the timeout passes or the client goes away.
+func (a *API) execSync(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "container")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if a.draining.Load() {
+		a.writeError(w, r, errDraining)
+		return
+	}
+	var req execSyncRequest
+	if err := decodeJSON(w, r, &req, 64<<20); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	switch {
+	case len(req.Command) == 0 || req.Command[0] == "":
+		a.writeError(w, r, newError(errBadRequest, "command is required"))
+		return
+	case req.TimeoutSeconds < 0 || req.TimeoutSeconds > maxExecSyncTimeout:
+		a.writeError(w, r, newError(errBadRequest, "timeoutSeconds %d: want 0 (none) to %d", req.TimeoutSeconds, maxExecSyncTimeout))
+		return
+	}
+	c, err := a.runtime.Get(id)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	res, err := c.ExecSync(r.Context(), req.Command, req.Stdin, time.Duration(req.TimeoutSeconds)*time.Second, a.cfg.ExecSyncMaxOutput)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away; the process was terminated
+		}
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, execSyncResponse{ExitCode: res.ExitCode, Stdout: nonNil(res.Stdout),
+		Stderr: nonNil(res.Stderr), TimedOut: res.TimedOut, Truncated: res.Truncated})
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}

@@ -1,0 +1,110 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"gateway/session"
+	"gateway/stream"
+)
+
+// streamRequest is what a single-use URL stands for.
+type streamRequest struct {
+	kind   session.Kind
+	target string
+	exec   stream.ExecOptions
+}
+
+// streamURL is the answer to a POST that mints a single-use URL.
+type streamURL struct {
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// execStream upgrades GET .../exec.
+func (a *API) execStream(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "container")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if a.draining.Load() {
+		a.writeError(w, r, errDraining)
+		return
+	}
+	if err := a.streams.Exec(w, r, id, stream.ParseExecQuery(r.URL.Query())); err != nil {
+		a.writeError(w, r, err)
+	}
+}
+
+// mintExec answers POST .../exec with a single-use stream URL, after
+// checking everything that can be checked before the upgrade.
+func (a *API) mintExec(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "container")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var opts stream.ExecOptions
+	if err := decodeJSON(w, r, &opts, 1<<20); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := opts.Validate(true); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if _, err := a.runtime.Get(id); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.mint(w, r, streamRequest{kind: session.Exec, target: id, exec: opts})
+}
+
+func (a *API) mint(w http.ResponseWriter, r *http.Request, req streamRequest) {
+	if a.draining.Load() {
+		a.writeError(w, r, errDraining)
+		return
+	}
+	token, expires, err := a.urls.Put(req)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, streamURL{URL: "/stream/" + token, ExpiresAt: expires.UTC().Truncate(time.Second)})
+}
+
+// serveStreamURL serves GET /stream/{token}: the token is consumed (it
+// works once), and the stored request is served as if it had come with
+// its parameters.
+func (a *API) serveStreamURL(w http.ResponseWriter, r *http.Request) {
+	if !isUpgrade(r) {
+		// Keep the token: a stray plain GET must not burn it.
+		a.writeError(w, r, newError(errBadRequest, "this endpoint streams over WebSocket: send GET with Connection: Upgrade and Upgrade: websocket"))
+		return
+	}
+	if a.draining.Load() {
+		a.writeError(w, r, errDraining)
+		return
+	}
+	v, err := a.urls.Consume(r.PathValue("token"))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	req := v.(streamRequest)
+	switch req.kind {
+	case session.Exec:
+		err = a.streams.Exec(w, r, req.target, req.exec)
+	default:
+		err = errors.New("unknown stream kind " + string(req.kind))
+	}
+	if err != nil {
+		a.writeError(w, r, err)
+	}
+}
+
+func isUpgrade(r *http.Request) bool {
+	return headerHas(r.Header, "Connection", "upgrade") && headerHas(r.Header, "Upgrade", "websocket")
+}

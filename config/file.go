@@ -1,0 +1,132 @@
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+
+	"gateway/container"
+	"gateway/sandbox"
+)
+
+//go:embed default.yaml
+var defaultFile []byte
+
+// File is the YAML configuration file: the sandboxes and containers to
+// create at start. The "host" sandbox exists whether listed or not.
+type File struct {
+	Sandboxes  []SandboxSpec   `yaml:"sandboxes"`
+	Containers []ContainerSpec `yaml:"containers"`
+}
+
+// SandboxSpec is one sandbox in the file.
+type SandboxSpec struct {
+	ID string `yaml:"id"`
+	// Network is host (the default), new, or the path of a network namespace.
+	Network string `yaml:"network"`
+	// Ports limits port-forward: ports and ranges, like [5432, "8000-8100"].
+	Ports []string `yaml:"ports"`
+}
+
+// ContainerSpec is one container in the file.
+type ContainerSpec struct {
+	ID         string            `yaml:"id"`
+	Sandbox    string            `yaml:"sandbox"`
+	Command    []string          `yaml:"command"`
+	Env        map[string]string `yaml:"env"`
+	WorkingDir string            `yaml:"workingDir"`
+	TTY        bool              `yaml:"tty"`
+	Stdin      bool              `yaml:"stdin"`
+}
+
+// Sandbox converts to the sandbox package's spec.
+func (s SandboxSpec) Sandbox() (sandbox.Spec, error) {
+	ports, err := sandbox.ParsePortRanges(s.Ports)
+	return sandbox.Spec{ID: s.ID, Network: s.Network, Ports: ports}, err
+}
+
+// Container converts to the container package's spec.
+func (c ContainerSpec) Container() container.Spec {
+	return container.Spec{ID: c.ID, Sandbox: c.Sandbox, Command: c.Command, Env: c.Env,
+		WorkingDir: c.WorkingDir, TTY: c.TTY, Stdin: c.Stdin}
+}
+
+// DefaultFile returns the embedded default configuration.
+func DefaultFile() *File {
+	f, err := parseFile("default", defaultFile)
+	if err != nil {
+		panic(err) // the embedded file is tested
+	}
+	return f
+}
+
+// LoadFile reads and checks a configuration file.
+func LoadFile(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	return parseFile(path, b)
+}
+
+// parseFile decodes strictly (an unknown key is an error that names it)
+// and checks every value, naming the key of the first bad one.
+func parseFile(name string, b []byte) (*File, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config file %s: %w", name, err)
+	}
+	if err := f.validate(); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", name, err)
+	}
+	return &f, nil
+}
+
+func (f *File) validate() error {
+	sandboxes := map[string]bool{sandbox.HostID: true}
+	for i, s := range f.Sandboxes {
+		key := fmt.Sprintf("sandboxes[%d]", i)
+		spec, err := s.Sandbox()
+		if err != nil {
+			return fmt.Errorf("%s.ports: %w", key, err)
+		}
+		if spec.Network == "" {
+			spec.Network = sandbox.NetworkHost
+		}
+		if err := sandbox.Validate(spec); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if s.ID == sandbox.HostID && spec.Network != sandbox.NetworkHost {
+			return fmt.Errorf("%s.network: the host sandbox is always the host network", key)
+		}
+		if sandboxes[s.ID] && s.ID != sandbox.HostID {
+			return fmt.Errorf("%s.id: %q is listed twice", key, s.ID)
+		}
+		sandboxes[s.ID] = true
+	}
+	containers := map[string]bool{}
+	for i, c := range f.Containers {
+		key := fmt.Sprintf("containers[%d]", i)
+		if c.ID == "" {
+			return fmt.Errorf("%s.id: required", key)
+		}
+		if err := container.Validate(c.Container()); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if c.Sandbox != "" && !sandboxes[c.Sandbox] {
+			return fmt.Errorf("%s.sandbox: %q is not a sandbox of this file", key, c.Sandbox)
+		}
+		if containers[c.ID] {
+			return fmt.Errorf("%s.id: %q is listed twice", key, c.ID)
+		}
+		containers[c.ID] = true
+	}
+	return nil
+}

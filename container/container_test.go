@@ -1,0 +1,444 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"gateway/sandbox"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// newTestRuntime returns a runtime with a short grace period and a
+// container "c" running sleep, stopped at cleanup.
+func newTestRuntime(t *testing.T) (*Runtime, *Container) {
+	t.Helper()
+	rt := New(Config{StopGrace: 200 * time.Millisecond, Scrollback: 1 << 10}, sandbox.NewRegistry())
+	c, err := rt.Create(Spec{ID: "c", Command: []string{"sleep", "1000"}, WorkingDir: t.TempDir(),
+		Env: map[string]string{"GREETING": "hi there"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, c, Running)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rt.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		assertNoZombies(t)
+	})
+	return rt, c
+}
+
+func waitState(t *testing.T, c *Container, want State) {
+	t.Helper()
+	for range 500 {
+		if c.State() == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("container %s: state %s, want %s", c.ID(), c.State(), want)
+}
+
+// assertNoZombies fails if a child of this process is left unreaped.
+func assertNoZombies(t *testing.T) {
+	t.Helper()
+	if z := zombies(); len(z) > 0 {
+		t.Errorf("zombie children: %v", z)
+	}
+}
+
+// procStat returns the state, parent and process group of each process.
+func procStat() map[int][3]string {
+	out := map[int][3]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so cut at ')'.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 2 {
+			out[pid] = [3]string{f[0], f[1], f[2]}
+		}
+	}
+	return out
+}
+
+func liveInGroup(pgid int) []int {
+	var out []int
+	for pid, st := range procStat() {
+		if st[2] == strconv.Itoa(pgid) && st[0] != "Z" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func zombies() []int {
+	var out []int
+	for pid, st := range procStat() {
+		if st[0] == "Z" && st[1] == strconv.Itoa(os.Getpid()) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// run execs command, collects its output and exit code.
+func run(t *testing.T, c *Container, spec ExecSpec, stdin string) (stdout, stderr string, code int) {
+	t.Helper()
+	p, err := c.Exec(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var wg sync.WaitGroup
+	var out, errb []byte
+	read := func(f *os.File, dst *[]byte) {
+		if f == nil {
+			return
+		}
+		wg.Go(func() {
+			ReadChunks(f, heapBuffers{}, func(b []byte, n int) error { *dst = append(*dst, b[:n]...); return nil })
+		})
+	}
+	read(p.Stdout, &out)
+	read(p.Stderr, &errb)
+	if spec.Stdin {
+		if _, err := p.Stdin.Write([]byte(stdin)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.CloseStdin(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, err = p.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.StopReadingAfter(time.Second)
+	wg.Wait()
+	return string(out), string(errb), code
+}
+
+func TestExecPipes(t *testing.T) {
+	_, c := newTestRuntime(t)
+	out, errOut, code := run(t, c, ExecSpec{Command: []string{"sh", "-c", "echo out; echo err >&2; exit 7"}, Stdout: true, Stderr: true}, "")
+	if out != "out\n" || errOut != "err\n" || code != 7 {
+		t.Errorf("got %q %q %d", out, errOut, code)
+	}
+	out, _, code = run(t, c, ExecSpec{Command: []string{"wc", "-c"}, Stdin: true, Stdout: true}, "hello\n")
+	if strings.TrimSpace(out) != "6" || code != 0 {
+		t.Errorf("wc -c: %q %d", out, code)
+	}
+	// The container's context: working dir and env, without GATEWAY_*.
+	t.Setenv("GATEWAY_TOKEN", "secret")
+	_, c2 := newTestRuntime(t)
+	out, _, _ = run(t, c2, ExecSpec{Command: []string{"sh", "-c", `pwd; echo "$GREETING"; echo "tok=$GATEWAY_TOKEN"`}, Stdout: true}, "")
+	lines := strings.Split(out, "\n")
+	if lines[0] != c2.Spec().WorkingDir || lines[1] != "hi there" || lines[2] != "tok=" {
+		t.Errorf("context: %q", out)
+	}
+}
+
+func TestExecTTY(t *testing.T) {
+	_, c := newTestRuntime(t)
+	out, _, code := run(t, c, ExecSpec{Command: []string{"sh", "-c", "stty size; echo $TERM; tty >/dev/null && echo tty; echo err >&2"},
+		TTY: true, Size: Size{Cols: 123, Rows: 45}}, "")
+	if out != "45 123\r\nxterm-256color\r\ntty\r\nerr\r\n" || code != 0 {
+		t.Errorf("got %q %d", out, code)
+	}
+
+	p, err := c.Exec(ExecSpec{Command: []string{"sh", "-c", "read x; stty size"}, TTY: true, Stdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Resize(Size{Cols: 77, Rows: 11}); err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ReadChunks(p.Stdout, heapBuffers{}, func(b []byte, n int) error { got.Write(b[:n]); return nil })
+	}()
+	p.Stdin.Write([]byte("go\n"))
+	if code, err := p.Wait(); code != 0 || err != nil {
+		t.Errorf("exit %d %v", code, err)
+	}
+	p.StopReadingAfter(time.Second)
+	<-done
+	if !strings.HasSuffix(got.String(), "11 77\r\n") {
+		t.Errorf("after resize: %q", got.String())
+	}
+}
+
+func TestExecExitCodes(t *testing.T) {
+	_, c := newTestRuntime(t)
+	for _, tc := range []struct {
+		cmd  string
+		want int
+	}{{"exit 0", 0}, {"exit 3", 3}, {"exit 255", 255}, {"kill -9 $$", 128 + 9}, {"kill -TERM $$", 128 + 15}} {
+		if _, _, code := run(t, c, ExecSpec{Command: []string{"sh", "-c", tc.cmd}}, ""); code != tc.want {
+			t.Errorf("%s: exit code %d, want %d", tc.cmd, code, tc.want)
+		}
+	}
+	if _, err := c.Exec(ExecSpec{Command: []string{"no-such-command-here"}}); err == nil || !strings.Contains(err.Error(), "executable file not found") {
+		t.Errorf("missing command: %v", err)
+	}
+}
+
+// TestTerminate: a process group that ignores SIGTERM is killed after the
+// grace period, children included.
+func TestTerminate(t *testing.T) {
+	_, c := newTestRuntime(t)
+	for _, tty := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tty=%v", tty), func(t *testing.T) {
+			p, err := c.Exec(ExecSpec{Command: []string{"sh", "-c", "trap '' TERM HUP; sleep 1000 & echo started; wait"}, TTY: tty, Stdout: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			buf := make([]byte, 64)
+			if n, _ := p.Stdout.Read(buf); !strings.Contains(string(buf[:n]), "started") {
+				t.Fatalf("read %q", buf[:n])
+			}
+			p.Terminate()
+			p.Terminate() // once is enough
+			code, err := p.Wait()
+			if err != nil || code != 128+int(syscall.SIGKILL) {
+				t.Errorf("exit %d %v, want SIGKILL", code, err)
+			}
+			// The background sleep got the SIGKILL too: nothing in the group
+			// is alive (init may not have reaped it yet).
+			var live []int
+			for range 500 {
+				if live = liveInGroup(p.Pid()); len(live) == 0 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if len(live) > 0 {
+				t.Errorf("process group still alive: %v", live)
+			}
+		})
+	}
+}
+
+// TestLingeringChild: output held open by a background child does not
+// keep the reader waiting once the process has exited.
+func TestLingeringChild(t *testing.T) {
+	_, c := newTestRuntime(t)
+	p, err := c.Exec(ExecSpec{Command: []string{"sh", "-c", "sleep 1000 & echo bye"}, Stdout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if code, _ := p.Wait(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	p.StopReadingAfter(100 * time.Millisecond)
+	var got []byte
+	ReadChunks(p.Stdout, heapBuffers{}, func(b []byte, n int) error { got = append(got, b[:n]...); return nil })
+	if string(got) != "bye\n" {
+		t.Errorf("got %q", got)
+	}
+	syscall.Kill(-p.Pid(), syscall.SIGKILL)
+}
+
+// TestDrainKeepsEverything: output written just before exit is all read,
+// even when the deadline passes while it sits in the pipe.
+func TestDrainKeepsEverything(t *testing.T) {
+	_, c := newTestRuntime(t)
+	p, err := c.Exec(ExecSpec{Command: []string{"head", "-c", "60000", "/dev/zero"}, Stdout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if code, _ := p.Wait(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	p.StopReadingAfter(-time.Second) // already passed
+	total := 0
+	if err := ReadChunks(p.Stdout, heapBuffers{}, func(b []byte, n int) error { total += n; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if total != 60000 {
+		t.Errorf("read %d bytes, want 60000", total)
+	}
+}
+
+func TestExecSync(t *testing.T) {
+	_, c := newTestRuntime(t)
+	ctx := context.Background()
+	res, err := c.ExecSync(ctx, []string{"sh", "-c", "cat; echo e >&2; exit 4"}, []byte("in"), 0, 1<<20)
+	if err != nil || string(res.Stdout) != "in" || string(res.Stderr) != "e\n" || res.ExitCode != 4 || res.TimedOut || res.Truncated {
+		t.Errorf("got %+v %v", res, err)
+	}
+	res, err = c.ExecSync(ctx, []string{"head", "-c", "100000", "/dev/zero"}, nil, 0, 1000)
+	if err != nil || len(res.Stdout) != 1000 || !res.Truncated || res.ExitCode != 0 {
+		t.Errorf("cap: %d bytes truncated=%v exit=%d %v", len(res.Stdout), res.Truncated, res.ExitCode, err)
+	}
+	res, err = c.ExecSync(ctx, []string{"sleep", "1000"}, nil, 50*time.Millisecond, 1000)
+	if err != nil || !res.TimedOut || res.ExitCode != 128+int(syscall.SIGTERM) {
+		t.Errorf("timeout: %+v %v", res, err)
+	}
+	// A process that never reads its stdin does not block ExecSync.
+	res, err = c.ExecSync(ctx, []string{"true"}, bytes.Repeat([]byte("x"), 1<<20), 0, 10)
+	if err != nil || res.ExitCode != 0 {
+		t.Errorf("unread stdin: %+v %v", res, err)
+	}
+}
+
+func TestContainerLifecycle(t *testing.T) {
+	rt := New(Config{StopGrace: 200 * time.Millisecond, Scrollback: 16}, sandbox.NewRegistry())
+	c, err := rt.Create(Spec{ID: "printer", Command: []string{"sh", "-c", "echo 0123456789abcdefXYZ; exit 3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Create(Spec{ID: "printer", Command: []string{"true"}}); !errors.Is(err, ErrExists) {
+		t.Errorf("duplicate: %v", err)
+	}
+	waitState(t, c, Exited)
+	info := c.Info()
+	if info.ExitCode == nil || *info.ExitCode != 3 || info.StartedAt == nil || info.FinishedAt == nil || info.Pid == 0 {
+		t.Errorf("info %+v", info)
+	}
+	<-c.done
+	sb := c.Scrollback()
+	if len(sb) != 1 || string(sb[0].Data) != "3456789abcdefXYZ\n"[1:] && string(sb[0].Data) != "456789abcdefXYZ\n" {
+		t.Errorf("scrollback %q", sb)
+	}
+	if _, err := c.Exec(ExecSpec{Command: []string{"true"}}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("exec into exited: %v", err)
+	}
+	if got := rt.StateCounts(); got["exited"] != 1 {
+		t.Errorf("counts %v", got)
+	}
+	if err := rt.Remove(context.Background(), "printer"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Get("printer"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after remove: %v", err)
+	}
+	if err := rt.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertNoZombies(t)
+}
+
+func TestCreateValidation(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second}, sandbox.NewRegistry())
+	defer rt.Shutdown(context.Background())
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		want string
+	}{
+		{"bad id", Spec{ID: "Bad_ID", Command: []string{"true"}}, "id"},
+		{"traversal", Spec{ID: "../x", Command: []string{"true"}}, "id"},
+		{"no sandbox", Spec{ID: "a", Sandbox: "nope", Command: []string{"true"}}, "sandbox"},
+		{"missing command", Spec{ID: "a", Command: []string{"/no/such/thing"}}, "command"},
+		{"relative dir", Spec{ID: "a", Command: []string{"true"}, WorkingDir: "tmp"}, "workingDir"},
+		{"bad env", Spec{ID: "a", Command: []string{"true"}, Env: map[string]string{"A=B": "x"}}, "env"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := rt.Create(tc.spec); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Create = %v, want an error about %s", err, tc.want)
+			}
+		})
+	}
+	if len(rt.List()) != 0 {
+		t.Error("a refused container was registered")
+	}
+}
+
+// TestStopTTYShell: the default kind of container, a login shell in a pty,
+// stops promptly (an interactive shell ignores SIGTERM but not SIGHUP).
+func TestStopTTYShell(t *testing.T) {
+	rt := New(Config{StopGrace: 30 * time.Second, Scrollback: 1 << 10}, sandbox.NewRegistry())
+	c, err := rt.Create(Spec{ID: "shell", Command: []string{"sh", "-i"}, TTY: true, Stdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, c, Running)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rt.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.Info().ExitCode; code == nil || *code == 128+9 {
+		t.Errorf("exit code %v: the shell needed SIGKILL", code)
+	}
+	assertNoZombies(t)
+}
+
+func TestScrollback(t *testing.T) {
+	s := scrollback{limit: 10}
+	s.append(Stdout, []byte("abc"))
+	s.append(Stdout, []byte("def"))
+	s.append(Stderr, []byte("gh"))
+	s.append(Stdout, []byte("ijk"))
+	got := s.snapshot()
+	want := []Chunk{{Stdout, []byte("bcdef")}, {Stderr, []byte("gh")}, {Stdout, []byte("ijk")}}
+	if !slices.EqualFunc(got, want, func(a, b Chunk) bool { return a.Stream == b.Stream && bytes.Equal(a.Data, b.Data) }) {
+		t.Errorf("snapshot %q, want %q", got, want)
+	}
+	s.append(Stderr, []byte("0123456789XY"))
+	if got := s.snapshot(); len(got) != 1 || string(got[0].Data) != "23456789XY" || s.size != 10 {
+		t.Errorf("after a write over the limit: %q size %d", got, s.size)
+	}
+	// A flood of one-byte writes packs into few blocks.
+	s = scrollback{limit: 1 << 20}
+	for range 100000 {
+		s.append(Stdout, []byte("x"))
+	}
+	if len(s.blocks) > 4 {
+		t.Errorf("%d blocks for 100000 bytes", len(s.blocks))
+	}
+}
+
+func TestLookPath(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "tool"), []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "data"), []byte("x"), 0o644)
+	env := []string{"PATH=" + dir + ":/bin"}
+	for _, tc := range []struct {
+		name, want string
+		ok         bool
+	}{
+		{"tool", filepath.Join(dir, "tool"), true},
+		{"./tool", filepath.Join(dir, "tool"), true},
+		{"sh", "/bin/sh", true},
+		{"data", "", false},
+		{"./data", "", false},
+		{"nope", "", false},
+	} {
+		got, err := lookPath(tc.name, env, dir)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("lookPath(%q) = %q, %v", tc.name, got, err)
+		}
+	}
+}

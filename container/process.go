@@ -1,0 +1,319 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// Size is a terminal size in character cells.
+type Size struct{ Cols, Rows uint16 }
+
+// DefaultSize is the size of a pty whose client has not said otherwise.
+var DefaultSize = Size{Cols: 80, Rows: 24}
+
+// ExecSpec describes a process to start in a container's context.
+type ExecSpec struct {
+	Command []string
+	// TTY runs the process in a new pty: stdin, stdout and stderr are all
+	// the pty, and Stdout reads everything it prints.
+	TTY bool
+	// Stdin keeps a writer to the process's input; without it the process
+	// reads /dev/null (or a pty nobody types into).
+	Stdin bool
+	// Stdout and Stderr keep readers of the process's output; without them
+	// it goes to /dev/null. Ignored with TTY.
+	Stdout, Stderr bool
+	// Size is the initial pty size; zero means DefaultSize.
+	Size Size
+}
+
+// Process is a started process. Its files are non-blocking: a read blocked
+// on Stdout or Stderr ends when the file is closed or its read deadline
+// passes. The caller must call Wait exactly once, then Close.
+type Process struct {
+	// Stdin writes to the process: the pty master with TTY, else a pipe;
+	// nil when not requested.
+	Stdin *os.File
+	// Stdout reads the process's output (the pty master with TTY); nil when
+	// not requested.
+	Stdout *os.File
+	// Stderr reads its error output; nil with TTY or when not requested.
+	Stderr *os.File
+
+	cmd   *exec.Cmd
+	pty   *os.File
+	grace time.Duration
+
+	mu          sync.Mutex
+	reaped      bool
+	terminating bool
+	killTimer   *time.Timer
+	stdinClosed bool
+}
+
+// startProcess starts cmd as spec asks. cmd has its path, args, dir and env
+// set; start runs cmd.Start in the right network namespace.
+func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, start func(*exec.Cmd) error) (_ *Process, err error) {
+	p := &Process{cmd: cmd, grace: grace}
+	var childEnds []*os.File
+	defer func() {
+		for _, f := range childEnds {
+			f.Close() // the child has its copies, or failed to start
+		}
+		if err != nil {
+			p.Close()
+		}
+	}()
+
+	if spec.TTY {
+		ptmx, tty, err := pty.Open()
+		if err != nil {
+			return nil, fmt.Errorf("open pty: %w", err)
+		}
+		p.pty = ptmx
+		childEnds = append(childEnds, tty)
+		size := spec.Size
+		if size.Cols == 0 || size.Rows == 0 {
+			size = DefaultSize
+		}
+		// pty.Open leaves the master in blocking mode (it calls Fd);
+		// make it non-blocking so that Close and deadlines interrupt reads,
+		// and never call Fd on it again.
+		if err := control(ptmx, func(fd int) error { return unix.SetNonblock(fd, true) }); err != nil {
+			return nil, fmt.Errorf("pty non-blocking: %w", err)
+		}
+		if err := setSize(ptmx, size); err != nil {
+			return nil, err
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		// A new session whose controlling terminal is the pty (child fd 0):
+		// the process group gets the pty's signals, and ours reach it.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		if spec.Stdin {
+			p.Stdin = ptmx
+		}
+		p.Stdout = ptmx
+	} else {
+		if spec.Stdin {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return nil, err
+			}
+			childEnds = append(childEnds, r)
+			cmd.Stdin, p.Stdin = r, w
+		}
+		if spec.Stdout {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return nil, err
+			}
+			childEnds = append(childEnds, w)
+			cmd.Stdout, p.Stdout = w, r
+		}
+		if spec.Stderr {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return nil, err
+			}
+			childEnds = append(childEnds, w)
+			cmd.Stderr, p.Stderr = w, r
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
+	if err := start(cmd); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Pid returns the process id, which is also its process group id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// TTY reports whether the process runs in a pty.
+func (p *Process) TTY() bool { return p.pty != nil }
+
+// Resize sets the pty size; the kernel signals SIGWINCH to the foreground
+// job. Without a pty it does nothing.
+func (p *Process) Resize(s Size) error {
+	if p.pty == nil {
+		return nil
+	}
+	return setSize(p.pty, s)
+}
+
+// CloseStdin tells the process there is no more input: the pipe is closed,
+// or with a pty the end-of-file character (^D) is typed, as a terminal
+// would. Repeated calls do nothing.
+func (p *Process) CloseStdin() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stdinClosed || p.Stdin == nil {
+		return nil
+	}
+	p.stdinClosed = true
+	if p.pty != nil {
+		_, err := p.pty.Write([]byte{4})
+		return err
+	}
+	return p.Stdin.Close()
+}
+
+// Terminate asks the process group to end: SIGHUP and SIGTERM with a pty
+// (as when a terminal hangs up), SIGTERM without; SIGKILL follows after the
+// grace period. It returns at once, and does nothing after the process is
+// reaped or once already terminating.
+func (p *Process) Terminate() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped || p.terminating {
+		return
+	}
+	p.terminating = true
+	pgid := p.cmd.Process.Pid
+	if p.pty != nil {
+		_ = unix.Kill(-pgid, unix.SIGHUP) // best effort: the group may be gone
+	}
+	_ = unix.Kill(-pgid, unix.SIGTERM)
+	p.killTimer = time.AfterFunc(p.grace, p.Kill)
+}
+
+// Kill sends SIGKILL to the process group, unless the process was reaped.
+func (p *Process) Kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.reaped {
+		_ = unix.Kill(-p.cmd.Process.Pid, unix.SIGKILL)
+	}
+}
+
+// Wait waits for the process to exit, reaps it, and returns its exit code:
+// its exit status, or 128+n when signal n ended it, as shells and container
+// runtimes report. Call it exactly once.
+func (p *Process) Wait() (int, error) {
+	err := p.cmd.Wait()
+	p.mu.Lock()
+	p.reaped = true
+	if p.killTimer != nil {
+		p.killTimer.Stop()
+	}
+	p.mu.Unlock()
+	if st := p.cmd.ProcessState; st != nil {
+		return exitCode(st), nil
+	}
+	return -1, fmt.Errorf("wait: %w", err)
+}
+
+// StopReadingAfter sets a read deadline on the output files: call it once
+// the process has exited, so that output still held open by a lingering
+// child does not keep the reader waiting forever.
+func (p *Process) StopReadingAfter(d time.Duration) {
+	t := time.Now().Add(d)
+	for _, f := range []*os.File{p.Stdout, p.Stderr} {
+		if f != nil {
+			_ = f.SetReadDeadline(t) // pipes and ptys support deadlines
+		}
+	}
+}
+
+// Close releases the process's files. It does not signal the process.
+func (p *Process) Close() error {
+	var errs []error
+	closed := map[*os.File]bool{}
+	for _, f := range []*os.File{p.pty, p.Stdin, p.Stdout, p.Stderr} {
+		if f != nil && !closed[f] {
+			closed[f] = true
+			if err := f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func exitCode(st *os.ProcessState) int {
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return st.ExitCode()
+}
+
+func setSize(f *os.File, s Size) error {
+	ws := &unix.Winsize{Row: s.Rows, Col: s.Cols}
+	err := control(f, func(fd int) error { return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, ws) })
+	if err != nil {
+		return fmt.Errorf("set pty size %dx%d: %w", s.Cols, s.Rows, err)
+	}
+	return nil
+}
+
+// control runs fn on f's descriptor without switching it to blocking mode
+// (as File.Fd would).
+func control(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// lookPath finds name as a shell would, using the PATH of env and, for
+// relative names with a slash, the working directory dir.
+func lookPath(name string, env []string, dir string) (string, error) {
+	if strings.Contains(name, "/") {
+		path := name
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		if err := executable(path); err != nil {
+			return "", fmt.Errorf("%q: %w", name, err)
+		}
+		return path, nil
+	}
+	pathEnv := "/usr/local/bin:/usr/bin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathEnv = v
+		}
+	}
+	for d := range strings.SplitSeq(pathEnv, ":") {
+		if d == "" {
+			d = "."
+		}
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(dir, d)
+		}
+		path := filepath.Join(d, name)
+		if executable(path) == nil {
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("%q: %w", name, exec.ErrNotFound)
+}
+
+func executable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("is a directory")
+	}
+	if fi.Mode()&0o111 == 0 {
+		return os.ErrPermission
+	}
+	return nil
+}

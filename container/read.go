@@ -1,0 +1,89 @@
+package container
+
+import (
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// BufferPool supplies read buffers to ReadChunks.
+type BufferPool interface {
+	Get() []byte
+	Put([]byte)
+}
+
+// ReadChunks reads f until end of file and hands each chunk to fn, which
+// owns the buffer from then on (and may Put it back). A reader blocked on
+// an idle file holds no buffer: one is taken from pool only when data is
+// ready. A pty master's EIO (its other end is gone) is end of file. When
+// f's read deadline passes, whatever the kernel still buffers is read
+// without waiting and ReadChunks returns nil, so nothing already written is
+// lost. It returns the first error of f (os.ErrClosed once f is closed) or
+// of fn.
+func ReadChunks(f *os.File, pool BufferPool, fn func(buf []byte, n int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var (
+		buf  []byte
+		n    int
+		rerr error
+	)
+	read := func(fd uintptr) bool {
+		if buf == nil {
+			buf = pool.Get()
+		}
+		for {
+			n, rerr = unix.Read(int(fd), buf)
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		if rerr == unix.EAGAIN {
+			pool.Put(buf)
+			buf = nil
+			return false
+		}
+		return true
+	}
+	draining := false
+	for {
+		if draining {
+			empty := false
+			err = rc.Control(func(fd uintptr) { empty = !read(fd) })
+			if err == nil && empty {
+				return nil
+			}
+		} else {
+			err = rc.Read(read)
+		}
+		if err != nil {
+			if buf != nil {
+				pool.Put(buf)
+				buf = nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				draining = true
+				continue
+			}
+			return err
+		}
+		if rerr == unix.EIO || (rerr == nil && n == 0) {
+			pool.Put(buf)
+			buf = nil
+			return nil
+		}
+		if rerr != nil {
+			pool.Put(buf)
+			buf = nil
+			return rerr
+		}
+		b := buf
+		buf = nil
+		if err := fn(b, n); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,222 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"gateway/sandbox"
+)
+
+// Config sets how the runtime treats its processes.
+type Config struct {
+	// StopGrace is the time between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+	// Scrollback is how many bytes of each container's output are kept.
+	Scrollback int
+	// Log receives lifecycle events; nil discards them.
+	Log *slog.Logger
+}
+
+// DefaultConfig is what the gateway uses unless told otherwise.
+func DefaultConfig() Config {
+	return Config{StopGrace: 5 * time.Second, Scrollback: 1 << 20}
+}
+
+// Runtime holds the containers. It is safe for concurrent use.
+type Runtime struct {
+	cfg       Config
+	log       *slog.Logger
+	sandboxes *sandbox.Registry
+
+	mu         sync.Mutex
+	containers map[string]*Container
+	closed     bool
+}
+
+// New returns an empty runtime whose containers run in sandboxes.
+func New(cfg Config, sandboxes *sandbox.Registry) *Runtime {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Runtime{cfg: cfg, log: log, sandboxes: sandboxes, containers: make(map[string]*Container)}
+}
+
+// Validate checks a spec without starting anything.
+func Validate(spec Spec) error {
+	if !sandbox.IDPattern.MatchString(spec.ID) {
+		return fmt.Errorf("%w: id %q does not match %s", ErrInvalid, spec.ID, sandbox.IDPattern)
+	}
+	if spec.Sandbox != "" && !sandbox.IDPattern.MatchString(spec.Sandbox) {
+		return fmt.Errorf("%w: sandbox %q does not match %s", ErrInvalid, spec.Sandbox, sandbox.IDPattern)
+	}
+	if len(spec.Command) > 0 && spec.Command[0] == "" {
+		return fmt.Errorf("%w: command: the program name is empty", ErrInvalid)
+	}
+	for k := range spec.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("%w: env: bad variable name %q", ErrInvalid, k)
+		}
+	}
+	if spec.WorkingDir != "" && !strings.HasPrefix(spec.WorkingDir, "/") {
+		return fmt.Errorf("%w: workingDir %q: want an absolute path", ErrInvalid, spec.WorkingDir)
+	}
+	return nil
+}
+
+// Create registers a container and starts its main process. The command
+// must be found and the working directory must exist, or Create fails and
+// nothing is registered.
+func (r *Runtime) Create(spec Spec) (*Container, error) {
+	if err := Validate(spec); err != nil {
+		return nil, err
+	}
+	if spec.Sandbox == "" {
+		spec.Sandbox = sandbox.HostID
+	}
+	sb, err := r.sandboxes.Get(spec.Sandbox)
+	if err != nil {
+		return nil, err
+	}
+	if len(spec.Command) == 0 {
+		spec.Command = loginShell()
+	}
+	if spec.WorkingDir == "" {
+		spec.WorkingDir = homeDir()
+	}
+	if fi, err := os.Stat(spec.WorkingDir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("%w: workingDir %q is not a directory", ErrInvalid, spec.WorkingDir)
+	}
+	c := &Container{
+		spec:  spec,
+		env:   baseEnv(spec.Env),
+		sb:    sb,
+		rt:    r,
+		log:   r.log.With("container", spec.ID),
+		out:   newOutput(r.cfg.Scrollback),
+		done:  make(chan struct{}),
+		state: Created,
+	}
+	env := c.env
+	if spec.TTY {
+		env = withTerm(env, spec.Env)
+	}
+	if _, err := lookPath(spec.Command[0], env, spec.WorkingDir); err != nil {
+		return nil, fmt.Errorf("%w: command: %w", ErrInvalid, err)
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	if _, ok := r.containers[spec.ID]; ok {
+		return nil, fmt.Errorf("%w: %q", ErrExists, spec.ID)
+	}
+	r.containers[spec.ID] = c
+	go c.supervise() // owned by the container: stop waits on c.done
+	return c, nil
+}
+
+// Get returns the container with the given id.
+func (r *Runtime) Get(id string) (*Container, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.containers[id]; ok {
+		return c, nil
+	}
+	return nil, &NotFoundError{ID: id}
+}
+
+// List returns every container, by id.
+func (r *Runtime) List() []*Container {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Container, 0, len(r.containers))
+	for _, c := range r.containers {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *Container) int { return strings.Compare(a.spec.ID, b.spec.ID) })
+	return out
+}
+
+// Remove stops a container (SIGTERM, then SIGKILL after the grace period or
+// when ctx ends) and forgets it.
+func (r *Runtime) Remove(ctx context.Context, id string) error {
+	c, err := r.Get(id)
+	if err != nil {
+		return err
+	}
+	err = c.stop(ctx)
+	r.mu.Lock()
+	if r.containers[id] == c {
+		delete(r.containers, id)
+	}
+	r.mu.Unlock()
+	return err
+}
+
+// UsesSandbox reports whether a container runs in the sandbox.
+func (r *Runtime) UsesSandbox(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.containers {
+		if c.spec.Sandbox == id {
+			return true
+		}
+	}
+	return false
+}
+
+// StateCounts returns how many containers are in each state.
+func (r *Runtime) StateCounts() map[string]int {
+	counts := map[string]int{}
+	for _, c := range r.List() {
+		counts[string(c.State())]++
+	}
+	return counts
+}
+
+// Shutdown stops every container and waits for them, or for ctx.
+func (r *Runtime) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, 0)
+	var mu sync.Mutex
+	for _, c := range r.List() {
+		wg.Go(func() {
+			if err := c.stop(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func loginShell() []string {
+	if sh := os.Getenv("SHELL"); sh != "" {
+		return []string{sh, "-l"}
+	}
+	return []string{"/bin/sh", "-l"}
+}
+
+func homeDir() string {
+	if h, err := os.UserHomeDir(); err == nil {
+		if fi, err := os.Stat(h); err == nil && fi.IsDir() {
+			return h
+		}
+	}
+	return "/"
+}

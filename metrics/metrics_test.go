@@ -1,0 +1,75 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestMetricsLint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	New(reg, func() map[string]int { return map[string]int{"running": 2} })
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestMetricsValues(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, func() map[string]int { return map[string]int{"running": 2, "exited": 1} })
+	k := m.For("exec")
+	k.Active.Inc()
+	k.BytesOut.Add(10)
+	k.Error(ReasonBadResize)
+	k.Ended(ResultNonZeroExit, 2*time.Second)
+	k.Active.Dec()
+
+	if v := testutil.ToFloat64(m.StreamBytes.WithLabelValues("exec", "out")); v != 10 {
+		t.Errorf("bytes out = %v", v)
+	}
+	if v := testutil.ToFloat64(m.SessionsTotal.WithLabelValues("exec", ResultNonZeroExit)); v != 1 {
+		t.Errorf("sessions total = %v", v)
+	}
+	if v := testutil.ToFloat64(m.StreamErrors.WithLabelValues("exec", ReasonBadResize)); v != 1 {
+		t.Errorf("errors = %v", v)
+	}
+	want := `
+# HELP gateway_containers Containers, by state.
+# TYPE gateway_containers gauge
+gateway_containers{state="created"} 0
+gateway_containers{state="exited"} 1
+gateway_containers{state="running"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gateway_containers"); err != nil {
+		t.Error(err)
+	}
+	// Every series exists from the start: 3 kinds x 5 results.
+	if n := testutil.CollectAndCount(m.SessionsTotal); n != 15 {
+		t.Errorf("%d sessions_total series, want 15", n)
+	}
+}
+
+func TestUnknownLabelPanics(t *testing.T) {
+	m := New(prometheus.NewRegistry(), nil)
+	for name, f := range map[string]func(){
+		"kind":   func() { m.For("shell") },
+		"reason": func() { m.For("exec").Error("oops") },
+		"result": func() { m.For("exec").Ended("meh", 0) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("unknown %s did not panic", name)
+				}
+			}()
+			f()
+		}()
+	}
+}

@@ -1,0 +1,362 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"gateway/container"
+	"gateway/metrics"
+	"gateway/session"
+	"gateway/stream/wsproto"
+)
+
+// ExecOptions are the parameters of an exec: the query of a WebSocket
+// request, or the JSON body that mints a single-use URL.
+type ExecOptions struct {
+	Command []string `json:"command"`
+	Stdin   bool     `json:"stdin"`
+	Stdout  bool     `json:"stdout"`
+	Stderr  bool     `json:"stderr"`
+	TTY     bool     `json:"tty"`
+}
+
+// ParseExecQuery reads exec parameters as the API server and the kubelet
+// name them: command (repeated), stdin/input, stdout/output, stderr/error,
+// tty; flags are true unless "0" or "false".
+func ParseExecQuery(q url.Values) ExecOptions {
+	return ExecOptions{
+		Command: q["command"],
+		Stdin:   flag(q, "stdin", "input"),
+		Stdout:  flag(q, "stdout", "output"),
+		Stderr:  flag(q, "stderr", "error"),
+		TTY:     flag(q, "tty", "tty"),
+	}
+}
+
+func flag(q url.Values, name, kubeletName string) bool {
+	if v, ok := q[name]; ok {
+		return wsproto.ParseBool(v)
+	}
+	return wsproto.ParseBool(q[kubeletName])
+}
+
+// Validate checks the options and normalizes them: with a tty, stderr is
+// part of the pty's output, so it is turned off (as the kubelet does).
+func (o *ExecOptions) Validate(needCommand bool) error {
+	if needCommand && len(o.Command) == 0 {
+		return badRequest("command is required: add one command parameter per argument, e.g. ?command=sh&command=-c&command=date")
+	}
+	if needCommand && o.Command[0] == "" {
+		return badRequest("command: the program name is empty")
+	}
+	if !o.Stdin && !o.Stdout && !o.Stderr {
+		return badRequest("at least one of stdin, stdout or stderr must be requested")
+	}
+	if o.TTY {
+		o.Stderr = false
+	}
+	return nil
+}
+
+// Exec serves an exec WebSocket: it validates the request, upgrades, runs
+// the command in the container and streams it until it exits or the client
+// leaves. An error means the request was refused before the upgrade and
+// nothing was written. Exec blocks for the whole stream.
+func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string, opts ExecOptions) error {
+	if err := opts.Validate(true); err != nil {
+		return err
+	}
+	proto, err := s.negotiate(r, wsproto.ExecProtocols)
+	if err != nil {
+		return err
+	}
+	c, err := s.runtime.Get(containerID)
+	if err != nil {
+		return err
+	}
+	if st := c.State(); st != container.Running {
+		return badRequest("container %q is %s: cannot exec into it", containerID, st)
+	}
+	sess, err := s.sessions.Register(session.Exec, containerID, r.RemoteAddr)
+	if err != nil {
+		return err
+	}
+	conn, err := s.accept(w, r, proto)
+	if err != nil {
+		sess.Finish(nil)
+		return err
+	}
+	km := s.metrics.For(string(session.Exec))
+	p := s.newPump(conn, proto, sess, km)
+	e := &execStream{p: p, c: c, opts: opts, log: p.log, km: km,
+		sizeReady: make(chan struct{}, 1), started: make(chan struct{})}
+	s.serve(p, e.onFrame, e.run, func() *int { return e.exitCode })
+	return nil
+}
+
+// serve runs a pump as a session: metrics, registry and the closing log
+// line. exitCode reports the process's exit code once Run has returned.
+func (s *Server) serve(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, exitCode func() *int) {
+	start := time.Now()
+	p.km.Active.Inc()
+	p.sess.Activate(p)
+	p.log.Info("session opened", "remote", p.sess.RemoteAddr)
+	cause := p.Run(onFrame, work)
+	code := exitCode()
+	result := resultOf(cause, code)
+	p.km.Active.Dec()
+	p.km.Ended(result, time.Since(start))
+	p.sess.Finish(code)
+	info := p.sess.Info()
+	attrs := []any{"result", result, "bytes_in", info.BytesIn, "bytes_out", info.BytesOut,
+		"duration", time.Since(start).Round(time.Millisecond)}
+	if code != nil {
+		attrs = append(attrs, "exit_code", *code)
+	}
+	if cause != nil {
+		attrs = append(attrs, "cause", cause.Error())
+	}
+	p.log.Info("session closed", attrs...)
+}
+
+func resultOf(cause error, exitCode *int) string {
+	var pe *protocolError
+	switch {
+	case cause == nil && exitCode != nil && *exitCode != 0:
+		return metrics.ResultNonZeroExit
+	case cause == nil:
+		return metrics.ResultSuccess
+	case errors.Is(cause, errStartFailed), errors.As(cause, &pe), errors.Is(cause, wsproto.ErrFrameTooLarge):
+		return metrics.ResultError
+	case errors.Is(cause, errClientGone):
+		return metrics.ResultClientDisconnect
+	default:
+		return metrics.ResultTerminated
+	}
+}
+
+// errStartFailed: the process could not start (reported to the client).
+var errStartFailed = errors.New("process failed to start")
+
+// drainGrace is how long output is still read after the process exits, for
+// children that keep it open.
+const drainGrace = 2 * time.Second
+
+// execStream is one exec: readLoop feeds it client frames (onFrame), and
+// run owns the process.
+type execStream struct {
+	p    *Pump
+	c    *container.Container
+	opts ExecOptions
+	log  *slog.Logger
+	km   *metrics.Kind
+
+	sizeReady chan struct{} // a size arrived before the start (buffered, 1)
+	started   chan struct{} // closed once proc is set, or the start failed
+
+	mu          sync.Mutex
+	proc        *container.Process // nil until started, or when the start failed
+	pendingSize *wsproto.TerminalSize
+
+	// Used by readLoop only.
+	resize     wsproto.ResizeDecoder
+	resizeDead bool // a malformed resize came: ignore the rest
+	stdinDone  bool
+
+	exitCode *int // set by run before it returns
+}
+
+// onFrame handles one client frame (readLoop). Stdin blocks until the
+// process takes it: that is the backpressure on input.
+func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
+	switch f.Channel {
+	case wsproto.Stdin:
+		e.p.sess.AddIn(len(f.Payload))
+		e.km.BytesIn.Add(float64(len(f.Payload)))
+		if !e.opts.Stdin || e.stdinDone || len(f.Payload) == 0 {
+			return nil
+		}
+		proc := e.waitStarted(ctx)
+		if proc == nil {
+			return nil
+		}
+		if _, err := proc.Stdin.Write(f.Payload); err != nil {
+			// The process closed its input or exited: the rest of stdin is
+			// discarded, as Kubernetes does.
+			e.stdinDone = true
+			e.log.Debug("stdin closed by the process", "error", err)
+		}
+	case wsproto.Resize:
+		if !e.opts.TTY {
+			return nil // resize means nothing without a pty
+		}
+		if e.resizeDead {
+			return nil
+		}
+		if err := e.resize.Decode(f.Payload, e.applySize); err != nil {
+			// The kubelet stops reading sizes after a malformed one; the
+			// stream itself goes on.
+			e.resizeDead = true
+			e.km.Error(metrics.ReasonBadResize)
+			e.log.Warn("malformed resize: further resizes are ignored", "error", err)
+		}
+	case wsproto.Close:
+		switch ch := wsproto.Channel(f.Payload[0]); {
+		case ch == wsproto.Stdin:
+			if proc := e.waitStarted(ctx); proc != nil && e.opts.Stdin && !e.stdinDone {
+				e.stdinDone = true
+				if err := proc.CloseStdin(); err != nil {
+					e.log.Debug("close stdin", "error", err)
+				}
+			}
+		case ch >= wsproto.ExecChannels:
+			e.km.Error(metrics.ReasonProtocol)
+			return &protocolError{errors.New("close signal for " + ch.String() + ", which does not exist")}
+		}
+	case wsproto.Stdout, wsproto.Stderr, wsproto.Error:
+		// Server-to-client channels: data from the client is discarded.
+	default:
+		e.km.Error(metrics.ReasonUnknownChannel)
+		e.log.Debug("frame on unknown channel ignored", "channel", f.Channel)
+	}
+	return nil
+}
+
+func (e *execStream) waitStarted(ctx context.Context) *container.Process {
+	select {
+	case <-e.started:
+	case <-ctx.Done():
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.proc
+}
+
+// applySize resizes the pty, or holds the size for the start.
+func (e *execStream) applySize(sz wsproto.TerminalSize) {
+	if err := sz.Validate(); err != nil {
+		e.km.Error(metrics.ReasonBadResize)
+		e.log.Warn("resize ignored", "error", err)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.proc == nil {
+		e.pendingSize = &sz
+		select {
+		case e.sizeReady <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if err := e.proc.Resize(container.Size{Cols: sz.Width, Rows: sz.Height}); err != nil {
+		e.log.Warn("resize failed", "error", err)
+	}
+}
+
+// run owns the process: it starts it (with a tty, at the client's first
+// size if that comes within InitialSizeWait), pumps its output, reaps it,
+// and finishes the stream with its status. When ctx ends first, the process
+// is terminated.
+func (e *execStream) run(ctx context.Context) error {
+	ready := e.p.readyFrame(e.opts.Stdout, e.opts.Stderr)
+	if !e.p.send(ctx, ready) {
+		close(e.started)
+		return nil
+	}
+	if e.opts.TTY {
+		t := time.NewTimer(e.p.cfg.InitialSizeWait)
+		select {
+		case <-e.sizeReady:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	if ctx.Err() != nil {
+		close(e.started)
+		return nil
+	}
+
+	e.mu.Lock()
+	spec := container.ExecSpec{Command: e.opts.Command, TTY: e.opts.TTY, Stdin: e.opts.Stdin, Stdout: e.opts.Stdout, Stderr: e.opts.Stderr}
+	if e.pendingSize != nil {
+		spec.Size = container.Size{Cols: e.pendingSize.Width, Rows: e.pendingSize.Height}
+	}
+	proc, err := e.c.Exec(spec)
+	e.proc = proc
+	e.mu.Unlock()
+	close(e.started)
+	if err != nil {
+		e.km.Error(metrics.ReasonStart)
+		e.log.Warn("exec failed to start", "error", err)
+		e.p.finish(ctx, wsproto.InternalError(err))
+		return errStartFailed
+	}
+	defer proc.Close()
+	stop := context.AfterFunc(ctx, proc.Terminate)
+	defer stop()
+	e.log.Debug("process started", "pid", proc.Pid())
+
+	var readers sync.WaitGroup
+	pump := func(f *os.File, ch wsproto.Channel, deliver bool) {
+		if f != nil {
+			readers.Go(func() { e.p.pumpOutput(ctx, f, ch, deliver) })
+		}
+	}
+	pump(proc.Stdout, wsproto.Stdout, e.opts.Stdout)
+	pump(proc.Stderr, wsproto.Stderr, true)
+	code, err := proc.Wait()
+	proc.StopReadingAfter(drainGrace)
+	readers.Wait()
+	if err != nil {
+		e.p.finish(ctx, wsproto.InternalError(err))
+		return nil
+	}
+	e.exitCode = &code
+	st := wsproto.Success()
+	if code != 0 {
+		st = wsproto.ExitCode(code, e.opts.Command)
+	}
+	e.p.finish(ctx, st)
+	return nil
+}
+
+// readyFrame is the empty frame that opens the stream, on the lowest
+// channel the client reads: stdout, else stderr, else the error channel.
+func (p *Pump) readyFrame(stdout, stderr bool) outFrame {
+	switch {
+	case stdout:
+		return outFrame{ch: wsproto.Stdout}
+	case stderr:
+		return outFrame{ch: wsproto.Stderr}
+	}
+	return outFrame{ch: wsproto.Error}
+}
+
+// pumpOutput streams a process output to the client until it ends. Without
+// deliver the output is read and dropped, so the process never blocks on it.
+func (p *Pump) pumpOutput(ctx context.Context, f *os.File, ch wsproto.Channel, deliver bool) {
+	err := container.ReadChunks(f, p.bufs, func(buf []byte, n int) error {
+		if !deliver {
+			p.bufs.Put(buf)
+			return nil
+		}
+		p.sess.RecordOut(buf[:n])
+		p.km.BytesOut.Add(float64(n))
+		if !p.send(ctx, outFrame{ch: ch, data: buf[:n], buf: buf}) {
+			return ctx.Err()
+		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil && !errors.Is(err, os.ErrClosed) {
+		p.log.Warn("read process output", "channel", ch, "error", err)
+	}
+}

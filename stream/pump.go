@@ -1,0 +1,374 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"gateway/metrics"
+	"gateway/session"
+	"gateway/stream/wsproto"
+)
+
+// Why a stream ended, besides the session package's causes.
+var (
+	// errClientGone: the client closed the WebSocket or vanished.
+	errClientGone = errors.New("client went away")
+	// errIdle: nothing flowed for the idle timeout.
+	errIdle = errors.New("idle timeout")
+	// errSlowConsumer: an attacher fell too far behind.
+	errSlowConsumer = errors.New("client too slow: output queue overflowed")
+)
+
+// protocolError ends a stream because the client broke the protocol.
+type protocolError struct{ err error }
+
+func (e *protocolError) Error() string { return "protocol error: " + e.err.Error() }
+func (e *protocolError) Unwrap() error { return e.err }
+
+// outFrame is one message for writeLoop.
+type outFrame struct {
+	ch   wsproto.Channel
+	data []byte
+	buf  []byte // pooled storage of data, returned after the write; or nil
+	end  bool   // the stream is over: send the normal close frame
+}
+
+// outQueueLen bounds the frames waiting for writeLoop. A full queue blocks
+// the producer: backpressure reaches the process.
+const outQueueLen = 16
+
+// Pump moves frames between one WebSocket and the work of a stream. Only
+// readLoop reads the conn and only writeLoop writes it (gorilla allows
+// Close and WriteControl from elsewhere, nothing more).
+type Pump struct {
+	// Static after construction.
+	conn  *websocket.Conn
+	proto wsproto.Protocol
+	sess  *session.Session
+	km    *metrics.Kind
+	log   *slog.Logger
+	cfg   *Config
+	bufs  *bufferPool
+
+	ctx    context.Context // the stream's context; its cause says why it ended
+	cancel context.CancelCauseFunc
+
+	out        chan outFrame // to writeLoop; never closed
+	readDone   chan struct{} // closed when readLoop returns
+	lastActive atomic.Int64  // unix nanoseconds of the last data frame either way
+}
+
+func (s *Server) newPump(conn *websocket.Conn, proto wsproto.Protocol, sess *session.Session, km *metrics.Kind) *Pump {
+	ctx, cancel := context.WithCancelCause(s.base)
+	p := &Pump{
+		conn: conn, proto: proto, sess: sess, km: km, log: s.sessionLog(sess, proto), cfg: &s.cfg, bufs: s.bufs,
+		ctx: ctx, cancel: cancel,
+		out:      make(chan outFrame, outQueueLen),
+		readDone: make(chan struct{}),
+	}
+	p.touch()
+	return p
+}
+
+// Close ends the stream with cause (session.ErrClosedByAPI, ErrShutdown,
+// ...). It does not wait. It implements session.Closer.
+func (p *Pump) Close(cause error) { p.cancel(cause) }
+
+// Run runs readLoop, writeLoop and work until the stream is over, and
+// returns only after all three have returned. onFrame is called by readLoop
+// for each client frame; the frame's payload is valid only during the call,
+// and an error from onFrame ends the stream. work must return soon after
+// its context ends. Run returns nil when work finished the stream (with
+// finish), or the cause that ended it otherwise.
+func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error) error {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(p.readDone)
+		if err := p.readLoop(onFrame); err != nil {
+			p.cancel(err)
+		}
+	})
+	var normalEnd atomic.Bool
+	wg.Go(func() {
+		end, err := p.writeLoop()
+		normalEnd.Store(end)
+		if err != nil {
+			p.cancel(err)
+		}
+	})
+	wg.Go(func() {
+		if err := work(p.ctx); err != nil {
+			p.cancel(err)
+		}
+	})
+	wg.Wait()
+	cause := context.Cause(p.ctx)
+	p.cancel(nil)
+	if normalEnd.Load() {
+		return nil
+	}
+	return cause
+}
+
+// finish queues the final Status (if the protocol sends one) and the normal
+// close. It returns false when the stream already ended.
+func (p *Pump) finish(ctx context.Context, st wsproto.Status) bool {
+	if payload := p.proto.StatusPayload(st); payload != nil && !p.proto.Raw {
+		if !p.send(ctx, outFrame{ch: wsproto.Error, data: payload}) {
+			return false
+		}
+	}
+	return p.send(ctx, outFrame{end: true})
+}
+
+// send queues a frame for writeLoop, waiting while the queue is full. It
+// returns false, and releases the frame, when the stream is over.
+func (p *Pump) send(ctx context.Context, f outFrame) bool {
+	select {
+	case p.out <- f:
+		return true
+	case <-ctx.Done():
+		p.release(f)
+		return false
+	}
+}
+
+func (p *Pump) release(f outFrame) {
+	if f.buf != nil {
+		p.bufs.Put(f.buf)
+	}
+}
+
+func (p *Pump) touch() { p.lastActive.Store(time.Now().UnixNano()) }
+
+// readLoop does every read of the conn until the client leaves, the conn is
+// closed, or onFrame fails. It keeps reading while the stream lives, so
+// pings are answered even when the process is busy.
+func (p *Pump) readLoop(onFrame func(context.Context, wsproto.Frame) error) error {
+	p.conn.SetReadLimit(p.cfg.MaxMessageSize)
+	_ = p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
+	p.conn.SetPongHandler(func(string) error {
+		return p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
+	})
+	var msg []byte
+	for {
+		_, r, err := p.conn.NextReader()
+		if err != nil {
+			return p.readError(err)
+		}
+		if msg, err = readMessage(r, msg[:0]); err != nil {
+			return p.readError(err)
+		}
+		_ = p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
+		p.touch()
+		f, err := p.proto.ParseFrame(msg)
+		switch {
+		case errors.Is(err, wsproto.ErrEmpty):
+			continue // ignored, as by the kubelet
+		case errors.Is(err, wsproto.ErrBadCloseSignal):
+			p.km.Error(metrics.ReasonProtocol)
+			return &protocolError{err}
+		case err != nil: // a bad base64 frame is dropped, the stream goes on
+			p.km.Error(metrics.ReasonProtocol)
+			p.log.Warn("dropped malformed frame", "error", err)
+			continue
+		}
+		if err := onFrame(p.ctx, f); err != nil {
+			return err
+		}
+		if cap(msg) > 4*readChunk { // do not keep a huge paste around
+			msg = nil
+		}
+	}
+}
+
+// readMessage reads a whole message into buf; gorilla enforces the limit.
+func readMessage(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// readError turns a read failure into the cause that ends the stream.
+func (p *Pump) readError(err error) error {
+	switch {
+	case p.ctx.Err() != nil: // we closed the conn
+		return nil
+	case errors.Is(err, websocket.ErrReadLimit):
+		p.km.Error(metrics.ReasonFrameTooLarge)
+		p.log.Warn("client message over the read limit", "limit", p.cfg.MaxMessageSize)
+		return fmt.Errorf("%w: over %d bytes", wsproto.ErrFrameTooLarge, p.cfg.MaxMessageSize)
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived):
+		return errClientGone
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return errClientGone
+	default:
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) {
+			p.km.Error(metrics.ReasonRead)
+		}
+		return fmt.Errorf("%w: %w", errClientGone, err)
+	}
+}
+
+// writeLoop does every write of the conn: frames, pings, the close frame.
+// It returns when the stream is over, after closing the conn (which ends
+// readLoop). end reports a normal end (finish was called).
+func (p *Pump) writeLoop() (end bool, err error) {
+	defer p.conn.Close()
+	ping := time.NewTicker(p.cfg.PingPeriod)
+	defer ping.Stop()
+	var next *outFrame // a frame taken while batching, to write first
+	for {
+		var f outFrame
+		if next != nil {
+			f, next = *next, nil
+		} else {
+			select {
+			case f = <-p.out:
+			case <-ping.C:
+				if idle := p.cfg.IdleTimeout; idle > 0 && time.Since(time.Unix(0, p.lastActive.Load())) > idle {
+					p.km.Error(metrics.ReasonIdleTimeout)
+					p.closeWith(CloseIdle, "idle timeout")
+					return false, errIdle
+				}
+				if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(p.cfg.PongWait)); err != nil {
+					return false, p.writeError(err)
+				}
+				continue
+			case <-p.ctx.Done():
+				p.closeFor(context.Cause(p.ctx))
+				return false, nil
+			}
+		}
+		if f.end {
+			p.closeWith(websocket.CloseNormalClosure, "")
+			return true, nil
+		}
+		var err error
+		if next, err = p.writeFrame(f); err != nil {
+			return false, p.writeError(err)
+		}
+	}
+}
+
+// maxBatch bounds the payload of a message built from several queued frames.
+const maxBatch = 64 << 10
+
+// writeFrame writes f as one message, adding frames of the same channel
+// that are already queued (binary protocols). It returns a frame it took
+// from the queue but could not add.
+func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
+	defer p.release(f)
+	_ = p.conn.SetWriteDeadline(time.Now().Add(p.cfg.PongWait))
+	p.touch()
+	if p.proto.Base64 {
+		scratch := p.bufs.Get()
+		msg := p.proto.AppendFrame(scratch[:0], f.ch, f.data)
+		err := p.conn.WriteMessage(websocket.TextMessage, msg)
+		p.bufs.Put(scratch)
+		return nil, err
+	}
+	w, err := p.conn.NextWriter(websocket.BinaryMessage)
+	if err != nil {
+		return nil, err
+	}
+	if !p.proto.Raw {
+		if _, err := w.Write([]byte{byte(f.ch)}); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := w.Write(f.data); err != nil {
+		return nil, err
+	}
+	var next *outFrame
+	// The empty ready frame stays a message of its own.
+	for size := len(f.data); size > 0 && size < maxBatch && next == nil; {
+		select {
+		case g := <-p.out:
+			if g.end || g.ch != f.ch || len(g.data) == 0 {
+				next = &g
+				break
+			}
+			_, err = w.Write(g.data)
+			size += len(g.data)
+			p.release(g)
+			if err != nil {
+				return nil, err
+			}
+		default:
+			size = maxBatch
+		}
+	}
+	return next, w.Close()
+}
+
+// writeError classifies a failed write.
+func (p *Pump) writeError(err error) error {
+	if p.ctx.Err() != nil {
+		return nil
+	}
+	p.km.Error(metrics.ReasonWrite)
+	return fmt.Errorf("%w: write: %w", errClientGone, err)
+}
+
+// closeFor sends the close frame that tells the client why the stream
+// ended, when the client is still there to read it.
+func (p *Pump) closeFor(cause error) {
+	var pe *protocolError
+	switch {
+	case errors.Is(cause, session.ErrClosedByAPI):
+		p.closeWith(CloseByAPI, "session closed through the API")
+	case errors.Is(cause, session.ErrShutdown):
+		p.closeWith(websocket.CloseGoingAway, "gateway shutting down")
+	case errors.Is(cause, errSlowConsumer):
+		p.closeWith(CloseSlowConsumer, "client too slow: output queue overflowed")
+	case errors.As(cause, &pe):
+		p.closeWith(websocket.CloseProtocolError, pe.Error())
+	case errors.Is(cause, errClientGone), errors.Is(cause, wsproto.ErrFrameTooLarge):
+		// The client closed, or gorilla already sent 1009.
+	default:
+		p.closeWith(websocket.CloseInternalServerErr, "internal error")
+	}
+}
+
+// closeGrace is how long we wait for the client to answer our close frame
+// before dropping the connection, so the last frames are not lost in flight.
+const closeGrace = time.Second
+
+// closeWith sends a close frame and waits briefly for readLoop to see the
+// client's answer.
+func (p *Pump) closeWith(code int, reason string) {
+	if len(reason) > 123 { // the control frame payload limit, less the code
+		reason = reason[:123]
+	}
+	msg := websocket.FormatCloseMessage(code, reason)
+	if err := p.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace)); err != nil {
+		return
+	}
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	select {
+	case <-p.readDone:
+	case <-t.C:
+	}
+}
