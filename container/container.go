@@ -170,29 +170,27 @@ func (c *Container) start(spec ExecSpec) (*Process, error) {
 	return p, nil
 }
 
-// supervise runs the main process until it exits or the container is
-// stopped. It owns the main process: it starts it, reads its output into
-// the scrollback, and reaps it.
-func (c *Container) supervise() {
-	defer close(c.done)
+// startMain starts the main process; the container is running when it
+// returns nil.
+func (c *Container) startMain() (*Process, error) {
 	proc, err := c.start(ExecSpec{
 		Command: c.spec.Command, TTY: c.spec.TTY, Stdin: c.spec.Stdin, Stdout: true, Stderr: true,
 	})
-	c.mu.Lock()
 	if err != nil {
-		code := 127
-		c.state, c.exitCode, c.message, c.finishedAt = Exited, &code, err.Error(), time.Now()
-		c.mu.Unlock()
-		c.log.Warn("container failed to start", "error", err)
-		return
+		return nil, err
 	}
-	if c.stopping { // stopped before it started
-		proc.Terminate()
-	}
+	c.mu.Lock()
 	c.state, c.proc, c.pid, c.startedAt = Running, proc, proc.Pid(), time.Now()
+	c.exitCode, c.message, c.finishedAt = nil, "", time.Time{}
 	c.mu.Unlock()
 	c.log.Info("container started", "pid", proc.Pid())
+	return proc, nil
+}
 
+// supervise owns the running main process: it reads its output into the
+// scrollback, and reaps it.
+func (c *Container) supervise(proc *Process) {
+	defer close(c.done)
 	var readers sync.WaitGroup
 	for st, f := range map[Stream]*os.File{Stdout: proc.Stdout, Stderr: proc.Stderr} {
 		if f == nil {

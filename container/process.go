@@ -317,3 +317,11 @@ func executable(path string) error {
 	}
 	return nil
 }
+
+// Write writes to the process's input; see Stdin.
+func (p *Process) Write(b []byte) (int, error) {
+	if p.Stdin == nil {
+		return 0, os.ErrClosed
+	}
+	return p.Stdin.Write(b)
+}

@@ -120,8 +120,12 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 	if _, ok := r.containers[spec.ID]; ok {
 		return nil, fmt.Errorf("%w: %q", ErrExists, spec.ID)
 	}
+	proc, err := c.startMain()
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w", spec.ID, err)
+	}
 	r.containers[spec.ID] = c
-	go c.supervise() // owned by the container: stop waits on c.done
+	go c.supervise(proc) // owned by the container: stop waits on c.done
 	return c, nil
 }
 

@@ -95,21 +95,26 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 	km := s.metrics.For(string(session.Exec))
 	p := s.newPump(conn, proto, sess, km)
 	e := &execStream{p: p, c: c, opts: opts, log: p.log, km: km,
-		sizeReady: make(chan struct{}, 1), started: make(chan struct{})}
-	s.serve(p, e.onFrame, e.run, func() *int { return e.exitCode })
+		sizeReady: make(chan struct{}, 1), stdin: newStdinQueue()}
+	s.serve(p, e.onFrame, e.run, func() (*int, bool) { return e.exitCode, e.startFailed })
 	return nil
 }
 
 // serve runs a pump as a session: metrics, registry and the closing log
-// line. exitCode reports the process's exit code once Run has returned.
-func (s *Server) serve(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, exitCode func() *int) {
+// line. outcome reports, once Run has returned, the process's exit code
+// (nil when there is none) and whether the stream failed on the gateway's
+// side after reporting it to the client.
+func (s *Server) serve(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, outcome func() (*int, bool)) {
 	start := time.Now()
 	p.km.Active.Inc()
 	p.sess.Activate(p)
 	p.log.Info("session opened", "remote", p.sess.RemoteAddr)
 	cause := p.Run(onFrame, work)
-	code := exitCode()
+	code, failed := outcome()
 	result := resultOf(cause, code)
+	if cause == nil && failed {
+		result = metrics.ResultError
+	}
 	p.km.Active.Dec()
 	p.km.Ended(result, time.Since(start))
 	p.sess.Finish(code)
@@ -132,7 +137,7 @@ func resultOf(cause error, exitCode *int) string {
 		return metrics.ResultNonZeroExit
 	case cause == nil:
 		return metrics.ResultSuccess
-	case errors.Is(cause, errStartFailed), errors.As(cause, &pe), errors.Is(cause, wsproto.ErrFrameTooLarge):
+	case errors.As(cause, &pe), errors.Is(cause, wsproto.ErrFrameTooLarge):
 		return metrics.ResultError
 	case errors.Is(cause, errClientGone):
 		return metrics.ResultClientDisconnect
@@ -140,9 +145,6 @@ func resultOf(cause error, exitCode *int) string {
 		return metrics.ResultTerminated
 	}
 }
-
-// errStartFailed: the process could not start (reported to the client).
-var errStartFailed = errors.New("process failed to start")
 
 // drainGrace is how long output is still read after the process exits, for
 // children that keep it open.
@@ -158,7 +160,7 @@ type execStream struct {
 	km   *metrics.Kind
 
 	sizeReady chan struct{} // a size arrived before the start (buffered, 1)
-	started   chan struct{} // closed once proc is set, or the start failed
+	stdin     *stdinQueue   // client input, in order, with the end of input
 
 	mu          sync.Mutex
 	proc        *container.Process // nil until started, or when the start failed
@@ -167,30 +169,21 @@ type execStream struct {
 	// Used by readLoop only.
 	resize     wsproto.ResizeDecoder
 	resizeDead bool // a malformed resize came: ignore the rest
-	stdinDone  bool
+	stdinDone  bool // the client closed stdin
 
-	exitCode *int // set by run before it returns
+	exitCode    *int // set by run before it returns
+	startFailed bool // set by run: the process could not start
 }
 
-// onFrame handles one client frame (readLoop). Stdin blocks until the
-// process takes it: that is the backpressure on input.
+// onFrame handles one client frame (readLoop). Input is queued for the
+// process (see stdinQueue); resizes apply at once.
 func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 	switch f.Channel {
 	case wsproto.Stdin:
 		e.p.sess.AddIn(len(f.Payload))
 		e.km.BytesIn.Add(float64(len(f.Payload)))
-		if !e.opts.Stdin || e.stdinDone || len(f.Payload) == 0 {
-			return nil
-		}
-		proc := e.waitStarted(ctx)
-		if proc == nil {
-			return nil
-		}
-		if _, err := proc.Stdin.Write(f.Payload); err != nil {
-			// The process closed its input or exited: the rest of stdin is
-			// discarded, as Kubernetes does.
-			e.stdinDone = true
-			e.log.Debug("stdin closed by the process", "error", err)
+		if e.opts.Stdin && !e.stdinDone {
+			e.stdin.push(ctx, f.Payload)
 		}
 	case wsproto.Resize:
 		if !e.opts.TTY {
@@ -209,11 +202,9 @@ func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 	case wsproto.Close:
 		switch ch := wsproto.Channel(f.Payload[0]); {
 		case ch == wsproto.Stdin:
-			if proc := e.waitStarted(ctx); proc != nil && e.opts.Stdin && !e.stdinDone {
+			if e.opts.Stdin && !e.stdinDone {
 				e.stdinDone = true
-				if err := proc.CloseStdin(); err != nil {
-					e.log.Debug("close stdin", "error", err)
-				}
+				e.stdin.closeInput(ctx)
 			}
 		case ch >= wsproto.ExecChannels:
 			e.km.Error(metrics.ReasonProtocol)
@@ -226,17 +217,6 @@ func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 		e.log.Debug("frame on unknown channel ignored", "channel", f.Channel)
 	}
 	return nil
-}
-
-func (e *execStream) waitStarted(ctx context.Context) *container.Process {
-	select {
-	case <-e.started:
-	case <-ctx.Done():
-		return nil
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.proc
 }
 
 // applySize resizes the pty, or holds the size for the start.
@@ -266,9 +246,11 @@ func (e *execStream) applySize(sz wsproto.TerminalSize) {
 // and finishes the stream with its status. When ctx ends first, the process
 // is terminated.
 func (e *execStream) run(ctx context.Context) error {
+	// Once the process is gone, input that still comes is dropped.
+	stopInput := sync.OnceFunc(func() { close(e.stdin.stop) })
+	defer stopInput()
 	ready := e.p.readyFrame(e.opts.Stdout, e.opts.Stderr)
 	if !e.p.send(ctx, ready) {
-		close(e.started)
 		return nil
 	}
 	if e.opts.TTY {
@@ -281,7 +263,6 @@ func (e *execStream) run(ctx context.Context) error {
 		t.Stop()
 	}
 	if ctx.Err() != nil {
-		close(e.started)
 		return nil
 	}
 
@@ -293,19 +274,21 @@ func (e *execStream) run(ctx context.Context) error {
 	proc, err := e.c.Exec(spec)
 	e.proc = proc
 	e.mu.Unlock()
-	close(e.started)
 	if err != nil {
 		e.km.Error(metrics.ReasonStart)
 		e.log.Warn("exec failed to start", "error", err)
+		e.startFailed = true
 		e.p.finish(ctx, wsproto.InternalError(err))
-		return errStartFailed
+		return nil
 	}
-	defer proc.Close()
 	stop := context.AfterFunc(ctx, proc.Terminate)
 	defer stop()
 	e.log.Debug("process started", "pid", proc.Pid())
 
-	var readers sync.WaitGroup
+	var readers, writer sync.WaitGroup
+	if proc.Stdin != nil {
+		writer.Go(func() { e.stdin.writeLoop(proc, e.log) })
+	}
 	pump := func(f *os.File, ch wsproto.Channel, deliver bool) {
 		if f != nil {
 			readers.Go(func() { e.p.pumpOutput(ctx, f, ch, deliver) })
@@ -316,7 +299,13 @@ func (e *execStream) run(ctx context.Context) error {
 	code, err := proc.Wait()
 	proc.StopReadingAfter(drainGrace)
 	readers.Wait()
+	// Closing the files ends a stdin write blocked on a child that keeps
+	// the input open without reading it.
+	proc.Close()
+	stopInput()
+	writer.Wait()
 	if err != nil {
+		e.startFailed = true
 		e.p.finish(ctx, wsproto.InternalError(err))
 		return nil
 	}

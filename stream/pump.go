@@ -86,9 +86,10 @@ func (p *Pump) Close(cause error) { p.cancel(cause) }
 // Run runs readLoop, writeLoop and work until the stream is over, and
 // returns only after all three have returned. onFrame is called by readLoop
 // for each client frame; the frame's payload is valid only during the call,
-// and an error from onFrame ends the stream. work must return soon after
-// its context ends. Run returns nil when work finished the stream (with
-// finish), or the cause that ended it otherwise.
+// and an error from onFrame ends the stream. work ends the stream normally
+// by calling finish and returning nil; an error from work ends it at once
+// (no Status). work must return soon after its context ends. Run returns
+// nil after a normal end, or the cause that ended the stream.
 func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error) error {
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// The ceilings: the same commands started by the tool itself, read
+// without any gateway in between.
+
+// startPty starts cmd in a new pty of 80x24 the way the gateway does
+// (container/process.go): a new session with the pty as controlling
+// terminal, and a non-blocking master read through Go's poller.
+func startPty(cmd *exec.Cmd) (*os.File, error) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer tty.Close()
+	if err := control(ptmx, func(fd int) error { return unix.SetNonblock(fd, true) }); err != nil {
+		ptmx.Close()
+		return nil, err
+	}
+	ws := &unix.Winsize{Row: 24, Col: 80}
+	if err := control(ptmx, func(fd int) error { return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, ws) }); err != nil {
+		ptmx.Close()
+		return nil, err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		ptmx.Close()
+		return nil, err
+	}
+	return ptmx, nil
+}
+
+// control runs fn on f's descriptor without making it blocking (as Fd
+// would).
+func control(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// readAll reads r to its end with a buffer of bufSize and returns the byte
+// count. A pty master's EIO (the child side is gone) is the end.
+func readAll(r io.Reader, bufSize int) (int64, error) {
+	buf := make([]byte, bufSize)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		total += int64(n)
+		if err != nil {
+			if err == io.EOF || errors.Is(err, syscall.EIO) {
+				return total, nil
+			}
+			return total, err
+		}
+	}
+}
+
+// --- /proc readings -------------------------------------------------------
+
+// vmRSS returns the VmRSS of pid in KiB.
+func vmRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) < 1 {
+				break
+			}
+			return strconv.ParseInt(f[0], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// clockTick is USER_HZ, which is 100 on Linux for every architecture Go
+// supports.
+const clockTick = 100
+
+// procStat returns the fields of /proc/pid/stat after the command name:
+// index 0 is the state (field 3 in proc(5)).
+func procStat(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	return strings.Fields(string(b[i+1:])), nil
+}
+
+// cpuTime returns the user+system CPU time of pid (not its children).
+func cpuTime(pid int) (time.Duration, error) {
+	f, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64) // utime, field 14
+	st, err2 := strconv.ParseInt(f[12], 10, 64) // stime, field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * time.Second / clockTick, nil
+}
+
+// selfCPU returns this process's user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// children counts the processes whose parent is pid.
+func children(pid int) int {
+	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
+	want := strconv.Itoa(pid)
+	n := 0
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == want {
+			n++
+		}
+	}
+	return n
+}
+
+// waitChildren waits until pid has want children, polling, at most d.
+func waitChildren(pid, want int, d time.Duration) (int, error) {
+	deadline := time.Now().Add(d)
+	for {
+		n := children(pid)
+		if n == want {
+			return n, nil
+		}
+		if time.Now().After(deadline) {
+			return n, fmt.Errorf("gateway has %d child processes after %v, want %d", n, d, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// metricsSnapshot reads a few series from the gateway's /metrics (the Go
+// and process collectors).
+func metricsSnapshot(addr string) (map[string]float64, error) {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: HTTP %d", resp.StatusCode)
+	}
+	want := map[string]bool{
+		"go_goroutines": true, "go_threads": true, "go_memstats_heap_inuse_bytes": true,
+		"go_memstats_stack_inuse_bytes": true, "go_memstats_sys_bytes": true,
+		"process_open_fds": true, "process_resident_memory_bytes": true,
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) == 2 && want[f[0]] {
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err == nil {
+				out[f[0]] = v
+			}
+		}
+	}
+	return out, sc.Err()
+}

@@ -1,0 +1,358 @@
+// Command gwload measures the gateway against ceilings measured by the same
+// tool in the same run: throughput of a pty and of a pipe, keystroke echo
+// latency, session setup rate and the memory of idle sessions.
+//
+// The gateway's own costs are the point, so every figure comes with the
+// same work done without the gateway (the command started by gwload in a
+// pty or with a pipe, read directly), measured alternately with the
+// gateway figure, and the median of the repetitions is compared.
+//
+// Typical run (gwload starts and stops the gateway itself):
+//
+//	go build -o /tmp/gw ./cmd/gateway
+//	go run ./bench/gwload -gateway /tmp/gw
+//
+// Against a gateway already running (its container must run "sleep"-like
+// and be able to exec head, sh, stty, dd, true and sleep):
+//
+//	go run ./bench/gwload -addr 127.0.0.1:8080 -token T -container box -pid PID
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	addr, token, container string
+	gateway, gatewayLog    string
+	gatewayArgs            string
+	pid                    int
+	scenarios              string
+	reps                   int
+	bytes                  int64
+	bufSize                int
+	keystrokes             int
+	sessions               int
+	idle, idleConc         int
+	timeout                time.Duration
+	cpuProfile             string
+	refIdle                int // internal: the idle-rss reference child
+}
+
+var allScenarios = []string{"tty-throughput", "pipe-throughput", "echo-latency", "setup-rate", "idle-rss"}
+
+func main() {
+	var o options
+	flag.StringVar(&o.addr, "addr", "", "address (host:port) of a running gateway; ignored with -gateway, which picks a free loopback port")
+	flag.StringVar(&o.token, "token", "gwload", "bearer token of the gateway (passed to it with -gateway)")
+	flag.StringVar(&o.container, "container", "box", "container to exec into (created by the config gwload writes with -gateway)")
+	flag.StringVar(&o.gateway, "gateway", "", "path of the gateway binary: gwload starts it with its own config and stops it at the end (recommended; needed for a fresh gateway in idle-rss)")
+	flag.StringVar(&o.gatewayLog, "gateway-log", "", "file for the gateway's log with -gateway (default: in a temporary directory)")
+	flag.StringVar(&o.gatewayArgs, "gateway-args", "", "extra arguments for the gateway with -gateway, space-separated (e.g. \"--log-level warn\")")
+	flag.IntVar(&o.pid, "pid", 0, "pid of the running gateway given by -addr: enables its CPU accounting and idle-rss")
+	flag.StringVar(&o.scenarios, "scenarios", "all", "comma-separated scenarios to run: "+strings.Join(allScenarios, ", ")+", or all")
+	flag.IntVar(&o.reps, "reps", 5, "repetitions of each measurement, alternating gateway and ceiling; the medians are compared")
+	flag.Int64Var(&o.bytes, "bytes", 256<<20, "bytes for the throughput scenarios (head -c BYTES /dev/zero)")
+	flag.IntVar(&o.bufSize, "bufsize", 32<<10, "read buffer of the ceilings (the gateway reads 32 KiB chunks)")
+	flag.IntVar(&o.keystrokes, "keystrokes", 2000, "keystrokes per repetition in echo-latency")
+	flag.IntVar(&o.sessions, "sessions", 200, "sessions per repetition in setup-rate")
+	flag.IntVar(&o.idle, "idle", 1000, "idle sessions held open in idle-rss")
+	flag.IntVar(&o.idleConc, "idle-concurrency", 16, "sessions opened at once in idle-rss")
+	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on any one session or measurement")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write gwload's own CPU profile to this file")
+	flag.IntVar(&o.refIdle, "internal-ref-idle", 0, "internal: run the idle-rss reference with N ptys and exit")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), `gwload: load and benchmark tool for the gateway.
+
+Every scenario prints the gateway figure beside a ceiling measured by this
+tool in the same run (the same command started by gwload itself in a pty or
+with a pipe and read directly), alternating the two, and compares medians.
+
+Scenarios:
+  tty-throughput   head -c BYTES /dev/zero, tty=1, bytes/s at the client; ceiling: pty read in-process (target >= 0.9)
+  pipe-throughput  the same with a stdout pipe; ceiling: pipe read in-process (target >= 0.6)
+  echo-latency     one byte at a time through sh -c 'stty raw -echo; ...; dd bs=1' in a pty; p50/p99; ceiling: same pty in-process
+  setup-rate       SESSIONS exec sessions of "true" in a row, each to its close; ceiling: fork/exec of "true" with a stdout pipe
+  idle-rss         IDLE idle "sleep" sessions (tty, stdin) held open; gateway VmRSS delta per session; reference: a bare
+                   process holding as many ptys with one blocked reader goroutine each
+
+Usage: gwload [flags]
+
+`)
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if o.refIdle > 0 {
+		if err := refIdleChild(o.refIdle); err != nil {
+			fmt.Fprintln(os.Stderr, "gwload reference:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "gwload:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if o.reps < 1 || o.bytes < 1 || o.bufSize < 1 || o.keystrokes < 1 || o.sessions < 1 || o.idle < 1 || o.idleConc < 1 {
+		return errors.New("-reps, -bytes, -bufsize, -keystrokes, -sessions, -idle and -idle-concurrency must be positive")
+	}
+	scen, err := pickScenarios(o.scenarios)
+	if err != nil {
+		return err
+	}
+	if o.gateway == "" && o.addr == "" {
+		return errors.New("give -gateway PATH (gwload starts the gateway) or -addr HOST:PORT of a running one")
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	// Go raises the soft open-files limit to the hard one at start; say
+	// what we have, since idle-rss needs about one descriptor per session
+	// here and two in the gateway.
+	var lim syscall.Rlimit
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	fmt.Printf("gwload: %s, GOMAXPROCS %d, NumCPU %d, %s, open files %d (hard %d)\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), kernel(), lim.Cur, lim.Max)
+	if scen["idle-rss"] && int(lim.Cur) < o.idle+64 {
+		return fmt.Errorf("idle-rss needs %d open files and the limit is %d: raise ulimit -n", o.idle+64, lim.Cur)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var gw *gatewayProc
+	if o.gateway != "" {
+		if gw, err = startGateway(ctx, o); err != nil {
+			return err
+		}
+		defer gw.stop()
+		o.addr, o.pid = gw.addr, gw.pid()
+	}
+	c := &client{addr: o.addr, token: o.token, container: o.container, timeout: o.timeout}
+	b := &bench{o: o, c: c, ctx: ctx, gw: gw}
+
+	var errs []error
+	for _, name := range allScenarios {
+		if !scen[name] {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Printf("\n== %s\n", name)
+		var err error
+		switch name {
+		case "tty-throughput":
+			err = b.throughput(true)
+		case "pipe-throughput":
+			err = b.throughput(false)
+		case "echo-latency":
+			err = b.echoLatency()
+		case "setup-rate":
+			err = b.setupRate()
+		case "idle-rss":
+			err = b.idleRSS()
+		}
+		if err != nil {
+			fmt.Printf("%s: FAILED: %v\n", name, err)
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	b.printSummary()
+	if gw != nil {
+		fmt.Printf("\ngateway log: %s\n", gw.logPath)
+	}
+	return errors.Join(errs...)
+}
+
+func pickScenarios(s string) (map[string]bool, error) {
+	m := map[string]bool{}
+	for name := range strings.SplitSeq(s, ",") {
+		name = strings.TrimSpace(name)
+		switch {
+		case name == "all":
+			for _, n := range allScenarios {
+				m[n] = true
+			}
+		case name == "":
+		default:
+			ok := false
+			for _, n := range allScenarios {
+				ok = ok || n == name
+			}
+			if !ok {
+				return nil, fmt.Errorf("unknown scenario %q; known: %s", name, strings.Join(allScenarios, ", "))
+			}
+			m[name] = true
+		}
+	}
+	if len(m) == 0 {
+		return nil, errors.New("no scenario selected")
+	}
+	return m, nil
+}
+
+func kernel() string {
+	var u syscall.Utsname
+	if syscall.Uname(&u) != nil {
+		return "linux"
+	}
+	b := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return "linux " + string(b)
+}
+
+// --- the gateway process ----------------------------------------------------
+
+type gatewayProc struct {
+	o       options
+	cmd     *exec.Cmd
+	addr    string
+	dir     string
+	logPath string
+	logFile *os.File
+	done    chan struct{}
+}
+
+// startGateway writes a config with one container, starts the gateway on
+// a free loopback port and waits until it serves and the container runs.
+func startGateway(ctx context.Context, o options) (*gatewayProc, error) {
+	dir, err := os.MkdirTemp("", "gwload-")
+	if err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "gateway.yaml")
+	yaml := fmt.Sprintf("containers:\n  - id: %s\n    command: [sleep, \"1000000\"]\n    workingDir: /tmp\n    stdin: true\n", o.container)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		return nil, err
+	}
+	g := &gatewayProc{o: o, dir: dir, logPath: o.gatewayLog}
+	if g.logPath == "" {
+		g.logPath = filepath.Join(dir, "gateway.log")
+	}
+	if err := g.start(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *gatewayProc) pid() int { return g.cmd.Process.Pid }
+
+func (g *gatewayProc) start(ctx context.Context, cfg string) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	g.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	lf, err := os.OpenFile(g.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	g.logFile = lf
+	args := []string{"--listen", g.addr, "--token", g.o.token, "--config", cfg}
+	args = append(args, strings.Fields(g.o.gatewayArgs)...)
+	cmd := exec.Command(g.o.gateway, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	// If gwload dies, the gateway shuts down (and stops its processes).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return fmt.Errorf("start gateway: %w", err)
+	}
+	g.cmd = cmd
+	g.done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(g.done) }()
+	fmt.Printf("gateway: %s %s (pid %d, log %s)\n", g.o.gateway, strings.Join(args, " "), cmd.Process.Pid, g.logPath)
+
+	// Ready: /healthz answers and the container runs.
+	hc := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-g.done:
+			return fmt.Errorf("gateway exited at start; see %s", g.logPath)
+		case <-ctx.Done():
+			g.stop()
+			return ctx.Err()
+		default:
+		}
+		req, _ := http.NewRequest("GET", "http://"+g.addr+"/api/v1/containers/"+g.o.container, nil)
+		req.Header.Set("Authorization", "Bearer "+g.o.token)
+		resp, err := hc.Do(req)
+		if err == nil {
+			var body [512]byte
+			n, _ := resp.Body.Read(body[:])
+			resp.Body.Close()
+			if resp.StatusCode == 200 && strings.Contains(string(body[:n]), `"running"`) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			g.stop()
+			return fmt.Errorf("gateway not ready after 20s (last error %v); see %s", err, g.logPath)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// restart stops the gateway and starts a fresh one with the same config.
+func (g *gatewayProc) restart(ctx context.Context) error {
+	g.stop()
+	return g.start(ctx, filepath.Join(g.dir, "gateway.yaml"))
+}
+
+// stop sends SIGTERM and waits (bounded), then SIGKILL.
+func (g *gatewayProc) stop() {
+	if g.cmd == nil {
+		return
+	}
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.done:
+	case <-time.After(30 * time.Second):
+		fmt.Printf("gateway pid %d did not stop within 30s of SIGTERM: killing it\n", g.cmd.Process.Pid)
+		_ = g.cmd.Process.Kill()
+		<-g.done
+	}
+	g.logFile.Close()
+	g.cmd = nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

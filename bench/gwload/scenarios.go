@@ -1,0 +1,703 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+type bench struct {
+	o   options
+	c   *client
+	ctx context.Context
+	gw  *gatewayProc
+	sum []row
+}
+
+// row is one line of the summary table.
+type row struct {
+	scenario, figure string
+	gateway, ceiling string
+	ratio            string
+	target, met      string
+}
+
+func (b *bench) add(r row) { b.sum = append(b.sum, r) }
+
+func (b *bench) printSummary() {
+	if len(b.sum) == 0 {
+		return
+	}
+	fmt.Printf("\n== summary (medians over %d repetitions; ratio = gateway performance / ceiling performance)\n", b.o.reps)
+	fmt.Printf("| scenario | figure | gateway | ceiling | ratio | target | met |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range b.sum {
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.gateway, r.ceiling, r.ratio, r.target, r.met)
+	}
+}
+
+// alternate runs gateway and ceiling measurements reps times, swapping
+// which goes first on every repetition so that drift in the machine's load
+// hits both alike.
+func (b *bench) alternate(gw, ceil func(rep int) error) error {
+	for i := range b.o.reps {
+		first, second := gw, ceil
+		if i%2 == 1 {
+			first, second = ceil, gw
+		}
+		if err := first(i); err != nil {
+			return err
+		}
+		if err := second(i); err != nil {
+			return err
+		}
+		if err := b.ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cpuMeter measures CPU time of the gateway (when its pid is known) and of
+// gwload itself over one measurement.
+type cpuMeter struct {
+	pid       int
+	gw0, self time.Duration
+}
+
+func (b *bench) startCPU() cpuMeter {
+	m := cpuMeter{pid: b.o.pid, self: selfCPU()}
+	if m.pid > 0 {
+		m.gw0, _ = cpuTime(m.pid)
+	}
+	return m
+}
+
+// stop returns "gw cpu X, gwload cpu Y" for a log line.
+func (m cpuMeter) stop() string {
+	self := selfCPU() - m.self
+	if m.pid <= 0 {
+		return fmt.Sprintf("gwload cpu %.2fs", self.Seconds())
+	}
+	gw, _ := cpuTime(m.pid)
+	return fmt.Sprintf("gateway cpu %.2fs, gwload cpu %.2fs", (gw - m.gw0).Seconds(), self.Seconds())
+}
+
+// --- tty-throughput, pipe-throughput ---------------------------------------
+
+func (b *bench) throughput(tty bool) error {
+	name, target := "pipe-throughput", 0.6
+	if tty {
+		name, target = "tty-throughput", 0.9
+	}
+	n := b.o.bytes
+	command := []string{"head", "-c", strconv.FormatInt(n, 10), "/dev/zero"}
+	fmt.Printf("%s, tty=%v, %d bytes, %d reps alternating; ceiling: the same command started by gwload with a %s read directly (%d-byte reads)\n",
+		strings.Join(command, " "), tty, n, b.o.reps, map[bool]string{true: "pty", false: "pipe"}[tty], b.o.bufSize)
+	var gws, ceils []float64
+	gw := func(rep int) error {
+		cpu := b.startCPU()
+		t0 := time.Now()
+		s, err := b.c.open(b.ctx, dialer(64<<10), execReq{command: command, stdout: true, tty: tty})
+		if err != nil {
+			return err
+		}
+		var first, end time.Time
+		for s.status == nil {
+			ch, p, err := s.next()
+			if err != nil {
+				s.conn.Close()
+				return fmt.Errorf("after %d bytes: %w", s.stdout, err)
+			}
+			if ch == chStdout && len(p) > 0 && first.IsZero() {
+				first = time.Now()
+			}
+		}
+		end = time.Now()
+		if err := s.drain(); err != nil {
+			return err
+		}
+		if s.stdout != n || s.stderr != 0 {
+			return fmt.Errorf("received %d bytes on stdout and %d on stderr, want %d and 0", s.stdout, s.stderr, n)
+		}
+		d := end.Sub(t0)
+		rate := float64(n) / d.Seconds()
+		gws = append(gws, rate)
+		fmt.Printf("  rep %d gateway: %s in %.3fs (first byte after %.1fms; %s)\n", rep+1, mibps(rate), d.Seconds(),
+			ms(first.Sub(t0)), cpu.stop())
+		return nil
+	}
+	ceil := func(rep int) error {
+		cpu := b.startCPU()
+		cmd := exec.Command(command[0], command[1:]...)
+		t0 := time.Now()
+		var got int64
+		if tty {
+			ptmx, err := startPty(cmd)
+			if err != nil {
+				return err
+			}
+			got, err = readAll(ptmx, b.o.bufSize)
+			ptmx.Close()
+			if err != nil {
+				_ = cmd.Wait()
+				return err
+			}
+		} else {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				return err
+			}
+			if err := cmd.Start(); err != nil {
+				return err
+			}
+			if got, err = readAll(out, b.o.bufSize); err != nil {
+				_ = cmd.Wait()
+				return err
+			}
+		}
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("ceiling: %w", err)
+		}
+		d := time.Since(t0)
+		if got != n {
+			return fmt.Errorf("ceiling read %d bytes, want %d", got, n)
+		}
+		rate := float64(n) / d.Seconds()
+		ceils = append(ceils, rate)
+		fmt.Printf("  rep %d ceiling: %s in %.3fs (%s)\n", rep+1, mibps(rate), d.Seconds(), cpu.stop())
+		return nil
+	}
+	if err := b.alternate(gw, ceil); err != nil {
+		return err
+	}
+	g, c := median(gws), median(ceils)
+	ratio := g / c
+	met := verdict(ratio >= target)
+	fmt.Printf("%s: gateway %s, ceiling %s (medians), ratio %.3f, target >= %.1f: %s; per-rep ratios %s\n",
+		name, mibps(g), mibps(c), ratio, target, met, pairRatios(gws, ceils))
+	b.add(row{name, "throughput (bytes/s at the client)", mibps(g), mibps(c), fmt.Sprintf("%.3f", ratio),
+		fmt.Sprintf(">= %.1f", target), met})
+	return nil
+}
+
+// --- echo-latency -----------------------------------------------------------
+
+func (b *bench) echoLatency() error {
+	k := b.o.keystrokes
+	script := fmt.Sprintf("stty raw -echo; echo READY; exec dd bs=1 count=%d status=none", k)
+	command := []string{"sh", "-c", script}
+	fmt.Printf("sh -c %q, tty=1 stdin=1: %d keystrokes of one byte per rep, each timed from the write until it is read back; %d reps alternating; ceiling: the same in a pty started by gwload\n",
+		script, k, b.o.reps)
+	var gwP50, gwP99, ceP50, ceP99 []float64
+	var gwAll, ceAll []time.Duration
+	gw := func(rep int) error {
+		cpu := b.startCPU()
+		s, err := b.c.open(b.ctx, dialer(4096), execReq{command: command, stdin: true, stdout: true, tty: true})
+		if err != nil {
+			return err
+		}
+		defer s.conn.Close()
+		var got []byte
+		for !bytes.HasSuffix(got, []byte("READY\n")) {
+			ch, p, err := s.next()
+			if err != nil {
+				return fmt.Errorf("waiting for READY (got %q): %w", got, err)
+			}
+			if ch == chStdout {
+				got = append(got, p...)
+			}
+			if len(got) > 1024 {
+				return fmt.Errorf("no READY in %q", got)
+			}
+		}
+		if string(got) != "READY\n" {
+			return fmt.Errorf("unexpected output before the keystrokes: %q", got)
+		}
+		lat := make([]time.Duration, 0, k)
+		for i := range k {
+			c := byte('a' + i%26)
+			t := time.Now()
+			if err := s.write([]byte{c}); err != nil {
+				return err
+			}
+			for {
+				ch, p, err := s.next()
+				if err != nil {
+					return fmt.Errorf("keystroke %d: %w", i, err)
+				}
+				if ch != chStdout || len(p) == 0 {
+					continue
+				}
+				if len(p) != 1 || p[0] != c {
+					return fmt.Errorf("keystroke %d: sent %q, got back %q", i, c, p)
+				}
+				break
+			}
+			lat = append(lat, time.Since(t))
+		}
+		if err := s.drain(); err != nil {
+			return err
+		}
+		if want := int64(len("READY\n") + k); s.stdout != want {
+			return fmt.Errorf("stdout carried %d bytes, want %d", s.stdout, want)
+		}
+		p50, p99 := pct(lat, 50), pct(lat, 99)
+		gwP50, gwP99 = append(gwP50, us(p50)), append(gwP99, us(p99))
+		gwAll = append(gwAll, lat...)
+		fmt.Printf("  rep %d gateway: p50 %.0fµs p99 %.0fµs max %.0fµs (%s)\n", rep+1, us(p50), us(p99), us(slices.Max(lat)), cpu.stop())
+		return nil
+	}
+	ceil := func(rep int) error {
+		cpu := b.startCPU()
+		cmd := exec.Command(command[0], command[1:]...)
+		ptmx, err := startPty(cmd)
+		if err != nil {
+			return err
+		}
+		defer ptmx.Close()
+		buf := make([]byte, 4096)
+		var got []byte
+		for !bytes.HasSuffix(got, []byte("READY\n")) {
+			_ = ptmx.SetReadDeadline(time.Now().Add(b.o.timeout))
+			n, err := ptmx.Read(buf)
+			if err != nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				return fmt.Errorf("ceiling: waiting for READY (got %q): %w", got, err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if string(got) != "READY\n" {
+			return fmt.Errorf("ceiling: unexpected output before the keystrokes: %q", got)
+		}
+		lat := make([]time.Duration, 0, k)
+		for i := range k {
+			c := byte('a' + i%26)
+			t := time.Now()
+			if _, err := ptmx.Write([]byte{c}); err != nil {
+				return err
+			}
+			n, err := ptmx.Read(buf)
+			if err != nil || n != 1 || buf[0] != c {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				return fmt.Errorf("ceiling keystroke %d: sent %q, got %q, %v", i, c, buf[:n], err)
+			}
+			lat = append(lat, time.Since(t))
+		}
+		rest, err := readAll(ptmx, 4096)
+		if werr := cmd.Wait(); werr != nil || err != nil || rest != 0 {
+			return fmt.Errorf("ceiling end: exit %v, read %v, %d extra bytes", werr, err, rest)
+		}
+		p50, p99 := pct(lat, 50), pct(lat, 99)
+		ceP50, ceP99 = append(ceP50, us(p50)), append(ceP99, us(p99))
+		ceAll = append(ceAll, lat...)
+		fmt.Printf("  rep %d ceiling: p50 %.0fµs p99 %.0fµs max %.0fµs (%s)\n", rep+1, us(p50), us(p99), us(slices.Max(lat)), cpu.stop())
+		return nil
+	}
+	if err := b.alternate(gw, ceil); err != nil {
+		return err
+	}
+	g50, g99, c50, c99 := median(gwP50), median(gwP99), median(ceP50), median(ceP99)
+	fmt.Printf("echo-latency: p50 gateway %.0fµs ceiling %.0fµs (ratio %.3f, gateway adds %.0fµs); p99 gateway %.0fµs ceiling %.0fµs (ratio %.3f) (medians of per-rep percentiles)\n",
+		g50, c50, c50/g50, g50-c50, g99, c99, c99/g99)
+	fmt.Printf("echo-latency: pooled over all %d keystrokes: gateway p50 %.0fµs p99 %.0fµs, ceiling p50 %.0fµs p99 %.0fµs\n",
+		len(gwAll), us(pct(gwAll, 50)), us(pct(gwAll, 99)), us(pct(ceAll, 50)), us(pct(ceAll, 99)))
+	b.add(row{"echo-latency", "keystroke echo p50", fmt.Sprintf("%.0f µs", g50), fmt.Sprintf("%.0f µs", c50),
+		fmt.Sprintf("%.3f", c50/g50), "none set", "n/a"})
+	b.add(row{"echo-latency", "keystroke echo p99", fmt.Sprintf("%.0f µs", g99), fmt.Sprintf("%.0f µs", c99),
+		fmt.Sprintf("%.3f", c99/g99), "none set", "n/a"})
+	return nil
+}
+
+// --- setup-rate ---------------------------------------------------------------
+
+func (b *bench) setupRate() error {
+	n := b.o.sessions
+	fmt.Printf("%d exec sessions of \"true\" (stdout=1) in a row, each read to its close frame; %d reps alternating; ceiling: %d fork/execs of \"true\" by gwload with a stdout pipe read to EOF\n",
+		n, b.o.reps, n)
+	var gws, ceils []float64
+	var gwLat []time.Duration
+	d := dialer(4096)
+	gw := func(rep int) error {
+		cpu := b.startCPU()
+		t0 := time.Now()
+		for i := range n {
+			t := time.Now()
+			s, err := b.c.open(b.ctx, d, execReq{command: []string{"true"}, stdout: true})
+			if err != nil {
+				return fmt.Errorf("session %d: %w", i, err)
+			}
+			if err := s.drain(); err != nil {
+				return fmt.Errorf("session %d: %w", i, err)
+			}
+			if s.stdout != 0 || s.stderr != 0 {
+				return fmt.Errorf("session %d: true printed %d+%d bytes", i, s.stdout, s.stderr)
+			}
+			gwLat = append(gwLat, time.Since(t))
+		}
+		rate := float64(n) / time.Since(t0).Seconds()
+		gws = append(gws, rate)
+		fmt.Printf("  rep %d gateway: %.1f sessions/s (%s)\n", rep+1, rate, cpu.stop())
+		return nil
+	}
+	ceil := func(rep int) error {
+		cpu := b.startCPU()
+		t0 := time.Now()
+		for i := range n {
+			cmd := exec.Command("true")
+			cmd.Dir = "/tmp"
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				return err
+			}
+			if err := cmd.Start(); err != nil {
+				return err
+			}
+			got, rerr := readAll(out, 4096)
+			if err := errors.Join(rerr, cmd.Wait()); err != nil || got != 0 {
+				return fmt.Errorf("ceiling %d: %v, %d bytes", i, err, got)
+			}
+		}
+		rate := float64(n) / time.Since(t0).Seconds()
+		ceils = append(ceils, rate)
+		fmt.Printf("  rep %d ceiling: %.1f spawns/s (%s)\n", rep+1, rate, cpu.stop())
+		return nil
+	}
+	if err := b.alternate(gw, ceil); err != nil {
+		return err
+	}
+	g, c := median(gws), median(ceils)
+	fmt.Printf("setup-rate: gateway %.1f sessions/s, ceiling %.1f spawns/s (medians), ratio %.3f; per-session time through the gateway p50 %.2fms p99 %.2fms\n",
+		g, c, g/c, ms(pct(gwLat, 50)), ms(pct(gwLat, 99)))
+	b.add(row{"setup-rate", fmt.Sprintf("sessions/s (%d in a row)", n), fmt.Sprintf("%.1f /s", g), fmt.Sprintf("%.1f /s", c),
+		fmt.Sprintf("%.3f", g/c), "none set", "n/a"})
+	b.add(row{"setup-rate", "one session, dial to close", fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", ms(pct(gwLat, 50)), ms(pct(gwLat, 99))),
+		"", "", "", ""})
+	return nil
+}
+
+// --- idle-rss -------------------------------------------------------------------
+
+func (b *bench) idleRSS() error {
+	n := b.o.idle
+	if b.gw != nil {
+		// A fresh gateway, so that the heap grown by the other scenarios
+		// does not hide or inflate the idle cost.
+		fmt.Println("restarting the gateway for a fresh process")
+		if err := b.gw.restart(b.ctx); err != nil {
+			return err
+		}
+		b.o.addr, b.o.pid = b.gw.addr, b.gw.pid()
+		b.c.addr = b.gw.addr
+	}
+	pid := b.o.pid
+	if pid <= 0 {
+		return errors.New("idle-rss needs the gateway's pid: use -gateway, or -pid with -addr")
+	}
+	fmt.Printf("%d idle exec sessions of \"sleep 1000000\" (tty=1 stdin=1 stdout=1), WebSockets held open and read; VmRSS of gateway pid %d from /proc/%d/status\n",
+		n, pid, pid)
+	fmt.Println("(the sleep processes are the gateway's children, separate processes: their memory is not in the gateway's RSS; neither is kernel memory for sockets and ptys)")
+	base := children(pid)
+	req := execReq{command: []string{"sleep", "1000000"}, stdin: true, stdout: true, tty: true}
+	d := dialer(4096)
+
+	// Warm up the code paths: a few finished sessions and a few idle ones.
+	for range 3 {
+		s, err := b.c.open(b.ctx, d, execReq{command: []string{"true"}, stdout: true})
+		if err != nil {
+			return err
+		}
+		if err := s.drain(); err != nil {
+			return err
+		}
+	}
+	warm, err := b.openIdle(d, req, 16)
+	closeIdle(warm)
+	if err != nil {
+		return err
+	}
+	if _, err := waitChildren(pid, base, time.Minute); err != nil {
+		return fmt.Errorf("after the warm-up: %w", err)
+	}
+	time.Sleep(2 * time.Second)
+	rss0, err := vmRSS(pid)
+	if err != nil {
+		return err
+	}
+	m0, _ := metricsSnapshot(b.o.addr)
+
+	t0 := time.Now()
+	open, err := b.openIdle(d, req, n)
+	if err != nil {
+		closeIdle(open)
+		return err
+	}
+	openTime := time.Since(t0)
+	if _, err := waitChildren(pid, base+n, 2*time.Minute); err != nil {
+		closeIdle(open)
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	rss1, err := vmRSS(pid)
+	if err != nil {
+		closeIdle(open)
+		return err
+	}
+	m1, _ := metricsSnapshot(b.o.addr)
+	var unexpected int64
+	for _, is := range open {
+		unexpected += is.output.Load()
+	}
+
+	t1 := time.Now()
+	closeIdle(open)
+	_, cerr := waitChildren(pid, base, 2*time.Minute)
+	closeTime := time.Since(t1)
+	time.Sleep(2 * time.Second)
+	rss2, _ := vmRSS(pid)
+	if cerr != nil {
+		return fmt.Errorf("after closing the WebSockets: %w", cerr)
+	}
+	if unexpected != 0 {
+		return fmt.Errorf("idle sessions received %d bytes of output", unexpected)
+	}
+
+	per := float64(rss1-rss0) / float64(n)
+	fmt.Printf("  opened %d sessions in %.2fs (%d child processes of the gateway seen), closed them in %.2fs (children reaped)\n",
+		n, openTime.Seconds(), n, closeTime.Seconds())
+	fmt.Printf("  gateway VmRSS: before %d KiB, with %d idle sessions %d KiB, after closing them %d KiB\n", rss0, n, rss1, rss2)
+	fmt.Printf("  => %.1f KiB per idle session\n", per)
+	if m0 != nil && m1 != nil {
+		dm := func(k string) float64 { return (m1[k] - m0[k]) / float64(n) }
+		fmt.Printf("  per session from /metrics: %.2f goroutines, %.1f KiB heap in use, %.1f KiB stacks, %.2f open fds; go_threads %g -> %g\n",
+			dm("go_goroutines"), dm("go_memstats_heap_inuse_bytes")/1024, dm("go_memstats_stack_inuse_bytes")/1024,
+			dm("process_open_fds"), m0["go_threads"], m1["go_threads"])
+	}
+
+	// Reference: a bare Go process holding as many ptys (with their sleep
+	// children), one goroutine blocked reading each.
+	ref, err := b.refIdle(n)
+	if err != nil {
+		return fmt.Errorf("reference: %w", err)
+	}
+	fmt.Printf("  reference (gwload child holding %d ptys, one blocked reader goroutine each, no WebSocket): %.1f KiB per pty\n", n, ref)
+	fmt.Printf("idle-rss: gateway %.1f KiB/session, bare pty+goroutine %.1f KiB, ratio (bare/gateway) %.3f; one measurement (not repeated: it needs a fresh gateway)\n",
+		per, ref, ref/per)
+	b.add(row{"idle-rss", fmt.Sprintf("VmRSS per idle session (%d open)", n), fmt.Sprintf("%.1f KiB", per),
+		fmt.Sprintf("%.1f KiB (bare pty + goroutine)", ref), fmt.Sprintf("%.3f", ref/per), "none set", "n/a"})
+	return nil
+}
+
+type idleSession struct {
+	s      *session
+	output atomic.Int64  // payload bytes received after the ready frame
+	done   chan struct{} // closed when the reader goroutine ends
+}
+
+// openIdle opens n idle sessions, o.idleConc at a time, each with a
+// goroutine reading it (answering pings, counting any output).
+func (b *bench) openIdle(d *websocket.Dialer, req execReq, n int) ([]*idleSession, error) {
+	var (
+		mu    sync.Mutex
+		out   []*idleSession
+		first error
+		wg    sync.WaitGroup
+	)
+	next := make(chan struct{})
+	go func() {
+		defer close(next)
+		for range n {
+			select {
+			case next <- struct{}{}:
+			case <-b.ctx.Done():
+				return
+			}
+		}
+	}()
+	for range min(b.o.idleConc, n) {
+		wg.Go(func() {
+			for range next {
+				mu.Lock()
+				failed := first != nil
+				mu.Unlock()
+				if failed {
+					continue
+				}
+				s, err := b.c.open(b.ctx, d, req)
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("after %d sessions: %w", len(out), err)
+					}
+					mu.Unlock()
+					continue
+				}
+				_ = s.conn.SetReadDeadline(time.Time{}) // held open; closeIdle bounds the end
+				is := &idleSession{s: s, done: make(chan struct{})}
+				go func() {
+					defer close(is.done)
+					for {
+						_, p, err := is.s.next()
+						if err != nil {
+							return
+						}
+						is.output.Add(int64(len(p)))
+					}
+				}()
+				mu.Lock()
+				out = append(out, is)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil && len(out) != n {
+		first = fmt.Errorf("opened %d of %d sessions: %v", len(out), n, b.ctx.Err())
+	}
+	return out, first
+}
+
+// closeIdle closes the sessions from the client side: a close frame, the
+// server's echo (bounded), then the connection.
+func closeIdle(ss []*idleSession) {
+	for _, is := range ss {
+		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+		_ = is.s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(5*time.Second))
+	}
+	deadline := time.After(10 * time.Second)
+	for _, is := range ss {
+		select {
+		case <-is.done:
+		case <-deadline:
+		}
+		is.s.conn.Close()
+	}
+	for _, is := range ss {
+		<-is.done // Close ends the reader
+	}
+}
+
+// refIdle runs the reference in a child gwload and returns KiB per pty.
+func (b *bench) refIdle(n int) (float64, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, exe, "-internal-ref-idle", strconv.Itoa(n)).Output()
+	if err != nil {
+		return 0, err
+	}
+	var before, after int64
+	if _, err := fmt.Sscan(string(out), &before, &after); err != nil {
+		return 0, fmt.Errorf("reference printed %q: %w", out, err)
+	}
+	fmt.Printf("  reference VmRSS: before %d KiB, with %d ptys %d KiB\n", before, n, after)
+	return float64(after-before) / float64(n), nil
+}
+
+// refIdleChild is the reference process: it prints its VmRSS before and
+// after opening n ptys with a sleeping child and a blocked reader each.
+func refIdleChild(n int) error {
+	time.Sleep(500 * time.Millisecond)
+	before, err := vmRSS(os.Getpid())
+	if err != nil {
+		return err
+	}
+	type held struct {
+		cmd  *exec.Cmd
+		ptmx *os.File
+	}
+	var hs []held
+	defer func() {
+		for _, h := range hs {
+			_ = h.cmd.Process.Kill()
+			_ = h.cmd.Wait()
+			h.ptmx.Close()
+		}
+	}()
+	for range n {
+		cmd := exec.Command("sleep", "1000000")
+		ptmx, err := startPty(cmd)
+		if err != nil {
+			return err
+		}
+		hs = append(hs, held{cmd, ptmx})
+		go func() {
+			var b [1]byte
+			for {
+				if _, err := ptmx.Read(b[:]); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	after, err := vmRSS(os.Getpid())
+	if err != nil {
+		return err
+	}
+	fmt.Println(before, after)
+	return nil
+}
+
+// --- statistics and units ---------------------------------------------------
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// pct returns the p-th percentile (nearest rank).
+func pct(v []time.Duration, p float64) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func pairRatios(g, c []float64) string {
+	var parts []string
+	for i := range min(len(g), len(c)) {
+		parts = append(parts, fmt.Sprintf("%.2f", g[i]/c[i]))
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "MET"
+	}
+	return "MISSED"
+}
+
+func mibps(bps float64) string   { return fmt.Sprintf("%.1f MiB/s", bps/(1<<20)) }
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

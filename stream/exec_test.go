@@ -1,0 +1,442 @@
+package stream
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"gateway/metrics"
+	"gateway/session"
+	"gateway/stream/wsproto"
+)
+
+// TestWireBytes checks every exec protocol byte for byte: the ready frame,
+// output, the error channel, the close code, the echoed subprotocol.
+func TestWireBytes(t *testing.T) {
+	h := newHarness(t, nil)
+	exit3 := string(wsproto.V4.StatusPayload(wsproto.ExitCode(3, []string{"sh", "-c", "printf hi; exit 3"})))
+	text3 := "command terminated with non-zero exit code: error executing command [sh -c printf hi; exit 3], exit code 3"
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		offer      []string
+		echo       string
+		typ        int
+		ready      string
+		wantStatus string // the error channel's whole message
+	}{
+		{[]string{"v5.channel.k8s.io"}, "v5.channel.k8s.io", websocket.BinaryMessage, "\x01", "\x03" + exit3},
+		{[]string{"v4.channel.k8s.io"}, "v4.channel.k8s.io", websocket.BinaryMessage, "\x01", "\x03" + exit3},
+		{[]string{"v4.base64.channel.k8s.io"}, "v4.base64.channel.k8s.io", websocket.TextMessage, "1", "3" + b64(exit3)},
+		{[]string{"channel.k8s.io"}, "channel.k8s.io", websocket.BinaryMessage, "\x01", "\x03" + text3},
+		{[]string{"base64.channel.k8s.io"}, "base64.channel.k8s.io", websocket.TextMessage, "1", "3" + b64(text3)},
+		{nil, "", websocket.BinaryMessage, "\x01", "\x03" + text3},
+		{[]string{"tty", "v4.channel.k8s.io", "v5.channel.k8s.io"}, "v4.channel.k8s.io", websocket.BinaryMessage, "\x01", "\x03" + exit3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.echo, func(t *testing.T) {
+			c, resp, err := h.dial(t, execQuery("stdout", "sh", "-c", "printf hi; exit 3"), nil, tc.offer...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := resp.Header.Get("Sec-Websocket-Protocol"); got != tc.echo {
+				t.Errorf("echoed %q, want %q", got, tc.echo)
+			}
+			msgs, ce := readUntilClose(t, c)
+			if ce.Code != websocket.CloseNormalClosure {
+				t.Errorf("close %d %q, want 1000", ce.Code, ce.Text)
+			}
+			if len(msgs) < 3 {
+				t.Fatalf("%d messages: %v", len(msgs), msgs)
+			}
+			for _, m := range msgs {
+				if m.typ != tc.typ {
+					t.Errorf("message type %d, want %d", m.typ, tc.typ)
+				}
+			}
+			if string(msgs[0].data) != tc.ready {
+				t.Errorf("ready frame %q, want %q", msgs[0].data, tc.ready)
+			}
+			if got := collect(t, msgs[1:len(msgs)-1], 1); got != "hi" {
+				t.Errorf("stdout %q", got)
+			}
+			if got := string(msgs[len(msgs)-1].data); got != tc.wantStatus {
+				t.Errorf("last message\n %q\nwant\n %q", got, tc.wantStatus)
+			}
+		})
+	}
+	// Before v4 a success sends nothing on the error channel.
+	c := h.mustDial(t, execQuery("stdout", "true"), "channel.k8s.io")
+	msgs, ce := readUntilClose(t, c)
+	if len(msgs) != 1 || string(msgs[0].data) != "\x01" || ce.Code != 1000 {
+		t.Errorf("v1 success: %v %v", msgs, ce)
+	}
+	// Without stdout, the ready frame is on stderr; without either, on the
+	// error channel.
+	c = h.mustDial(t, execQuery("stderr", "true"), "v5.channel.k8s.io")
+	if msgs, _ := readUntilClose(t, c); string(msgs[0].data) != "\x02" {
+		t.Errorf("stderr-only ready frame %q", msgs[0].data)
+	}
+	c = h.mustDial(t, execQuery("stdin", "true"), "v5.channel.k8s.io")
+	if msgs, _ := readUntilClose(t, c); string(msgs[0].data) != "\x03" || string(msgs[1].data) != "\x03"+`{"metadata":{},"status":"Success"}` {
+		t.Errorf("stdin-only messages %v", msgs)
+	}
+}
+
+func TestRefusedBeforeUpgrade(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.AllowedOrigins = []string{"https://ok.example"} })
+	q := execQuery("stdout", "true")
+	tests := []struct {
+		name   string
+		path   string
+		header http.Header
+		protos []string
+		code   int
+		want   string
+	}{
+		{"only unknown protocols", "/exec/box?" + q, nil, []string{"v9.channel.k8s.io", "tty"}, 400, "none of the offered subprotocols"},
+		{"foreign origin", "/exec/box?" + q, http.Header{"Origin": {"https://evil.example"}}, nil, 403, `origin "https://evil.example" may not open streams`},
+		{"unknown container", "/exec/nope?" + q, nil, nil, 404, `container "nope" not found`},
+		{"no command", "/exec/box?stdout=1", nil, nil, 400, "command is required"},
+		{"empty program", "/exec/box?stdout=1&command=", nil, nil, 400, "program name is empty"},
+		{"no streams", "/exec/box?command=true&stdout=false", nil, nil, 400, "at least one of stdin"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := websocket.Dialer{Subprotocols: tc.protos}
+			_, resp, err := d.Dial("ws"+strings.TrimPrefix(h.ts.URL, "http")+tc.path, tc.header)
+			if err == nil {
+				t.Fatal("upgraded")
+			}
+			body := new(bytes.Buffer)
+			body.ReadFrom(resp.Body)
+			if resp.StatusCode != tc.code || !strings.Contains(body.String(), tc.want) {
+				t.Errorf("%d %q, want %d %q", resp.StatusCode, body, tc.code, tc.want)
+			}
+		})
+	}
+	// A plain request, no upgrade.
+	resp, err := http.Get(h.ts.URL + "/exec/box?" + q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Errorf("plain GET: %d", resp.StatusCode)
+	}
+	if n := len(h.sessions.List(session.Filter{})); n != 0 {
+		t.Errorf("%d sessions registered by refused requests", n)
+	}
+	// The gateway's own origin and allowed origins may connect.
+	for _, origin := range []string{h.ts.URL, "https://ok.example"} {
+		c, _, err := h.dial(t, q, http.Header{"Origin": {origin}}, "v5.channel.k8s.io")
+		if err != nil {
+			t.Errorf("origin %s refused: %v", origin, err)
+			continue
+		}
+		readUntilClose(t, c)
+		c.Close()
+	}
+}
+
+// TestMalformedInput: bad frames are dropped or ignored as the kubelet does,
+// and the stream carries on.
+func TestMalformedInput(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.mustDial(t, execQuery("stdin,stdout", "head", "-n", "1"), "v4.base64.channel.k8s.io")
+	k := h.metrics.For("exec")
+	for _, m := range []string{
+		"0!!!",  // bad base64: dropped
+		"9eA==", // unknown channel: ignored
+		"",      // empty: ignored
+		"1eA==", // data on stdout from the client: discarded
+		"0aGkK", // "hi\n"
+	} {
+		if err := c.WriteMessage(websocket.TextMessage, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs, ce := readUntilClose(t, c)
+	if got := collect(t, msgs, 1); got != "hi\n" || ce.Code != 1000 {
+		t.Errorf("stdout %q close %v", got, ce)
+	}
+	if ch, p := decode(t, msgs[len(msgs)-1]); ch != 3 || string(p) != `{"metadata":{},"status":"Success"}` {
+		t.Errorf("status %d %q", ch, p)
+	}
+	if v := testutil.ToFloat64(h.metrics.StreamErrors.WithLabelValues("exec", metrics.ReasonProtocol)); v != 1 {
+		t.Errorf("protocol errors %v", v)
+	}
+	if v := testutil.ToFloat64(h.metrics.StreamErrors.WithLabelValues("exec", metrics.ReasonUnknownChannel)); v != 1 {
+		t.Errorf("unknown channel errors %v", v)
+	}
+	_ = k
+}
+
+// TestCloseSignal: v5 ff 00 ends the process's input; it finishes and all
+// its output arrives.
+func TestCloseSignal(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.mustDial(t, execQuery("stdin,stdout", "sh", "-c", "cat; echo done"), "v5.channel.k8s.io")
+	for _, m := range [][]byte{{0, 'a', 'b'}, {0, 'c'}, {0xff, 0}, {0xff, 0}, {0, 'x'}} {
+		c.WriteMessage(websocket.BinaryMessage, m)
+	}
+	msgs, ce := readUntilClose(t, c)
+	if got := collect(t, msgs, 1); got != "abcdone\n" || ce.Code != 1000 {
+		t.Errorf("stdout %q close %v", got, ce)
+	}
+}
+
+// TestBadCloseSignal: a malformed v5 close signal ends the stream with a
+// protocol error, and the process is stopped.
+func TestBadCloseSignal(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, tc := range []struct {
+		msg  []byte
+		want string
+	}{{[]byte{0xff}, "malformed close signal"}, {[]byte{0xff, 0, 0}, "malformed close signal"}, {[]byte{0xff, 9}, "does not exist"}} {
+		c := h.mustDial(t, execQuery("stdin,stdout", "sleep", "1000"), "v5.channel.k8s.io")
+		c.WriteMessage(websocket.BinaryMessage, tc.msg)
+		_, ce := readUntilClose(t, c)
+		if ce.Code != websocket.CloseProtocolError || !strings.Contains(ce.Text, tc.want) {
+			t.Errorf("close %d %q, want 1002 with %q", ce.Code, ce.Text, tc.want)
+		}
+	}
+	waitFor(t, "sessions to close", func() bool { return len(h.sessions.List(session.Filter{State: session.Active})) == 0 })
+	if v := testutil.ToFloat64(h.metrics.SessionsTotal.WithLabelValues("exec", metrics.ResultError)); v != 3 {
+		t.Errorf("error results %v", v)
+	}
+}
+
+func TestOversizedFrame(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxMessageSize = 1024 })
+	c := h.mustDial(t, execQuery("stdin,stdout", "cat"), "v5.channel.k8s.io")
+	c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, make([]byte, 2000)...))
+	_, ce := readUntilClose(t, c)
+	if ce.Code != websocket.CloseMessageTooBig {
+		t.Errorf("close %v, want 1009", ce)
+	}
+	waitFor(t, "the error metric", func() bool {
+		return testutil.ToFloat64(h.metrics.StreamErrors.WithLabelValues("exec", metrics.ReasonFrameTooLarge)) == 1
+	})
+}
+
+// TestResizeInput: invalid sizes are skipped; a malformed resize stops
+// resize handling (as in the kubelet) but not the stream.
+func TestResizeInput(t *testing.T) {
+	h := newHarness(t, nil)
+	run := func(resizes ...string) string {
+		c := h.mustDial(t, execQuery("stdin,stdout,tty", "sh", "-c", "read x; stty size"), "v5.channel.k8s.io")
+		for _, r := range resizes {
+			c.WriteMessage(websocket.BinaryMessage, append([]byte{4}, r...))
+		}
+		time.Sleep(100 * time.Millisecond) // the resizes land before the newline
+		c.WriteMessage(websocket.BinaryMessage, []byte("\x00\n"))
+		msgs, ce := readUntilClose(t, c)
+		if ce.Code != 1000 {
+			t.Errorf("close %v", ce)
+		}
+		out := strings.TrimSpace(collect(t, msgs, 1))
+		return out[strings.LastIndexByte(out, '\n')+1:]
+	}
+	if got := run(`{"Width":0,"Height":0}`, `{"Width":50,"Height":20}`); got != "20 50" {
+		t.Errorf("after a zero size: %q, want 20 50", got)
+	}
+	if got := run(`{"Width":50,"Height":20}`, `garbage`, `{"Width":60,"Height":30}`); got != "20 50" {
+		t.Errorf("after garbage: %q, want 20 50 (later sizes ignored)", got)
+	}
+	if got := run(`{"Width":1,"Height":`, `2}{"width":90,"height":33}`); got != "33 90" {
+		t.Errorf("split objects: %q, want 33 90", got)
+	}
+	if v := testutil.ToFloat64(h.metrics.StreamErrors.WithLabelValues("exec", metrics.ReasonBadResize)); v != 2 {
+		t.Errorf("bad_resize = %v, want 2", v)
+	}
+}
+
+// TestPingWhileStdinBlocked: the process reads no input, the client sends
+// more than a pipe holds, and pings are still answered.
+func TestPingWhileStdinBlocked(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.mustDial(t, execQuery("stdin,stdout", "sleep", "1000"), "v5.channel.k8s.io")
+	chunk := append([]byte{0}, make([]byte, 50<<10)...)
+	for range 6 { // 300 KiB: over the 64 KiB pipe buffer
+		if err := c.WriteMessage(websocket.BinaryMessage, chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pong := make(chan struct{}, 1)
+	c.SetPongHandler(func(string) error { pong <- struct{}{}; return nil })
+	go func() {
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	c.WriteControl(websocket.PingMessage, []byte("hello"), time.Now().Add(time.Second))
+	select {
+	case <-pong:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no pong while the process does not read its input")
+	}
+}
+
+// TestCloseFromAPI: closing a session ends its stream with close code 4000,
+// and the process is stopped.
+func TestCloseFromAPI(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.mustDial(t, execQuery("stdout", "sh", "-c", "echo $$ > pid; exec sleep 1000"), "v5.channel.k8s.io")
+	var id string
+	waitFor(t, "an active session", func() bool {
+		l := h.sessions.List(session.Filter{State: session.Active})
+		if len(l) == 1 {
+			id = l[0].ID
+		}
+		return id != ""
+	})
+	var pid int
+	waitFor(t, "the pid file", func() bool {
+		b, _ := os.ReadFile(filepath.Join(h.dir, "pid"))
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid > 0
+	})
+	if err := h.sessions.Close(id, session.ErrClosedByAPI); err != nil {
+		t.Fatal(err)
+	}
+	_, ce := readUntilClose(t, c)
+	if ce.Code != CloseByAPI || ce.Text != "session closed through the API" {
+		t.Errorf("close %d %q", ce.Code, ce.Text)
+	}
+	waitFor(t, "the process to end", func() bool { return !alive(pid) })
+	waitFor(t, "the session to close", func() bool { s, _ := h.sessions.Get(id); return s.State() == session.Closed })
+	if err := h.sessions.Close(id, nil); err == nil {
+		t.Error("closing a closed session succeeded")
+	}
+	if v := testutil.ToFloat64(h.metrics.SessionsTotal.WithLabelValues("exec", metrics.ResultTerminated)); v != 1 {
+		t.Errorf("terminated results %v", v)
+	}
+}
+
+// TestClientVanishes: a client that drops the TCP connection gets its
+// process stopped.
+func TestClientVanishes(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, tty := range []string{"", ",tty"} {
+		os.Remove(filepath.Join(h.dir, "pid"))
+		c := h.mustDial(t, execQuery("stdin,stdout"+tty, "sh", "-c", "echo $$ > pid; exec sleep 1000"), "v5.channel.k8s.io")
+		var pid int
+		waitFor(t, "the pid file", func() bool {
+			b, _ := os.ReadFile(filepath.Join(h.dir, "pid"))
+			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+			return pid > 0
+		})
+		c.NetConn().Close()
+		waitFor(t, "the process to end", func() bool { return !alive(pid) })
+	}
+	waitFor(t, "the sessions to close", func() bool { return len(h.sessions.List(session.Filter{State: session.Active})) == 0 })
+	if v := testutil.ToFloat64(h.metrics.SessionsTotal.WithLabelValues("exec", metrics.ResultClientDisconnect)); v != 2 {
+		t.Errorf("client_disconnect results %v", v)
+	}
+}
+
+// alive reports whether pid runs (a zombie does not count).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+func TestShutdownCloses(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.mustDial(t, execQuery("stdout", "sleep", "1000"), "v5.channel.k8s.io")
+	waitFor(t, "an active session", func() bool { return len(h.sessions.List(session.Filter{State: session.Active})) == 1 })
+	done := make(chan error, 1)
+	go func() { done <- h.sessions.CloseAll(t.Context()) }()
+	_, ce := readUntilClose(t, c)
+	if ce.Code != websocket.CloseGoingAway {
+		t.Errorf("close %v, want 1001", ce)
+	}
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond; c.PingPeriod = 50 * time.Millisecond })
+	c := h.mustDial(t, execQuery("stdout", "sleep", "1000"), "v5.channel.k8s.io")
+	_, ce := readUntilClose(t, c)
+	if ce.Code != CloseIdle {
+		t.Errorf("close %v, want %d", ce, CloseIdle)
+	}
+}
+
+// TestSlowClientBounded: a client that stops reading stops the process's
+// output at a bounded backlog, and reading resumes it.
+func TestSlowClientBounded(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.mustDial(t, execQuery("stdout", "cat", "/dev/zero"), "v5.channel.k8s.io")
+	var sess *session.Session
+	waitFor(t, "an active session", func() bool {
+		l := h.sessions.List(session.Filter{State: session.Active})
+		if len(l) == 1 {
+			sess, _ = h.sessions.Get(l[0].ID)
+		}
+		return sess != nil
+	})
+	// Not reading: the count of bytes taken from the process settles.
+	var last int64
+	waitFor(t, "the output to stall", func() bool {
+		time.Sleep(200 * time.Millisecond)
+		n := sess.Info().BytesOut
+		stalled := n == last && n > 0
+		last = n
+		return stalled
+	})
+	// Loopback socket buffers hold a few MiB; our queue holds 16 chunks.
+	if last > 64<<20 {
+		t.Errorf("%d bytes taken while the client read nothing", last)
+	}
+	t.Logf("backlog while stalled: %d KiB", last>>10)
+	var got int64
+	for got < 2*last+(1<<20) {
+		_, p, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += int64(len(p))
+	}
+	if n := sess.Info().BytesOut; n <= last {
+		t.Errorf("output did not resume: %d <= %d", n, last)
+	}
+}
+
+// TestStatusJSONShape decodes the final status with metav1 field names.
+func TestStatusJSONShape(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.mustDial(t, execQuery("stdout", "sh", "-c", "exit 42"), "v5.channel.k8s.io")
+	msgs, _ := readUntilClose(t, c)
+	var st struct {
+		Status  string
+		Reason  string
+		Details struct{ Causes []struct{ Reason, Message string } }
+	}
+	last := msgs[len(msgs)-1].data
+	if err := json.Unmarshal(last[1:], &st); err != nil || last[0] != 3 {
+		t.Fatalf("%q: %v", last, err)
+	}
+	if st.Status != "Failure" || st.Reason != "NonZeroExitCode" || st.Details.Causes[0].Reason != "ExitCode" || st.Details.Causes[0].Message != "42" {
+		t.Errorf("status %+v", st)
+	}
+}

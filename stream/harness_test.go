@@ -1,0 +1,191 @@
+package stream
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"gateway/container"
+	"gateway/metrics"
+	"gateway/sandbox"
+	"gateway/session"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// harness is a stream server with one container, "box" (sleep), behind a
+// minimal router: GET /exec/{id} with the query of an exec request.
+type harness struct {
+	srv      *Server
+	ts       *httptest.Server
+	rt       *container.Runtime
+	sessions *session.Registry
+	metrics  *metrics.Metrics
+	dir      string
+}
+
+func newHarness(t *testing.T, tune func(*Config)) *harness {
+	t.Helper()
+	h := &harness{dir: t.TempDir()}
+	sandboxes := sandbox.NewRegistry()
+	h.rt = container.New(container.Config{StopGrace: 500 * time.Millisecond, Scrollback: 1 << 16}, sandboxes)
+	if _, err := h.rt.Create(container.Spec{ID: "box", Command: []string{"sleep", "1000000"}, WorkingDir: h.dir}); err != nil {
+		t.Fatal(err)
+	}
+	h.sessions = session.NewRegistry(session.Config{MaxSessions: 100, Retention: time.Minute, OutputBuffer: 1 << 10})
+	h.metrics = metrics.New(prometheus.NewRegistry(), nil)
+	cfg := DefaultConfig()
+	cfg.InitialSizeWait = 50 * time.Millisecond
+	if tune != nil {
+		tune(&cfg)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h.srv = NewServer(context.Background(), cfg, log, h.rt, sandboxes, h.sessions, h.metrics)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /exec/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := h.srv.Exec(w, r, r.PathValue("id"), ParseExecQuery(r.URL.Query())); err != nil {
+			code := http.StatusInternalServerError
+			switch {
+			case errors.Is(err, ErrBadRequest):
+				code = http.StatusBadRequest
+			case errors.Is(err, ErrForbidden):
+				code = http.StatusForbidden
+			case errors.Is(err, container.ErrNotFound):
+				code = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), code)
+		}
+	})
+	h.ts = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.sessions.CloseAll(ctx); err != nil {
+			t.Error(err)
+		}
+		h.ts.Close()
+		if err := h.rt.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return h
+}
+
+// testWriter sends log lines to the test log, and nowhere once it ended.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	if os.Getenv("STREAM_TEST_LOG") != "" {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
+	return len(p), nil
+}
+
+// execQuery builds an exec query.
+func execQuery(flags string, command ...string) string {
+	q := url.Values{"command": command}
+	for f := range strings.SplitSeq(flags, ",") {
+		if f != "" {
+			q.Set(f, "1")
+		}
+	}
+	return q.Encode()
+}
+
+func (h *harness) dial(t *testing.T, query string, header http.Header, protocols ...string) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	d := websocket.Dialer{Subprotocols: protocols, HandshakeTimeout: 10 * time.Second}
+	return d.Dial("ws"+strings.TrimPrefix(h.ts.URL, "http")+"/exec/box?"+query, header)
+}
+
+func (h *harness) mustDial(t *testing.T, query string, protocols ...string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := h.dial(t, query, nil, protocols...)
+	if err != nil {
+		body := ""
+		if resp != nil {
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+		}
+		t.Fatalf("dial: %v %s", err, body)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// message is one WebSocket message as received.
+type message struct {
+	typ  int
+	data []byte
+}
+
+// readUntilClose reads messages until the server closes, and returns them
+// with the close error.
+func readUntilClose(t *testing.T, c *websocket.Conn) ([]message, *websocket.CloseError) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var msgs []message
+	for {
+		typ, data, err := c.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return msgs, ce
+			}
+			t.Fatalf("read: %v (after %d messages)", err, len(msgs))
+		}
+		msgs = append(msgs, message{typ, data})
+	}
+}
+
+// decode returns a message's channel and payload, for either encoding.
+func decode(t *testing.T, m message) (byte, []byte) {
+	t.Helper()
+	if len(m.data) == 0 {
+		t.Fatalf("empty message")
+	}
+	if m.typ == websocket.TextMessage {
+		p, err := base64.StdEncoding.DecodeString(string(m.data[1:]))
+		if err != nil {
+			t.Fatalf("bad base64 %q", m.data)
+		}
+		return m.data[0] - '0', p
+	}
+	return m.data[0], m.data[1:]
+}
+
+// collect joins the payloads of a channel.
+func collect(t *testing.T, msgs []message, ch byte) string {
+	var b strings.Builder
+	for _, m := range msgs {
+		if c, p := decode(t, m); c == ch {
+			b.Write(p)
+		}
+	}
+	return b.String()
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
