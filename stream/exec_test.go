@@ -430,7 +430,9 @@ func TestStatusJSONShape(t *testing.T) {
 	var st struct {
 		Status  string
 		Reason  string
-		Details struct{ Causes []struct{ Reason, Message string } }
+		Details struct {
+			Causes []struct{ Reason, Message string }
+		}
 	}
 	last := msgs[len(msgs)-1].data
 	if err := json.Unmarshal(last[1:], &st); err != nil || last[0] != 3 {
