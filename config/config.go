@@ -13,7 +13,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -58,6 +57,9 @@ func (c *Config) register(fs *flag.FlagSet) []flagSpec {
 	specs := []flagSpec{}
 	add := func(v flag.Value, name, arg, help string) {
 		env := "GATEWAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if name == "version" {
+			env = ""
+		}
 		fs.Var(v, name, help)
 		specs = append(specs, flagSpec{name: name, env: env, arg: arg, help: help})
 	}
@@ -65,10 +67,10 @@ func (c *Config) register(fs *flag.FlagSet) []flagSpec {
 	add((*stringValue)(&c.Token), "token", "TOKEN", "bearer token that clients must send; generated and printed when unset on loopback")
 	add((*stringValue)(&c.TokenFile), "token-file", "FILE", "read the token from FILE (trailing newline ignored)")
 	add((*stringValue)(&c.ConfigFile), "config", "FILE", "YAML file of sandboxes and containers; default: a host sandbox and a shell container")
-	add((*listValue)(&c.AllowedOrigins), "allowed-origins", "LIST", "comma-separated origins (scheme://host:port, or *) that browsers may connect from besides the gateway's own")
+	add((*listValue)(&c.AllowedOrigins), "allowed-origins", "LIST", "origins (scheme://host:port, comma-separated, or *) that browsers may also connect from")
 	add((*stringValue)(&c.TLSCert), "tls-cert", "FILE", "serve HTTPS with this certificate (PEM); needs --tls-key")
 	add((*stringValue)(&c.TLSKey), "tls-key", "FILE", "private key (PEM) of --tls-cert")
-	add((*boolValue)(&c.MetricsAuth), "metrics-auth", "BOOL", "require the token on /metrics too")
+	add((*boolValue)(&c.MetricsAuth), "metrics-auth", "", "require the token on /metrics too")
 	add((*intValue)(&c.MaxSessions), "max-sessions", "N", "most streams open at once; more get 429")
 	add((*intValue)(&c.MaxPendingURLs), "max-pending-urls", "N", "most single-use stream URLs issued and not yet used; more get 429")
 	add((*durationValue)(&c.URLTTL), "url-ttl", "DURATION", "how long a single-use stream URL stays valid")
@@ -129,6 +131,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.SetOutput(io.Discard)
 	specs := c.register(fs)
 	for _, s := range specs {
+		if s.env == "" {
+			continue
+		}
 		if v := getenv(s.env); v != "" {
 			if err := fs.Set(s.name, v); err != nil {
 				return nil, fmt.Errorf("environment %s=%q: %w", s.env, v, err)
@@ -153,17 +158,23 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 
 func usage(out io.Writer, fs *flag.FlagSet, specs []flagSpec) {
 	io.WriteString(out, intro)
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	for _, s := range specs {
-		def := fs.Lookup(s.name).DefValue
-		if def != "" && def != "false" && def != "[]" {
-			def = " (default " + def + ")"
-		} else {
-			def = ""
+		name := "--" + s.name
+		if s.arg != "" {
+			name += " " + s.arg
 		}
-		fmt.Fprintf(tw, "  --%s %s\t%s\t%s%s\n", s.name, s.arg, s.env, s.help, def)
+		var notes []string
+		if s.env != "" {
+			notes = append(notes, "$"+s.env)
+		}
+		if def := fs.Lookup(s.name).DefValue; def != "" && def != "false" {
+			notes = append(notes, "default "+def)
+		}
+		if len(notes) > 0 {
+			name += "  (" + strings.Join(notes, ", ") + ")"
+		}
+		fmt.Fprintf(out, "  %s\n      %s\n", name, s.help)
 	}
-	tw.Flush()
 	io.WriteString(out, `
 Config file (--config), YAML; unknown keys are errors:
 

@@ -86,9 +86,6 @@ func forbidden(format string, args ...any) error {
 	return &RequestError{Err: ErrForbidden, Msg: fmt.Sprintf(format, args...)}
 }
 
-// errUpgradeFailed: the WebSocket handshake itself failed after our checks.
-var errUpgradeFailed = errors.New("websocket upgrade failed")
-
 // Server serves streams. Streams outlive their HTTP requests: they run
 // under the server's base context and end on Registry.CloseAll.
 type Server struct {

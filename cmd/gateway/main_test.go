@@ -21,10 +21,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.uber.org/goleak"
+	"k8s.io/klog/v2"
 )
 
 func TestMain(m *testing.M) {
+	// client-go logs the errors that tests provoke on purpose.
+	klog.SetLogger(logr.Discard())
 	goleak.VerifyTestMain(m,
 		// client-go's logger flushes in the background for the whole process.
 		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),

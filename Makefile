@@ -1,0 +1,63 @@
+# Two commands do all set-up on a fresh Debian machine with Go:
+#   make run    builds and starts the gateway on its embedded default config
+#   make test   installs what the tests need, then runs them all
+# Run `make help` for the rest.
+
+GO       ?= go
+BIN      := bin/gateway
+CACHE    := $(CURDIR)/.cache
+PROMTOOL := $(CACHE)/bin/promtool
+ARGS     ?=
+FUZZTIME ?= 30s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: help run build test test-deps lint fuzz bench load docker clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+run: build ## build and start the gateway (extra flags: make run ARGS="--listen 127.0.0.1:9000")
+	./$(BIN) $(ARGS)
+
+build: ## build bin/gateway
+	$(GO) build -trimpath -o $(BIN) ./cmd/gateway
+
+test: test-deps ## install test tools, then vet and run every test with -race
+	$(GO) vet ./...
+	GATEWAY_REQUIRE_TOOLS=1 PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 -timeout 15m ./...
+
+# Tools the tests use, installed by package name. promtool comes out of
+# Debian's prometheus package without installing it (no daemon is started).
+test-deps: $(PROMTOOL)
+
+$(PROMTOOL):
+	@mkdir -p $(CACHE)/deb $(CACHE)/bin
+	cd $(CACHE)/deb && (apt-get download prometheus || (apt-get update -qq && apt-get download prometheus))
+	dpkg-deb -x $(CACHE)/deb/prometheus_*.deb $(CACHE)/deb/root
+	cp $(CACHE)/deb/root/usr/bin/promtool $(PROMTOOL)
+	rm -rf $(CACHE)/deb
+	$(PROMTOOL) --version
+
+lint: ## gofmt, go vet and staticcheck
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+bench: ## run the Go benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+load: build ## run the load tool against a gateway it starts (see docs/performance.md)
+	$(GO) run ./bench/gwload -gateway ./$(BIN)
+
+docker: ## build the container image
+	docker build -t gateway .
+
+clean: ## remove build output and downloaded tools
+	rm -rf bin $(CACHE)

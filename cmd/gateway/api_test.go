@@ -1,0 +1,592 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"k8s.io/client-go/tools/remotecommand"
+)
+
+type status struct {
+	Kind, APIVersion, Status, Message, Reason string
+	Code                                      int
+	Details                                   *struct{ Kind, Name string }
+}
+
+// TestStreamURL: POST mints a single-use URL that needs no bearer token,
+// works once, and expires.
+func TestStreamURL(t *testing.T) {
+	g := startGateway(t, "--url-ttl", "300ms", "--max-pending-urls", "3")
+	ctx := testContext(t)
+	var minted struct {
+		URL       string
+		ExpiresAt time.Time
+	}
+	resp := g.do(t, "POST", "/api/v1/containers/box/exec", map[string]any{"command": []string{"sh", "-c", "echo via url"}, "stdout": true}, &minted)
+	if resp.StatusCode != 201 || !strings.HasPrefix(minted.URL, "/stream/") || len(minted.URL) < len("/stream/")+22 {
+		t.Fatalf("mint: %d %+v", resp.StatusCode, minted)
+	}
+	if d := time.Until(minted.ExpiresAt); d > 2*time.Second || d < -2*time.Second {
+		t.Errorf("expiresAt %v is not about 300ms from now", minted.ExpiresAt)
+	}
+	u := g.url + strings.TrimPrefix(minted.URL, "/")
+
+	// A plain GET does not burn the token.
+	if r, err := http.Get(u); err != nil || r.StatusCode != 400 {
+		t.Fatalf("plain GET: %v %v", r, err)
+	}
+	var out bytes.Buffer
+	if err := g.execAt(ctx, v5, u, "", remotecommand.StreamOptions{Stdout: &out}); err != nil || out.String() != "via url\n" {
+		t.Fatalf("first use: %q %v", out.String(), err)
+	}
+	err := g.execAt(ctx, v5, u, "", remotecommand.StreamOptions{Stdout: &out})
+	if err == nil || !strings.Contains(err.Error(), "not found, used or expired") {
+		t.Errorf("second use: %v", err)
+	}
+
+	g.do(t, "POST", "/api/v1/containers/box/exec", map[string]any{"command": []string{"true"}, "stdout": true}, &minted)
+	time.Sleep(500 * time.Millisecond)
+	err = g.execAt(ctx, v5, g.url+strings.TrimPrefix(minted.URL, "/"), "", remotecommand.StreamOptions{Stdout: &out})
+	if err == nil || !strings.Contains(err.Error(), "not found, used or expired") {
+		t.Errorf("expired: %v", err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		path string
+		body any
+		code int
+		want string
+	}{
+		{"unknown field", "/api/v1/containers/box/exec", map[string]any{"command": []string{"true"}, "stdout": true, "tyy": true}, 400, `unknown field "tyy"`},
+		{"no command", "/api/v1/containers/box/exec", map[string]any{"stdout": true}, 400, "command is required"},
+		{"unknown container", "/api/v1/containers/nope/exec", map[string]any{"command": []string{"true"}, "stdout": true}, 404, `container "nope" not found`},
+	} {
+		var st status
+		if resp := g.do(t, "POST", tc.path, tc.body, &st); resp.StatusCode != tc.code || !strings.Contains(st.Message, tc.want) || st.Kind != "Status" {
+			t.Errorf("%s: %d %+v", tc.name, resp.StatusCode, st)
+		}
+	}
+	// The number of pending URLs is bounded.
+	var st status
+	for i := 0; ; i++ {
+		resp := g.do(t, "POST", "/api/v1/containers/box/exec", map[string]any{"command": []string{"true"}, "stdout": true}, &st)
+		if resp.StatusCode == 429 {
+			if resp.Header.Get("Retry-After") == "" || st.Reason != "TooManyRequests" || i != 3 {
+				t.Errorf("429 after %d: %v %+v", i, resp.Header, st)
+			}
+			break
+		}
+		if i > 3 {
+			t.Fatal("no 429 after 4 pending URLs")
+		}
+	}
+}
+
+// TestAuthVariants: the bearer subprotocol for browsers, the login cookie,
+// and the Origin checks.
+func TestAuthVariants(t *testing.T) {
+	g := startGateway(t, "--allowed-origins", "https://ok.example")
+	wsURL := "ws" + strings.TrimPrefix(g.url, "http") + "api/v1/containers/box/exec?command=true&stdout=1"
+	bearer := "base64url.bearer.authorization.k8s.io." + base64.RawURLEncoding.EncodeToString([]byte(g.token))
+
+	d := websocket.Dialer{Subprotocols: []string{"v5.channel.k8s.io", bearer}}
+	c, resp, err := d.Dial(wsURL, nil)
+	if err != nil {
+		t.Fatalf("bearer subprotocol: %v", err)
+	}
+	if p := resp.Header.Get("Sec-Websocket-Protocol"); p != "v5.channel.k8s.io" {
+		t.Errorf("negotiated %q", p)
+	}
+	c.Close()
+
+	for _, tc := range []struct {
+		name   string
+		protos []string
+		header http.Header
+		code   int
+	}{
+		{"wrong bearer subprotocol", []string{"v5.channel.k8s.io", "base64url.bearer.authorization.k8s.io.bm9wZQ"}, nil, 401},
+		{"foreign origin", []string{"v5.channel.k8s.io"}, http.Header{"Authorization": {"Bearer " + g.token}, "Origin": {"https://evil.example"}}, 403},
+	} {
+		d := websocket.Dialer{Subprotocols: tc.protos}
+		_, resp, err := d.Dial(wsURL, tc.header)
+		if err == nil || resp.StatusCode != tc.code {
+			t.Errorf("%s: %v %v", tc.name, resp.Status, err)
+		}
+	}
+	c, _, err = d.Dial(wsURL, http.Header{"Origin": {"https://ok.example"}})
+	if err != nil {
+		t.Errorf("allowed origin: %v", err)
+	} else {
+		c.Close()
+	}
+
+	// The login cookie: HttpOnly, SameSite=Strict, and refused from a
+	// foreign origin.
+	login := func(token string) *http.Response {
+		resp, err := http.Post(g.url+"login", "application/json", strings.NewReader(`{"token":"`+token+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := login("wrong"); resp.StatusCode != 401 {
+		t.Errorf("login with a wrong token: %d", resp.StatusCode)
+	}
+	resp = login(g.token)
+	cookies := resp.Cookies()
+	if resp.StatusCode != 204 || len(cookies) != 1 || !cookies[0].HttpOnly || cookies[0].SameSite != http.SameSiteStrictMode {
+		t.Fatalf("login: %d %+v", resp.StatusCode, cookies)
+	}
+	get := func(origin string) int {
+		req, _ := http.NewRequest("GET", g.url+"api/v1/containers", nil)
+		req.AddCookie(cookies[0])
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(""); code != 200 {
+		t.Errorf("cookie: %d", code)
+	}
+	if code := get("https://evil.example"); code != 403 {
+		t.Errorf("cookie from a foreign origin: %d", code)
+	}
+
+	// /metrics is open by default; everything else needs the token.
+	for path, want := range map[string]int{"metrics": 200, "healthz": 200, "readyz": 200, "api/v1/sessions": 401, "api/v1/sandboxes": 401} {
+		resp, err := http.Get(g.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET /%s without a token: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	g2 := startGateway(t, "--metrics-auth")
+	if resp, _ := http.Get(g2.url + "metrics"); resp.StatusCode != 401 {
+		t.Errorf("--metrics-auth: %d", resp.StatusCode)
+	}
+}
+
+func TestExecSyncAPI(t *testing.T) {
+	g := startGateway(t, "--exec-sync-max-output", "1KiB")
+	type result struct {
+		ExitCode        int
+		Stdout, Stderr  []byte
+		TimedOut        bool
+		Truncated       bool
+		Message, Reason string
+	}
+	var r result
+	resp := g.do(t, "POST", "/api/v1/containers/box/exec-sync", map[string]any{
+		"command": []string{"sh", "-c", "cat; echo oops >&2; exit 4"}, "stdin": []byte("input\n"),
+	}, &r)
+	if resp.StatusCode != 200 || r.ExitCode != 4 || string(r.Stdout) != "input\n" || string(r.Stderr) != "oops\n" || r.TimedOut || r.Truncated {
+		t.Errorf("exec-sync: %d %+v", resp.StatusCode, r)
+	}
+	r = result{}
+	g.do(t, "POST", "/api/v1/containers/box/exec-sync", map[string]any{"command": []string{"head", "-c", "5000", "/dev/zero"}}, &r)
+	if len(r.Stdout) != 1024 || !r.Truncated || r.ExitCode != 0 {
+		t.Errorf("cap: %d bytes, truncated %v", len(r.Stdout), r.Truncated)
+	}
+	r = result{}
+	start := time.Now()
+	g.do(t, "POST", "/api/v1/containers/box/exec-sync", map[string]any{"command": []string{"sleep", "1000"}, "timeoutSeconds": 1}, &r)
+	if !r.TimedOut || r.ExitCode != 143 || time.Since(start) > 20*time.Second {
+		t.Errorf("timeout: %+v after %v", r, time.Since(start))
+	}
+	for _, tc := range []struct {
+		body any
+		code int
+		want string
+	}{
+		{map[string]any{"command": []string{"true"}, "timeoutSeconds": -1}, 400, "timeoutSeconds -1"},
+		{map[string]any{"command": []string{}}, 400, "command is required"},
+		{map[string]any{"command": []string{"true"}, "extra": 1}, 400, `unknown field "extra"`},
+		{map[string]any{"command": []string{"true"}, "stdin": "not base64!"}, 400, "request body"},
+	} {
+		var st status
+		if resp := g.do(t, "POST", "/api/v1/containers/box/exec-sync", tc.body, &st); resp.StatusCode != tc.code || !strings.Contains(st.Message, tc.want) {
+			t.Errorf("%v: %d %q", tc.body, resp.StatusCode, st.Message)
+		}
+	}
+}
+
+type sessionInfo struct {
+	ID, Kind, Target, State, RemoteAddr string
+	CreatedAt                           time.Time
+	ClosedAt                            *time.Time
+	BytesIn, BytesOut                   int64
+	ExitCode                            *int
+}
+
+func TestSessionsAPI(t *testing.T) {
+	g := startGateway(t)
+	ctx := testContext(t)
+
+	var out bytes.Buffer
+	if err := g.exec(ctx, v5, "box", []string{"echo", "hello"}, remotecommand.StreamOptions{Stdout: &out}); err != nil {
+		t.Fatal(err)
+	}
+	stdinR, stdinW := io.Pipe()
+	defer stdinW.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- g.exec(ctx, v5, "box", []string{"cat"}, remotecommand.StreamOptions{Stdin: stdinR, Stdout: io.Discard})
+	}()
+	stdinW.Write([]byte("12345"))
+
+	var active struct{ Items []sessionInfo }
+	for range 500 {
+		g.do(t, "GET", "/api/v1/sessions?state=active", nil, &active)
+		if len(active.Items) == 1 && active.Items[0].BytesIn == 5 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(active.Items) != 1 {
+		t.Fatalf("active sessions: %+v", active.Items)
+	}
+	s := active.Items[0]
+	if s.Kind != "exec" || s.Target != "box" || s.State != "active" || !strings.HasPrefix(s.RemoteAddr, "127.0.0.1:") || s.BytesIn != 5 {
+		t.Errorf("session %+v", s)
+	}
+	var all struct{ Items []sessionInfo }
+	g.do(t, "GET", "/api/v1/sessions?kind=exec", nil, &all)
+	if len(all.Items) != 2 || all.Items[0].State != "closed" || *all.Items[0].ExitCode != 0 || all.Items[0].BytesOut != 6 {
+		t.Errorf("all sessions: %+v", all.Items)
+	}
+	resp, err := http.DefaultClient.Do(authed(g, "GET", "api/v1/sessions/"+all.Items[0].ID+"/output"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "hello\n" {
+		t.Errorf("output %q", b)
+	}
+
+	if resp := g.do(t, "DELETE", "/api/v1/sessions/"+s.ID, nil, nil); resp.StatusCode != 204 {
+		t.Errorf("DELETE: %d", resp.StatusCode)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "4000") {
+		t.Errorf("client saw %v, want close 4000", err)
+	}
+	var one sessionInfo
+	for range 500 {
+		g.do(t, "GET", "/api/v1/sessions/"+s.ID, nil, &one)
+		if one.State == "closed" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if one.State != "closed" || one.ClosedAt == nil {
+		t.Errorf("after DELETE: %+v", one)
+	}
+	var st status
+	if resp := g.do(t, "DELETE", "/api/v1/sessions/"+s.ID, nil, &st); resp.StatusCode != 409 || st.Reason != "Conflict" {
+		t.Errorf("second DELETE: %d %+v", resp.StatusCode, st)
+	}
+	if resp := g.do(t, "DELETE", "/api/v1/sessions/nope", nil, &st); resp.StatusCode != 404 || st.Details == nil || st.Details.Kind != "sessions" {
+		t.Errorf("unknown DELETE: %d %+v", resp.StatusCode, st)
+	}
+	if resp := g.do(t, "GET", "/api/v1/sessions?state=sleepy", nil, &st); resp.StatusCode != 400 {
+		t.Errorf("bad filter: %d", resp.StatusCode)
+	}
+}
+
+func authed(g *gateway, method, path string) *http.Request {
+	req, _ := http.NewRequest(method, g.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+g.token)
+	return req
+}
+
+func TestContainersAndSandboxesAPI(t *testing.T) {
+	g := startGateway(t)
+	ctx := testContext(t)
+	type info struct {
+		ID, Sandbox, State string
+		Pid                int
+		ExitCode           *int
+	}
+	var c info
+	resp := g.do(t, "POST", "/api/v1/containers", map[string]any{"id": "extra", "command": []string{"sleep", "1000"}, "env": map[string]string{"X": "1"}}, &c)
+	if resp.StatusCode != 201 || c.State != "running" || c.Pid == 0 || c.Sandbox != "host" {
+		t.Fatalf("create: %d %+v", resp.StatusCode, c)
+	}
+	var out bytes.Buffer
+	if err := g.exec(ctx, v5, "extra", []string{"sh", "-c", "echo $X"}, remotecommand.StreamOptions{Stdout: &out}); err != nil || out.String() != "1\n" {
+		t.Errorf("exec into the new container: %q %v", out.String(), err)
+	}
+	// Deleting the container ends its streams.
+	done := make(chan error, 1)
+	go func() {
+		done <- g.exec(ctx, v5, "extra", []string{"sleep", "1000"}, remotecommand.StreamOptions{Stdout: io.Discard})
+	}()
+	waitActive(t, g, 1)
+	if resp := g.do(t, "DELETE", "/api/v1/containers/extra", nil, nil); resp.StatusCode != 204 {
+		t.Errorf("DELETE: %d", resp.StatusCode)
+	}
+	if err := <-done; err == nil {
+		t.Error("the exec survived its container")
+	}
+	var st status
+	if resp := g.do(t, "GET", "/api/v1/containers/extra", nil, &st); resp.StatusCode != 404 || st.Details == nil || st.Details.Name != "extra" {
+		t.Errorf("after DELETE: %d %+v", resp.StatusCode, st)
+	}
+	for _, tc := range []struct {
+		body any
+		code int
+		want string
+	}{
+		{map[string]any{"id": "box", "command": []string{"true"}}, 409, "already exists"},
+		{map[string]any{"id": "Bad_ID", "command": []string{"true"}}, 400, "does not match"},
+		{map[string]any{"id": "x", "command": []string{"no-such-program"}}, 400, "executable file not found"},
+		{map[string]any{"id": "x", "comand": []string{"true"}}, 400, `unknown field "comand"`},
+		{map[string]any{"id": "x", "sandbox": "nope"}, 404, `sandbox "nope" not found`},
+	} {
+		if resp := g.do(t, "POST", "/api/v1/containers", tc.body, &st); resp.StatusCode != tc.code || !strings.Contains(st.Message, tc.want) {
+			t.Errorf("%v: %d %q", tc.body, resp.StatusCode, st.Message)
+		}
+	}
+
+	var sbs struct {
+		Items []struct{ ID, Network string }
+	}
+	g.do(t, "GET", "/api/v1/sandboxes", nil, &sbs)
+	if len(sbs.Items) != 1 || sbs.Items[0].ID != "host" || sbs.Items[0].Network != "host" {
+		t.Errorf("sandboxes: %+v", sbs.Items)
+	}
+	if resp := g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "web", "network": "host", "ports": []string{"8080", "9000-9100"}}, nil); resp.StatusCode != 201 {
+		t.Errorf("create sandbox: %d", resp.StatusCode)
+	}
+	if resp := g.do(t, "DELETE", "/api/v1/sandboxes/host", nil, &st); resp.StatusCode != 409 {
+		t.Errorf("delete host: %d", resp.StatusCode)
+	}
+	if resp := g.do(t, "DELETE", "/api/v1/sandboxes/web", nil, nil); resp.StatusCode != 204 {
+		t.Errorf("delete web: %d", resp.StatusCode)
+	}
+	if resp := g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "x", "network": "relative/path"}, &st); resp.StatusCode != 400 {
+		t.Errorf("bad network: %d %+v", resp.StatusCode, st)
+	}
+}
+
+func waitActive(t *testing.T, g *gateway, n int) {
+	t.Helper()
+	for range 500 {
+		var l struct{ Items []sessionInfo }
+		g.do(t, "GET", "/api/v1/sessions?state=active", nil, &l)
+		if len(l.Items) == n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("never %d active sessions", n)
+}
+
+func TestRoutingErrors(t *testing.T) {
+	g := startGateway(t)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		reason       string
+	}{
+		{"GET", "/api/v1/nope", 404, "NotFound"},
+		{"PUT", "/api/v1/containers", 405, "MethodNotAllowed"},
+		{"GET", "/api/v1/containers/..%2F..%2Fetc", 400, "BadRequest"},
+		{"GET", "/api/v1/containers/nope", 404, "NotFound"},
+		{"GET", "/nowhere", 404, "NotFound"},
+	} {
+		var st status
+		resp := g.do(t, tc.method, tc.path, nil, &st)
+		if resp.StatusCode != tc.code || st.Reason != tc.reason || st.Kind != "Status" || st.APIVersion != "v1" || st.Code != tc.code {
+			t.Errorf("%s %s: %d %+v", tc.method, tc.path, resp.StatusCode, st)
+		}
+	}
+}
+
+// TestMetricsEndpoint: the metrics move with real sessions, and promtool
+// accepts the exposition.
+func TestMetricsEndpoint(t *testing.T) {
+	g := startGateway(t)
+	ctx := testContext(t)
+	scrape := func() (map[string]*dto.MetricFamily, []byte) {
+		resp, err := http.Get(g.url + "metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		mfs, err := p.TextToMetricFamilies(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mfs, b
+	}
+	value := func(mfs map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+		for _, m := range mfs[name].GetMetric() {
+			match := true
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
+					match = false
+				}
+			}
+			if match {
+				switch {
+				case m.Counter != nil:
+					return m.Counter.GetValue()
+				case m.Gauge != nil:
+					return m.Gauge.GetValue()
+				case m.Histogram != nil:
+					return float64(m.Histogram.GetSampleCount())
+				}
+			}
+		}
+		t.Fatalf("no %s%v", name, labels)
+		return 0
+	}
+	execKind := map[string]string{"kind": "exec"}
+	mfs, _ := scrape()
+	if v := value(mfs, "gateway_sessions_total", map[string]string{"kind": "exec", "result": "success"}); v != 0 {
+		t.Errorf("success before any session: %v", v)
+	}
+	if v := value(mfs, "gateway_containers", map[string]string{"state": "running"}); v != 1 {
+		t.Errorf("running containers: %v", v)
+	}
+
+	g.exec(ctx, v5, "box", []string{"head", "-c", "1000", "/dev/zero"}, remotecommand.StreamOptions{Stdout: io.Discard})
+	g.exec(ctx, v5, "box", []string{"sh", "-c", "exit 2"}, remotecommand.StreamOptions{Stdout: io.Discard})
+	stdinR, stdinW := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- g.exec(ctx, v5, "box", []string{"cat"}, remotecommand.StreamOptions{Stdin: stdinR, Stdout: io.Discard})
+	}()
+	stdinW.Write([]byte("abc"))
+	waitActive(t, g, 1)
+	mfs, _ = scrape()
+	if v := value(mfs, "gateway_sessions_active", execKind); v != 1 {
+		t.Errorf("active: %v", v)
+	}
+	stdinW.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, g, 0)
+	mfs, text := scrape()
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"gateway_sessions_active", execKind, 0},
+		{"gateway_sessions_total", map[string]string{"kind": "exec", "result": "success"}, 2},
+		{"gateway_sessions_total", map[string]string{"kind": "exec", "result": "nonzero_exit"}, 1},
+		{"gateway_stream_bytes_total", map[string]string{"kind": "exec", "direction": "out"}, 1003}, // cat echoes "abc"
+		{"gateway_stream_bytes_total", map[string]string{"kind": "exec", "direction": "in"}, 3},
+		{"gateway_session_duration_seconds", execKind, 3},
+	} {
+		if v := value(mfs, c.name, c.labels); v != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, v, c.want)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "gateway_stream_errors_total"} {
+		if mfs[name] == nil {
+			t.Errorf("no %s", name)
+		}
+	}
+	promtool := findPromtool(t)
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// findPromtool finds promtool: $PROMTOOL, the Makefile's cache, or PATH.
+// Under make test (GATEWAY_REQUIRE_TOOLS=1) a missing promtool fails.
+func findPromtool(t *testing.T) string {
+	for _, p := range []string{os.Getenv("PROMTOOL"), filepath.Join("..", "..", ".cache", "bin", "promtool")} {
+		if p != "" {
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	if p, err := exec.LookPath("promtool"); err == nil {
+		return p
+	}
+	if os.Getenv("GATEWAY_REQUIRE_TOOLS") != "" {
+		t.Fatal("promtool not found: make test installs it")
+	}
+	t.Skip("promtool not found: run make test, which installs it")
+	return ""
+}
+
+// TestShutdown: a signal ends open streams with 1001, stops the containers
+// and returns cleanly.
+func TestShutdown(t *testing.T) {
+	logs := &logBuffer{ready: make(chan string, 1)}
+	ready := logs.ready
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfgFile, []byte("containers:\n  - id: box\n    command: [sh, -c, 'echo $$ > "+dir+"/pid; exec sleep 1000']\n"), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--token", testToken, "--config", cfgFile}, noEnv, io.Discard, logs)
+	}()
+	g := &gateway{url: <-ready, token: testToken}
+	execDone := make(chan error, 1)
+	go func() {
+		execDone <- g.exec(context.Background(), v5, "box", []string{"sleep", "1000"}, remotecommand.StreamOptions{Stdout: io.Discard})
+	}()
+	waitActive(t, g, 1)
+	cancel()
+	if err := <-execDone; err == nil || !strings.Contains(err.Error(), "1001") {
+		t.Errorf("client saw %v, want close 1001", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no shutdown")
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "pid"))
+	if pid := strings.TrimSpace(string(b)); pid == "" {
+		t.Error("no pid")
+	} else if _, err := os.Stat("/proc/" + pid); !errors.Is(err, os.ErrNotExist) {
+		st, _ := os.ReadFile("/proc/" + pid + "/stat")
+		if !strings.Contains(string(st), ") Z ") {
+			t.Errorf("container process %s still running: %s", pid, st)
+		}
+	}
+	if !strings.Contains(logs.String(), `msg=stopped`) {
+		t.Errorf("log:\n%s", logs)
+	}
+}
