@@ -69,6 +69,7 @@ type session struct {
 	conn      *websocket.Conn
 	buf       []byte // the payload of the last message read
 	stdout    int64  // payload bytes received on channel 1
+	msgs      int64  // messages received
 	stderr    int64  // on channel 2
 	status    *status
 	rawStatus []byte
@@ -183,6 +184,7 @@ func (s *session) next() (byte, []byte, error) {
 		}
 	}
 	s.buf = p
+	s.msgs++
 	if len(p) == 0 {
 		return 0, nil, errors.New("empty message: no channel byte")
 	}

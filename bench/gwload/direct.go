@@ -66,16 +66,24 @@ func control(f *os.File, fn func(fd int) error) error {
 // readAll reads r to its end with a buffer of bufSize and returns the byte
 // count. A pty master's EIO (the child side is gone) is the end.
 func readAll(r io.Reader, bufSize int) (int64, error) {
+	total, _, err := readAllCount(r, bufSize)
+	return total, err
+}
+
+// readAllCount is readAll that also counts the reads that returned data.
+func readAllCount(r io.Reader, bufSize int) (total, reads int64, err error) {
 	buf := make([]byte, bufSize)
-	var total int64
 	for {
 		n, err := r.Read(buf)
 		total += int64(n)
+		if n > 0 {
+			reads++
+		}
 		if err != nil {
 			if err == io.EOF || errors.Is(err, syscall.EIO) {
-				return total, nil
+				return total, reads, nil
 			}
-			return total, err
+			return total, reads, err
 		}
 	}
 }

@@ -135,21 +135,21 @@ func (b *bench) throughput(tty bool) error {
 		d := end.Sub(t0)
 		rate := float64(n) / d.Seconds()
 		gws = append(gws, rate)
-		fmt.Printf("  rep %d gateway: %s in %.3fs (first byte after %.1fms; %s)\n", rep+1, mibps(rate), d.Seconds(),
-			ms(first.Sub(t0)), cpu.stop())
+		fmt.Printf("  rep %d gateway: %s in %.3fs (first byte after %.1fms; %d messages, %.1f KiB average; %s)\n", rep+1, mibps(rate), d.Seconds(),
+			ms(first.Sub(t0)), s.msgs, float64(n)/float64(max(s.msgs-2, 1))/1024, cpu.stop())
 		return nil
 	}
 	ceil := func(rep int) error {
 		cpu := b.startCPU()
 		cmd := exec.Command(command[0], command[1:]...)
 		t0 := time.Now()
-		var got int64
+		var got, reads int64
 		if tty {
 			ptmx, err := startPty(cmd)
 			if err != nil {
 				return err
 			}
-			got, err = readAll(ptmx, b.o.bufSize)
+			got, reads, err = readAllCount(ptmx, b.o.bufSize)
 			ptmx.Close()
 			if err != nil {
 				_ = cmd.Wait()
@@ -164,7 +164,7 @@ func (b *bench) throughput(tty bool) error {
 			if err := cmd.Start(); err != nil {
 				return err
 			}
-			if got, err = readAll(out, b.o.bufSize); err != nil {
+			if got, reads, err = readAllCount(out, b.o.bufSize); err != nil {
 				_ = cmd.Wait()
 				return err
 			}
@@ -178,7 +178,8 @@ func (b *bench) throughput(tty bool) error {
 		}
 		rate := float64(n) / d.Seconds()
 		ceils = append(ceils, rate)
-		fmt.Printf("  rep %d ceiling: %s in %.3fs (%s)\n", rep+1, mibps(rate), d.Seconds(), cpu.stop())
+		fmt.Printf("  rep %d ceiling: %s in %.3fs (%d reads, %.1f KiB average; %s)\n", rep+1, mibps(rate), d.Seconds(),
+			reads, float64(n)/float64(max(reads, 1))/1024, cpu.stop())
 		return nil
 	}
 	if err := b.alternate(gw, ceil); err != nil {

@@ -155,7 +155,7 @@ func TestHelp(t *testing.T) {
 		t.Fatalf("run --help = %v", err)
 	}
 	for _, want := range []string{"Usage: gateway", "--listen", "GATEWAY_LISTEN", "--token-file", "GATEWAY_TOKEN",
-		"--config", "(default 127.0.0.1:8080)", "containers:", "--stop-grace"} {
+		"--config", "default 127.0.0.1:8080", "containers:", "--stop-grace"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}
