@@ -8,13 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"gateway/internal/proctest"
 	"gateway/sandbox"
 
 	"go.uber.org/goleak"
@@ -58,51 +58,9 @@ func waitState(t *testing.T, c *Container, want State) {
 // assertNoZombies fails if a child of this process is left unreaped.
 func assertNoZombies(t *testing.T) {
 	t.Helper()
-	if z := zombies(); len(z) > 0 {
+	if z := proctest.Zombies(); len(z) > 0 {
 		t.Errorf("zombie children: %v", z)
 	}
-}
-
-// procStat returns the state, parent and process group of each process.
-func procStat() map[int][3]string {
-	out := map[int][3]string{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces, so cut at ')'.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 2 {
-			out[pid] = [3]string{f[0], f[1], f[2]}
-		}
-	}
-	return out
-}
-
-func liveInGroup(pgid int) []int {
-	var out []int
-	for pid, st := range procStat() {
-		if st[2] == strconv.Itoa(pgid) && st[0] != "Z" {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-func zombies() []int {
-	var out []int
-	for pid, st := range procStat() {
-		if st[0] == "Z" && st[1] == strconv.Itoa(os.Getpid()) {
-			out = append(out, pid)
-		}
-	}
-	return out
 }
 
 // run execs command, collects its output and exit code.
@@ -235,7 +193,7 @@ func TestTerminate(t *testing.T) {
 			// is alive (init may not have reaped it yet).
 			var live []int
 			for range 500 {
-				if live = liveInGroup(p.Pid()); len(live) == 0 {
+				if live = proctest.LiveInGroup(p.Pid()); len(live) == 0 {
 					break
 				}
 				time.Sleep(10 * time.Millisecond)

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"gateway/internal/proctest"
 	"gateway/metrics"
 	"gateway/session"
 	"gateway/stream/wsproto"
@@ -316,7 +317,7 @@ func TestCloseFromAPI(t *testing.T) {
 	if ce.Code != CloseByAPI || ce.Text != "session closed through the API" {
 		t.Errorf("close %d %q", ce.Code, ce.Text)
 	}
-	waitFor(t, "the process to end", func() bool { return !alive(pid) })
+	waitFor(t, "the process to end", func() bool { return !proctest.Alive(pid) })
 	waitFor(t, "the session to close", func() bool { s, _ := h.sessions.Get(id); return s.State() == session.Closed })
 	if err := h.sessions.Close(id, nil); err == nil {
 		t.Error("closing a closed session succeeded")
@@ -340,22 +341,15 @@ func TestClientVanishes(t *testing.T) {
 			return pid > 0
 		})
 		c.NetConn().Close()
-		waitFor(t, "the process to end", func() bool { return !alive(pid) })
+		waitFor(t, "the process to end", func() bool { return !proctest.Alive(pid) })
 	}
 	waitFor(t, "the sessions to close", func() bool { return len(h.sessions.List(session.Filter{State: session.Active})) == 0 })
 	if v := testutil.ToFloat64(h.metrics.SessionsTotal.WithLabelValues("exec", metrics.ResultClientDisconnect)); v != 2 {
 		t.Errorf("client_disconnect results %v", v)
 	}
-}
-
-// alive reports whether pid runs (a zombie does not count).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
+	if z := proctest.Zombies(); len(z) > 0 {
+		t.Errorf("zombie children: %v", z)
 	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
 }
 
 func TestShutdownCloses(t *testing.T) {

@@ -4,15 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"gateway/internal/proctest"
 
 	"github.com/gorilla/websocket"
 	dto "github.com/prometheus/client_model/go"
@@ -578,13 +580,13 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("no shutdown")
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "pid"))
-	if pid := strings.TrimSpace(string(b)); pid == "" {
+	if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid == 0 {
 		t.Error("no pid")
-	} else if _, err := os.Stat("/proc/" + pid); !errors.Is(err, os.ErrNotExist) {
-		st, _ := os.ReadFile("/proc/" + pid + "/stat")
-		if !strings.Contains(string(st), ") Z ") {
-			t.Errorf("container process %s still running: %s", pid, st)
-		}
+	} else if proctest.Alive(pid) {
+		t.Errorf("container process %d still running", pid)
+	}
+	if z := proctest.Zombies(); len(z) > 0 {
+		t.Errorf("zombie children: %v", z)
 	}
 	if !strings.Contains(logs.String(), `msg=stopped`) {
 		t.Errorf("log:\n%s", logs)
