@@ -96,6 +96,8 @@ func (a *API) Handler() http.Handler {
 	route("GET", "/api/v1/containers/{id}/exec", auth(a.execStream))
 	route("POST", "/api/v1/containers/{id}/exec", auth(a.mintExec))
 	route("POST", "/api/v1/containers/{id}/exec-sync", auth(a.execSync))
+	route("GET", "/api/v1/containers/{id}/attach", auth(a.attachStream))
+	route("POST", "/api/v1/containers/{id}/attach", auth(a.mintAttach))
 
 	route("GET", "/api/v1/sandboxes", auth(a.listSandboxes))
 	route("POST", "/api/v1/sandboxes", auth(a.createSandbox))

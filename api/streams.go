@@ -14,6 +14,7 @@ type streamRequest struct {
 	kind   session.Kind
 	target string
 	exec   stream.ExecOptions
+	attach stream.AttachOptions
 }
 
 // streamURL is the answer to a POST that mints a single-use URL.
@@ -62,6 +63,50 @@ func (a *API) mintExec(w http.ResponseWriter, r *http.Request) {
 	a.mint(w, r, streamRequest{kind: session.Exec, target: id, exec: opts})
 }
 
+// attachStream upgrades GET .../attach.
+func (a *API) attachStream(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "container")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if a.draining.Load() {
+		a.writeError(w, r, errDraining)
+		return
+	}
+	if err := a.streams.Attach(w, r, id, stream.ParseAttachQuery(r.URL.Query())); err != nil {
+		a.writeError(w, r, err)
+	}
+}
+
+// mintAttach answers POST .../attach with a single-use stream URL.
+func (a *API) mintAttach(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "container")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var opts stream.AttachOptions
+	if err := decodeJSON(w, r, &opts, 64<<10); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := opts.Validate(); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	c, err := a.runtime.Get(id)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if opts.Stdin && !c.Spec().Stdin {
+		a.writeError(w, r, newError(errBadRequest, "container %q was started without stdin: attach without stdin", id))
+		return
+	}
+	a.mint(w, r, streamRequest{kind: session.Attach, target: id, attach: opts})
+}
+
 func (a *API) mint(w http.ResponseWriter, r *http.Request, req streamRequest) {
 	if a.draining.Load() {
 		a.writeError(w, r, errDraining)
@@ -97,6 +142,8 @@ func (a *API) serveStreamURL(w http.ResponseWriter, r *http.Request) {
 	switch req.kind {
 	case session.Exec:
 		err = a.streams.Exec(w, r, req.target, req.exec)
+	case session.Attach:
+		err = a.streams.Attach(w, r, req.target, req.attach)
 	default:
 		err = errors.New("unknown stream kind " + string(req.kind))
 	}

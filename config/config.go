@@ -190,6 +190,7 @@ Config file (--config), YAML; unknown keys are errors:
       workingDir: /srv
       tty: true
       stdin: true
+      restartPolicy: always   # never (default), on-failure or always
 `)
 }
 

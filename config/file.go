@@ -42,6 +42,8 @@ type ContainerSpec struct {
 	WorkingDir string            `yaml:"workingDir"`
 	TTY        bool              `yaml:"tty"`
 	Stdin      bool              `yaml:"stdin"`
+	// RestartPolicy is never (default), on-failure or always.
+	RestartPolicy string `yaml:"restartPolicy"`
 }
 
 // Sandbox converts to the sandbox package's spec.
@@ -53,7 +55,7 @@ func (s SandboxSpec) Sandbox() (sandbox.Spec, error) {
 // Container converts to the container package's spec.
 func (c ContainerSpec) Container() container.Spec {
 	return container.Spec{ID: c.ID, Sandbox: c.Sandbox, Command: c.Command, Env: c.Env,
-		WorkingDir: c.WorkingDir, TTY: c.TTY, Stdin: c.Stdin}
+		WorkingDir: c.WorkingDir, TTY: c.TTY, Stdin: c.Stdin, RestartPolicy: c.RestartPolicy}
 }
 
 // DefaultFile returns the embedded default configuration.

@@ -54,22 +54,36 @@ type Spec struct {
 	WorkingDir string            `json:"workingDir,omitempty"`
 	TTY        bool              `json:"tty"`
 	Stdin      bool              `json:"stdin"`
+	// RestartPolicy says when the main process is started again after it
+	// exits: "never" (the default), "on-failure" (non-zero exit) or
+	// "always", with exponential backoff.
+	RestartPolicy string `json:"restartPolicy,omitempty"`
 }
+
+// Restart policies.
+const (
+	RestartNever     = "never"
+	RestartOnFailure = "on-failure"
+	RestartAlways    = "always"
+)
 
 // Info is a snapshot of a container, as the REST API shows it.
 type Info struct {
-	ID         string     `json:"id"`
-	Sandbox    string     `json:"sandbox"`
-	Command    []string   `json:"command"`
-	WorkingDir string     `json:"workingDir"`
-	TTY        bool       `json:"tty"`
-	Stdin      bool       `json:"stdin"`
-	State      State      `json:"state"`
-	Pid        int        `json:"pid,omitempty"`
-	ExitCode   *int       `json:"exitCode,omitempty"`
-	Message    string     `json:"message,omitempty"`
-	StartedAt  *time.Time `json:"startedAt,omitempty"`
-	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+	ID            string     `json:"id"`
+	Sandbox       string     `json:"sandbox"`
+	Command       []string   `json:"command"`
+	WorkingDir    string     `json:"workingDir"`
+	TTY           bool       `json:"tty"`
+	Stdin         bool       `json:"stdin"`
+	RestartPolicy string     `json:"restartPolicy"`
+	State         State      `json:"state"`
+	Pid           int        `json:"pid,omitempty"`
+	Restarts      int        `json:"restarts"`
+	OutputBytes   int64      `json:"outputBytes"` // all the main process ever printed
+	ExitCode      *int       `json:"exitCode,omitempty"`
+	Message       string     `json:"message,omitempty"`
+	StartedAt     *time.Time `json:"startedAt,omitempty"`
+	FinishedAt    *time.Time `json:"finishedAt,omitempty"`
 }
 
 // Container is a supervised main process and the context of its execs. Its
@@ -91,7 +105,14 @@ type Container struct {
 	message    string
 	startedAt  time.Time
 	finishedAt time.Time
+	restarts   int
 	stopping   bool
+	stop       chan struct{} // closed when the container is being stopped
+
+	// stdin carries attachers' input to the main process, written by one
+	// goroutine per run, so that no attacher blocks on a process that does
+	// not read. Never closed.
+	stdin chan []byte
 }
 
 // ID returns the container id.
@@ -121,13 +142,16 @@ func (c *Container) Info() Info {
 	defer c.mu.Unlock()
 	info := Info{
 		ID: c.spec.ID, Sandbox: c.spec.Sandbox, Command: slices.Clone(c.spec.Command),
-		WorkingDir: c.spec.WorkingDir, TTY: c.spec.TTY, Stdin: c.spec.Stdin,
-		State: c.state, Pid: c.pid, Message: c.message,
+		WorkingDir: c.spec.WorkingDir, TTY: c.spec.TTY, Stdin: c.spec.Stdin, RestartPolicy: c.spec.RestartPolicy,
+		State: c.state, Pid: c.pid, Message: c.message, Restarts: c.restarts,
 	}
 	if c.exitCode != nil {
 		code := *c.exitCode
 		info.ExitCode = &code
 	}
+	c.out.mu.Lock()
+	info.OutputBytes = c.out.total
+	c.out.mu.Unlock()
 	if !c.startedAt.IsZero() {
 		t := c.startedAt
 		info.StartedAt = &t
@@ -179,6 +203,7 @@ func (c *Container) startMain() (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.out.begin()
 	c.mu.Lock()
 	c.state, c.proc, c.pid, c.startedAt = Running, proc, proc.Pid(), time.Now()
 	c.exitCode, c.message, c.finishedAt = nil, "", time.Time{}
@@ -187,18 +212,84 @@ func (c *Container) startMain() (*Process, error) {
 	return proc, nil
 }
 
-// supervise owns the running main process: it reads its output into the
-// scrollback, and reaps it.
+// supervise owns the main process: it reads its output into the
+// scrollback and to attachers, reaps it, and starts it again as the
+// restart policy says, until the container is stopped. It exits by
+// closing c.done.
 func (c *Container) supervise(proc *Process) {
 	defer close(c.done)
+	failures := 0
+	for {
+		started := time.Now()
+		code := c.runMain(proc)
+		restart := c.shouldRestart(code)
+		c.out.end(code, !restart)
+		if !restart {
+			return
+		}
+		// Exponential backoff, reset by a run that lasted.
+		if time.Since(started) >= stableRun {
+			failures = 0
+		}
+		delay := min(c.rt.cfg.RestartBackoff<<min(failures, 16), c.rt.cfg.RestartBackoffMax)
+		failures++
+		c.log.Info("container restarting", "in", delay, "restarts", c.restartCount()+1)
+		t := time.NewTimer(delay)
+		select {
+		case <-c.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		for {
+			var err error
+			if proc, err = c.startMain(); err == nil {
+				break
+			}
+			c.recordExit(127, err.Error())
+			c.log.Warn("container failed to restart", "error", err)
+			if !c.shouldRestart(127) {
+				c.out.end(127, true)
+				return
+			}
+			delay = min(c.rt.cfg.RestartBackoff<<min(failures, 16), c.rt.cfg.RestartBackoffMax)
+			failures++
+			t := time.NewTimer(delay)
+			select {
+			case <-c.stop:
+				t.Stop()
+				c.out.end(127, true)
+				return
+			case <-t.C:
+			}
+		}
+		c.mu.Lock()
+		c.restarts++
+		c.mu.Unlock()
+	}
+}
+
+// stableRun is how long a run must last to reset the restart backoff.
+const stableRun = 10 * time.Second
+
+// runMain pumps one run of the main process until it exits and is reaped,
+// and returns its exit code.
+func (c *Container) runMain(proc *Process) int {
 	var readers sync.WaitGroup
+	var pub sync.Mutex // stdout and stderr reach the output in one order
 	for st, f := range map[Stream]*os.File{Stdout: proc.Stdout, Stderr: proc.Stderr} {
 		if f == nil {
 			continue
 		}
+		buf := make([]byte, 32<<10)
 		readers.Go(func() {
-			err := ReadChunks(f, heapBuffers{}, func(buf []byte, n int) error {
-				c.out.publish(st, buf[:n])
+			err := ReadChunks(f, reusedBuffer(buf), func(b []byte, n int) error {
+				// Chunks are shared with attachers: each gets its own copy
+				// of just the bytes read, and the read buffer is reused.
+				chunk := append([]byte(nil), b[:n]...)
+				pub.Lock()
+				c.out.publish(st, chunk)
+				pub.Unlock()
 				return nil
 			})
 			if err != nil && !errors.Is(err, os.ErrClosed) {
@@ -206,29 +297,117 @@ func (c *Container) supervise(proc *Process) {
 			}
 		})
 	}
+	var writer sync.WaitGroup
+	runDone := make(chan struct{})
+	if proc.Stdin != nil {
+		writer.Go(func() { c.writeStdin(proc, runDone) })
+	}
 	code, err := proc.Wait()
 	proc.StopReadingAfter(drainGrace)
 	readers.Wait()
-	proc.Close()
-
-	c.mu.Lock()
-	c.state, c.proc, c.exitCode, c.finishedAt = Exited, nil, &code, time.Now()
+	proc.Close() // ends a write blocked on a child that holds stdin open
+	close(runDone)
+	writer.Wait()
+	msg := ""
 	if err != nil {
-		c.message = err.Error()
+		msg = err.Error()
 	}
-	c.mu.Unlock()
+	c.recordExit(code, msg)
 	c.log.Info("container exited", "exit_code", code)
+	return code
 }
 
-// stop terminates the main process and waits for the supervisor, or for
-// ctx; then it kills the process group.
-func (c *Container) stop(ctx context.Context) error {
+func (c *Container) recordExit(code int, msg string) {
 	c.mu.Lock()
-	c.stopping = true
+	c.state, c.proc, c.exitCode, c.message, c.finishedAt = Exited, nil, &code, msg, time.Now()
+	c.mu.Unlock()
+}
+
+func (c *Container) restartCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.restarts
+}
+
+func (c *Container) shouldRestart(code int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping {
+		return false
+	}
+	switch c.spec.RestartPolicy {
+	case RestartAlways:
+		return true
+	case RestartOnFailure:
+		return code != 0
+	}
+	return false
+}
+
+// stdinQueueLen bounds the input chunks waiting for the main process.
+const stdinQueueLen = 16
+
+// writeStdin writes queued input to one run of the main process until the
+// run ends. Input the process refuses is dropped.
+func (c *Container) writeStdin(proc *Process, runDone <-chan struct{}) {
+	for {
+		select {
+		case p := <-c.stdin:
+			if _, err := proc.Write(p); err != nil {
+				c.log.Debug("stdin write", "error", err)
+			}
+		case <-runDone:
+			return
+		}
+	}
+}
+
+// WriteStdin queues input for the main process; it reaches the process
+// whole, never interleaved with other writers' input. It waits while the
+// queue is full, until done is closed. p must not be modified afterwards.
+func (c *Container) WriteStdin(p []byte, done <-chan struct{}) error {
+	if !c.spec.Stdin {
+		return fmt.Errorf("%w: container %q was started without stdin", ErrInvalid, c.spec.ID)
+	}
+	select {
+	case c.stdin <- p:
+		return nil
+	case <-done:
+		return ErrNotRunning
+	case <-c.stop:
+		return fmt.Errorf("%w: container %q is stopping", ErrNotRunning, c.spec.ID)
+	}
+}
+
+// Resize sets the size of the main process's pty, if it has one.
+func (c *Container) Resize(s Size) error {
+	c.mu.Lock()
+	proc := c.proc
+	c.mu.Unlock()
+	if proc == nil {
+		return nil
+	}
+	return proc.Resize(s)
+}
+
+// terminate stops the container: no more restarts, and the main process
+// gets SIGTERM (SIGKILL after the grace period).
+func (c *Container) terminate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopping {
+		c.stopping = true
+		close(c.stop)
+	}
 	if c.proc != nil {
 		c.proc.Terminate()
 	}
-	c.mu.Unlock()
+}
+
+// stopAndWait terminates the container and waits for the supervisor, or
+// for ctx; then it kills the process group and waits.
+func (c *Container) stopAndWait(ctx context.Context) error {
+	c.terminate()
 	select {
 	case <-c.done:
 		return nil
@@ -246,13 +425,6 @@ func (c *Container) stop(ctx context.Context) error {
 // drainGrace is how long output is still read after a process exits, for
 // children that keep its output open.
 const drainGrace = 2 * time.Second
-
-// heapBuffers allocates a fresh buffer per chunk: published chunks are
-// shared, never reused.
-type heapBuffers struct{}
-
-func (heapBuffers) Get() []byte { return make([]byte, 32<<10) }
-func (heapBuffers) Put([]byte)  {}
 
 // baseEnv is the environment processes inherit: the gateway's own, without
 // its configuration (GATEWAY_TOKEN must not leak into shells), plus the

@@ -1,6 +1,10 @@
 package container
 
-import "sync"
+import (
+	"errors"
+	"sync"
+	"time"
+)
 
 // Stream names an output of a main process.
 type Stream uint8
@@ -17,6 +21,9 @@ type Chunk struct {
 	Stream Stream
 	Data   []byte
 }
+
+// ErrSlowConsumer ends an attachment that fell too far behind.
+var ErrSlowConsumer = errors.New("attacher too slow: its output queue stayed full")
 
 // scrollback keeps the most recent output of a container, at most limit
 // bytes, with each byte's stream. Output is packed into blocks of one
@@ -76,25 +83,179 @@ func (s *scrollback) snapshot() []Chunk {
 	return out
 }
 
-// output is a container's output: the scrollback, and the subscribers that
-// see each chunk as it is published.
+// output is a container's output: the scrollback, and the attachments
+// that see each chunk as it is published.
+//
+// Policy for attachers: each has a queue of attachQueueLen chunks. While
+// an attacher's queue is full, publishing waits for it, for at most the lag
+// limit (Config.AttachLagLimit); an attacher that takes no chunk in that
+// time is cut (ErrSlowConsumer). So every attacher that keeps reading gets
+// every byte (the process slows to the pace of the slowest one), and one
+// that stops reading holds the others up for the lag limit once. Memory
+// per attacher is bounded by its queue.
 type output struct {
-	mu     sync.Mutex
-	scroll scrollback
-	total  int64 // bytes ever published
+	pub sync.Mutex // serializes publish and end: one order for everyone
+
+	lagLimit time.Duration // static
+
+	mu       sync.Mutex
+	scroll   scrollback
+	total    int64 // bytes ever published
+	watchers map[*Attachment]struct{}
+	ended    *int // the exit code, once the process ended for good
 }
 
-func newOutput(limit int) *output {
-	return &output{scroll: scrollback{limit: limit}}
+// attachQueueLen bounds each attacher's queue, in chunks of at most 32 KiB.
+const attachQueueLen = 64
+
+func newOutput(limit int, lagLimit time.Duration) *output {
+	return &output{lagLimit: lagLimit, scroll: scrollback{limit: limit}, watchers: make(map[*Attachment]struct{})}
 }
 
-// publish records a chunk. p must not be modified afterwards.
+// Attachment is one attacher's view of a container's output: the
+// scrollback at the moment it attached, then every chunk published after,
+// on C, without a gap or a repeat. C is closed at the end: Err then says
+// why (nil when the process exited, with ExitCode).
+type Attachment struct {
+	// Replay is the scrollback, to send before anything from C.
+	Replay []Chunk
+	// C delivers live output; closed when the attachment ends.
+	C <-chan Chunk
+
+	c      chan Chunk
+	o      *output
+	gone   chan struct{} // closed by Detach
+	cut    chan struct{} // closed when the attacher is cut for being slow
+	detach sync.Once
+
+	// Set before c is closed.
+	err      error
+	exitCode *int
+}
+
+// Err reports why C was closed: nil when the process exited (see
+// ExitCode), ErrSlowConsumer when the attacher fell behind.
+func (a *Attachment) Err() error { return a.err }
+
+// Cut is closed when the attacher is cut for falling behind, so that a
+// reader blocked elsewhere (on a stalled client) can give up at once.
+func (a *Attachment) Cut() <-chan struct{} { return a.cut }
+
+// ExitCode is the exit code of the main process once C is closed by its
+// exit.
+func (a *Attachment) ExitCode() *int { return a.exitCode }
+
+// Detach stops the attachment; C is not closed by it. Call it when the
+// attacher leaves.
+func (a *Attachment) Detach() {
+	a.detach.Do(func() {
+		close(a.gone)
+		a.o.mu.Lock()
+		delete(a.o.watchers, a)
+		a.o.mu.Unlock()
+	})
+}
+
+// attach snapshots the scrollback (when replay is set) and subscribes, in
+// one step.
+func (o *output) attach(replay bool) *Attachment {
+	c := make(chan Chunk, attachQueueLen)
+	a := &Attachment{C: c, c: c, o: o, gone: make(chan struct{}), cut: make(chan struct{})}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if replay {
+		a.Replay = o.scroll.snapshot()
+	}
+	if o.ended != nil {
+		a.exitCode = o.ended
+		close(c)
+		return a
+	}
+	o.watchers[a] = struct{}{}
+	return a
+}
+
+// publish records a chunk and hands it to every attachment, waiting for
+// full queues as the policy says. p must not be modified afterwards.
 func (o *output) publish(st Stream, p []byte) {
+	o.pub.Lock()
+	defer o.pub.Unlock()
 	o.mu.Lock()
 	o.scroll.append(st, p)
 	o.total += int64(len(p))
+	watchers := make([]*Attachment, 0, len(o.watchers))
+	for a := range o.watchers {
+		watchers = append(watchers, a)
+	}
+	o.mu.Unlock()
+
+	chunk := Chunk{Stream: st, Data: p}
+	var timer *time.Timer
+	for _, a := range watchers {
+		select {
+		case a.c <- chunk:
+			continue
+		case <-a.gone:
+			continue
+		default:
+		}
+		if timer == nil {
+			timer = time.NewTimer(o.lagLimit)
+			defer timer.Stop()
+		}
+		select {
+		case a.c <- chunk:
+		case <-a.gone:
+		case <-timer.C:
+			o.cut(a, ErrSlowConsumer, nil)
+		}
+	}
+}
+
+// end closes every attachment with the exit code. When final, the process
+// will not run again: later attachments end right after their replay.
+func (o *output) end(code int, final bool) {
+	o.pub.Lock()
+	defer o.pub.Unlock()
+	o.mu.Lock()
+	watchers := o.watchers
+	o.watchers = make(map[*Attachment]struct{})
+	if final {
+		o.ended = &code
+	}
+	o.mu.Unlock()
+	for a := range watchers {
+		o.close(a, nil, &code)
+	}
+}
+
+// begin marks a new run of the process: attachments wait for its output.
+func (o *output) begin() {
+	o.mu.Lock()
+	o.ended = nil
 	o.mu.Unlock()
 }
+
+// cut removes one attachment.
+func (o *output) cut(a *Attachment, err error, code *int) {
+	o.mu.Lock()
+	delete(o.watchers, a)
+	o.mu.Unlock()
+	o.close(a, err, code)
+}
+
+// close ends an attachment; only publish and end call it, under pub.
+func (o *output) close(a *Attachment, err error, code *int) {
+	a.err, a.exitCode = err, code
+	close(a.c)
+	if err != nil {
+		close(a.cut)
+	}
+}
+
+// Attach subscribes to the container's output; see Attachment. With
+// replay, the scrollback comes first.
+func (c *Container) Attach(replay bool) *Attachment { return c.out.attach(replay) }
 
 // Scrollback returns a copy of the container's most recent output.
 func (c *Container) Scrollback() []Chunk {

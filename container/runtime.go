@@ -20,13 +20,20 @@ type Config struct {
 	StopGrace time.Duration
 	// Scrollback is how many bytes of each container's output are kept.
 	Scrollback int
+	// RestartBackoff is the first delay before a restart; it doubles with
+	// each failed run, up to RestartBackoffMax.
+	RestartBackoff, RestartBackoffMax time.Duration
+	// AttachLagLimit is how long output waits for an attacher whose queue
+	// is full before cutting it.
+	AttachLagLimit time.Duration
 	// Log receives lifecycle events; nil discards them.
 	Log *slog.Logger
 }
 
 // DefaultConfig is what the gateway uses unless told otherwise.
 func DefaultConfig() Config {
-	return Config{StopGrace: 5 * time.Second, Scrollback: 1 << 20}
+	return Config{StopGrace: 5 * time.Second, Scrollback: 1 << 20, RestartBackoff: time.Second, RestartBackoffMax: time.Minute,
+		AttachLagLimit: time.Second}
 }
 
 // Runtime holds the containers. It is safe for concurrent use.
@@ -42,6 +49,16 @@ type Runtime struct {
 
 // New returns an empty runtime whose containers run in sandboxes.
 func New(cfg Config, sandboxes *sandbox.Registry) *Runtime {
+	def := DefaultConfig()
+	if cfg.RestartBackoff <= 0 {
+		cfg.RestartBackoff = def.RestartBackoff
+	}
+	if cfg.RestartBackoffMax < cfg.RestartBackoff {
+		cfg.RestartBackoffMax = max(def.RestartBackoffMax, cfg.RestartBackoff)
+	}
+	if cfg.AttachLagLimit <= 0 {
+		cfg.AttachLagLimit = def.AttachLagLimit
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -68,6 +85,11 @@ func Validate(spec Spec) error {
 	if spec.WorkingDir != "" && !strings.HasPrefix(spec.WorkingDir, "/") {
 		return fmt.Errorf("%w: workingDir %q: want an absolute path", ErrInvalid, spec.WorkingDir)
 	}
+	switch spec.RestartPolicy {
+	case "", RestartNever, RestartOnFailure, RestartAlways:
+	default:
+		return fmt.Errorf("%w: restartPolicy %q: want never, on-failure or always", ErrInvalid, spec.RestartPolicy)
+	}
 	return nil
 }
 
@@ -91,6 +113,9 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 	if spec.WorkingDir == "" {
 		spec.WorkingDir = homeDir()
 	}
+	if spec.RestartPolicy == "" {
+		spec.RestartPolicy = RestartNever
+	}
 	if fi, err := os.Stat(spec.WorkingDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("%w: workingDir %q is not a directory", ErrInvalid, spec.WorkingDir)
 	}
@@ -100,8 +125,10 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 		sb:    sb,
 		rt:    r,
 		log:   r.log.With("container", spec.ID),
-		out:   newOutput(r.cfg.Scrollback),
+		out:   newOutput(r.cfg.Scrollback, r.cfg.AttachLagLimit),
 		done:  make(chan struct{}),
+		stop:  make(chan struct{}),
+		stdin: make(chan []byte, stdinQueueLen),
 		state: Created,
 	}
 	env := c.env
@@ -158,7 +185,7 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	err = c.stop(ctx)
+	err = c.stopAndWait(ctx)
 	r.mu.Lock()
 	if r.containers[id] == c {
 		delete(r.containers, id)
@@ -198,7 +225,7 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	var mu sync.Mutex
 	for _, c := range r.List() {
 		wg.Go(func() {
-			if err := c.stop(ctx); err != nil {
+			if err := c.stopAndWait(ctx); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()

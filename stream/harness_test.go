@@ -41,7 +41,7 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 	t.Helper()
 	h := &harness{dir: t.TempDir()}
 	sandboxes := sandbox.NewRegistry()
-	h.rt = container.New(container.Config{StopGrace: 500 * time.Millisecond, Scrollback: 1 << 16}, sandboxes)
+	h.rt = container.New(container.Config{StopGrace: 500 * time.Millisecond, Scrollback: 1 << 16, AttachLagLimit: 3 * time.Second}, sandboxes)
 	if _, err := h.rt.Create(container.Spec{ID: "box", Command: []string{"sleep", "1000000"}, WorkingDir: h.dir}); err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +55,8 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.srv = NewServer(context.Background(), cfg, log, h.rt, sandboxes, h.sessions, h.metrics)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /exec/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := h.srv.Exec(w, r, r.PathValue("id"), ParseExecQuery(r.URL.Query())); err != nil {
+	serve := func(w http.ResponseWriter, r *http.Request, err error) {
+		if err != nil {
 			code := http.StatusInternalServerError
 			switch {
 			case errors.Is(err, ErrBadRequest):
@@ -68,6 +68,12 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 			}
 			http.Error(w, err.Error(), code)
 		}
+	}
+	mux.HandleFunc("GET /exec/{id}", func(w http.ResponseWriter, r *http.Request) {
+		serve(w, r, h.srv.Exec(w, r, r.PathValue("id"), ParseExecQuery(r.URL.Query())))
+	})
+	mux.HandleFunc("GET /attach/{id}", func(w http.ResponseWriter, r *http.Request) {
+		serve(w, r, h.srv.Attach(w, r, r.PathValue("id"), ParseAttachQuery(r.URL.Query())))
 	})
 	h.ts = httptest.NewServer(mux)
 	t.Cleanup(func() {
@@ -107,8 +113,29 @@ func execQuery(flags string, command ...string) string {
 
 func (h *harness) dial(t *testing.T, query string, header http.Header, protocols ...string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
+	return h.dialPath(t, "/exec/box?"+query, header, protocols...)
+}
+
+func (h *harness) dialPath(t *testing.T, path string, header http.Header, protocols ...string) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
 	d := websocket.Dialer{Subprotocols: protocols, HandshakeTimeout: 10 * time.Second}
-	return d.Dial("ws"+strings.TrimPrefix(h.ts.URL, "http")+"/exec/box?"+query, header)
+	return d.Dial("ws"+strings.TrimPrefix(h.ts.URL, "http")+path, header)
+}
+
+// attach dials an attach stream (v5) and fails the test on error.
+func (h *harness) attach(t *testing.T, id, query string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := h.dialPath(t, "/attach/"+id+"?"+query, nil, "v5.channel.k8s.io")
+	if err != nil {
+		body := ""
+		if resp != nil {
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+		}
+		t.Fatalf("attach: %v %s", err, body)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func (h *harness) mustDial(t *testing.T, query string, protocols ...string) *websocket.Conn {

@@ -1,0 +1,214 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gateway/sandbox"
+)
+
+// drain collects an attachment's replay and live output until it ends.
+func drain(a *Attachment) ([]byte, error, *int) {
+	var b bytes.Buffer
+	for _, c := range a.Replay {
+		b.Write(c.Data)
+	}
+	for c := range a.C {
+		b.Write(c.Data)
+	}
+	return b.Bytes(), a.Err(), a.ExitCode()
+}
+
+// TestAttachGapFree: attachers that join at different times each see the
+// scrollback then the live output, with no line lost or repeated.
+func TestAttachGapFree(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 20}, sandbox.NewRegistry())
+	defer rt.Shutdown(context.Background())
+	c, err := rt.Create(Spec{ID: "seq", Command: []string{"sh", "-c", "i=0; while [ $i -lt 200 ]; do echo $i; i=$((i+1)); sleep 0.01; done"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, delay := range []time.Duration{300 * time.Millisecond, 900 * time.Millisecond} {
+		time.Sleep(delay)
+		a := c.Attach(true)
+		wg.Go(func() {
+			out, err, code := drain(a)
+			if err != nil || code == nil || *code != 0 {
+				t.Errorf("end: %v %v", err, code)
+			}
+			lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+			for i, l := range lines {
+				if l != strconv.Itoa(i) {
+					t.Errorf("attached after %v: line %d is %q", delay, i, l)
+					return
+				}
+			}
+			if len(lines) != 200 {
+				t.Errorf("attached after %v: %d lines", delay, len(lines))
+			}
+		})
+	}
+	wg.Wait()
+	// Attaching after the end: the replay, then the end at once.
+	out, err, code := drain(c.Attach(true))
+	if !strings.HasPrefix(string(out), "0\n1\n") || err != nil || code == nil || *code != 0 {
+		t.Errorf("late attach: %d bytes %v %v", len(out), err, code)
+	}
+	if a := c.Attach(false); len(a.Replay) != 0 {
+		t.Errorf("replay=false replayed %d chunks", len(a.Replay))
+	}
+}
+
+// TestSlowAttacherCut: an attacher that never reads is cut; one that reads
+// keeps getting everything; the writer is not held up for long.
+func TestSlowAttacherCut(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 16, AttachLagLimit: 2 * time.Second}, sandbox.NewRegistry())
+	defer rt.Shutdown(context.Background())
+	c, err := rt.Create(Spec{ID: "flood", Command: []string{"sh", "-c", "read x; head -c 100000000 /dev/zero"}, Stdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := c.Attach(false)
+	fast := c.Attach(false)
+	defer slow.Detach()
+	c.WriteStdin([]byte("go\n"), nil)
+	var n int
+	for ch := range fast.C {
+		n += len(ch.Data)
+	}
+	if fast.Err() != nil || n != 100000000 {
+		t.Errorf("fast attacher: %d bytes, %v", n, fast.Err())
+	}
+	if !errors.Is(slow.Err(), ErrSlowConsumer) {
+		t.Errorf("slow attacher: %v", slow.Err())
+	}
+	queued := 0
+	for ch := range slow.C {
+		queued += len(ch.Data)
+	}
+	if queued > attachQueueLen*32<<10 {
+		t.Errorf("slow attacher held %d bytes", queued)
+	}
+}
+
+func TestDetachDoesNotStall(t *testing.T) {
+	// A reader starved of CPU by parallel tests must not be cut.
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 16, AttachLagLimit: time.Minute}, sandbox.NewRegistry())
+	defer rt.Shutdown(context.Background())
+	c, _ := rt.Create(Spec{ID: "f", Command: []string{"sh", "-c", "read x; head -c 20000000 /dev/zero"}, Stdin: true})
+	gone := c.Attach(false)
+	gone.Detach()
+	a := c.Attach(false)
+	c.WriteStdin([]byte("\n"), nil)
+	out, err, _ := drain(a)
+	if len(out) != 20000000 || err != nil {
+		t.Errorf("%d bytes %v", len(out), err)
+	}
+	if gone.Err() != nil {
+		t.Errorf("a detached attachment was cut: %v", gone.Err())
+	}
+}
+
+func TestStdinFromTwoWriters(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 20}, sandbox.NewRegistry())
+	defer rt.Shutdown(context.Background())
+	c, err := rt.Create(Spec{ID: "cat", Command: []string{"cat"}, Stdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Attach(false)
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() {
+			for i := range 500 {
+				if err := c.WriteStdin(fmt.Appendf(nil, "writer-%d-line-%03d-%s\n", w, i, strings.Repeat("x", 100)), nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var got bytes.Buffer
+	for got.Len() < 2*500*(len("writer-0-line-000-")+101) {
+		ch := <-a.C
+		got.Write(ch.Data)
+	}
+	seen := map[string]bool{}
+	for l := range strings.SplitSeq(strings.TrimSuffix(got.String(), "\n"), "\n") {
+		if !strings.HasPrefix(l, "writer-") || len(l) != len("writer-0-line-000-")+100 {
+			t.Fatalf("interleaved line %q", l)
+		}
+		seen[l[:17]] = true
+	}
+	if len(seen) != 1000 {
+		t.Errorf("%d distinct lines, want 1000", len(seen))
+	}
+	nostdin, _ := rt.Create(Spec{ID: "nostdin", Command: []string{"sleep", "100"}})
+	if err := nostdin.WriteStdin([]byte("x"), nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("stdin to a container without stdin: %v", err)
+	}
+}
+
+func TestRestartPolicy(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 10, RestartBackoff: 5 * time.Millisecond, RestartBackoffMax: 20 * time.Millisecond}, sandbox.NewRegistry())
+	tests := []struct {
+		policy  string
+		command string
+		restart bool
+	}{
+		{RestartOnFailure, "exit 3", true},
+		{RestartOnFailure, "exit 0", false},
+		{RestartAlways, "exit 0", true},
+		{RestartNever, "exit 3", false},
+	}
+	for i, tc := range tests {
+		t.Run(tc.policy+" "+tc.command, func(t *testing.T) {
+			c, err := rt.Create(Spec{ID: fmt.Sprintf("r%d", i), Command: []string{"sh", "-c", tc.command}, RestartPolicy: tc.policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.restart {
+				waitFor(t, func() bool { return c.Info().Restarts >= 3 })
+				if err := rt.Remove(context.Background(), c.ID()); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				<-c.done
+				time.Sleep(50 * time.Millisecond)
+				if r := c.Info().Restarts; r != 0 {
+					t.Errorf("%d restarts", r)
+				}
+			}
+			if st := c.State(); st != Exited {
+				t.Errorf("state %s", st)
+			}
+		})
+	}
+	if _, err := rt.Create(Spec{ID: "bad", Command: []string{"true"}, RestartPolicy: "sometimes"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad policy: %v", err)
+	}
+	if err := rt.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertNoZombies(t)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("timed out")
+}

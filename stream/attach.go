@@ -1,0 +1,273 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+
+	"gateway/container"
+	"gateway/metrics"
+	"gateway/session"
+	"gateway/stream/wsproto"
+)
+
+// AttachOptions are the parameters of an attach: the query of a WebSocket
+// request, or the JSON body that mints a single-use URL.
+type AttachOptions struct {
+	Stdin  bool `json:"stdin"`
+	Stdout bool `json:"stdout"`
+	Stderr bool `json:"stderr"`
+	TTY    bool `json:"tty"`
+	// Replay sends the container's scrollback before the live output;
+	// absent means true.
+	Replay *bool `json:"replay,omitempty"`
+}
+
+// ParseAttachQuery reads attach parameters: the streams as for exec, and
+// replay (default on; replay=0 for live output only).
+func ParseAttachQuery(q url.Values) AttachOptions {
+	o := AttachOptions{
+		Stdin:  flag(q, "stdin", "input"),
+		Stdout: flag(q, "stdout", "output"),
+		Stderr: flag(q, "stderr", "error"),
+		TTY:    flag(q, "tty", "tty"),
+	}
+	if v, ok := q["replay"]; ok {
+		r := wsproto.ParseBool(v)
+		o.Replay = &r
+	}
+	return o
+}
+
+// Validate checks the options; with a tty, stderr is turned off.
+func (o *AttachOptions) Validate() error {
+	if !o.Stdin && !o.Stdout && !o.Stderr {
+		return badRequest("at least one of stdin, stdout or stderr must be requested")
+	}
+	if o.TTY {
+		o.Stderr = false
+	}
+	return nil
+}
+
+func (o *AttachOptions) replay() bool { return o.Replay == nil || *o.Replay }
+
+// Attach serves an attach WebSocket: the client joins the container's main
+// process, first receiving its scrollback (unless replay is off), then its
+// live output; its input and resizes go to the process. When the process
+// exits, the client gets its status and a normal close. An error means the
+// request was refused before the upgrade. Attach blocks for the whole
+// stream.
+func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID string, opts AttachOptions) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	proto, err := s.negotiate(r, wsproto.ExecProtocols)
+	if err != nil {
+		return err
+	}
+	c, err := s.runtime.Get(containerID)
+	if err != nil {
+		return err
+	}
+	if opts.Stdin && !c.Spec().Stdin {
+		return badRequest("container %q was started without stdin: attach without stdin=1", containerID)
+	}
+	sess, err := s.sessions.Register(session.Attach, containerID, r.RemoteAddr)
+	if err != nil {
+		return err
+	}
+	conn, err := s.accept(w, r, proto)
+	if err != nil {
+		sess.Finish(nil)
+		return err
+	}
+	km := s.metrics.For(string(session.Attach))
+	p := s.newPump(conn, proto, sess, km)
+	a := &attachStream{p: p, c: c, tty: c.Spec().TTY, opts: opts, log: p.log, km: km, stdin: newStdinQueue()}
+	s.serve(p, a.onFrame, a.run, func() (*int, bool) { return a.exitCode, false })
+	return nil
+}
+
+// attachStream is one attacher: readLoop feeds it client frames (onFrame),
+// and run forwards the container's output.
+type attachStream struct {
+	p     *Pump
+	c     *container.Container
+	tty   bool // the container has a pty
+	opts  AttachOptions
+	log   *slog.Logger
+	km    *metrics.Kind
+	stdin *stdinQueue
+
+	// Used by readLoop only.
+	resize     wsproto.ResizeDecoder
+	resizeDead bool
+	stdinDone  bool
+
+	exitCode *int // set by run before it returns
+}
+
+// onFrame handles one client frame (readLoop). A resize applies to the
+// container's pty at once: with several attachers, the last one to resize
+// sets the size.
+func (a *attachStream) onFrame(ctx context.Context, f wsproto.Frame) error {
+	switch f.Channel {
+	case wsproto.Stdin:
+		a.p.sess.AddIn(len(f.Payload))
+		a.km.BytesIn.Add(float64(len(f.Payload)))
+		if a.opts.Stdin && !a.stdinDone {
+			a.stdin.push(ctx, f.Payload)
+		}
+	case wsproto.Resize:
+		if !a.tty || a.resizeDead {
+			return nil
+		}
+		err := a.resize.Decode(f.Payload, func(sz wsproto.TerminalSize) {
+			if err := sz.Validate(); err != nil {
+				a.km.Error(metrics.ReasonBadResize)
+				a.log.Warn("resize ignored", "error", err)
+				return
+			}
+			if err := a.c.Resize(container.Size{Cols: sz.Width, Rows: sz.Height}); err != nil {
+				a.log.Warn("resize failed", "error", err)
+			}
+		})
+		if err != nil {
+			a.resizeDead = true
+			a.km.Error(metrics.ReasonBadResize)
+			a.log.Warn("malformed resize: further resizes are ignored", "error", err)
+		}
+	case wsproto.Close:
+		switch ch := wsproto.Channel(f.Payload[0]); {
+		case ch == wsproto.Stdin:
+			// Only this attacher's input ends: the process's stdin is shared.
+			a.stdinDone = true
+		case ch >= wsproto.ExecChannels:
+			a.km.Error(metrics.ReasonProtocol)
+			return &protocolError{errors.New("close signal for " + ch.String() + ", which does not exist")}
+		}
+	case wsproto.Stdout, wsproto.Stderr, wsproto.Error:
+	default:
+		a.km.Error(metrics.ReasonUnknownChannel)
+		a.log.Debug("frame on unknown channel ignored", "channel", f.Channel)
+	}
+	return nil
+}
+
+// attachInput sends one attacher's input to the container, giving up when
+// the attacher leaves.
+type attachInput struct {
+	c    *container.Container
+	done <-chan struct{}
+}
+
+func (in attachInput) Write(p []byte) (int, error) {
+	if err := in.c.WriteStdin(p, in.done); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// CloseStdin does nothing: one attacher's end of input is not the
+// process's.
+func (attachInput) CloseStdin() error { return nil }
+
+// run forwards the scrollback and then the live output until the process
+// exits (status, then a normal close), the attacher falls too far behind
+// (close 4001), or the stream ends.
+func (a *attachStream) run(ctx context.Context) error {
+	stopInput := sync.OnceFunc(func() { close(a.stdin.stop) })
+	var writer sync.WaitGroup
+	defer func() {
+		stopInput()
+		writer.Wait()
+	}()
+	if a.opts.Stdin {
+		writer.Go(func() { a.stdin.writeLoop(attachInput{c: a.c, done: a.stdin.stop}, a.log) })
+	}
+	if !a.p.send(ctx, a.p.readyFrame(a.opts.Stdout, a.opts.Stderr)) {
+		return nil
+	}
+	att := a.c.Attach(a.opts.replay())
+	defer att.Detach()
+	for _, ch := range att.Replay {
+		for data := ch.Data; len(data) > 0; {
+			n := min(len(data), readChunk)
+			if !a.forward(ctx, att, container.Chunk{Stream: ch.Stream, Data: data[:n]}) {
+				return a.stopped(att)
+			}
+			data = data[n:]
+		}
+	}
+	for {
+		select {
+		case ch, ok := <-att.C:
+			if !ok {
+				return a.end(ctx, att)
+			}
+			if !a.forward(ctx, att, ch) {
+				return a.stopped(att)
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// stopped says why forwarding stopped: the stream ended, or the attacher
+// was cut while the client was not reading.
+func (a *attachStream) stopped(att *container.Attachment) error {
+	select {
+	case <-att.Cut():
+		return a.slow()
+	default:
+		return nil
+	}
+}
+
+func (a *attachStream) slow() error {
+	a.km.Error(metrics.ReasonSlowConsumer)
+	a.log.Warn("attacher cut: it fell too far behind")
+	return errSlowConsumer
+}
+
+// forward sends a chunk on the channel the attacher asked for, or drops it
+// when it asked for none. It gives up when the attacher is cut.
+func (a *attachStream) forward(ctx context.Context, att *container.Attachment, ch container.Chunk) bool {
+	wch := wsproto.Stdout
+	want := a.opts.Stdout
+	if ch.Stream == container.Stderr {
+		wch, want = wsproto.Stderr, a.opts.Stderr
+	}
+	if !want {
+		return true
+	}
+	a.p.sess.RecordOut(ch.Data)
+	a.km.BytesOut.Add(float64(len(ch.Data)))
+	select {
+	case a.p.out <- outFrame{ch: wch, data: ch.Data}:
+		return true
+	case <-ctx.Done():
+	case <-att.Cut():
+	}
+	return false
+}
+
+// end finishes the stream when the attachment ended.
+func (a *attachStream) end(ctx context.Context, att *container.Attachment) error {
+	if errors.Is(att.Err(), container.ErrSlowConsumer) {
+		return a.slow()
+	}
+	code := att.ExitCode()
+	a.exitCode = code
+	st := wsproto.Success()
+	if code != nil && *code != 0 {
+		st = wsproto.ExitCode(*code, a.c.Spec().Command)
+	}
+	a.p.finish(ctx, st)
+	return nil
+}
