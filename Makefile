@@ -11,7 +11,7 @@ ARGS     ?=
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help run build test test-deps lint fuzz bench load docker clean
+.PHONY: help run build test test-deps packages lint fuzz bench load docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,7 +28,20 @@ test: test-deps ## install test tools, then vet and run every test with -race
 
 # Tools the tests use, installed by package name. promtool comes out of
 # Debian's prometheus package without installing it (no daemon is started).
-test-deps: $(PROMTOOL)
+# Debian packages the tests need, as command:package.
+TEST_PACKAGES := ip:iproute2
+
+test-deps: $(PROMTOOL) packages
+
+packages:
+	@missing=""; for cp in $(TEST_PACKAGES); do \
+	  command -v $${cp%%:*} >/dev/null 2>&1 || missing="$$missing $${cp#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "tests that need$$missing will skip: run make test as root, or apt-get install$$missing"; fi; \
+	fi
 
 $(PROMTOOL):
 	@mkdir -p $(CACHE)/deb $(CACHE)/bin

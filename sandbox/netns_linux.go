@@ -38,20 +38,28 @@ func newNetns() (*netns, error) {
 	return ns, err
 }
 
-// openNetns holds an existing namespace, by path.
+// openNetns holds an existing network namespace, by path: a file under
+// /run/netns (ip netns add), or /proc/<pid>/ns/net.
 func openNetns(path string) (*netns, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+	err = unix.Fstatfs(int(f.Fd()), &st)
+	if err == nil && st.Type != unix.NSFS_MAGIC {
+		err = fmt.Errorf("%s is not a namespace", path)
+	}
+	if err == nil {
+		var kind int
+		kind, err = unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+		if err == nil && kind != unix.CLONE_NEWNET {
+			err = fmt.Errorf("%s is a namespace, but not a network namespace", path)
+		}
+	}
+	if err != nil {
 		f.Close()
 		return nil, err
-	}
-	if st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC {
-		f.Close()
-		return nil, fmt.Errorf("%s is not a network namespace", path)
 	}
 	return &netns{f: f}, nil
 }

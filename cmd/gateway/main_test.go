@@ -27,6 +27,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == helperArg {
+		os.Exit(helperMain(os.Args[2:]))
+	}
 	// client-go logs the errors that tests provoke on purpose.
 	klog.SetLogger(logr.Discard())
 	goleak.VerifyTestMain(m,
