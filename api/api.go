@@ -103,6 +103,8 @@ func (a *API) Handler() http.Handler {
 	route("POST", "/api/v1/sandboxes", auth(a.createSandbox))
 	route("GET", "/api/v1/sandboxes/{id}", auth(a.getSandbox))
 	route("DELETE", "/api/v1/sandboxes/{id}", auth(a.deleteSandbox))
+	route("GET", "/api/v1/sandboxes/{id}/portforward", auth(a.portForwardStream))
+	route("POST", "/api/v1/sandboxes/{id}/portforward", auth(a.mintPortForward))
 
 	route("GET", "/api/v1/sessions", auth(a.listSessions))
 	route("GET", "/api/v1/sessions/{id}", auth(a.getSession))

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"gateway/sandbox"
 	"gateway/session"
 	"gateway/stream"
 )
@@ -15,6 +16,7 @@ type streamRequest struct {
 	target string
 	exec   stream.ExecOptions
 	attach stream.AttachOptions
+	ports  stream.PortForwardOptions
 }
 
 // streamURL is the answer to a POST that mints a single-use URL.
@@ -107,6 +109,57 @@ func (a *API) mintAttach(w http.ResponseWriter, r *http.Request) {
 	a.mint(w, r, streamRequest{kind: session.Attach, target: id, attach: opts})
 }
 
+// portForwardStream upgrades GET /api/v1/sandboxes/{id}/portforward.
+func (a *API) portForwardStream(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "sandbox")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if a.draining.Load() {
+		a.writeError(w, r, errDraining)
+		return
+	}
+	opts, err := stream.ParsePortForwardQuery(r.URL.Query())
+	if err == nil {
+		err = a.streams.PortForward(w, r, id, opts)
+	}
+	if err != nil {
+		a.writeError(w, r, err)
+	}
+}
+
+// mintPortForward answers POST .../portforward ({"ports":[8080]}) with a
+// single-use stream URL.
+func (a *API) mintPortForward(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "sandbox")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var opts stream.PortForwardOptions
+	if err := decodeJSON(w, r, &opts, 64<<10); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := opts.Validate(); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	sb, err := a.sandboxes.Get(id)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	for _, p := range opts.Ports {
+		if !sb.AllowsPort(p) {
+			a.writeError(w, r, newError(sandbox.ErrPort, "sandbox %q does not allow port %d", id, p))
+			return
+		}
+	}
+	a.mint(w, r, streamRequest{kind: session.PortForward, target: id, ports: opts})
+}
+
 func (a *API) mint(w http.ResponseWriter, r *http.Request, req streamRequest) {
 	if a.draining.Load() {
 		a.writeError(w, r, errDraining)
@@ -144,6 +197,8 @@ func (a *API) serveStreamURL(w http.ResponseWriter, r *http.Request) {
 		err = a.streams.Exec(w, r, req.target, req.exec)
 	case session.Attach:
 		err = a.streams.Attach(w, r, req.target, req.attach)
+	case session.PortForward:
+		err = a.streams.PortForward(w, r, req.target, req.ports)
 	default:
 		err = errors.New("unknown stream kind " + string(req.kind))
 	}

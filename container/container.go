@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"gateway/internal/chunkio"
 	"gateway/sandbox"
 )
 
@@ -283,7 +284,7 @@ func (c *Container) runMain(proc *Process) int {
 		}
 		buf := make([]byte, 32<<10)
 		readers.Go(func() {
-			err := ReadChunks(f, reusedBuffer(buf), func(b []byte, n int) error {
+			err := chunkio.Read(f, reusedBuffer(buf), func(b []byte, n int) error {
 				// Chunks are shared with attachers: each gets its own copy
 				// of just the bytes read, and the read buffer is reused.
 				chunk := append([]byte(nil), b[:n]...)

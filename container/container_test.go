@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"gateway/internal/chunkio"
 	"gateway/internal/proctest"
 	"gateway/sandbox"
 
@@ -78,7 +79,7 @@ func run(t *testing.T, c *Container, spec ExecSpec, stdin string) (stdout, stder
 			return
 		}
 		wg.Go(func() {
-			ReadChunks(f, testBuffers{}, func(b []byte, n int) error { *dst = append(*dst, b[:n]...); return nil })
+			chunkio.Read(f, testBuffers{}, func(b []byte, n int) error { *dst = append(*dst, b[:n]...); return nil })
 		})
 	}
 	read(p.Stdout, &out)
@@ -140,7 +141,7 @@ func TestExecTTY(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		ReadChunks(p.Stdout, testBuffers{}, func(b []byte, n int) error { got.Write(b[:n]); return nil })
+		chunkio.Read(p.Stdout, testBuffers{}, func(b []byte, n int) error { got.Write(b[:n]); return nil })
 	}()
 	p.Stdin.Write([]byte("go\n"))
 	if code, err := p.Wait(); code != 0 || err != nil {
@@ -219,7 +220,7 @@ func TestLingeringChild(t *testing.T) {
 	}
 	p.StopReadingAfter(100 * time.Millisecond)
 	var got []byte
-	ReadChunks(p.Stdout, testBuffers{}, func(b []byte, n int) error { got = append(got, b[:n]...); return nil })
+	chunkio.Read(p.Stdout, testBuffers{}, func(b []byte, n int) error { got = append(got, b[:n]...); return nil })
 	if string(got) != "bye\n" {
 		t.Errorf("got %q", got)
 	}
@@ -240,7 +241,7 @@ func TestDrainKeepsEverything(t *testing.T) {
 	}
 	p.StopReadingAfter(-time.Second) // already passed
 	total := 0
-	if err := ReadChunks(p.Stdout, testBuffers{}, func(b []byte, n int) error { total += n; return nil }); err != nil {
+	if err := chunkio.Read(p.Stdout, testBuffers{}, func(b []byte, n int) error { total += n; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if total != 60000 {

@@ -5,6 +5,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"gateway/internal/chunkio"
 )
 
 // SyncResult is the outcome of ExecSync.
@@ -72,7 +74,7 @@ func (c *Container) ExecSync(ctx context.Context, command []string, stdin []byte
 // reports that there were more.
 func readCapped(f *os.File, max int) (kept []byte, truncated bool) {
 	total := 0
-	_ = ReadChunks(f, reusedBuffer(make([]byte, 32<<10)), func(b []byte, n int) error {
+	_ = chunkio.Read(f, reusedBuffer(make([]byte, 32<<10)), func(b []byte, n int) error {
 		total += n
 		if room := max - len(kept); room > 0 {
 			kept = append(kept, b[:min(n, room)]...)

@@ -87,7 +87,7 @@ func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID stri
 	}
 	km := s.metrics.For(string(session.Attach))
 	p := s.newPump(conn, proto, sess, km)
-	a := &attachStream{p: p, c: c, tty: c.Spec().TTY, opts: opts, log: p.log, km: km, stdin: newStdinQueue()}
+	a := &attachStream{p: p, c: c, tty: c.Spec().TTY, opts: opts, log: p.log, km: km, stdin: newInputQueue()}
 	s.serve(p, a.onFrame, a.run, func() (*int, bool) { return a.exitCode, false })
 	return nil
 }
@@ -101,7 +101,7 @@ type attachStream struct {
 	opts  AttachOptions
 	log   *slog.Logger
 	km    *metrics.Kind
-	stdin *stdinQueue
+	stdin *inputQueue
 
 	// Used by readLoop only.
 	resize     wsproto.ResizeDecoder

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gateway/container"
+	"gateway/internal/chunkio"
 	"gateway/metrics"
 	"gateway/session"
 	"gateway/stream/wsproto"
@@ -95,7 +96,7 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 	km := s.metrics.For(string(session.Exec))
 	p := s.newPump(conn, proto, sess, km)
 	e := &execStream{p: p, c: c, opts: opts, log: p.log, km: km,
-		sizeReady: make(chan struct{}, 1), stdin: newStdinQueue()}
+		sizeReady: make(chan struct{}, 1), stdin: newInputQueue()}
 	s.serve(p, e.onFrame, e.run, func() (*int, bool) { return e.exitCode, e.startFailed })
 	return nil
 }
@@ -132,12 +133,13 @@ func (s *Server) serve(p *Pump, onFrame func(context.Context, wsproto.Frame) err
 
 func resultOf(cause error, exitCode *int) string {
 	var pe *protocolError
+	var de *dialError
 	switch {
 	case cause == nil && exitCode != nil && *exitCode != 0:
 		return metrics.ResultNonZeroExit
 	case cause == nil:
 		return metrics.ResultSuccess
-	case errors.As(cause, &pe), errors.Is(cause, wsproto.ErrFrameTooLarge):
+	case errors.As(cause, &pe), errors.As(cause, &de), errors.Is(cause, wsproto.ErrFrameTooLarge):
 		return metrics.ResultError
 	case errors.Is(cause, errClientGone):
 		return metrics.ResultClientDisconnect
@@ -160,7 +162,7 @@ type execStream struct {
 	km   *metrics.Kind
 
 	sizeReady chan struct{} // a size arrived before the start (buffered, 1)
-	stdin     *stdinQueue   // client input, in order, with the end of input
+	stdin     *inputQueue   // client input, in order, with the end of input
 
 	mu          sync.Mutex
 	proc        *container.Process // nil until started, or when the start failed
@@ -176,7 +178,7 @@ type execStream struct {
 }
 
 // onFrame handles one client frame (readLoop). Input is queued for the
-// process (see stdinQueue); resizes apply at once.
+// process (see inputQueue); resizes apply at once.
 func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 	switch f.Channel {
 	case wsproto.Stdin:
@@ -333,7 +335,7 @@ func (p *Pump) readyFrame(stdout, stderr bool) outFrame {
 // pumpOutput streams a process output to the client until it ends. Without
 // deliver the output is read and dropped, so the process never blocks on it.
 func (p *Pump) pumpOutput(ctx context.Context, f *os.File, ch wsproto.Channel, deliver bool) {
-	err := container.ReadChunks(f, p.bufs, func(buf []byte, n int) error {
+	err := chunkio.Read(f, p.bufs, func(buf []byte, n int) error {
 		if !deliver {
 			p.bufs.Put(buf)
 			return nil

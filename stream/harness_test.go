@@ -33,14 +33,16 @@ type harness struct {
 	ts       *httptest.Server
 	rt       *container.Runtime
 	sessions *session.Registry
-	metrics  *metrics.Metrics
-	dir      string
+	metrics   *metrics.Metrics
+	sandboxes *sandbox.Registry
+	dir       string
 }
 
 func newHarness(t *testing.T, tune func(*Config)) *harness {
 	t.Helper()
 	h := &harness{dir: t.TempDir()}
 	sandboxes := sandbox.NewRegistry()
+	h.sandboxes = sandboxes
 	h.rt = container.New(container.Config{StopGrace: 500 * time.Millisecond, Scrollback: 1 << 16, AttachLagLimit: 3 * time.Second}, sandboxes)
 	if _, err := h.rt.Create(container.Spec{ID: "box", Command: []string{"sleep", "1000000"}, WorkingDir: h.dir}); err != nil {
 		t.Fatal(err)
@@ -63,8 +65,10 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 				code = http.StatusBadRequest
 			case errors.Is(err, ErrForbidden):
 				code = http.StatusForbidden
-			case errors.Is(err, container.ErrNotFound):
+			case errors.Is(err, container.ErrNotFound), errors.Is(err, sandbox.ErrNotFound):
 				code = http.StatusNotFound
+			case errors.Is(err, sandbox.ErrPort):
+				code = http.StatusForbidden
 			}
 			http.Error(w, err.Error(), code)
 		}
@@ -74,6 +78,13 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 	})
 	mux.HandleFunc("GET /attach/{id}", func(w http.ResponseWriter, r *http.Request) {
 		serve(w, r, h.srv.Attach(w, r, r.PathValue("id"), ParseAttachQuery(r.URL.Query())))
+	})
+	mux.HandleFunc("GET /portforward/{id}", func(w http.ResponseWriter, r *http.Request) {
+		opts, err := ParsePortForwardQuery(r.URL.Query())
+		if err == nil {
+			err = h.srv.PortForward(w, r, r.PathValue("id"), opts)
+		}
+		serve(w, r, err)
 	})
 	h.ts = httptest.NewServer(mux)
 	t.Cleanup(func() {

@@ -336,6 +336,7 @@ func (p *Pump) writeError(err error) error {
 // ended, when the client is still there to read it.
 func (p *Pump) closeFor(cause error) {
 	var pe *protocolError
+	var de *dialError
 	switch {
 	case errors.Is(cause, session.ErrClosedByAPI):
 		p.closeWith(CloseByAPI, "session closed through the API")
@@ -345,6 +346,10 @@ func (p *Pump) closeFor(cause error) {
 		p.closeWith(CloseSlowConsumer, "client too slow: output queue overflowed")
 	case errors.As(cause, &pe):
 		p.closeWith(websocket.CloseProtocolError, pe.Error())
+	case errors.As(cause, &de):
+		// 1011 with the reason: 1014 ("bad gateway") would fit better,
+		// but clients such as gorilla refuse to receive it.
+		p.closeWith(websocket.CloseInternalServerErr, de.msg)
 	case errors.Is(cause, errClientGone), errors.Is(cause, wsproto.ErrFrameTooLarge):
 		// The client closed, or gorilla already sent 1009.
 	default:

@@ -1,27 +1,32 @@
-package container
+// Package chunkio reads files and sockets in chunks without holding a
+// buffer while they are idle: a goroutine blocked on a quiet pty or TCP
+// connection costs its stack and nothing more.
+package chunkio
 
 import (
 	"errors"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// BufferPool supplies read buffers to ReadChunks.
+// BufferPool supplies read buffers to Read.
 type BufferPool interface {
 	Get() []byte
 	Put([]byte)
 }
 
-// ReadChunks reads f until end of file and hands each chunk to fn, which
-// owns the buffer from then on (and may Put it back). A reader blocked on
-// an idle file holds no buffer: one is taken from pool only when data is
-// ready. A pty master's EIO (its other end is gone) is end of file. When
-// f's read deadline passes, whatever the kernel still buffers is read
-// without waiting and ReadChunks returns nil, so nothing already written is
-// lost. It returns the first error of f (os.ErrClosed once f is closed) or
-// of fn.
-func ReadChunks(f *os.File, pool BufferPool, fn func(buf []byte, n int) error) error {
+// Read reads f (an *os.File or a *net.TCPConn in non-blocking mode, as Go
+// opens them) until end of file and hands each chunk to fn, which owns the
+// buffer from then on (and may Put it back). A reader blocked on an idle f
+// holds no buffer: one is taken from pool only when data is ready. A pty
+// master's EIO (its other end is gone) is end of file. When f's read
+// deadline passes, whatever the kernel still buffers is read without
+// waiting and Read returns nil, so nothing already written is lost. It
+// returns the first error of f (os.ErrClosed or net.ErrClosed once f is
+// closed) or of fn.
+func Read(f syscall.Conn, pool BufferPool, fn func(buf []byte, n int) error) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
@@ -65,6 +70,7 @@ func ReadChunks(f *os.File, pool BufferPool, fn func(buf []byte, n int) error) e
 				buf = nil
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// A deadline passes on os and net files alike.
 				draining = true
 				continue
 			}

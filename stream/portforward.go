@@ -1,0 +1,227 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+
+	"gateway/internal/chunkio"
+	"gateway/metrics"
+	"gateway/sandbox"
+	"gateway/session"
+	"gateway/stream/wsproto"
+)
+
+// PortForwardOptions are the parameters of a port-forward: the port
+// parameters of a WebSocket request, or the JSON body that mints a
+// single-use URL.
+type PortForwardOptions struct {
+	Ports []uint16 `json:"ports"`
+}
+
+// ParsePortForwardQuery reads the port parameters, repeated and/or
+// comma-separated, as the kubelet does.
+func ParsePortForwardQuery(q url.Values) (PortForwardOptions, error) {
+	ports, err := wsproto.ParsePorts(q["port"])
+	if err != nil {
+		return PortForwardOptions{}, &RequestError{Err: ErrBadRequest, Msg: err.Error()}
+	}
+	return PortForwardOptions{Ports: ports}, nil
+}
+
+// Validate checks the ports.
+func (o *PortForwardOptions) Validate() error {
+	switch {
+	case len(o.Ports) == 0:
+		return badRequest("at least one port is required: ?port=8080")
+	case len(o.Ports) > wsproto.MaxPorts:
+		return badRequest("%d ports: at most %d per connection", len(o.Ports), wsproto.MaxPorts)
+	}
+	for _, p := range o.Ports {
+		if p == 0 {
+			return badRequest("port 0: want a port in 1..65535")
+		}
+	}
+	return nil
+}
+
+// dialTimeout bounds one dial into a sandbox.
+const dialTimeout = 5 * time.Second
+
+// PortForward serves a port-forward WebSocket into a sandbox: for each
+// port, one TCP connection to the sandbox's loopback, its bytes on a data
+// channel and dial failures as text on an error channel, each channel
+// opened with the port number (the kubelet's protocol); or, with the
+// "binary" subprotocol and one port, the raw bytes of the connection in
+// binary messages (websockify's). An error means the request was refused
+// before the upgrade. PortForward blocks for the whole stream.
+func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID string, opts PortForwardOptions) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	proto, err := s.negotiate(r, wsproto.PortForwardProtocols)
+	if err != nil {
+		return err
+	}
+	if proto.Raw && len(opts.Ports) != 1 {
+		return badRequest("the binary subprotocol forwards exactly one port, not %d", len(opts.Ports))
+	}
+	sb, err := s.sandboxes.Get(sandboxID)
+	if err != nil {
+		return err
+	}
+	for _, p := range opts.Ports {
+		if !sb.AllowsPort(p) {
+			return fmt.Errorf("%w: sandbox %q does not allow port %d (allowed: %v)", sandbox.ErrPort, sandboxID, p, sb.Spec().Ports)
+		}
+	}
+	sess, err := s.sessions.Register(session.PortForward, sandboxID, r.RemoteAddr)
+	if err != nil {
+		return err
+	}
+	conn, err := s.accept(w, r, proto)
+	if err != nil {
+		sess.Finish(nil)
+		return err
+	}
+	km := s.metrics.For(string(session.PortForward))
+	p := s.newPump(conn, proto, sess, km)
+	f := &forwardStream{p: p, sb: sb, log: p.log, km: km, ports: make([]*forwardedPort, len(opts.Ports))}
+	for i, port := range opts.Ports {
+		f.ports[i] = &forwardedPort{port: port, data: wsproto.DataChannel(i), errc: wsproto.ErrorChannel(i), in: newInputQueue()}
+	}
+	s.serve(p, f.onFrame, f.run, func() (*int, bool) { return nil, false })
+	return nil
+}
+
+// forwardStream is one port-forward connection.
+type forwardStream struct {
+	p     *Pump
+	sb    *sandbox.Sandbox
+	log   *slog.Logger
+	km    *metrics.Kind
+	ports []*forwardedPort
+}
+
+type forwardedPort struct {
+	port uint16
+	data wsproto.Channel // 2i
+	errc wsproto.Channel // 2i+1
+	in   *inputQueue     // client bytes for the TCP connection
+}
+
+// onFrame queues client bytes for their port's connection (readLoop).
+func (f *forwardStream) onFrame(ctx context.Context, fr wsproto.Frame) error {
+	i := int(fr.Channel) / 2
+	if f.p.proto.Raw {
+		i = 0
+	}
+	switch {
+	case i >= len(f.ports):
+		f.km.Error(metrics.ReasonUnknownChannel)
+		f.log.Debug("frame on unknown channel ignored", "channel", fr.Channel)
+	case fr.Channel == f.ports[i].errc && !f.p.proto.Raw:
+		// The error channel is the server's: data from the client is dropped.
+	default:
+		f.p.sess.AddIn(len(fr.Payload))
+		f.km.BytesIn.Add(float64(len(fr.Payload)))
+		f.ports[i].in.push(ctx, fr.Payload)
+	}
+	return nil
+}
+
+// tcpInput writes client bytes to a TCP connection.
+type tcpInput struct{ net.Conn }
+
+func (tcpInput) CloseStdin() error { return nil }
+
+// run opens every port, dials them, and pumps each connection until the
+// remote side closes it; when all ports are done, the stream ends with a
+// normal close. If the client leaves first, the connections are closed.
+func (f *forwardStream) run(ctx context.Context) error {
+	if !f.p.proto.Raw {
+		for _, fp := range f.ports {
+			prefix := wsproto.PortPrefix(fp.port)
+			if !f.p.send(ctx, outFrame{ch: fp.data, data: prefix[:]}) || !f.p.send(ctx, outFrame{ch: fp.errc, data: prefix[:]}) {
+				return nil
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, fp := range f.ports {
+		wg.Go(func() { f.forward(ctx, fp) })
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	f.p.send(ctx, outFrame{end: true}) // no Status on port-forward: just the close
+	return nil
+}
+
+// forward dials one port and copies the remote's bytes to the client
+// until the remote closes; client bytes go through the port's input queue.
+func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
+	stopInput := sync.OnceFunc(func() { close(fp.in.stop) })
+	defer stopInput() // client bytes for a finished port are dropped
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	conn, err := f.sb.Dial(dctx, fp.port)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		f.km.Error(metrics.ReasonDial)
+		msg := fmt.Sprintf("error forwarding port %d to sandbox %s: %v", fp.port, f.sb.ID(), err)
+		f.log.Warn("port-forward dial failed", "port", fp.port, "error", err)
+		if f.p.proto.Raw {
+			f.p.cancel(&dialError{msg: msg})
+			return
+		}
+		f.p.send(ctx, outFrame{ch: fp.errc, data: []byte(msg)})
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks the read below
+	defer stop()
+	var writer sync.WaitGroup
+	writer.Go(func() { fp.in.writeLoop(tcpInput{conn}, f.log) })
+
+	f.p.pumpConn(ctx, conn, fp.data)
+	conn.Close() // ends a write blocked on a remote that does not read
+	stopInput()
+	writer.Wait()
+}
+
+// dialError ends a raw port-forward whose one dial failed: there is no
+// error channel, so the close frame carries the message.
+type dialError struct{ msg string }
+
+func (e *dialError) Error() string { return e.msg }
+
+// pumpConn copies a TCP connection's bytes to the client until EOF. An
+// idle connection holds no read buffer.
+func (p *Pump) pumpConn(ctx context.Context, conn net.Conn, ch wsproto.Channel) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok { // not a TCP connection: cannot happen with sandbox.Dial
+		p.log.Error("port-forward: connection without a descriptor")
+		return
+	}
+	err := chunkio.Read(sc, p.bufs, func(buf []byte, n int) error {
+		p.sess.RecordOut(buf[:n])
+		p.km.BytesOut.Add(float64(n))
+		if !p.send(ctx, outFrame{ch: ch, data: buf[:n], buf: buf}) {
+			return ctx.Err()
+		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+		p.log.Debug("port-forward read", "error", err)
+	}
+}

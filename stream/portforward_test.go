@@ -1,0 +1,425 @@
+package stream
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"gateway/metrics"
+	"gateway/sandbox"
+	"gateway/session"
+)
+
+// tcpServer runs handle for each connection on a loopback port.
+func tcpServer(t *testing.T, handle func(net.Conn)) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { defer c.Close(); handle(c) })
+		}
+	})
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func echo(c net.Conn) { io.Copy(c, c) }
+
+// pfConn is a port-forward client: it splits channels into readers.
+type pfConn struct {
+	ws   *websocket.Conn
+	data map[byte]*io.PipeWriter
+	errs map[byte]*bytes.Buffer
+	mu   sync.Mutex
+	done chan *websocket.CloseError
+	log  [][]byte // the first messages, raw
+}
+
+// dialPF opens a port-forward and demultiplexes it; out[i] receives the
+// data of the i-th port, with the port prefix checked and stripped.
+func (h *harness) dialPF(t *testing.T, sb string, ports []uint16) (*pfConn, []io.Reader) {
+	t.Helper()
+	q := ""
+	for _, p := range ports {
+		q += fmt.Sprintf("port=%d&", p)
+	}
+	ws, resp, err := h.dialPath(t, "/portforward/"+sb+"?"+q, nil, "v4.channel.k8s.io")
+	if err != nil {
+		b := ""
+		if resp != nil {
+			bb, _ := io.ReadAll(resp.Body)
+			b = string(bb)
+		}
+		t.Fatalf("dial: %v %s", err, b)
+	}
+	t.Cleanup(func() { ws.Close() })
+	c := &pfConn{ws: ws, data: map[byte]*io.PipeWriter{}, errs: map[byte]*bytes.Buffer{}, done: make(chan *websocket.CloseError, 1)}
+	readers := make([]io.Reader, len(ports))
+	for i := range ports {
+		r, w := io.Pipe()
+		c.data[byte(2*i)] = w
+		c.errs[byte(2*i+1)] = &bytes.Buffer{}
+		readers[i] = r
+	}
+	go func() {
+		defer func() {
+			for _, w := range c.data {
+				w.Close()
+			}
+		}()
+		seen := map[byte]bool{}
+		for {
+			_, m, err := ws.ReadMessage()
+			if err != nil {
+				ce, _ := err.(*websocket.CloseError)
+				c.done <- ce
+				return
+			}
+			if len(c.log) < 2*len(ports) {
+				c.log = append(c.log, m)
+			}
+			ch, payload := m[0], m[1:]
+			if !seen[ch] { // the port prefix opens every channel
+				seen[ch] = true
+				if want := ports[ch/2]; len(payload) != 2 || binary.LittleEndian.Uint16(payload) != want {
+					t.Errorf("channel %d opened with %x, want port %d", ch, payload, want)
+				}
+				continue
+			}
+			if w, ok := c.data[ch]; ok {
+				w.Write(payload)
+			} else if b, ok := c.errs[ch]; ok {
+				c.mu.Lock()
+				b.Write(payload)
+				c.mu.Unlock()
+			}
+		}
+	}()
+	return c, readers
+}
+
+func (c *pfConn) send(t *testing.T, port int, p []byte) {
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, append([]byte{byte(2 * port)}, p...)); err != nil {
+		t.Errorf("send: %v", err)
+	}
+}
+
+func (c *pfConn) errText(port int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.errs[byte(2*port+1)].String()
+}
+
+// TestPortForwardTwoPorts: 64 MiB each way through an echo server on one
+// port while another port streams 16 MiB and closes, in one WebSocket; the
+// digests match end to end.
+func TestPortForwardTwoPorts(t *testing.T) {
+	h := newHarness(t, nil)
+	echoPort := tcpServer(t, echo)
+	source := make([]byte, 16<<20)
+	rand.Read(source)
+	sourcePort := tcpServer(t, func(c net.Conn) { c.Write(source) })
+	c, out := h.dialPF(t, "host", []uint16{echoPort, sourcePort})
+
+	data := make([]byte, 64<<20)
+	rand.Read(data)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for off := 0; off < len(data); off += 32 << 10 {
+			c.send(t, 0, data[off:off+32<<10])
+		}
+	})
+	var echoed, sourced []byte
+	wg.Go(func() { echoed = readN(t, out[0], len(data)) })
+	// A finished port sends nothing (the kubelet protocol has no per-port
+	// end): read exactly what the source wrote.
+	wg.Go(func() { sourced = readN(t, out[1], len(source)) })
+	wg.Wait()
+	if sha256.Sum256(echoed) != sha256.Sum256(data) {
+		t.Errorf("echo: %d bytes, digest differs", len(echoed))
+	}
+	if sha256.Sum256(sourced) != sha256.Sum256(source) {
+		t.Errorf("source: %d bytes, digest differs", len(sourced))
+	}
+	// Exact opening bytes: the port, little-endian, on data then error
+	// channel of each port.
+	want := [][]byte{{0, byte(echoPort), byte(echoPort >> 8)}, {1, byte(echoPort), byte(echoPort >> 8)}}
+	for i, w := range want {
+		if !bytes.Equal(c.log[i], w) {
+			t.Errorf("message %d = %x, want %x", i, c.log[i], w)
+		}
+	}
+	in := testutil.ToFloat64(h.metrics.StreamBytes.WithLabelValues("portforward", "in"))
+	if in != float64(len(data)) {
+		t.Errorf("bytes in %v", in)
+	}
+}
+
+func readN(t *testing.T, r io.Reader, n int) []byte {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		t.Errorf("read: %v", err)
+	}
+	return b
+}
+
+// TestPortForwardRefused: a refused dial is a message on the port's error
+// channel, quickly, and the stream then ends normally.
+func TestPortForwardRefused(t *testing.T) {
+	h := newHarness(t, nil)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	start := time.Now()
+	c, _ := h.dialPF(t, "host", []uint16{closed})
+	ce := <-c.done
+	if ce == nil || ce.Code != 1000 {
+		t.Errorf("close %v", ce)
+	}
+	want := fmt.Sprintf("error forwarding port %d to sandbox host: dial tcp 127.0.0.1:%d: connect: connection refused", closed, closed)
+	if got := c.errText(0); got != want {
+		t.Errorf("error channel %q, want %q", got, want)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v", d)
+	}
+	if v := testutil.ToFloat64(h.metrics.StreamErrors.WithLabelValues("portforward", metrics.ReasonDial)); v != 1 {
+		t.Errorf("dial errors %v", v)
+	}
+}
+
+// TestPortForwardCloseOrder: the server closing first ends the stream with
+// 1000 after its last bytes; the client closing first closes the TCP
+// connection.
+func TestPortForwardCloseOrder(t *testing.T) {
+	h := newHarness(t, nil)
+	port := tcpServer(t, func(c net.Conn) { c.Write([]byte("bye")) })
+	c, out := h.dialPF(t, "host", []uint16{port})
+	if b, _ := io.ReadAll(out[0]); string(b) != "bye" {
+		t.Errorf("read %q", b)
+	}
+	if ce := <-c.done; ce == nil || ce.Code != 1000 {
+		t.Errorf("close %v", ce)
+	}
+
+	eof := make(chan error, 1)
+	port = tcpServer(t, func(c net.Conn) {
+		_, err := io.Copy(io.Discard, c)
+		eof <- err
+	})
+	c, _ = h.dialPF(t, "host", []uint16{port})
+	c.send(t, 0, []byte("hello"))
+	waitFor(t, "the bytes to arrive", func() bool {
+		return testutil.ToFloat64(h.metrics.StreamBytes.WithLabelValues("portforward", "in")) == 5
+	})
+	c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+	select {
+	case err := <-eof:
+		if err != nil {
+			t.Errorf("server read: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the TCP connection stayed open after the client left")
+	}
+}
+
+// TestPortForwardManyShort: many short tunnels in a row leave no goroutine
+// or file descriptor behind.
+func TestPortForwardManyShort(t *testing.T) {
+	h := newHarness(t, nil)
+	port := tcpServer(t, func(c net.Conn) {
+		b := make([]byte, 4)
+		io.ReadFull(c, b)
+		c.Write(b)
+	})
+	run := func(n int) {
+		for range n {
+			c, out := h.dialPF(t, "host", []uint16{port})
+			c.send(t, 0, []byte("ping"))
+			if b := readN(t, out[0], 4); string(b) != "ping" {
+				t.Fatalf("got %q", b)
+			}
+			<-c.done
+			c.ws.Close()
+		}
+	}
+	run(20) // warm up pools and the HTTP server
+	waitFor(t, "sessions to end", func() bool { return len(h.sessions.List(session.Filter{State: session.Active})) == 0 })
+	g0, fd0 := runtime.NumGoroutine(), fds()
+	run(200)
+	waitFor(t, "goroutines and fds to settle", func() bool {
+		return runtime.NumGoroutine() <= g0+2 && fds() <= fd0+2
+	})
+	t.Logf("after 200 tunnels: %d goroutines (was %d), %d fds (was %d)", runtime.NumGoroutine(), g0, fds(), fd0)
+}
+
+func fds() int {
+	e, _ := os.ReadDir("/proc/self/fd")
+	return len(e)
+}
+
+// TestPortForwardRaw: the binary subprotocol carries the bytes as they are.
+func TestPortForwardRaw(t *testing.T) {
+	h := newHarness(t, nil)
+	port := tcpServer(t, echo)
+	ws, resp, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), nil, "binary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if resp.Header.Get("Sec-Websocket-Protocol") != "binary" {
+		t.Errorf("protocol %q", resp.Header.Get("Sec-Websocket-Protocol"))
+	}
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	go func() {
+		for off := 0; off < len(data); off += 32 << 10 {
+			ws.WriteMessage(websocket.BinaryMessage, data[off:off+32<<10])
+		}
+	}()
+	var got []byte
+	for len(got) < len(data) {
+		_, m, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Error("raw echo differs")
+	}
+	// Two ports cannot go raw; a refused dial closes with 1011 and why.
+	if _, resp, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d&port=%d", port, port), nil, "binary"); err == nil || resp.StatusCode != 400 {
+		t.Errorf("two raw ports: %v", err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ws2, _, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d", closed), nil, "binary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = ws2.ReadMessage()
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != websocket.CloseInternalServerErr || !strings.Contains(ce.Text, "connection refused") {
+		t.Errorf("refused raw: %v", err)
+	}
+	ws2.Close()
+}
+
+func TestPortForwardBase64(t *testing.T) {
+	h := newHarness(t, nil)
+	port := tcpServer(t, echo)
+	ws, _, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.base64.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	var prefix [2]byte
+	binary.LittleEndian.PutUint16(prefix[:], port)
+	for _, ch := range []string{"0", "1"} {
+		_, m, _ := ws.ReadMessage()
+		if want := ch + b64(prefix[:]); string(m) != want {
+			t.Errorf("opening %q, want %q", m, want)
+		}
+	}
+	ws.WriteMessage(websocket.TextMessage, []byte("0"+b64([]byte("hi"))))
+	if _, m, _ := ws.ReadMessage(); string(m) != "0"+b64([]byte("hi")) {
+		t.Errorf("echo %q", m)
+	}
+}
+
+// TestPortForwardRefusedBeforeUpgrade: bad ports, ports outside the
+// sandbox's allow-list, unknown sandboxes.
+func TestPortForwardRefusedBeforeUpgrade(t *testing.T) {
+	h := newHarness(t, nil)
+	if _, err := h.sandboxes.Create(sandbox.Spec{ID: "db", Ports: []sandbox.PortRange{{First: 5432, Last: 5432}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/portforward/host", 400, "at least one port"},
+		{"/portforward/host?port=0", 400, "invalid port"},
+		{"/portforward/host?port=70000", 400, "invalid port"},
+		{"/portforward/host?port=http", 400, "invalid port"},
+		{"/portforward/db?port=22", 403, `sandbox "db" does not allow port 22`},
+		{"/portforward/nope?port=22", 404, `sandbox "nope" not found`},
+	} {
+		_, resp, err := h.dialPath(t, tc.path, nil, "v4.channel.k8s.io")
+		if err == nil {
+			t.Fatalf("%s upgraded", tc.path)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s: %d %q", tc.path, resp.StatusCode, b)
+		}
+	}
+	// channel.k8s.io is exec's, not port-forward's.
+	if _, resp, err := h.dialPath(t, "/portforward/host?port=80", nil, "channel.k8s.io"); err == nil || resp.StatusCode != 400 {
+		t.Errorf("channel.k8s.io accepted for port-forward")
+	}
+}
+
+// TestPortForwardSlowClient: a client that stops reading stops the copy at
+// a bounded backlog.
+func TestPortForwardSlowClient(t *testing.T) {
+	h := newHarness(t, nil)
+	zeros := make([]byte, 32<<10)
+	port := tcpServer(t, func(c net.Conn) {
+		for {
+			if _, err := c.Write(zeros); err != nil {
+				return
+			}
+		}
+	})
+	c, _, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var sess *session.Session
+	waitFor(t, "the session", func() bool {
+		if l := h.sessions.List(session.Filter{State: session.Active}); len(l) == 1 {
+			sess, _ = h.sessions.Get(l[0].ID)
+		}
+		return sess != nil
+	})
+	var last int64
+	waitFor(t, "the copy to stall", func() bool {
+		time.Sleep(200 * time.Millisecond)
+		n := sess.Info().BytesOut
+		stalled := n == last && n > 0
+		last = n
+		return stalled
+	})
+	t.Logf("backlog while the client reads nothing: %d KiB", last>>10)
+	if last > 64<<20 {
+		t.Errorf("%d bytes taken", last)
+	}
+}
+
+func b64(p []byte) string { return base64.StdEncoding.EncodeToString(p) }
