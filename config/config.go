@@ -30,6 +30,7 @@ type Config struct {
 	MaxPendingURLs  int
 	URLTTL          time.Duration
 	Retention       time.Duration
+	History         int
 	SessionBuffer   ByteSize
 	Scrollback      ByteSize
 	MaxMessage      ByteSize
@@ -75,6 +76,7 @@ func (c *Config) register(fs *flag.FlagSet) []flagSpec {
 	add((*intValue)(&c.MaxPendingURLs), "max-pending-urls", "N", "most single-use stream URLs issued and not yet used; more get 429")
 	add((*durationValue)(&c.URLTTL), "url-ttl", "DURATION", "how long a single-use stream URL stays valid")
 	add((*durationValue)(&c.Retention), "session-retention", "DURATION", "how long closed sessions stay listed")
+	add((*intValue)(&c.History), "session-history", "N", "most closed sessions kept listed; the oldest go first")
 	add(&c.SessionBuffer, "session-buffer", "SIZE", "recent output kept per session (GET /api/v1/sessions/{id}/output)")
 	add(&c.Scrollback, "scrollback", "SIZE", "output kept per container and replayed to attachers")
 	add(&c.MaxMessage, "max-message", "SIZE", "largest WebSocket message accepted from a client")
@@ -96,7 +98,8 @@ func Default() Config {
 		MaxPendingURLs:  1000,
 		URLTTL:          30 * time.Second,
 		Retention:       5 * time.Minute,
-		SessionBuffer:   64 << 10,
+		History:         1000,
+		SessionBuffer:   16 << 10,
 		Scrollback:      1 << 20,
 		MaxMessage:      1 << 20,
 		ExecSyncOutput:  16 << 20,
@@ -221,6 +224,7 @@ func (c *Config) check() error {
 		v    int64
 	}{
 		{"max-sessions", int64(c.MaxSessions)}, {"max-pending-urls", int64(c.MaxPendingURLs)},
+		{"session-history", int64(c.History)},
 		{"url-ttl", int64(c.URLTTL)}, {"max-message", int64(c.MaxMessage)},
 		{"stop-grace", int64(c.StopGrace)}, {"shutdown-timeout", int64(c.ShutdownTimeout)},
 		{"exec-sync-max-output", int64(c.ExecSyncOutput)},

@@ -276,39 +276,38 @@ const stableRun = 10 * time.Second
 // runMain pumps one run of the main process until it exits and is reaped,
 // and returns its exit code.
 func (c *Container) runMain(proc *Process) int {
-	var readers sync.WaitGroup
+	proc.OnExit(func() { proc.StopReadingAfter(drainGrace) })
 	var pub sync.Mutex // stdout and stderr reach the output in one order
-	for st, f := range map[Stream]*os.File{Stdout: proc.Stdout, Stderr: proc.Stderr} {
-		if f == nil {
-			continue
-		}
+	read := func(st Stream, f *os.File) {
 		buf := make([]byte, 32<<10)
-		readers.Go(func() {
-			err := chunkio.Read(f, reusedBuffer(buf), func(b []byte, n int) error {
-				// Chunks are shared with attachers: each gets its own copy
-				// of just the bytes read, and the read buffer is reused.
-				chunk := append([]byte(nil), b[:n]...)
-				pub.Lock()
-				c.out.publish(st, chunk)
-				pub.Unlock()
-				return nil
-			})
-			if err != nil && !errors.Is(err, os.ErrClosed) {
-				c.log.Warn("container output", "error", err)
-			}
+		err := chunkio.Read(f, reusedBuffer(buf), func(b []byte, n int) error {
+			// Chunks are shared with attachers: each gets its own copy of
+			// just the bytes read, and the read buffer is reused.
+			chunk := append([]byte(nil), b[:n]...)
+			pub.Lock()
+			c.out.publish(st, chunk)
+			pub.Unlock()
+			return nil
 		})
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			c.log.Warn("container output", "error", err)
+		}
 	}
-	var writer sync.WaitGroup
+	var workers sync.WaitGroup
 	runDone := make(chan struct{})
 	if proc.Stdin != nil {
-		writer.Go(func() { c.writeStdin(proc, runDone) })
+		workers.Go(func() { c.writeStdin(proc, runDone) })
 	}
+	var stderr sync.WaitGroup
+	if proc.Stderr != nil {
+		stderr.Go(func() { read(Stderr, proc.Stderr) })
+	}
+	read(Stdout, proc.Stdout)
+	stderr.Wait()
 	code, err := proc.Wait()
-	proc.StopReadingAfter(drainGrace)
-	readers.Wait()
 	proc.Close() // ends a write blocked on a child that holds stdin open
 	close(runDone)
-	writer.Wait()
+	workers.Wait()
 	msg := ""
 	if err != nil {
 		msg = err.Error()

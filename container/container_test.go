@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -407,3 +408,48 @@ type testBuffers struct{}
 
 func (testBuffers) Get() []byte { return make([]byte, 32<<10) }
 func (testBuffers) Put([]byte)  {}
+
+// TestWaitNeedsNoThread: processes being waited for do not each hold an
+// OS thread (os/exec's Wait blocks one per process in waitid).
+func TestWaitNeedsNoThread(t *testing.T) {
+	_, c := newTestRuntime(t)
+	before := threads(t)
+	var procs []*Process
+	var wg sync.WaitGroup
+	for range 50 {
+		p, err := c.Exec(ExecSpec{Command: []string{"sleep", "1000"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+		wg.Go(func() { p.Wait() })
+	}
+	time.Sleep(200 * time.Millisecond) // let every Wait block
+	during := threads(t)
+	for _, p := range procs {
+		p.Kill()
+	}
+	wg.Wait()
+	for _, p := range procs {
+		p.Close()
+	}
+	t.Logf("threads: %d before, %d with 50 processes waited for", before, during)
+	if during-before > 10 {
+		t.Errorf("%d threads for 50 waits", during-before)
+	}
+}
+
+func threads(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	t.Fatal("no Threads line")
+	return 0
+}

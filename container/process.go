@@ -54,11 +54,14 @@ type Process struct {
 	pty   *os.File
 	grace time.Duration
 
+	exited chan struct{} // closed when the process has exited (not yet reaped)
+
 	mu          sync.Mutex
 	reaped      bool
 	terminating bool
 	killTimer   *time.Timer
 	stdinClosed bool
+	onExit      []func()
 }
 
 // startProcess starts cmd as spec asks. cmd has its path, args, dir and env
@@ -133,7 +136,39 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, start func(
 	if err := start(cmd); err != nil {
 		return nil, err
 	}
+	p.exited = make(chan struct{})
+	exits.watch(cmd.Process.Pid, p.exit)
 	return p, nil
+}
+
+// exit runs when the process has exited, on the exit watcher's goroutine.
+func (p *Process) exit() {
+	p.mu.Lock()
+	fns := p.onExit
+	p.onExit = nil
+	close(p.exited)
+	p.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+// Exited is closed when the process has exited, before it is reaped.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// OnExit calls fn once the process has exited: at once if it already has,
+// else from another goroutine. fn must not block.
+func (p *Process) OnExit(fn func()) {
+	p.mu.Lock()
+	select {
+	case <-p.exited:
+		p.mu.Unlock()
+		fn()
+		return
+	default:
+	}
+	p.onExit = append(p.onExit, fn)
+	p.mu.Unlock()
 }
 
 // Pid returns the process id, which is also its process group id.
@@ -198,9 +233,12 @@ func (p *Process) Kill() {
 
 // Wait waits for the process to exit, reaps it, and returns its exit code:
 // its exit status, or 128+n when signal n ended it, as shells and container
-// runtimes report. Call it exactly once.
+// runtimes report. Call it exactly once. The wait parks the goroutine, not
+// an OS thread: the exit watcher says when the process is gone.
 func (p *Process) Wait() (int, error) {
+	<-p.exited
 	err := p.cmd.Wait()
+	exits.forget(p.cmd.Process.Pid)
 	p.mu.Lock()
 	p.reaped = true
 	if p.killTimer != nil {

@@ -40,6 +40,10 @@ type Config struct {
 	MaxSessions int
 	// Retention is how long closed sessions stay listed.
 	Retention time.Duration
+	// History bounds how many closed sessions stay listed: beyond it the
+	// oldest go first, whatever their age. Zero means the default; less
+	// than zero keeps none.
+	History int
 	// OutputBuffer is how many bytes of recent output each session keeps.
 	OutputBuffer int
 	// Now is the clock; nil means time.Now.
@@ -48,19 +52,20 @@ type Config struct {
 
 // DefaultConfig is what the gateway uses unless told otherwise.
 func DefaultConfig() Config {
-	return Config{MaxSessions: 4096, Retention: 5 * time.Minute, OutputBuffer: 64 << 10}
+	return Config{MaxSessions: 4096, Retention: 5 * time.Minute, History: 1000, OutputBuffer: 16 << 10}
 }
 
 // Registry tracks sessions. It is safe for concurrent use and starts no
-// goroutines: closed sessions are swept when sessions are registered or
-// listed.
+// goroutines: closed sessions are swept when sessions are registered,
+// finish or are listed.
 type Registry struct {
 	cfg Config
 	now func() time.Time
 
 	mu       sync.Mutex
 	sessions map[string]*Session
-	live     int // pending + active
+	closed   []*Session // closed sessions still listed, in the order they closed
+	live     int        // pending + active
 	done     chan struct{}
 }
 
@@ -69,6 +74,9 @@ func NewRegistry(cfg Config) *Registry {
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
+	}
+	if cfg.History == 0 {
+		cfg.History = DefaultConfig().History
 	}
 	return &Registry{cfg: cfg, now: now, sessions: make(map[string]*Session)}
 }
@@ -98,8 +106,10 @@ func (r *Registry) Register(kind Kind, target, remoteAddr string) (*Session, err
 }
 
 // finished is called once per session by Finish.
-func (r *Registry) finished(*Session) {
+func (r *Registry) finished(s *Session) {
 	r.mu.Lock()
+	r.closed = append(r.closed, s)
+	r.sweep()
 	r.live--
 	if r.live == 0 && r.done != nil {
 		close(r.done)
@@ -209,16 +219,25 @@ func (r *Registry) CloseAll(ctx context.Context) error {
 	}
 }
 
-// sweep drops closed sessions older than the retention period. r.mu is held.
+// sweep drops the closed sessions older than the retention period, and
+// the oldest beyond the history bound. r.mu is held.
 func (r *Registry) sweep() {
 	cutoff := r.now().Add(-r.cfg.Retention)
-	for id, s := range r.sessions {
+	n := 0
+	for n < len(r.closed) {
+		s := r.closed[n]
 		s.mu.Lock()
-		old := s.state == Closed && s.closedAt.Before(cutoff)
+		old := s.closedAt.Before(cutoff)
 		s.mu.Unlock()
-		if old {
-			delete(r.sessions, id)
+		if !old && len(r.closed)-n <= r.cfg.History {
+			break
 		}
+		delete(r.sessions, s.ID)
+		n++
+	}
+	if n > 0 {
+		clear(r.closed[:n])
+		r.closed = r.closed[n:]
 	}
 }
 

@@ -37,7 +37,7 @@ func (f closerFunc) Close(cause error) { f(cause) }
 
 func TestSessionLifecycle(t *testing.T) {
 	clk := newClock()
-	r := NewRegistry(Config{MaxSessions: 10, Retention: time.Minute, OutputBuffer: 4, Now: clk.Now})
+	r := NewRegistry(Config{MaxSessions: 10, Retention: time.Minute, History: 10, OutputBuffer: 4, Now: clk.Now})
 	s, err := r.Register(Exec, "shell", "127.0.0.1:5555")
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestSessionLifecycle(t *testing.T) {
 }
 
 func TestRegistryClose(t *testing.T) {
-	r := NewRegistry(Config{MaxSessions: 10, Retention: time.Minute})
+	r := NewRegistry(Config{MaxSessions: 10, Retention: time.Minute, History: 10})
 	s, _ := r.Register(Attach, "c1", "")
 	var got error
 	s.Activate(closerFunc(func(c error) { got = c; s.Finish(nil) }))
@@ -122,7 +122,7 @@ func TestClosePending(t *testing.T) {
 
 func TestRegistryLimitAndRetention(t *testing.T) {
 	clk := newClock()
-	r := NewRegistry(Config{MaxSessions: 2, Retention: time.Minute, Now: clk.Now})
+	r := NewRegistry(Config{MaxSessions: 2, Retention: time.Minute, History: 10, Now: clk.Now})
 	a, _ := r.Register(Exec, "c", "")
 	clk.Step(time.Millisecond)
 	b, _ := r.Register(PortForward, "sb", "")
@@ -151,6 +151,31 @@ func TestRegistryLimitAndRetention(t *testing.T) {
 	}
 	if _, err := r.Get(a.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("swept session still found: %v", err)
+	}
+}
+
+// TestHistoryBound: however fast sessions come and go, at most History
+// closed ones stay, the most recent.
+func TestHistoryBound(t *testing.T) {
+	r := NewRegistry(Config{MaxSessions: 10, Retention: time.Hour, History: 3, OutputBuffer: 1 << 10})
+	var ids []string
+	for range 100 {
+		s, _ := r.Register(Exec, "c", "")
+		s.RecordOut(make([]byte, 1<<10))
+		s.Finish(nil)
+		ids = append(ids, s.ID)
+	}
+	got := r.List(Filter{})
+	if len(got) != 3 {
+		t.Fatalf("%d sessions kept, want 3", len(got))
+	}
+	for i, info := range got {
+		if info.ID != ids[97+i] {
+			t.Errorf("kept %s, want the newest", info.ID)
+		}
+	}
+	if len(r.sessions) != 3 || len(r.closed) != 3 {
+		t.Errorf("map %d, closed list %d", len(r.sessions), len(r.closed))
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"sync"
 
 	"gateway/container"
 	"gateway/metrics"
@@ -180,14 +179,9 @@ func (attachInput) CloseStdin() error { return nil }
 // exits (status, then a normal close), the attacher falls too far behind
 // (close 4001), or the stream ends.
 func (a *attachStream) run(ctx context.Context) error {
-	stopInput := sync.OnceFunc(func() { close(a.stdin.stop) })
-	var writer sync.WaitGroup
-	defer func() {
-		stopInput()
-		writer.Wait()
-	}()
+	defer a.stdin.close()
 	if a.opts.Stdin {
-		writer.Go(func() { a.stdin.writeLoop(attachInput{c: a.c, done: a.stdin.stop}, a.log) })
+		a.stdin.start(attachInput{c: a.c, done: a.stdin.stop}, a.log)
 	}
 	if !a.p.send(ctx, a.p.readyFrame(a.opts.Stdout, a.opts.Stderr)) {
 		return nil

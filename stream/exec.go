@@ -248,9 +248,7 @@ func (e *execStream) applySize(sz wsproto.TerminalSize) {
 // and finishes the stream with its status. When ctx ends first, the process
 // is terminated.
 func (e *execStream) run(ctx context.Context) error {
-	// Once the process is gone, input that still comes is dropped.
-	stopInput := sync.OnceFunc(func() { close(e.stdin.stop) })
-	defer stopInput()
+	defer e.stdin.close() // input that still comes is dropped
 	ready := e.p.readyFrame(e.opts.Stdout, e.opts.Stderr)
 	if !e.p.send(ctx, ready) {
 		return nil
@@ -285,27 +283,28 @@ func (e *execStream) run(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, proc.Terminate)
 	defer stop()
+	// Once the process is gone, output that a lingering child keeps open
+	// is read for drainGrace more, then the readers stop.
+	proc.OnExit(func() { proc.StopReadingAfter(drainGrace) })
 	e.log.Debug("process started", "pid", proc.Pid())
-
-	var readers, writer sync.WaitGroup
 	if proc.Stdin != nil {
-		writer.Go(func() { e.stdin.writeLoop(proc, e.log) })
+		e.stdin.start(proc, e.log)
 	}
-	pump := func(f *os.File, ch wsproto.Channel, deliver bool) {
-		if f != nil {
-			readers.Go(func() { e.p.pumpOutput(ctx, f, ch, deliver) })
-		}
+
+	// stdout is read here; stderr, when separate, by a second goroutine.
+	var stderr sync.WaitGroup
+	if proc.Stderr != nil {
+		stderr.Go(func() { e.p.pumpOutput(ctx, proc.Stderr, wsproto.Stderr, true) })
 	}
-	pump(proc.Stdout, wsproto.Stdout, e.opts.Stdout)
-	pump(proc.Stderr, wsproto.Stderr, true)
+	if proc.Stdout != nil {
+		e.p.pumpOutput(ctx, proc.Stdout, wsproto.Stdout, e.opts.Stdout)
+	}
+	stderr.Wait()
 	code, err := proc.Wait()
-	proc.StopReadingAfter(drainGrace)
-	readers.Wait()
 	// Closing the files ends a stdin write blocked on a child that keeps
 	// the input open without reading it.
 	proc.Close()
-	stopInput()
-	writer.Wait()
+	e.stdin.close()
 	if err != nil {
 		e.startFailed = true
 		e.p.finish(ctx, wsproto.InternalError(err))

@@ -29,10 +29,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // harness is a stream server with one container, "box" (sleep), behind a
 // minimal router: GET /exec/{id} with the query of an exec request.
 type harness struct {
-	srv      *Server
-	ts       *httptest.Server
-	rt       *container.Runtime
-	sessions *session.Registry
+	srv       *Server
+	ts        *httptest.Server
+	rt        *container.Runtime
+	sessions  *session.Registry
 	metrics   *metrics.Metrics
 	sandboxes *sandbox.Registry
 	dir       string

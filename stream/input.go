@@ -4,16 +4,25 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 )
 
 // inputQueue carries client input to a process or a TCP connection, so
 // that readLoop never waits for a consumer that is slow to read: it keeps
 // reading, and so keeps answering pings, while up to inputQueueLen chunks
 // of inputChunk bytes wait. Beyond that readLoop blocks, and TCP slows the
-// client down.
+// client down. The writer goroutine runs only while input is pending, so
+// an idle stream costs none.
 type inputQueue struct {
 	q    chan inputItem
 	stop chan struct{} // closed when the consumer is gone: input is dropped
+
+	mu      sync.Mutex
+	target  inputTarget // nil until the consumer exists
+	log     *slog.Logger
+	running bool // a writer goroutine is on
+	failed  bool // a write failed or the input was closed: drop the rest
+	writers sync.WaitGroup
 }
 
 type inputItem struct {
@@ -30,8 +39,37 @@ func newInputQueue() *inputQueue {
 	return &inputQueue{q: make(chan inputItem, inputQueueLen), stop: make(chan struct{})}
 }
 
+// inputTarget is where queued input goes.
+type inputTarget interface {
+	io.Writer
+	// CloseStdin ends the input (the v5 close signal).
+	CloseStdin() error
+}
+
+// start sets the consumer; input queued before it now flows.
+func (s *inputQueue) start(w inputTarget, log *slog.Logger) {
+	s.mu.Lock()
+	s.target, s.log = w, log
+	s.mu.Unlock()
+	s.wake()
+}
+
+// close drops further input and waits for the writer: call it when the
+// consumer is gone (a write blocked on a consumer that does not read ends
+// when its files are closed).
+func (s *inputQueue) close() {
+	s.mu.Lock()
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	s.writers.Wait()
+}
+
 // push queues a copy of p (readLoop). It blocks while the queue is full,
-// and drops the input once the process is gone or ctx ends.
+// and drops the input once the consumer is gone or ctx ends.
 func (s *inputQueue) push(ctx context.Context, p []byte) {
 	for len(p) > 0 {
 		n := min(len(p), inputChunk)
@@ -48,6 +86,7 @@ func (s *inputQueue) closeInput(ctx context.Context) { s.put(ctx, inputItem{clos
 func (s *inputQueue) put(ctx context.Context, it inputItem) bool {
 	select {
 	case s.q <- it:
+		s.wake()
 		return true
 	case <-s.stop:
 	case <-ctx.Done():
@@ -55,37 +94,70 @@ func (s *inputQueue) put(ctx context.Context, it inputItem) bool {
 	return false
 }
 
-// inputTarget is where queued input goes.
-type inputTarget interface {
-	io.Writer
-	// CloseStdin ends the input (the v5 close signal).
-	CloseStdin() error
+// wake starts a writer if input waits and none runs.
+func (s *inputQueue) wake() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running || s.target == nil || len(s.q) == 0 {
+		return
+	}
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	s.running = true
+	s.writers.Go(s.writeLoop)
 }
 
-// writeLoop writes queued input to w until stop is closed. After a write
-// fails (the consumer closed its input), further input is dropped, as
-// Kubernetes does. A write blocked on a consumer that does not read ends
-// when its files are closed.
-func (s *inputQueue) writeLoop(w inputTarget, log *slog.Logger) {
-	failed := false
+// writeLoop writes queued input until the queue is empty or stop is
+// closed. After a write fails (the consumer closed its input), further
+// input is dropped, as Kubernetes does.
+func (s *inputQueue) writeLoop() {
 	for {
+		var it inputItem
 		select {
-		case it := <-s.q:
-			switch {
-			case failed:
-			case it.close:
-				if err := w.CloseStdin(); err != nil {
-					log.Debug("close stdin", "error", err)
-				}
-				failed = true // nothing may follow the end of input
-			default:
-				if _, err := w.Write(it.data); err != nil {
-					log.Debug("input closed by its consumer", "error", err)
-					failed = true
-				}
-			}
+		case it = <-s.q:
 		case <-s.stop:
+			s.idle()
 			return
+		default:
+			s.mu.Lock()
+			if len(s.q) == 0 { // checked under mu: a put after this wakes a new writer
+				s.running = false
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+			continue
+		}
+		s.mu.Lock()
+		w, log, failed := s.target, s.log, s.failed
+		s.mu.Unlock()
+		switch {
+		case failed:
+		case it.close:
+			if err := w.CloseStdin(); err != nil {
+				log.Debug("close stdin", "error", err)
+			}
+			s.fail() // nothing may follow the end of input
+		default:
+			if _, err := w.Write(it.data); err != nil {
+				log.Debug("input closed by its consumer", "error", err)
+				s.fail()
+			}
 		}
 	}
+}
+
+func (s *inputQueue) fail() {
+	s.mu.Lock()
+	s.failed = true
+	s.mu.Unlock()
+}
+
+func (s *inputQueue) idle() {
+	s.mu.Lock()
+	s.running = false
+	s.mu.Unlock()
 }

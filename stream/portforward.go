@@ -169,8 +169,7 @@ func (f *forwardStream) run(ctx context.Context) error {
 // forward dials one port and copies the remote's bytes to the client
 // until the remote closes; client bytes go through the port's input queue.
 func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
-	stopInput := sync.OnceFunc(func() { close(fp.in.stop) })
-	defer stopInput() // client bytes for a finished port are dropped
+	defer fp.in.close() // client bytes for a finished port are dropped
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	conn, err := f.sb.Dial(dctx, fp.port)
 	cancel()
@@ -190,13 +189,10 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks the read below
 	defer stop()
-	var writer sync.WaitGroup
-	writer.Go(func() { fp.in.writeLoop(tcpInput{conn}, f.log) })
-
+	fp.in.start(tcpInput{conn}, f.log)
 	f.p.pumpConn(ctx, conn, fp.data)
 	conn.Close() // ends a write blocked on a remote that does not read
-	stopInput()
-	writer.Wait()
+	fp.in.close()
 }
 
 // dialError ends a raw port-forward whose one dial failed: there is no

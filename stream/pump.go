@@ -83,8 +83,8 @@ func (s *Server) newPump(conn *websocket.Conn, proto wsproto.Protocol, sess *ses
 // ...). It does not wait. It implements session.Closer.
 func (p *Pump) Close(cause error) { p.cancel(cause) }
 
-// Run runs readLoop, writeLoop and work until the stream is over, and
-// returns only after all three have returned. onFrame is called by readLoop
+// Run runs readLoop (on the calling goroutine), writeLoop and work until
+// the stream is over, and returns only after all three have returned. onFrame is called by readLoop
 // for each client frame; the frame's payload is valid only during the call,
 // and an error from onFrame ends the stream. work ends the stream normally
 // by calling finish and returning nil; an error from work ends it at once
@@ -92,12 +92,6 @@ func (p *Pump) Close(cause error) { p.cancel(cause) }
 // nil after a normal end, or the cause that ended the stream.
 func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error) error {
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(p.readDone)
-		if err := p.readLoop(onFrame); err != nil {
-			p.cancel(err)
-		}
-	})
 	var normalEnd atomic.Bool
 	wg.Go(func() {
 		end, err := p.writeLoop()
@@ -111,6 +105,10 @@ func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func
 			p.cancel(err)
 		}
 	})
+	if err := p.readLoop(onFrame); err != nil {
+		p.cancel(err)
+	}
+	close(p.readDone)
 	wg.Wait()
 	cause := context.Cause(p.ctx)
 	p.cancel(nil)

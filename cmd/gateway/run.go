@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, rt.StateCounts)
 	sessions := session.NewRegistry(session.Config{MaxSessions: cfg.MaxSessions, Retention: cfg.Retention,
-		OutputBuffer: int(cfg.SessionBuffer)})
+		History: cfg.History, OutputBuffer: int(cfg.SessionBuffer)})
 	scfg := stream.DefaultConfig()
 	scfg.AllowedOrigins = cfg.AllowedOrigins
 	scfg.MaxMessageSize = int64(cfg.MaxMessage)
