@@ -58,8 +58,8 @@ func (o *AttachOptions) replay() bool { return o.Replay == nil || *o.Replay }
 // process, first receiving its scrollback (unless replay is off), then its
 // live output; its input and resizes go to the process. When the process
 // exits, the client gets its status and a normal close. An error means the
-// request was refused before the upgrade. Attach blocks for the whole
-// stream.
+// request was refused before the upgrade. Attach returns once the stream
+// runs.
 func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID string, opts AttachOptions) error {
 	if err := opts.Validate(); err != nil {
 		return err
@@ -183,11 +183,13 @@ func (a *attachStream) run(ctx context.Context) error {
 	if a.opts.Stdin {
 		a.stdin.start(attachInput{c: a.c, done: a.stdin.stop}, a.log)
 	}
+	// Subscribe first: once the client has the ready frame, it misses
+	// nothing, even without a replay.
+	att := a.c.Attach(a.opts.replay())
+	defer att.Detach()
 	if !a.p.send(ctx, a.p.readyFrame(a.opts.Stdout, a.opts.Stderr)) {
 		return nil
 	}
-	att := a.c.Attach(a.opts.replay())
-	defer att.Detach()
 	for _, ch := range att.Replay {
 		for data := ch.Data; len(data) > 0; {
 			n := min(len(data), readChunk)
@@ -244,6 +246,7 @@ func (a *attachStream) forward(ctx context.Context, att *container.Attachment, c
 	a.km.BytesOut.Add(float64(len(ch.Data)))
 	select {
 	case a.p.out <- outFrame{ch: wch, data: ch.Data}:
+		a.p.kick()
 		return true
 	case <-ctx.Done():
 	case <-att.Cut():

@@ -65,10 +65,11 @@ func (o *ExecOptions) Validate(needCommand bool) error {
 	return nil
 }
 
-// Exec serves an exec WebSocket: it validates the request, upgrades, runs
-// the command in the container and streams it until it exits or the client
-// leaves. An error means the request was refused before the upgrade and
-// nothing was written. Exec blocks for the whole stream.
+// Exec serves an exec WebSocket: it validates the request, upgrades, and
+// starts the stream, which runs the command in the container until it
+// exits or the client leaves. An error means the request was refused
+// before the upgrade and nothing was written. Exec returns once the stream
+// runs.
 func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string, opts ExecOptions) error {
 	if err := opts.Validate(true); err != nil {
 		return err
@@ -101,11 +102,16 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 	return nil
 }
 
-// serve runs a pump as a session: metrics, registry and the closing log
-// line. outcome reports, once Run has returned, the process's exit code
-// (nil when there is none) and whether the stream failed on the gateway's
-// side after reporting it to the client.
+// serve runs a pump as a session, on a goroutine of the Server's: metrics,
+// registry and the closing log line. outcome reports, once Run has
+// returned, the process's exit code (nil when there is none) and whether
+// the stream failed on the gateway's side after reporting it to the client.
+// It returns at once.
 func (s *Server) serve(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, outcome func() (*int, bool)) {
+	s.streams.Go(func() { s.run(p, onFrame, work, outcome) })
+}
+
+func (s *Server) run(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, outcome func() (*int, bool)) {
 	start := time.Now()
 	p.km.Active.Inc()
 	p.sess.Activate(p)

@@ -93,6 +93,9 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 		if err := h.sessions.CloseAll(ctx); err != nil {
 			t.Error(err)
 		}
+		if err := h.srv.Wait(ctx); err != nil {
+			t.Error(err)
+		}
 		h.ts.Close()
 		if err := h.rt.Shutdown(ctx); err != nil {
 			t.Error(err)

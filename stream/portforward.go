@@ -61,7 +61,7 @@ const dialTimeout = 5 * time.Second
 // opened with the port number (the kubelet's protocol); or, with the
 // "binary" subprotocol and one port, the raw bytes of the connection in
 // binary messages (websockify's). An error means the request was refused
-// before the upgrade. PortForward blocks for the whole stream.
+// before the upgrade. PortForward returns once the stream runs.
 func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID string, opts PortForwardOptions) error {
 	if err := opts.Validate(); err != nil {
 		return err
@@ -154,11 +154,15 @@ func (f *forwardStream) run(ctx context.Context) error {
 			}
 		}
 	}
-	var wg sync.WaitGroup
-	for _, fp := range f.ports {
-		wg.Go(func() { f.forward(ctx, fp) })
+	if len(f.ports) == 1 { // the common case: no goroutine more
+		f.forward(ctx, f.ports[0])
+	} else {
+		var wg sync.WaitGroup
+		for _, fp := range f.ports {
+			wg.Go(func() { f.forward(ctx, fp) })
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}

@@ -49,6 +49,12 @@ const outQueueLen = 16
 // Pump moves frames between one WebSocket and the work of a stream. Only
 // readLoop reads the conn and only writeLoop writes it (gorilla allows
 // Close and WriteControl from elsewhere, nothing more).
+//
+// writeLoop runs only while there is something to write: a frame queued,
+// a ping due, the stream ending. Whoever gives it work starts it if it is
+// not running (kick), and it exits when the queue is empty, so an idle
+// stream parks no writer goroutine. At most one writeLoop runs at a time:
+// writing is the baton.
 type Pump struct {
 	// Static after construction.
 	conn  *websocket.Conn
@@ -65,6 +71,13 @@ type Pump struct {
 	out        chan outFrame // to writeLoop; never closed
 	readDone   chan struct{} // closed when readLoop returns
 	lastActive atomic.Int64  // unix nanoseconds of the last data frame either way
+
+	writing   atomic.Bool    // a writeLoop runs, or the stream has ended
+	pingDue   atomic.Bool    // the ping timer fired
+	writers   sync.WaitGroup // the writeLoop goroutines
+	written   chan struct{}  // closed when the stream's writing is over and the conn closed
+	normalEnd bool           // set before written is closed: finish ended the stream
+	pingTimer *time.Timer
 }
 
 func (s *Server) newPump(conn *websocket.Conn, proto wsproto.Protocol, sess *session.Session, km *metrics.Kind) *Pump {
@@ -74,6 +87,7 @@ func (s *Server) newPump(conn *websocket.Conn, proto wsproto.Protocol, sess *ses
 		ctx: ctx, cancel: cancel,
 		out:      make(chan outFrame, outQueueLen),
 		readDone: make(chan struct{}),
+		written:  make(chan struct{}),
 	}
 	p.touch()
 	return p
@@ -83,23 +97,18 @@ func (s *Server) newPump(conn *websocket.Conn, proto wsproto.Protocol, sess *ses
 // ...). It does not wait. It implements session.Closer.
 func (p *Pump) Close(cause error) { p.cancel(cause) }
 
-// Run runs readLoop (on the calling goroutine), writeLoop and work until
-// the stream is over, and returns only after all three have returned. onFrame is called by readLoop
-// for each client frame; the frame's payload is valid only during the call,
-// and an error from onFrame ends the stream. work ends the stream normally
-// by calling finish and returning nil; an error from work ends it at once
-// (no Status). work must return soon after its context ends. Run returns
-// nil after a normal end, or the cause that ended the stream.
+// Run runs readLoop (on the calling goroutine), writeLoop (when needed)
+// and work until the stream is over, and returns only after all of them
+// have returned. onFrame is called by readLoop for each client frame; the
+// frame's payload is valid only during the call, and an error from
+// onFrame ends the stream. work ends the stream normally by calling finish
+// and returning nil; an error from work ends it at once (no Status). work
+// must return soon after its context ends. Run returns nil after a normal
+// end, or the cause that ended the stream.
 func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error) error {
+	p.pingTimer = time.AfterFunc(p.cfg.PingPeriod, p.pingFire)
+	stopWatch := context.AfterFunc(p.ctx, p.kick) // the writer sends the close
 	var wg sync.WaitGroup
-	var normalEnd atomic.Bool
-	wg.Go(func() {
-		end, err := p.writeLoop()
-		normalEnd.Store(end)
-		if err != nil {
-			p.cancel(err)
-		}
-	})
 	wg.Go(func() {
 		if err := work(p.ctx); err != nil {
 			p.cancel(err)
@@ -109,13 +118,60 @@ func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func
 		p.cancel(err)
 	}
 	close(p.readDone)
+	// readLoop ends when the conn is closed: by the writer at the end, or
+	// by the client, in which case the stream is cancelled just above (or
+	// was already) and the writer is kicked to wind it up.
+	<-p.written
+	stopWatch()
+	p.writers.Wait()
 	wg.Wait()
 	cause := context.Cause(p.ctx)
 	p.cancel(nil)
-	if normalEnd.Load() {
+	if p.normalEnd {
 		return nil
 	}
 	return cause
+}
+
+// kick starts writeLoop unless it runs (or the stream has ended).
+func (p *Pump) kick() {
+	if p.writing.CompareAndSwap(false, true) {
+		p.writers.Go(p.writeLoop)
+	}
+}
+
+// pingFire marks a ping due and re-arms the timer, until the end.
+func (p *Pump) pingFire() {
+	select {
+	case <-p.written:
+		return
+	default:
+	}
+	p.pingDue.Store(true)
+	p.kick()
+	p.pingTimer.Reset(p.cfg.PingPeriod)
+}
+
+// idle hands the baton back when there is nothing to write. It returns
+// false if work came in meanwhile and this writer must go on.
+func (p *Pump) idle() bool {
+	p.writing.Store(false)
+	// A producer that queued work after our last look either sees writing
+	// false and starts a writer, or we see its work here and take the
+	// baton back (if no one else did).
+	if len(p.out) == 0 && !p.pingDue.Load() && p.ctx.Err() == nil {
+		return true
+	}
+	return !p.writing.CompareAndSwap(false, true)
+}
+
+// endWrites ends the stream's writing: the baton is never handed back, so
+// no writer starts again.
+func (p *Pump) endWrites(normal bool) {
+	p.pingTimer.Stop()
+	p.conn.Close() // ends readLoop
+	p.normalEnd = normal
+	close(p.written)
 }
 
 // finish queues the final Status (if the protocol sends one) and the normal
@@ -134,6 +190,7 @@ func (p *Pump) finish(ctx context.Context, st wsproto.Status) bool {
 func (p *Pump) send(ctx context.Context, f outFrame) bool {
 	select {
 	case p.out <- f:
+		p.kick()
 		return true
 	case <-ctx.Done():
 		p.release(f)
@@ -230,12 +287,10 @@ func (p *Pump) readError(err error) error {
 }
 
 // writeLoop does every write of the conn: frames, pings, the close frame.
-// It returns when the stream is over, after closing the conn (which ends
-// readLoop). end reports a normal end (finish was called).
-func (p *Pump) writeLoop() (end bool, err error) {
-	defer p.conn.Close()
-	ping := time.NewTicker(p.cfg.PingPeriod)
-	defer ping.Stop()
+// It runs until the queue is empty (then returns, see kick), or until the
+// stream is over: then it sends the close frame, closes the conn (which
+// ends readLoop) and closes p.written.
+func (p *Pump) writeLoop() {
 	var next *outFrame // a frame taken while batching, to write first
 	for {
 		var f outFrame
@@ -243,31 +298,46 @@ func (p *Pump) writeLoop() (end bool, err error) {
 			f, next = *next, nil
 		} else {
 			select {
-			case f = <-p.out:
-			case <-ping.C:
-				if idle := p.cfg.IdleTimeout; idle > 0 && time.Since(time.Unix(0, p.lastActive.Load())) > idle {
-					p.km.Error(metrics.ReasonIdleTimeout)
-					p.closeWith(CloseIdle, "idle timeout")
-					return false, errIdle
-				}
-				if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(p.cfg.PongWait)); err != nil {
-					return false, p.writeError(err)
-				}
-				continue
 			case <-p.ctx.Done():
 				p.closeFor(context.Cause(p.ctx))
-				return false, nil
+				p.endWrites(false)
+				return
+			case f = <-p.out:
+			default:
+				if p.pingDue.Swap(false) {
+					if err := p.ping(); err != nil {
+						p.cancel(err)
+					}
+					continue
+				}
+				if p.idle() {
+					return
+				}
+				continue
 			}
 		}
 		if f.end {
 			p.closeWith(websocket.CloseNormalClosure, "")
-			return true, nil
+			p.endWrites(true)
+			return
 		}
 		var err error
 		if next, err = p.writeFrame(f); err != nil {
-			return false, p.writeError(err)
+			p.cancel(p.writeError(err))
 		}
 	}
+}
+
+// ping sends a ping, or ends an idle stream.
+func (p *Pump) ping() error {
+	if idle := p.cfg.IdleTimeout; idle > 0 && time.Since(time.Unix(0, p.lastActive.Load())) > idle {
+		p.km.Error(metrics.ReasonIdleTimeout)
+		return errIdle
+	}
+	if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(p.cfg.PongWait)); err != nil {
+		return p.writeError(err)
+	}
+	return nil
 }
 
 // maxBatch bounds the payload of a message built from several queued frames.
@@ -342,6 +412,8 @@ func (p *Pump) closeFor(cause error) {
 		p.closeWith(websocket.CloseGoingAway, "gateway shutting down")
 	case errors.Is(cause, errSlowConsumer):
 		p.closeWith(CloseSlowConsumer, "client too slow: output queue overflowed")
+	case errors.Is(cause, errIdle):
+		p.closeWith(CloseIdle, "idle timeout")
 	case errors.As(cause, &pe):
 		p.closeWith(websocket.CloseProtocolError, pe.Error())
 	case errors.As(cause, &de):

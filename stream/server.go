@@ -86,8 +86,11 @@ func forbidden(format string, args ...any) error {
 	return &RequestError{Err: ErrForbidden, Msg: fmt.Sprintf(format, args...)}
 }
 
-// Server serves streams. Streams outlive their HTTP requests: they run
-// under the server's base context and end on Registry.CloseAll.
+// Server serves streams. Streams outlive their HTTP requests: a handler
+// returns as soon as its stream runs (so net/http releases the request,
+// its buffers and the handler's stack), and the stream's goroutines belong
+// to the Server. Streams run under the server's base context and end on
+// Registry.CloseAll; Wait waits for them.
 type Server struct {
 	cfg       Config
 	log       *slog.Logger
@@ -98,6 +101,19 @@ type Server struct {
 	upgrader  websocket.Upgrader
 	base      context.Context
 	bufs      *bufferPool
+	streams   sync.WaitGroup // one per running stream
+}
+
+// Wait blocks until every stream has ended, or ctx ends.
+func (s *Server) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.streams.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("streams still running: %w", ctx.Err())
+	}
 }
 
 // NewServer returns a stream server. base is the parent of every stream's
@@ -109,8 +125,10 @@ func NewServer(base context.Context, cfg Config, log *slog.Logger, rt *container
 		bufs: newBufferPool(readChunk),
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,
-			// The read side reuses the HTTP server's 4 KiB reader; write
-			// buffers come from a pool, so idle streams hold none.
+			// A small read buffer: it holds frame headers and small frames,
+			// and large frames bypass it. Write buffers come from a pool, so
+			// idle streams hold none.
+			ReadBufferSize:  readBufferSize,
 			WriteBufferSize: writeBufferSize,
 			WriteBufferPool: &sync.Pool{},
 			// Origins are checked by checkOrigin, with a Status body.
@@ -126,6 +144,8 @@ const (
 	// writeBufferSize holds a full chunk and its frame header, so that a
 	// frame goes out in one write.
 	writeBufferSize = readChunk + 64
+	// readBufferSize is what each stream keeps for reading while idle.
+	readBufferSize = 1 << 10
 )
 
 // negotiate checks an upgrade request and picks its subprotocol, in the

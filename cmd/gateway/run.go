@@ -117,11 +117,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 
+	// The ready line is printed whatever the log level: it says where to
+	// connect, and with which token when one was generated.
 	url := baseURL(ln.Addr(), cfg.TLSCert != "")
+	readyLog := newLogger(&config.Config{LogLevel: "info", LogFormat: cfg.LogFormat}, stderr)
 	if generated {
-		log.Info("gateway ready", "url", url, "token", cfg.Token, "open", url+"#token="+cfg.Token)
+		readyLog.Info("gateway ready", "url", url, "token", cfg.Token, "open", url+"#token="+cfg.Token)
 	} else {
-		log.Info("gateway ready", "url", url)
+		readyLog.Info("gateway ready", "url", url)
 	}
 
 	select {
@@ -141,6 +144,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// 2. End every stream with a close frame, and wait for them.
 	if cerr := sessions.CloseAll(sctx); cerr != nil {
 		log.Warn("close streams", "error", cerr)
+	}
+	if werr := streams.Wait(sctx); werr != nil {
+		log.Warn("close streams", "error", werr)
 	}
 	// 3. Stop the containers: SIGTERM, then SIGKILL after the grace period.
 	stopContainers()
