@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,6 +90,75 @@ func readAllCount(r io.Reader, bufSize int) (total, reads int64, err error) {
 	}
 }
 
+// pipeRelay runs command with a stdout pipe and relays it over a loopback
+// TCP connection to a reader in this process: read bufSize, write, as any
+// gateway must at least do. It returns bytes/s at the reader and the
+// number of writes.
+func pipeRelay(command []string, want int64, bufSize int) (float64, int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer l.Close()
+	type result struct {
+		n   int64
+		end time.Time
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+		n, err := readAll(c, 64<<10)
+		done <- result{n, time.Now(), err}
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	cmd := exec.Command(command[0], command[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	buf := make([]byte, bufSize)
+	writes := 0
+	var werr error
+	for {
+		k, err := out.Read(buf)
+		if k > 0 && werr == nil {
+			_, werr = c.Write(buf[:k])
+			writes++
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err := errors.Join(cmd.Wait(), werr); err != nil {
+		return 0, 0, err
+	}
+	c.Close()
+	r := <-done
+	if r.err != nil {
+		return 0, 0, r.err
+	}
+	if r.n != want {
+		return 0, 0, fmt.Errorf("relayed %d bytes, want %d", r.n, want)
+	}
+	return float64(r.n) / r.end.Sub(t0).Seconds(), writes, nil
+}
+
 // --- /proc readings -------------------------------------------------------
 
 // vmRSS returns the VmRSS of pid in KiB.
@@ -141,6 +212,106 @@ func cpuTime(pid int) (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(ut+st) * time.Second / clockTick, nil
+}
+
+// ctxSwitches sums the voluntary and involuntary context switches of
+// every thread of pid (threads that exited are not counted; Go seldom ends
+// threads).
+func ctxSwitches(pid int) int64 {
+	paths, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/[0-9]*/status", pid))
+	var n int64
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				k, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += k
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				k, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += k
+			}
+		}
+	}
+	return n
+}
+
+// threadsIn counts the threads of pid that are in the system call nr (see
+// /proc/pid/task/tid/syscall), and returns the number of threads too.
+func threadsIn(pid int, nr string) (in, all int) {
+	paths, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/[0-9]*/syscall", pid))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		all++
+		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == nr {
+			in++
+		}
+	}
+	return in, all
+}
+
+// sysWaitid is the number of waitid(2) on this architecture, or "".
+func sysWaitid() string {
+	switch runtime.GOARCH {
+	case "amd64":
+		return "247"
+	case "arm64", "riscv64", "loong64":
+		return "95"
+	}
+	return ""
+}
+
+// cpuTimeAll returns the CPU time of pid and of its children it has
+// waited for (utime+stime+cutime+cstime).
+func cpuTimeAll(pid int) (time.Duration, error) {
+	f, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	if len(f) < 15 {
+		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	var sum int64
+	for _, s := range f[11:15] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return time.Duration(sum) * time.Second / clockTick, nil
+}
+
+// machineBusy returns the CPU time all CPUs spent busy since boot (user,
+// nice, system, irq and softirq; not idle, iowait or steal).
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var sum int64
+	for _, i := range []int{1, 2, 3, 6, 7} {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		sum += v
+	}
+	return time.Duration(sum) * time.Second / clockTick
+}
+
+// childrenCPU returns the CPU time of this process's waited-for children.
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // selfCPU returns this process's user+system CPU time.

@@ -1,6 +1,7 @@
 // Command gwload measures the gateway against ceilings measured by the same
 // tool in the same run: throughput of a pty and of a pipe, keystroke echo
-// latency, session setup rate and the memory of idle sessions.
+// latency, session setup rate and the memory of idle sessions; attach
+// fan-out; and port-forward throughput, setup rate and idle memory.
 //
 // The gateway's own costs are the point, so every figure comes with the
 // same work done without the gateway (the command started by gwload in a
@@ -9,8 +10,8 @@
 //
 // Typical run (gwload starts and stops the gateway itself):
 //
-//	go build -o /tmp/gw ./cmd/gateway
-//	go run ./bench/gwload -gateway /tmp/gw
+//	make build
+//	go run ./bench/gwload -gateway bin/gateway
 //
 // Against a gateway already running (its container must run "sleep"-like
 // and be able to exec head, sh, stty, dd, true and sleep):
@@ -31,6 +32,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -51,9 +53,16 @@ type options struct {
 	timeout                time.Duration
 	cpuProfile             string
 	refIdle                int // internal: the idle-rss reference child
+	fanout                 string
+	fanoutBytes            int64
+	pfBytes                int64
+	tunnels                int
+	refTunnels             int    // internal: the pf-idle-rss reference child
+	refTarget              string // internal: its upstream address
 }
 
-var allScenarios = []string{"tty-throughput", "pipe-throughput", "echo-latency", "setup-rate", "idle-rss"}
+var allScenarios = []string{"tty-throughput", "pipe-throughput", "echo-latency", "setup-rate", "idle-rss",
+	"attach-fanout", "pf-throughput", "pf-setup-rate", "pf-idle-rss"}
 
 func main() {
 	var o options
@@ -67,14 +76,20 @@ func main() {
 	flag.StringVar(&o.scenarios, "scenarios", "all", "comma-separated scenarios to run: "+strings.Join(allScenarios, ", ")+", or all")
 	flag.IntVar(&o.reps, "reps", 5, "repetitions of each measurement, alternating gateway and ceiling; the medians are compared")
 	flag.Int64Var(&o.bytes, "bytes", 256<<20, "bytes for the throughput scenarios (head -c BYTES /dev/zero)")
-	flag.IntVar(&o.bufSize, "bufsize", 32<<10, "read buffer of the ceilings (the gateway reads 32 KiB chunks)")
+	flag.IntVar(&o.bufSize, "bufsize", 32<<10, "read buffer of the ceilings (the gateway reads 32 KiB chunks); in pf-throughput, the read, write and frame size on both paths")
 	flag.IntVar(&o.keystrokes, "keystrokes", 2000, "keystrokes per repetition in echo-latency")
 	flag.IntVar(&o.sessions, "sessions", 200, "sessions per repetition in setup-rate")
-	flag.IntVar(&o.idle, "idle", 1000, "idle sessions held open in idle-rss")
-	flag.IntVar(&o.idleConc, "idle-concurrency", 16, "sessions opened at once in idle-rss")
+	flag.IntVar(&o.idle, "idle", 1000, "idle sessions held open in idle-rss, and idle tunnels in pf-idle-rss")
+	flag.IntVar(&o.idleConc, "idle-concurrency", 16, "sessions (tunnels) opened at once in idle-rss and pf-idle-rss")
+	flag.StringVar(&o.fanout, "fanout", "1,10,100", "attacher counts K of attach-fanout, comma-separated")
+	flag.Int64Var(&o.fanoutBytes, "fanout-bytes", 64<<20, "bytes the attach-fanout main process writes (each attacher receives them all)")
+	flag.Int64Var(&o.pfBytes, "pf-bytes", 256<<20, "bytes each way through the tunnel in pf-throughput")
+	flag.IntVar(&o.tunnels, "tunnels", 2000, "tunnels per repetition in pf-setup-rate")
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on any one session or measurement")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write gwload's own CPU profile to this file")
 	flag.IntVar(&o.refIdle, "internal-ref-idle", 0, "internal: run the idle-rss reference with N ptys and exit")
+	flag.IntVar(&o.refTunnels, "internal-ref-tunnels", 0, "internal: run the pf-idle-rss reference with N connections and exit")
+	flag.StringVar(&o.refTarget, "internal-ref-target", "", "internal: the upstream address of the pf-idle-rss reference")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `gwload: load and benchmark tool for the gateway.
 
@@ -89,6 +104,17 @@ Scenarios:
   setup-rate       SESSIONS exec sessions of "true" in a row, each to its close; ceiling: fork/exec of "true" with a stdout pipe
   idle-rss         IDLE idle "sleep" sessions (tty, stdin) held open; gateway VmRSS delta per session; reference: a bare
                    process holding as many ptys with one blocked reader goroutine each
+  attach-fanout    K attachers (FANOUT, e.g. 1,10,100) of a fresh container writing FANOUT-BYTES as fast as it can; aggregate
+                   bytes/s and gateway CPU per MiB delivered; ceiling: the same command's pipe read in-process (against K=1)
+  pf-throughput    one port-forward tunnel, PF-BYTES each way (download, upload) to a TCP server in gwload; ceiling: direct
+                   loopback TCP to the same server (target >= 0.75 each way)
+  pf-setup-rate    TUNNELS tunnels in a row, each a 4-byte echo then close; per second, p50/p99; ceiling: direct TCP
+                   connect + the same echo (target >= 2000/s)
+  pf-idle-rss      IDLE idle tunnels to a server that never writes; gateway VmRSS delta per tunnel on a fresh gateway
+                   (target < 32 KiB); reference: a bare relay process holding as many connection pairs
+
+attach-fanout creates and deletes its containers through the API (they run sh and head). The pf-* scenarios
+forward into the "host" sandbox to TCP servers that gwload runs on 127.0.0.1, so the gateway must run on this host.
 
 Usage: gwload [flags]
 
@@ -103,6 +129,13 @@ Usage: gwload [flags]
 		}
 		return
 	}
+	if o.refTunnels > 0 {
+		if err := refTunnelsChild(o.refTunnels, o.refTarget); err != nil {
+			fmt.Fprintln(os.Stderr, "gwload reference:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "gwload:", err)
 		os.Exit(1)
@@ -110,8 +143,13 @@ Usage: gwload [flags]
 }
 
 func run(o options) error {
-	if o.reps < 1 || o.bytes < 1 || o.bufSize < 1 || o.keystrokes < 1 || o.sessions < 1 || o.idle < 1 || o.idleConc < 1 {
-		return errors.New("-reps, -bytes, -bufsize, -keystrokes, -sessions, -idle and -idle-concurrency must be positive")
+	if o.reps < 1 || o.bytes < 1 || o.bufSize < 1 || o.keystrokes < 1 || o.sessions < 1 || o.idle < 1 || o.idleConc < 1 ||
+		o.fanoutBytes < 1 || o.pfBytes < 1 || o.tunnels < 1 {
+		return errors.New("-reps, -bytes, -bufsize, -keystrokes, -sessions, -idle, -idle-concurrency, -fanout-bytes, -pf-bytes and -tunnels must be positive")
+	}
+	fanout, err := parseFanout(o.fanout)
+	if err != nil {
+		return err
 	}
 	scen, err := pickScenarios(o.scenarios)
 	if err != nil {
@@ -141,6 +179,13 @@ func run(o options) error {
 	if scen["idle-rss"] && int(lim.Cur) < o.idle+64 {
 		return fmt.Errorf("idle-rss needs %d open files and the limit is %d: raise ulimit -n", o.idle+64, lim.Cur)
 	}
+	// pf-idle-rss: a WebSocket and the server's socket per tunnel here.
+	if scen["pf-idle-rss"] && int(lim.Cur) < 2*o.idle+64 {
+		return fmt.Errorf("pf-idle-rss needs %d open files and the limit is %d: raise ulimit -n", 2*o.idle+64, lim.Cur)
+	}
+	if k := slices.Max(fanout); scen["attach-fanout"] && int(lim.Cur) < k+64 {
+		return fmt.Errorf("attach-fanout needs %d open files and the limit is %d: raise ulimit -n", k+64, lim.Cur)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -165,6 +210,7 @@ func run(o options) error {
 			break
 		}
 		fmt.Printf("\n== %s\n", name)
+		b.others = nil
 		var err error
 		switch name {
 		case "tty-throughput":
@@ -177,6 +223,14 @@ func run(o options) error {
 			err = b.setupRate()
 		case "idle-rss":
 			err = b.idleRSS()
+		case "attach-fanout":
+			err = b.attachFanout()
+		case "pf-throughput":
+			err = b.pfThroughput()
+		case "pf-setup-rate":
+			err = b.pfSetupRate()
+		case "pf-idle-rss":
+			err = b.pfIdleRSS()
 		}
 		if err != nil {
 			fmt.Printf("%s: FAILED: %v\n", name, err)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,7 +25,10 @@ type bench struct {
 	c   *client
 	ctx context.Context
 	gw  *gatewayProc
-	sum []row
+	sum []sumRow
+	// others is the other load of each measurement of the current
+	// scenario, in cores.
+	others []float64
 }
 
 // row is one line of the summary table.
@@ -35,16 +39,30 @@ type row struct {
 	target, met      string
 }
 
-func (b *bench) add(r row) { b.sum = append(b.sum, r) }
+// sumRow is a row with the median other load of its measurements, in
+// cores.
+type sumRow struct {
+	row
+	other string
+}
+
+func (b *bench) add(r row) {
+	sr := sumRow{row: r}
+	if len(b.others) > 0 {
+		sr.other = fmt.Sprintf("%.2f", median(b.others))
+	}
+	b.sum = append(b.sum, sr)
+}
 
 func (b *bench) printSummary() {
 	if len(b.sum) == 0 {
 		return
 	}
-	fmt.Printf("\n== summary (medians over %d repetitions; ratio = gateway performance / ceiling performance)\n", b.o.reps)
-	fmt.Printf("| scenario | figure | gateway | ceiling | ratio | target | met |\n|---|---|---|---|---|---|---|\n")
+	fmt.Printf("\n== summary (medians over %d repetitions; ratio = gateway performance / ceiling performance;\n"+
+		"other load = median CPU used by the rest of the machine during the measurements, in cores of %d)\n", b.o.reps, runtime.NumCPU())
+	fmt.Printf("| scenario | figure | gateway | ceiling | ratio | target | met | other load |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range b.sum {
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.gateway, r.ceiling, r.ratio, r.target, r.met)
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.gateway, r.ceiling, r.ratio, r.target, r.met, r.other)
 	}
 }
 
@@ -52,16 +70,17 @@ func (b *bench) printSummary() {
 // which goes first on every repetition so that drift in the machine's load
 // hits both alike.
 func (b *bench) alternate(gw, ceil func(rep int) error) error {
+	return b.rotate(gw, ceil)
+}
+
+// rotate runs each measurement once per repetition, starting each
+// repetition with the next one in turn (with two: alternately).
+func (b *bench) rotate(fns ...func(rep int) error) error {
 	for i := range b.o.reps {
-		first, second := gw, ceil
-		if i%2 == 1 {
-			first, second = ceil, gw
-		}
-		if err := first(i); err != nil {
-			return err
-		}
-		if err := second(i); err != nil {
-			return err
+		for j := range fns {
+			if err := fns[(i+j)%len(fns)](i); err != nil {
+				return err
+			}
 		}
 		if err := b.ctx.Err(); err != nil {
 			return err
@@ -70,29 +89,49 @@ func (b *bench) alternate(gw, ceil func(rep int) error) error {
 	return nil
 }
 
-// cpuMeter measures CPU time of the gateway (when its pid is known) and of
-// gwload itself over one measurement.
+// cpuMeter measures, over one measurement, the CPU time of the gateway
+// (when its pid is known) and of gwload, and the CPU the rest of the
+// machine used meanwhile ("other load": other sessions' builds and tests on
+// a shared machine, and kernel workers, such as the pty's flush work).
 type cpuMeter struct {
-	pid       int
-	gw0, self time.Duration
+	b                  *bench
+	pid                int
+	gw0, gwAll0        time.Duration
+	self0, kids0, all0 time.Duration
+	cs0                int64
+	t0                 time.Time
 }
 
 func (b *bench) startCPU() cpuMeter {
-	m := cpuMeter{pid: b.o.pid, self: selfCPU()}
+	m := cpuMeter{b: b, pid: b.o.pid, self0: selfCPU(), kids0: childrenCPU(), all0: machineBusy(), t0: time.Now()}
 	if m.pid > 0 {
 		m.gw0, _ = cpuTime(m.pid)
+		m.gwAll0, _ = cpuTimeAll(m.pid)
+		m.cs0 = ctxSwitches(m.pid)
 	}
 	return m
 }
 
-// stop returns "gw cpu X, gwload cpu Y" for a log line.
+// stop returns "gateway cpu X, N context switches; gwload cpu Y; other
+// load Z cores" for a log line, and records the other load.
 func (m cpuMeter) stop() string {
-	self := selfCPU() - m.self
-	if m.pid <= 0 {
-		return fmt.Sprintf("gwload cpu %.2fs", self.Seconds())
+	wall := time.Since(m.t0)
+	self, kids, all := selfCPU()-m.self0, childrenCPU()-m.kids0, machineBusy()-m.all0
+	var gw, gwAll time.Duration
+	var cs int64
+	if m.pid > 0 {
+		g, _ := cpuTime(m.pid)
+		ga, _ := cpuTimeAll(m.pid)
+		gw, gwAll, cs = g-m.gw0, ga-m.gwAll0, ctxSwitches(m.pid)-m.cs0
 	}
-	gw, _ := cpuTime(m.pid)
-	return fmt.Sprintf("gateway cpu %.2fs, gwload cpu %.2fs", (gw - m.gw0).Seconds(), self.Seconds())
+	other := max(0, (all-self-kids-gwAll).Seconds()/wall.Seconds())
+	if m.pid <= 0 {
+		// Without the gateway's pid its CPU cannot be told apart.
+		return fmt.Sprintf("gwload cpu %.2fs; rest of the machine, gateway included, %.2f cores", self.Seconds(), other)
+	}
+	m.b.others = append(m.b.others, other)
+	return fmt.Sprintf("gateway cpu %.2fs, %d context switches; gwload cpu %.2fs; other load %.2f cores",
+		gw.Seconds(), cs, self.Seconds(), other)
 }
 
 // --- tty-throughput, pipe-throughput ---------------------------------------
@@ -106,6 +145,9 @@ func (b *bench) throughput(tty bool) error {
 	command := []string{"head", "-c", strconv.FormatInt(n, 10), "/dev/zero"}
 	fmt.Printf("%s, tty=%v, %d bytes, %d reps alternating; ceiling: the same command started by gwload with a %s read directly (%d-byte reads)\n",
 		strings.Join(command, " "), tty, n, b.o.reps, map[bool]string{true: "pty", false: "pipe"}[tty], b.o.bufSize)
+	if !tty {
+		fmt.Println("reference, in turn with the two: a bare relay of the same pipe over loopback TCP inside gwload (no WebSocket)")
+	}
 	var gws, ceils []float64
 	gw := func(rep int) error {
 		cpu := b.startCPU()
@@ -149,11 +191,12 @@ func (b *bench) throughput(tty bool) error {
 			if err != nil {
 				return err
 			}
+			_ = ptmx.SetReadDeadline(time.Now().Add(b.o.timeout))
 			got, reads, err = readAllCount(ptmx, b.o.bufSize)
 			ptmx.Close()
 			if err != nil {
-				_ = cmd.Wait()
-				return err
+				abort(cmd)
+				return fmt.Errorf("ceiling: %w", err)
 			}
 		} else {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -164,9 +207,12 @@ func (b *bench) throughput(tty bool) error {
 			if err := cmd.Start(); err != nil {
 				return err
 			}
+			if f, ok := out.(*os.File); ok {
+				_ = f.SetReadDeadline(time.Now().Add(b.o.timeout))
+			}
 			if got, reads, err = readAllCount(out, b.o.bufSize); err != nil {
-				_ = cmd.Wait()
-				return err
+				abort(cmd)
+				return fmt.Errorf("ceiling: %w", err)
 			}
 		}
 		if err := cmd.Wait(); err != nil {
@@ -182,7 +228,27 @@ func (b *bench) throughput(tty bool) error {
 			reads, float64(n)/float64(max(reads, 1))/1024, cpu.stop())
 		return nil
 	}
-	if err := b.alternate(gw, ceil); err != nil {
+	// Without a tty, a third measurement: the least any relay of the pipe
+	// over loopback TCP costs (one goroutine reading the pipe and writing
+	// a TCP socket, another reading it; no WebSocket, no hand-off).
+	var relays []float64
+	relay := func(rep int) error {
+		cpu := b.startCPU()
+		rate, writes, err := pipeRelay(command, n, b.o.bufSize)
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		relays = append(relays, rate)
+		fmt.Printf("  rep %d tcp relay: %s (%d writes of at most %d bytes; %s)\n", rep+1, mibps(rate), writes, b.o.bufSize, cpu.stop())
+		return nil
+	}
+	var err error
+	if tty {
+		err = b.alternate(gw, ceil)
+	} else {
+		err = b.rotate(gw, ceil, relay)
+	}
+	if err != nil {
 		return err
 	}
 	g, c := median(gws), median(ceils)
@@ -192,6 +258,11 @@ func (b *bench) throughput(tty bool) error {
 		name, mibps(g), mibps(c), ratio, target, met, pairRatios(gws, ceils))
 	b.add(row{name, "throughput (bytes/s at the client)", mibps(g), mibps(c), fmt.Sprintf("%.3f", ratio),
 		fmt.Sprintf(">= %.1f", target), met})
+	if !tty {
+		r := median(relays)
+		fmt.Printf("%s: bare pipe-to-TCP relay %s (median): gateway/relay %.3f, relay/ceiling %.3f\n", name, mibps(r), g/r, r/c)
+		b.add(row{name, "reference: bare pipe-to-TCP relay", mibps(g), mibps(r) + " (relay)", fmt.Sprintf("%.3f", g/r), "", ""})
+	}
 	return nil
 }
 
@@ -276,13 +347,13 @@ func (b *bench) echoLatency() error {
 			_ = ptmx.SetReadDeadline(time.Now().Add(b.o.timeout))
 			n, err := ptmx.Read(buf)
 			if err != nil {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
+				abort(cmd)
 				return fmt.Errorf("ceiling: waiting for READY (got %q): %w", got, err)
 			}
 			got = append(got, buf[:n]...)
 		}
 		if string(got) != "READY\n" {
+			abort(cmd)
 			return fmt.Errorf("ceiling: unexpected output before the keystrokes: %q", got)
 		}
 		lat := make([]time.Duration, 0, k)
@@ -290,12 +361,12 @@ func (b *bench) echoLatency() error {
 			c := byte('a' + i%26)
 			t := time.Now()
 			if _, err := ptmx.Write([]byte{c}); err != nil {
+				abort(cmd)
 				return err
 			}
 			n, err := ptmx.Read(buf)
 			if err != nil || n != 1 || buf[0] != c {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
+				abort(cmd)
 				return fmt.Errorf("ceiling keystroke %d: sent %q, got %q, %v", i, c, buf[:n], err)
 			}
 			lat = append(lat, time.Since(t))
@@ -409,7 +480,7 @@ func (b *bench) idleRSS() error {
 	}
 	pid := b.o.pid
 	if pid <= 0 {
-		return errors.New("idle-rss needs the gateway's pid: use -gateway, or -pid with -addr")
+		return errors.New("the gateway's pid is needed: use -gateway, or -pid with -addr")
 	}
 	fmt.Printf("%d idle exec sessions of \"sleep 1000000\" (tty=1 stdin=1 stdout=1), WebSockets held open and read; VmRSS of gateway pid %d from /proc/%d/status\n",
 		n, pid, pid)
@@ -461,6 +532,10 @@ func (b *bench) idleRSS() error {
 		return err
 	}
 	m1, _ := metricsSnapshot(b.o.addr)
+	waiting, threads := -1, 0
+	if nr := sysWaitid(); nr != "" {
+		waiting, threads = threadsIn(pid, nr)
+	}
 	var unexpected int64
 	for _, is := range open {
 		unexpected += is.output.Load()
@@ -489,6 +564,9 @@ func (b *bench) idleRSS() error {
 		fmt.Printf("  per session from /metrics: %.2f goroutines, %.1f KiB heap in use, %.1f KiB stacks, %.2f open fds; go_threads %g -> %g\n",
 			dm("go_goroutines"), dm("go_memstats_heap_inuse_bytes")/1024, dm("go_memstats_stack_inuse_bytes")/1024,
 			dm("process_open_fds"), m0["go_threads"], m1["go_threads"])
+	}
+	if waiting >= 0 {
+		fmt.Printf("  gateway threads: %d, of which %d blocked in waitid(2) (one per child process being waited for)\n", threads, waiting)
 	}
 
 	// Reference: a bare Go process holding as many ptys (with their sleep
@@ -659,6 +737,12 @@ func refIdleChild(n int) error {
 	return nil
 }
 
+// abort kills a started command and reaps it.
+func abort(cmd *exec.Cmd) {
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+}
+
 // --- statistics and units ---------------------------------------------------
 
 func median(v []float64) float64 {
@@ -684,10 +768,19 @@ func pct(v []time.Duration, p float64) time.Duration {
 	return s[max(0, min(i, len(s)-1))]
 }
 
+// pairRatios lists the ratio of each repetition (the first 10, then their
+// range).
 func pairRatios(g, c []float64) string {
 	var parts []string
+	var rs []float64
 	for i := range min(len(g), len(c)) {
-		parts = append(parts, fmt.Sprintf("%.2f", g[i]/c[i]))
+		rs = append(rs, g[i]/c[i])
+		if i < 10 {
+			parts = append(parts, fmt.Sprintf("%.2f", g[i]/c[i]))
+		}
+	}
+	if len(rs) > 10 {
+		parts = append(parts, fmt.Sprintf("... (%d in all, from %.2f to %.2f)", len(rs), slices.Min(rs), slices.Max(rs)))
 	}
 	return "[" + strings.Join(parts, " ") + "]"
 }

@@ -1,0 +1,1016 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// The kubelet's port-forward protocol (protocol.md 2): with one port, data
+// on channel 0 both ways, errors on channel 1, and each channel opened by
+// the port number in 2 little-endian bytes.
+const (
+	v4 = "v4.channel.k8s.io"
+
+	// pfSandbox is the sandbox the tunnels go through: the gateway's own
+	// network, where gwload's servers listen on 127.0.0.1.
+	pfSandbox = "host"
+)
+
+// tunnel is one port-forward WebSocket. Only one goroutine reads it and
+// only one writes it.
+type tunnel struct {
+	conn      *websocket.Conn
+	buf       []byte // the last message read
+	closeCode int    // the server's close code, once read; 0 before
+}
+
+// pfDialer returns a dialer for v4 whose buffers hold a whole frame of
+// bufSize bytes, so that a frame is one read and one write.
+func pfDialer(bufSize int) *websocket.Dialer {
+	return &websocket.Dialer{
+		Subprotocols:     []string{v4},
+		ReadBufferSize:   bufSize + 64,
+		WriteBufferSize:  bufSize + 64,
+		HandshakeTimeout: 10 * time.Second,
+	}
+}
+
+// portForward opens a tunnel to port on 127.0.0.1 of the host sandbox and
+// checks its first two messages: the port prefix on channels 0 and 1.
+func (c *client) portForward(ctx context.Context, d *websocket.Dialer, port int) (*tunnel, error) {
+	u := fmt.Sprintf("ws://%s/api/v1/sandboxes/%s/portforward?port=%d", c.addr, pfSandbox, port)
+	conn, err := c.dialWS(ctx, d, u, v4)
+	if err != nil {
+		return nil, err
+	}
+	t := &tunnel{conn: conn, buf: make([]byte, 0, 4096)}
+	_ = conn.SetReadDeadline(time.Now().Add(c.timeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	for ch := range byte(2) {
+		want := []byte{ch, byte(port), byte(port >> 8)}
+		_, p, err := t.next()
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("port prefix on channel %d: %w", ch, err)
+		}
+		if !bytes.Equal(p, want) {
+			conn.Close()
+			return nil, fmt.Errorf("message %d is % x, want the port prefix % x", ch+1, p, want)
+		}
+	}
+	return t, nil
+}
+
+// next reads one message and returns its channel and payload, valid until
+// the next call.
+func (t *tunnel) next() (byte, []byte, error) {
+	mt, r, err := t.conn.NextReader()
+	if err != nil {
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			t.closeCode = ce.Code
+			return 0, nil, errClosed
+		}
+		return 0, nil, err
+	}
+	if mt != websocket.BinaryMessage {
+		return 0, nil, fmt.Errorf("server sent a message of type %d, want binary", mt)
+	}
+	p := t.buf[:0]
+	for {
+		if len(p) == cap(p) {
+			p = append(p, 0)[:len(p)]
+		}
+		n, err := r.Read(p[len(p):cap(p)])
+		p = p[:len(p)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+	}
+	t.buf = p
+	if len(p) == 0 {
+		return 0, nil, errors.New("empty message: no channel byte")
+	}
+	return p[0], p, nil
+}
+
+// data returns the TCP bytes of a message on channel 0, or an error for
+// anything else (text on the error channel says why forwarding failed).
+func data(ch byte, msg []byte) ([]byte, error) {
+	switch ch {
+	case 0:
+		return msg[1:], nil
+	case 1:
+		return nil, fmt.Errorf("error channel: %q", msg[1:])
+	}
+	return nil, fmt.Errorf("message on unexpected channel %d", ch)
+}
+
+// write sends p on the data channel, as one frame.
+func (t *tunnel) write(p []byte) error {
+	w, err := t.conn.NextWriter(websocket.BinaryMessage)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write([]byte{0}); err != nil {
+		return err
+	}
+	if _, err := w.Write(p); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// hangUp closes the tunnel from the client side: a close frame, then the
+// server's (bounded), then the connection. The server must answer 1000.
+func (t *tunnel) hangUp(wait time.Duration) error {
+	defer t.conn.Close()
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	if err := t.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait)); err != nil {
+		return err
+	}
+	_ = t.conn.SetReadDeadline(time.Now().Add(wait))
+	for {
+		_, _, err := t.next()
+		if errors.Is(err, errClosed) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("waiting for the server's close frame: %w", err)
+		}
+	}
+	if t.closeCode != websocket.CloseNormalClosure {
+		return fmt.Errorf("server answered the close with code %d, want 1000", t.closeCode)
+	}
+	return nil
+}
+
+// --- TCP servers run by gwload -------------------------------------------------
+
+// tcpServer is a loopback TCP server inside gwload: the other end of the
+// tunnels, and of the direct connections of the ceilings.
+type tcpServer struct {
+	ln       net.Listener
+	port     int
+	handle   func(net.Conn)
+	accepted atomic.Int64
+	open     atomic.Int64
+	wg       sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func startServer(handle func(net.Conn)) (*tcpServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &tcpServer{ln: ln, port: ln.Addr().(*net.TCPAddr).Port, handle: handle, conns: map[net.Conn]struct{}{}}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			s.open.Add(1)
+			s.mu.Lock()
+			s.conns[c] = struct{}{}
+			s.mu.Unlock()
+			s.wg.Go(func() {
+				defer func() {
+					c.Close()
+					s.mu.Lock()
+					delete(s.conns, c)
+					s.mu.Unlock()
+					s.open.Add(-1)
+				}()
+				s.handle(c)
+			})
+		}
+	})
+	return s, nil
+}
+
+func (s *tcpServer) addr() string { return s.ln.Addr().String() }
+
+// close stops accepting, closes the connections still open and waits for
+// their handlers.
+func (s *tcpServer) close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// waitOpen waits until the server has want connections open, at most d.
+func (s *tcpServer) waitOpen(want int64, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		n := s.open.Load()
+		if n == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the server has %d connections open after %v, want %d", n, d, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The bytes of the throughput scenario: a random pattern of an odd length,
+// so that a lost, repeated or reordered 32 KiB chunk shows.
+const patLen = 128<<10 + 1
+
+var pat2 = func() []byte {
+	r := rand.New(rand.NewChaCha8([32]byte{'g', 'w', 'l', 'o', 'a', 'd'}))
+	b := make([]byte, patLen, 2*patLen)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return append(b, b...)
+}()
+
+// patChunk returns at most k bytes of the pattern stream at offset off.
+func patChunk(off int64, k int) []byte {
+	i := int(off % patLen)
+	return pat2[i : i+min(k, patLen)]
+}
+
+// patCheck compares a stream with the pattern.
+type patCheck struct {
+	off int64 // bytes checked
+	bad int64 // offset of the first wrong byte; -1 while none
+}
+
+func newPatCheck() *patCheck { return &patCheck{bad: -1} }
+
+func (c *patCheck) feed(p []byte) {
+	for len(p) > 0 {
+		want := patChunk(c.off, len(p))
+		if c.bad < 0 && !bytes.Equal(p[:len(want)], want) {
+			for i := range want {
+				if p[i] != want[i] {
+					c.bad = c.off + int64(i)
+					break
+				}
+			}
+		}
+		c.off += int64(len(want))
+		p = p[len(want):]
+	}
+}
+
+// srvResult is what a server connection did: bytes written (download) or
+// read (upload), the first wrong byte read (-1: none) and its error.
+type srvResult struct {
+	n   int64
+	bad int64
+	err error
+}
+
+// downloadHandler writes n bytes of the pattern in bufSize writes, then
+// closes.
+func downloadHandler(n int64, bufSize int, timeout time.Duration, res chan<- srvResult) func(net.Conn) {
+	return func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		var off int64
+		var err error
+		for off < n && err == nil {
+			var k int
+			k, err = c.Write(patChunk(off, int(min(int64(bufSize), n-off))))
+			off += int64(k)
+		}
+		res <- srvResult{n: off, bad: -1, err: err}
+	}
+}
+
+// uploadHandler reads n bytes in bufSize reads, checking them, then writes
+// the count it read (8 bytes, little-endian) and closes.
+func uploadHandler(n int64, bufSize int, timeout time.Duration, res chan<- srvResult) func(net.Conn) {
+	return func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		chk := newPatCheck()
+		buf := make([]byte, bufSize)
+		var err error
+		for chk.off < n && err == nil {
+			var k int
+			k, err = c.Read(buf[:min(int64(bufSize), n-chk.off)])
+			chk.feed(buf[:k])
+		}
+		if err == nil {
+			_, err = c.Write(binary.LittleEndian.AppendUint64(nil, uint64(chk.off)))
+		}
+		res <- srvResult{n: chk.off, bad: chk.bad, err: err}
+	}
+}
+
+// echoHandler sends back what it reads until the client closes.
+func echoHandler(timeout time.Duration) func(net.Conn) {
+	return func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		var buf [512]byte
+		for {
+			k, err := c.Read(buf[:])
+			if k > 0 {
+				if _, werr := c.Write(buf[:k]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// idleHandler never writes; it counts any byte it receives, and returns
+// when the other side closes.
+func idleHandler(unexpected *atomic.Int64) func(net.Conn) {
+	return func(c net.Conn) {
+		var b [1]byte
+		for {
+			k, err := c.Read(b[:])
+			unexpected.Add(int64(k))
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// result waits for a server's result, bounded.
+func result(res <-chan srvResult, d time.Duration) (srvResult, error) {
+	select {
+	case r := <-res:
+		return r, nil
+	case <-time.After(d):
+		return srvResult{}, fmt.Errorf("the server did not finish within %v", d)
+	}
+}
+
+// --- pf-throughput --------------------------------------------------------------
+
+func (b *bench) pfThroughput() error {
+	n, bs := b.o.pfBytes, b.o.bufSize
+	resDown, resUp := make(chan srvResult, 4), make(chan srvResult, 4)
+	down, err := startServer(downloadHandler(n, bs, b.o.timeout, resDown))
+	if err != nil {
+		return err
+	}
+	defer down.close()
+	up, err := startServer(uploadHandler(n, bs, b.o.timeout, resUp))
+	if err != nil {
+		return err
+	}
+	defer up.close()
+	fmt.Printf("one tunnel, %d bytes each way (a random pattern, checked byte for byte), %d reps rotating; servers in gwload on 127.0.0.1;\n"+
+		"download: the server (port %d) writes the bytes in %d-byte writes and closes; upload: the client sends %d-byte frames, the server (port %d) counts\n"+
+		"the bytes and writes the count back (8 bytes) and closes; gateway: %s through sandbox %q, timed from the dial to the close (download)\n"+
+		"or to the count (upload); ceiling: gwload dials the same server directly, same sizes\n",
+		n, b.o.reps, down.port, bs, bs, up.port, v4, pfSandbox)
+	d := pfDialer(bs)
+	var gwDown, dirDown, gwUp, dirUp []float64
+
+	gwD := func(rep int) error {
+		cpu := b.startCPU()
+		t0 := time.Now()
+		t, err := b.c.portForward(b.ctx, d, down.port)
+		if err != nil {
+			return fmt.Errorf("download: %w", err)
+		}
+		defer t.conn.Close()
+		chk := newPatCheck()
+		var msgs int64
+		for {
+			ch, msg, err := t.next()
+			if errors.Is(err, errClosed) {
+				break
+			}
+			if err == nil {
+				var p []byte
+				if p, err = data(ch, msg); err == nil {
+					chk.feed(p)
+					msgs++
+					continue
+				}
+			}
+			return fmt.Errorf("download after %d bytes: %w", chk.off, err)
+		}
+		dur := time.Since(t0)
+		r, err := result(resDown, 10*time.Second)
+		switch {
+		case err != nil:
+			return fmt.Errorf("download: %w", err)
+		case r.err != nil || r.n != n:
+			return fmt.Errorf("download: the server wrote %d bytes: %v", r.n, r.err)
+		case t.closeCode != websocket.CloseNormalClosure:
+			return fmt.Errorf("download: close code %d after %d bytes, want 1000", t.closeCode, chk.off)
+		case chk.off != n:
+			return fmt.Errorf("download: received %d bytes, want %d", chk.off, n)
+		case chk.bad >= 0:
+			return fmt.Errorf("download: wrong byte at offset %d", chk.bad)
+		}
+		rate := float64(n) / dur.Seconds()
+		gwDown = append(gwDown, rate)
+		fmt.Printf("  rep %d gateway download: %s in %.3fs (%d messages, %.1f KiB average; %s)\n", rep+1, mibps(rate), dur.Seconds(),
+			msgs, float64(n)/float64(max(msgs, 1))/1024, cpu.stop())
+		return nil
+	}
+	dirD := func(rep int) error {
+		cpu := b.startCPU()
+		t0 := time.Now()
+		c, err := net.Dial("tcp", down.addr())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(b.o.timeout))
+		chk := newPatCheck()
+		buf := make([]byte, bs)
+		var reads int64
+		for {
+			k, err := c.Read(buf)
+			chk.feed(buf[:k])
+			if k > 0 {
+				reads++
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("direct download after %d bytes: %w", chk.off, err)
+			}
+		}
+		dur := time.Since(t0)
+		r, err := result(resDown, 10*time.Second)
+		switch {
+		case err != nil:
+			return fmt.Errorf("direct download: %w", err)
+		case r.err != nil || r.n != n:
+			return fmt.Errorf("direct download: the server wrote %d bytes: %v", r.n, r.err)
+		case chk.off != n || chk.bad >= 0:
+			return fmt.Errorf("direct download: received %d bytes, want %d; first wrong byte at %d", chk.off, n, chk.bad)
+		}
+		rate := float64(n) / dur.Seconds()
+		dirDown = append(dirDown, rate)
+		fmt.Printf("  rep %d direct  download: %s in %.3fs (%d reads, %.1f KiB average; %s)\n", rep+1, mibps(rate), dur.Seconds(),
+			reads, float64(n)/float64(max(reads, 1))/1024, cpu.stop())
+		return nil
+	}
+	// checkCount checks the server's result and its 8-byte answer.
+	checkCount := func(what string, reply []byte) error {
+		r, err := result(resUp, 10*time.Second)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s: %w", what, err)
+		case r.err != nil || r.n != n:
+			return fmt.Errorf("%s: the server read %d bytes: %v", what, r.n, r.err)
+		case r.bad >= 0:
+			return fmt.Errorf("%s: the server read a wrong byte at offset %d", what, r.bad)
+		case len(reply) != 8 || binary.LittleEndian.Uint64(reply) != uint64(n):
+			return fmt.Errorf("%s: the answer is % x, want the count %d in 8 bytes", what, reply, n)
+		}
+		return nil
+	}
+	gwU := func(rep int) error {
+		cpu := b.startCPU()
+		t0 := time.Now()
+		t, err := b.c.portForward(b.ctx, d, up.port)
+		if err != nil {
+			return fmt.Errorf("upload: %w", err)
+		}
+		defer t.conn.Close()
+		// One goroutine reads (the answer, pings, the close), this one writes.
+		type answer struct {
+			reply []byte
+			at    time.Time
+			err   error
+		}
+		ans := make(chan answer, 1)
+		go func() {
+			var a answer
+			for {
+				ch, msg, err := t.next()
+				if errors.Is(err, errClosed) {
+					break
+				}
+				if err == nil {
+					var p []byte
+					if p, err = data(ch, msg); err == nil {
+						a.reply = append(a.reply, p...)
+						if len(a.reply) >= 8 && a.at.IsZero() {
+							a.at = time.Now()
+						}
+						continue
+					}
+				}
+				a.err = err
+				break
+			}
+			if a.err == nil && t.closeCode != websocket.CloseNormalClosure {
+				a.err = fmt.Errorf("close code %d, want 1000", t.closeCode)
+			}
+			ans <- a
+		}()
+		var off, frames int64
+		for off < n {
+			p := patChunk(off, int(min(int64(bs), n-off)))
+			if err := t.write(p); err != nil {
+				return fmt.Errorf("upload after %d bytes: %w", off, err)
+			}
+			off += int64(len(p))
+			frames++
+		}
+		a := <-ans // bounded by the read deadline
+		if a.err != nil {
+			return fmt.Errorf("upload: %w", a.err)
+		}
+		if err := checkCount("upload", a.reply); err != nil {
+			return err
+		}
+		dur := a.at.Sub(t0)
+		rate := float64(n) / dur.Seconds()
+		gwUp = append(gwUp, rate)
+		fmt.Printf("  rep %d gateway upload:   %s in %.3fs (%d frames; %s)\n", rep+1, mibps(rate), dur.Seconds(), frames, cpu.stop())
+		return nil
+	}
+	dirU := func(rep int) error {
+		cpu := b.startCPU()
+		t0 := time.Now()
+		c, err := net.Dial("tcp", up.addr())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(b.o.timeout))
+		var off, writes int64
+		for off < n {
+			k, err := c.Write(patChunk(off, int(min(int64(bs), n-off))))
+			off += int64(k)
+			writes++
+			if err != nil {
+				return fmt.Errorf("direct upload after %d bytes: %w", off, err)
+			}
+		}
+		reply := make([]byte, 8)
+		if _, err := io.ReadFull(c, reply); err != nil {
+			return fmt.Errorf("direct upload: the answer: %w", err)
+		}
+		dur := time.Since(t0)
+		if k, err := c.Read(make([]byte, 1)); k != 0 || err != io.EOF {
+			return fmt.Errorf("direct upload: after the answer: %d bytes, %v; want the end", k, err)
+		}
+		if err := checkCount("direct upload", reply); err != nil {
+			return err
+		}
+		rate := float64(n) / dur.Seconds()
+		dirUp = append(dirUp, rate)
+		fmt.Printf("  rep %d direct  upload:   %s in %.3fs (%d writes; %s)\n", rep+1, mibps(rate), dur.Seconds(), writes, cpu.stop())
+		return nil
+	}
+	if err := b.rotate(gwD, dirD, gwU, dirU); err != nil {
+		return err
+	}
+	const target = 0.75
+	for _, x := range []struct {
+		dir    string
+		gw, dr []float64
+	}{{"download", gwDown, dirDown}, {"upload", gwUp, dirUp}} {
+		g, c := median(x.gw), median(x.dr)
+		met := verdict(g/c >= target)
+		fmt.Printf("pf-throughput %s: gateway %s, direct TCP %s (medians), ratio %.3f, target >= %.2f: %s; per-rep ratios %s\n",
+			x.dir, mibps(g), mibps(c), g/c, target, met, pairRatios(x.gw, x.dr))
+		b.add(row{"pf-throughput", fmt.Sprintf("%s, one tunnel (%d bytes)", x.dir, n), mibps(g), mibps(c) + " (direct loopback TCP)",
+			fmt.Sprintf("%.3f", g/c), fmt.Sprintf(">= %.2f", target), met})
+	}
+	return nil
+}
+
+// --- pf-setup-rate ----------------------------------------------------------------
+
+func (b *bench) pfSetupRate() error {
+	m := b.o.tunnels
+	echo, err := startServer(echoHandler(b.o.timeout))
+	if err != nil {
+		return err
+	}
+	defer echo.close()
+	fmt.Printf("%d tunnels in a row to an echo server in gwload (port %d): dial, port prefixes, 4 bytes there and back, close (close frame, the\n"+
+		"server's 1000 answer); %d reps alternating; ceiling: %d direct TCP connections to the same server, 4 bytes there and back, close\n",
+		m, echo.port, b.o.reps, m)
+	d := pfDialer(4096)
+	var gws, dirs []float64
+	var gwLat, dirLat []time.Duration
+	// settle checks that every upstream connection is gone again.
+	settle := func(what string, accepted0 int64) error {
+		if err := echo.waitOpen(0, 10*time.Second); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if got := echo.accepted.Load() - accepted0; got != int64(m) {
+			return fmt.Errorf("%s: the echo server accepted %d connections, want %d", what, got, m)
+		}
+		return nil
+	}
+	gw := func(rep int) error {
+		cpu := b.startCPU()
+		acc0 := echo.accepted.Load()
+		t0 := time.Now()
+		for i := range m {
+			t := time.Now()
+			tn, err := b.c.portForward(b.ctx, d, echo.port)
+			if err != nil {
+				return fmt.Errorf("tunnel %d: %w", i, err)
+			}
+			msg := binary.LittleEndian.AppendUint32(nil, uint32(i)^0x5a5a5a5a)
+			if err := tn.write(msg); err != nil {
+				tn.conn.Close()
+				return fmt.Errorf("tunnel %d: %w", i, err)
+			}
+			var got []byte
+			for len(got) < len(msg) {
+				ch, p, err := tn.next()
+				if err == nil {
+					p, err = data(ch, p)
+				}
+				if err != nil {
+					tn.conn.Close()
+					return fmt.Errorf("tunnel %d: after %q: %w", i, got, err)
+				}
+				got = append(got, p...)
+			}
+			if !bytes.Equal(got, msg) {
+				tn.conn.Close()
+				return fmt.Errorf("tunnel %d: sent % x, got back % x", i, msg, got)
+			}
+			if err := tn.hangUp(5 * time.Second); err != nil {
+				return fmt.Errorf("tunnel %d: %w", i, err)
+			}
+			gwLat = append(gwLat, time.Since(t))
+		}
+		rate := float64(m) / time.Since(t0).Seconds()
+		line := cpu.stop()
+		if err := settle("gateway", acc0); err != nil {
+			return err
+		}
+		gws = append(gws, rate)
+		fmt.Printf("  rep %d gateway: %.1f tunnels/s (%s)\n", rep+1, rate, line)
+		return nil
+	}
+	dir := func(rep int) error {
+		cpu := b.startCPU()
+		acc0 := echo.accepted.Load()
+		t0 := time.Now()
+		for i := range m {
+			t := time.Now()
+			c, err := net.Dial("tcp", echo.addr())
+			if err != nil {
+				return fmt.Errorf("direct %d: %w", i, err)
+			}
+			_ = c.SetDeadline(time.Now().Add(b.o.timeout))
+			msg := binary.LittleEndian.AppendUint32(nil, uint32(i)^0x5a5a5a5a)
+			got := make([]byte, len(msg))
+			_, err = c.Write(msg)
+			if err == nil {
+				_, err = io.ReadFull(c, got)
+			}
+			c.Close()
+			if err != nil || !bytes.Equal(got, msg) {
+				return fmt.Errorf("direct %d: sent % x, got back % x: %v", i, msg, got, err)
+			}
+			dirLat = append(dirLat, time.Since(t))
+		}
+		rate := float64(m) / time.Since(t0).Seconds()
+		line := cpu.stop()
+		if err := settle("direct", acc0); err != nil {
+			return err
+		}
+		dirs = append(dirs, rate)
+		fmt.Printf("  rep %d direct:  %.1f connections/s (%s)\n", rep+1, rate, line)
+		return nil
+	}
+	if err := b.alternate(gw, dir); err != nil {
+		return err
+	}
+	const target = 2000
+	g, c := median(gws), median(dirs)
+	met := verdict(g >= target)
+	fmt.Printf("pf-setup-rate: gateway %.1f tunnels/s, direct %.1f connections/s (medians), ratio %.3f, target >= %d/s: %s;\n"+
+		"  per tunnel p50 %.3fms p99 %.3fms; per direct connection p50 %.3fms p99 %.3fms (all reps pooled)\n",
+		g, c, g/c, target, met, ms(pct(gwLat, 50)), ms(pct(gwLat, 99)), ms(pct(dirLat, 50)), ms(pct(dirLat, 99)))
+	b.add(row{"pf-setup-rate", fmt.Sprintf("tunnels/s (%d in a row, 4-byte echo each)", m), fmt.Sprintf("%.1f /s", g),
+		fmt.Sprintf("%.1f /s (direct TCP)", c), fmt.Sprintf("%.3f", g/c), fmt.Sprintf(">= %d /s", target), met})
+	b.add(row{"pf-setup-rate", "one tunnel, dial to close", fmt.Sprintf("p50 %.3f ms, p99 %.3f ms", ms(pct(gwLat, 50)), ms(pct(gwLat, 99))),
+		fmt.Sprintf("p50 %.3f ms, p99 %.3f ms", ms(pct(dirLat, 50)), ms(pct(dirLat, 99))), fmt.Sprintf("%.3f", ms(pct(dirLat, 50))/ms(pct(gwLat, 50))), "", ""})
+	return nil
+}
+
+// --- pf-idle-rss --------------------------------------------------------------------
+
+type idleTunnel struct {
+	t    *tunnel
+	data atomic.Int64  // bytes received after the prefixes
+	done chan struct{} // closed when the reader goroutine ends
+}
+
+func (b *bench) pfIdleRSS() error {
+	n := b.o.idle
+	if b.gw != nil {
+		fmt.Println("restarting the gateway for a fresh process")
+		if err := b.gw.restart(b.ctx); err != nil {
+			return err
+		}
+		b.o.addr, b.o.pid = b.gw.addr, b.gw.pid()
+		b.c.addr = b.gw.addr
+	}
+	pid := b.o.pid
+	if pid <= 0 {
+		return errors.New("the gateway's pid is needed: use -gateway, or -pid with -addr")
+	}
+	var unexpected atomic.Int64
+	srv, err := startServer(idleHandler(&unexpected))
+	if err != nil {
+		return err
+	}
+	defer srv.close()
+	fmt.Printf("%d idle tunnels to a server in gwload (port %d) that accepts and never writes, WebSockets held open and read;\n"+
+		"VmRSS of gateway pid %d from /proc/%d/status; target < 32 KiB per tunnel\n", n, srv.port, pid, pid)
+	d := pfDialer(4096)
+
+	// Warm up the code paths: a few tunnels opened and closed.
+	warm, err := b.openTunnels(d, srv.port, 16)
+	closeTunnels(warm)
+	if err != nil {
+		return err
+	}
+	if err := srv.waitOpen(0, 10*time.Second); err != nil {
+		return fmt.Errorf("after the warm-up: %w", err)
+	}
+	time.Sleep(2 * time.Second)
+	rss0, err := vmRSS(pid)
+	if err != nil {
+		return err
+	}
+	m0, _ := metricsSnapshot(b.o.addr)
+	acc0 := srv.accepted.Load()
+
+	t0 := time.Now()
+	open, err := b.openTunnels(d, srv.port, n)
+	if err != nil {
+		closeTunnels(open)
+		return err
+	}
+	openTime := time.Since(t0)
+	if err := srv.waitOpen(int64(n), time.Minute); err != nil {
+		closeTunnels(open)
+		return fmt.Errorf("with %d tunnels open: %w", n, err)
+	}
+	time.Sleep(2 * time.Second)
+	rss1, err := vmRSS(pid)
+	if err != nil {
+		closeTunnels(open)
+		return err
+	}
+	m1, _ := metricsSnapshot(b.o.addr)
+	var got int64
+	for _, it := range open {
+		got += it.data.Load()
+	}
+
+	t1 := time.Now()
+	closeTunnels(open)
+	cerr := srv.waitOpen(0, time.Minute)
+	closeTime := time.Since(t1)
+	time.Sleep(2 * time.Second)
+	rss2, _ := vmRSS(pid)
+	m2, _ := metricsSnapshot(b.o.addr)
+	switch {
+	case cerr != nil:
+		return fmt.Errorf("after closing the WebSockets, the gateway's connections to the server: %w", cerr)
+	case srv.accepted.Load()-acc0 != int64(n):
+		return fmt.Errorf("the server accepted %d connections for %d tunnels", srv.accepted.Load()-acc0, n)
+	case got != 0 || unexpected.Load() != 0:
+		return fmt.Errorf("idle tunnels carried data: %d bytes to the clients, %d to the server", got, unexpected.Load())
+	}
+
+	per := float64(rss1-rss0) / float64(n)
+	fmt.Printf("  opened %d tunnels in %.2fs (%d connections seen by the server), closed them in %.2fs (all the server's connections ended)\n",
+		n, openTime.Seconds(), n, closeTime.Seconds())
+	fmt.Printf("  gateway VmRSS: before %d KiB, with %d idle tunnels %d KiB, after closing them %d KiB\n", rss0, n, rss1, rss2)
+	fmt.Printf("  => %.1f KiB per idle tunnel\n", per)
+	if m0 != nil && m1 != nil {
+		dm := func(k string) float64 { return (m1[k] - m0[k]) / float64(n) }
+		fmt.Printf("  per tunnel from /metrics: %.2f goroutines, %.1f KiB heap in use, %.1f KiB stacks, %.2f open fds; go_threads %g -> %g\n",
+			dm("go_goroutines"), dm("go_memstats_heap_inuse_bytes")/1024, dm("go_memstats_stack_inuse_bytes")/1024,
+			dm("process_open_fds"), m0["go_threads"], m1["go_threads"])
+		if m2 != nil {
+			fmt.Printf("  after closing: goroutines %g (before %g), open fds %g (before %g)\n",
+				m2["go_goroutines"], m0["go_goroutines"], m2["process_open_fds"], m0["process_open_fds"])
+		}
+	}
+
+	ref, err := b.refTunnels(n, srv.addr())
+	if err != nil {
+		return fmt.Errorf("reference: %w", err)
+	}
+	fmt.Printf("  reference (gwload child relaying %d idle TCP connections to the same server: 2 sockets and 2 blocked reader goroutines each, no WebSocket): %.1f KiB per tunnel\n", n, ref)
+	const target = 32.0
+	met := verdict(per < target)
+	fmt.Printf("pf-idle-rss: gateway %.1f KiB/tunnel, bare relay %.1f KiB, ratio (bare/gateway) %.3f, target < %.0f KiB: %s; one measurement (it needs a fresh gateway)\n",
+		per, ref, ref/per, target, met)
+	b.add(row{"pf-idle-rss", fmt.Sprintf("VmRSS per idle tunnel (%d open)", n), fmt.Sprintf("%.1f KiB", per),
+		fmt.Sprintf("%.1f KiB (bare TCP relay)", ref), fmt.Sprintf("%.3f", ref/per), fmt.Sprintf("< %.0f KiB", target), met})
+	return nil
+}
+
+// openTunnels opens n tunnels, o.idleConc at a time, each with a goroutine
+// reading it (answering pings, counting any data).
+func (b *bench) openTunnels(d *websocket.Dialer, port, n int) ([]*idleTunnel, error) {
+	var (
+		mu    sync.Mutex
+		out   []*idleTunnel
+		first error
+		wg    sync.WaitGroup
+		next  atomic.Int64
+	)
+	for range min(b.o.idleConc, n) {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) && b.ctx.Err() == nil {
+				t, err := b.c.portForward(b.ctx, d, port)
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("after %d tunnels: %w", len(out), err)
+					}
+					mu.Unlock()
+					return
+				}
+				_ = t.conn.SetReadDeadline(time.Time{}) // held open; closeTunnels bounds the end
+				it := &idleTunnel{t: t, done: make(chan struct{})}
+				go func() {
+					defer close(it.done)
+					for {
+						_, msg, err := it.t.next()
+						if err != nil {
+							return
+						}
+						it.data.Add(int64(len(msg) - 1))
+					}
+				}()
+				mu.Lock()
+				out = append(out, it)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil && len(out) != n {
+		first = fmt.Errorf("opened %d of %d tunnels: %v", len(out), n, b.ctx.Err())
+	}
+	return out, first
+}
+
+// closeTunnels closes the tunnels from the client side: a close frame,
+// the server's answer (bounded), then the connection.
+func closeTunnels(ts []*idleTunnel) {
+	for _, it := range ts {
+		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+		_ = it.t.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(5*time.Second))
+	}
+	deadline := time.After(10 * time.Second)
+	for _, it := range ts {
+		select {
+		case <-it.done:
+		case <-deadline:
+		}
+		it.t.conn.Close()
+	}
+	for _, it := range ts {
+		<-it.done
+	}
+}
+
+// refTunnels runs the pf-idle-rss reference in a child gwload, dials it n
+// times, and returns its VmRSS per relayed connection in KiB.
+func (b *bench) refTunnels(n int, target string) (float64, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-internal-ref-tunnels", strconv.Itoa(n), "-internal-ref-target", target)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		_ = cmd.Wait()
+	}()
+	br := bufio.NewReader(out)
+	var addr string
+	var before, after int64
+	line, err := br.ReadString('\n')
+	if _, serr := fmt.Sscan(line, &addr, &before); err != nil || serr != nil {
+		return 0, fmt.Errorf("reference printed %q: %v %v", line, err, serr)
+	}
+	for i := range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return 0, fmt.Errorf("reference connection %d: %w", i, err)
+		}
+		conns = append(conns, c)
+	}
+	line, err = br.ReadString('\n')
+	if _, serr := fmt.Sscan(line, &after); err != nil || serr != nil {
+		return 0, fmt.Errorf("reference printed %q: %v %v", line, err, serr)
+	}
+	fmt.Printf("  reference VmRSS: before %d KiB, with %d relayed connections %d KiB\n", before, n, after)
+	return float64(after-before) / float64(n), nil
+}
+
+// refTunnelsChild is the reference process: it listens, prints its
+// address and VmRSS, then for each of n connections it accepts dials
+// target and blocks a reader goroutine on each of the two sockets (what a
+// bare relay holds per idle connection); then it prints its VmRSS again.
+func refTunnelsChild(n int, target string) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Minute))
+	time.Sleep(500 * time.Millisecond)
+	before, err := vmRSS(os.Getpid())
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr(), before)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	block := func(c net.Conn) {
+		go func() {
+			var b [1]byte
+			for {
+				if _, err := c.Read(b[:]); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	for range n {
+		in, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			in.Close()
+			return err
+		}
+		held = append(held, in, up)
+		block(in)
+		block(up)
+	}
+	time.Sleep(2 * time.Second)
+	after, err := vmRSS(os.Getpid())
+	if err != nil {
+		return err
+	}
+	fmt.Println(after)
+	return nil
+}
