@@ -13,6 +13,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"gateway/internal/chunkio"
 )
 
 // Size is a terminal size in character cells.
@@ -362,4 +364,12 @@ func (p *Process) Write(b []byte) (int, error) {
 		return 0, os.ErrClosed
 	}
 	return p.Stdin.Write(b)
+}
+
+// TryWrite writes what the process's input takes now, without blocking.
+func (p *Process) TryWrite(b []byte) (int, error) {
+	if p.Stdin == nil {
+		return 0, os.ErrClosed
+	}
+	return chunkio.TryWrite(p.Stdin, b)
 }

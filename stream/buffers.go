@@ -2,27 +2,26 @@ package stream
 
 import "sync"
 
-// bufferPool recycles fixed-size read buffers. Buffers of another size are
-// dropped on Put.
+// buffer is the storage the pool hands out.
+type buffer = [bufferSize]byte
+
+// bufferPool recycles the read and scratch buffers of streams, without an
+// allocation per Put. Buffers of another size are dropped on Put.
 type bufferPool struct {
-	size int
 	pool sync.Pool
 }
 
-func newBufferPool(size int) *bufferPool {
-	b := &bufferPool{size: size}
-	b.pool.New = func() any { s := make([]byte, size); return &s }
-	return b
+func newBufferPool() *bufferPool {
+	return &bufferPool{pool: sync.Pool{New: func() any { return new(buffer) }}}
 }
 
-// Get returns a buffer of the pool's size.
-func (b *bufferPool) Get() []byte { return *b.pool.Get().(*[]byte) }
+// Get returns a buffer of bufferSize bytes.
+func (b *bufferPool) Get() []byte { return b.pool.Get().(*buffer)[:] }
 
 // Put returns a buffer for reuse.
 func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) != b.size {
+	if cap(buf) != bufferSize {
 		return
 	}
-	buf = buf[:b.size]
-	b.pool.Put(&buf)
+	b.pool.Put((*buffer)(buf[:bufferSize]))
 }

@@ -340,14 +340,15 @@ func (p *Pump) readyFrame(stdout, stderr bool) outFrame {
 // pumpOutput streams a process output to the client until it ends. Without
 // deliver the output is read and dropped, so the process never blocks on it.
 func (p *Pump) pumpOutput(ctx context.Context, f *os.File, ch wsproto.Channel, deliver bool) {
-	err := chunkio.Read(f, p.bufs, func(buf []byte, n int) error {
+	err := chunkio.ReadAt(f, p.bufs, 1, func(buf []byte, n int) error {
 		if !deliver {
 			p.bufs.Put(buf)
 			return nil
 		}
-		p.sess.RecordOut(buf[:n])
+		data := buf[1 : 1+n]
+		p.sess.RecordOut(data)
 		p.km.BytesOut.Add(float64(n))
-		if !p.send(ctx, outFrame{ch: ch, data: buf[:n], buf: buf}) {
+		if !p.send(ctx, outFrame{ch: ch, data: data, buf: buf, headroom: true}) {
 			return ctx.Err()
 		}
 		return nil

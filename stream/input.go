@@ -68,9 +68,20 @@ func (s *inputQueue) close() {
 	s.writers.Wait()
 }
 
-// push queues a copy of p (readLoop). It blocks while the queue is full,
-// and drops the input once the consumer is gone or ctx ends.
+// tryWriter is a target that can take input without blocking.
+type tryWriter interface {
+	// TryWrite writes what the consumer takes now and returns its length.
+	TryWrite(p []byte) (int, error)
+}
+
+// push hands p to the consumer (readLoop). When nothing is queued, p goes
+// straight to the consumer as far as it takes it without blocking: no
+// copy, no hand-off. The rest is queued as a copy; push blocks while the
+// queue is full, and drops the input once the consumer is gone or ctx ends.
 func (s *inputQueue) push(ctx context.Context, p []byte) {
+	if n, ok := s.tryDirect(p); ok {
+		p = p[n:]
+	}
 	for len(p) > 0 {
 		n := min(len(p), inputChunk)
 		if !s.put(ctx, inputItem{data: append([]byte(nil), p[:n]...)}) {
@@ -78,6 +89,29 @@ func (s *inputQueue) push(ctx context.Context, p []byte) {
 		}
 		p = p[n:]
 	}
+}
+
+// tryDirect writes p without blocking if no input waits and no writer
+// runs; ok is false if it did not try.
+func (s *inputQueue) tryDirect(p []byte) (n int, ok bool) {
+	s.mu.Lock()
+	tw, can := s.target.(tryWriter)
+	if !can || s.running || s.failed || len(s.q) > 0 {
+		s.mu.Unlock()
+		return 0, false
+	}
+	s.running = true // the baton: no writer starts while we write
+	s.mu.Unlock()
+	n, err := tw.TryWrite(p)
+	s.mu.Lock()
+	s.running = false
+	if err != nil {
+		s.failed = true // the rest is dropped, as after any failed write
+		s.log.Debug("input closed by its consumer", "error", err)
+		n = len(p)
+	}
+	s.mu.Unlock()
+	return n, true
 }
 
 // closeInput queues the end of input, after the data already queued.

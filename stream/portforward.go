@@ -142,6 +142,15 @@ type tcpInput struct{ net.Conn }
 
 func (tcpInput) CloseStdin() error { return nil }
 
+// TryWrite writes what the socket takes without blocking.
+func (t tcpInput) TryWrite(p []byte) (int, error) {
+	sc, ok := t.Conn.(syscall.Conn)
+	if !ok {
+		return 0, nil
+	}
+	return chunkio.TryWrite(sc, p)
+}
+
 // run opens every port, dials them, and pumps each connection until the
 // remote side closes it; when all ports are done, the stream ends with a
 // normal close. If the client leaves first, the connections are closed.
@@ -213,10 +222,11 @@ func (p *Pump) pumpConn(ctx context.Context, conn net.Conn, ch wsproto.Channel) 
 		p.log.Error("port-forward: connection without a descriptor")
 		return
 	}
-	err := chunkio.Read(sc, p.bufs, func(buf []byte, n int) error {
-		p.sess.RecordOut(buf[:n])
+	err := chunkio.ReadAt(sc, p.bufs, 1, func(buf []byte, n int) error {
+		data := buf[1 : 1+n]
+		p.sess.RecordOut(data)
 		p.km.BytesOut.Add(float64(n))
-		if !p.send(ctx, outFrame{ch: ch, data: buf[:n], buf: buf}) {
+		if !p.send(ctx, outFrame{ch: ch, data: data, buf: buf, headroom: true}) {
 			return ctx.Err()
 		}
 		return nil

@@ -39,7 +39,10 @@ type outFrame struct {
 	ch   wsproto.Channel
 	data []byte
 	buf  []byte // pooled storage of data, returned after the write; or nil
-	end  bool   // the stream is over: send the normal close frame
+	// headroom: data is buf[1:1+len(data)], so buf[0] may take the channel
+	// byte and the frame go out without copying the payload.
+	headroom bool
+	end      bool // the stream is over: send the normal close frame
 }
 
 // outQueueLen bounds the frames waiting for writeLoop. A full queue blocks
@@ -107,7 +110,18 @@ func (p *Pump) Close(cause error) { p.cancel(cause) }
 // end, or the cause that ended the stream.
 func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error) error {
 	p.pingTimer = time.AfterFunc(p.cfg.PingPeriod, p.pingFire)
-	stopWatch := context.AfterFunc(p.ctx, p.kick) // the writer sends the close
+	// When the stream is cancelled, a writer sends the close frame; if the
+	// writer is stuck on a stalled client, the conn is closed under it.
+	stopWatch := context.AfterFunc(p.ctx, func() {
+		p.kick()
+		time.AfterFunc(stuckWriterGrace, func() {
+			select {
+			case <-p.written:
+			default:
+				p.conn.Close()
+			}
+		})
+	})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := work(p.ctx); err != nil {
@@ -133,10 +147,22 @@ func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func
 	return cause
 }
 
-// kick starts writeLoop unless it runs (or the stream has ended).
+// kick starts writeLoop on a goroutine of its own unless it runs (or the
+// stream has ended).
 func (p *Pump) kick() {
 	if p.writing.CompareAndSwap(false, true) {
 		p.writers.Go(p.writeLoop)
+	}
+}
+
+// write runs writeLoop on the calling goroutine unless it runs elsewhere:
+// a producer that just queued a frame writes it itself, with no hand-off,
+// and goes back to its source once the queue is empty.
+func (p *Pump) write() {
+	if p.writing.CompareAndSwap(false, true) {
+		p.writers.Add(1)
+		p.writeLoop()
+		p.writers.Done()
 	}
 }
 
@@ -190,7 +216,7 @@ func (p *Pump) finish(ctx context.Context, st wsproto.Status) bool {
 func (p *Pump) send(ctx context.Context, f outFrame) bool {
 	select {
 	case p.out <- f:
-		p.kick()
+		p.write()
 		return true
 	case <-ctx.Done():
 		p.release(f)
@@ -345,50 +371,64 @@ const maxBatch = 64 << 10
 
 // writeFrame writes f as one message, adding frames of the same channel
 // that are already queued (binary protocols). It returns a frame it took
-// from the queue but could not add.
+// from the queue but could not add. A lone frame with headroom goes out
+// without copying its payload: gorilla copies what fits in its small write
+// buffer and hands the rest to writev.
 func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
-	defer p.release(f)
 	_ = p.conn.SetWriteDeadline(time.Now().Add(p.cfg.PongWait))
 	p.touch()
 	if p.proto.Base64 {
+		defer p.release(f)
 		scratch := p.bufs.Get()
 		msg := p.proto.AppendFrame(scratch[:0], f.ch, f.data)
 		err := p.conn.WriteMessage(websocket.TextMessage, msg)
 		p.bufs.Put(scratch)
 		return nil, err
 	}
-	w, err := p.conn.NextWriter(websocket.BinaryMessage)
-	if err != nil {
-		return nil, err
-	}
-	if !p.proto.Raw {
-		if _, err := w.Write([]byte{byte(f.ch)}); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := w.Write(f.data); err != nil {
-		return nil, err
-	}
+	var batch []outFrame
 	var next *outFrame
 	// The empty ready frame stays a message of its own.
 	for size := len(f.data); size > 0 && size < maxBatch && next == nil; {
 		select {
 		case g := <-p.out:
-			if g.end || g.ch != f.ch || len(g.data) == 0 {
+			if g.end || g.ch != f.ch || len(g.data) == 0 || size+len(g.data) > maxBatch {
 				next = &g
 				break
 			}
-			_, err = w.Write(g.data)
+			batch = append(batch, g)
 			size += len(g.data)
-			p.release(g)
-			if err != nil {
-				return nil, err
-			}
 		default:
 			size = maxBatch
 		}
 	}
-	return next, w.Close()
+	var err error
+	switch {
+	case len(batch) == 0 && f.headroom:
+		wire := f.buf[:1+len(f.data)]
+		if p.proto.Raw {
+			wire = wire[1:]
+		} else {
+			wire[0] = byte(f.ch)
+		}
+		err = p.conn.WriteMessage(websocket.BinaryMessage, wire)
+	default:
+		scratch := p.bufs.Get()
+		msg := scratch[:0]
+		if !p.proto.Raw {
+			msg = append(msg, byte(f.ch))
+		}
+		msg = append(msg, f.data...)
+		for _, g := range batch {
+			msg = append(msg, g.data...)
+		}
+		err = p.conn.WriteMessage(websocket.BinaryMessage, msg)
+		p.bufs.Put(scratch)
+	}
+	p.release(f)
+	for _, g := range batch {
+		p.release(g)
+	}
+	return next, err
 }
 
 // writeError classifies a failed write.
@@ -426,6 +466,10 @@ func (p *Pump) closeFor(cause error) {
 		p.closeWith(websocket.CloseInternalServerErr, "internal error")
 	}
 }
+
+// stuckWriterGrace bounds how long a cancelled stream waits for a writer
+// blocked on a client that does not read.
+const stuckWriterGrace = 3 * closeGrace
 
 // closeGrace is how long we wait for the client to answer our close frame
 // before dropping the connection, so the last frames are not lost in flight.

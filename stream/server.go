@@ -122,7 +122,7 @@ func NewServer(base context.Context, cfg Config, log *slog.Logger, rt *container
 	sessions *session.Registry, m *metrics.Metrics) *Server {
 	return &Server{
 		cfg: cfg, log: log, runtime: rt, sandboxes: sb, sessions: sessions, metrics: m, base: base,
-		bufs: newBufferPool(readChunk),
+		bufs: newBufferPool(),
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,
 			// A small read buffer: it holds frame headers and small frames,
@@ -139,11 +139,14 @@ func NewServer(base context.Context, cfg Config, log *slog.Logger, rt *container
 }
 
 const (
-	// readChunk is the most a process read hands to one frame.
+	// readChunk is the most a process or socket read hands to one frame.
 	readChunk = 32 << 10
-	// writeBufferSize holds a full chunk and its frame header, so that a
-	// frame goes out in one write.
-	writeBufferSize = readChunk + 64
+	// bufferSize is the size of pooled buffers: a chunk and its channel
+	// byte, or a batch of chunks.
+	bufferSize = maxBatch + 1
+	// writeBufferSize is gorilla's write buffer: small frames are copied
+	// into it, large ones mostly go straight from our buffers (writev).
+	writeBufferSize = 512
 	// readBufferSize is what each stream keeps for reading while idle.
 	readBufferSize = 1 << 10
 )

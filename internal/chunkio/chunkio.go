@@ -27,6 +27,13 @@ type BufferPool interface {
 // returns the first error of f (os.ErrClosed or net.ErrClosed once f is
 // closed) or of fn.
 func Read(f syscall.Conn, pool BufferPool, fn func(buf []byte, n int) error) error {
+	return ReadAt(f, pool, 0, fn)
+}
+
+// ReadAt is Read leaving the first headroom bytes of every buffer free (for
+// a frame header, say): data is read into buf[headroom:], and fn receives
+// the whole buffer with n bytes at buf[headroom:headroom+n].
+func ReadAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n int) error) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
@@ -41,7 +48,7 @@ func Read(f syscall.Conn, pool BufferPool, fn func(buf []byte, n int) error) err
 			buf = pool.Get()
 		}
 		for {
-			n, rerr = unix.Read(int(fd), buf)
+			n, rerr = unix.Read(int(fd), buf[headroom:])
 			if rerr != unix.EINTR {
 				break
 			}
@@ -92,4 +99,36 @@ func Read(f syscall.Conn, pool BufferPool, fn func(buf []byte, n int) error) err
 			return err
 		}
 	}
+}
+
+// TryWrite writes as much of p as f takes now, without waiting, and
+// returns how much that was. f must be in non-blocking mode (as Go opens
+// files and sockets).
+func TryWrite(f syscall.Conn, p []byte) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	written := 0
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		for written < len(p) {
+			n, err := unix.Write(int(fd), p[written:])
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return true // full: stop here, the caller queues the rest
+			case err != nil:
+				werr = err
+				return true
+			}
+			written += n
+		}
+		return true
+	})
+	if err != nil {
+		return written, err
+	}
+	return written, werr
 }
