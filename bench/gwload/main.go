@@ -57,6 +57,7 @@ type options struct {
 	fanoutBytes            int64
 	pfBytes                int64
 	tunnels                int
+	tunnelConc             int
 	refTunnels             int    // internal: the pf-idle-rss reference child
 	refTarget              string // internal: its upstream address
 }
@@ -85,6 +86,7 @@ func main() {
 	flag.Int64Var(&o.fanoutBytes, "fanout-bytes", 64<<20, "bytes the attach-fanout main process writes (each attacher receives them all)")
 	flag.Int64Var(&o.pfBytes, "pf-bytes", 256<<20, "bytes each way through the tunnel in pf-throughput")
 	flag.IntVar(&o.tunnels, "tunnels", 2000, "tunnels per repetition in pf-setup-rate")
+	flag.IntVar(&o.tunnelConc, "tunnel-concurrency", 8, "tunnels set up at once in pf-setup-rate's second measurement (the first is one at a time)")
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on any one session or measurement")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write gwload's own CPU profile to this file")
 	flag.IntVar(&o.refIdle, "internal-ref-idle", 0, "internal: run the idle-rss reference with N ptys and exit")
@@ -108,7 +110,8 @@ Scenarios:
                    bytes/s and gateway CPU per MiB delivered; ceiling: the same command's pipe read in-process (against K=1)
   pf-throughput    one port-forward tunnel, PF-BYTES each way (download, upload) to a TCP server in gwload; ceiling: direct
                    loopback TCP to the same server (target >= 0.75 each way)
-  pf-setup-rate    TUNNELS tunnels in a row, each a 4-byte echo then close; per second, p50/p99; ceiling: direct TCP
+  pf-setup-rate    TUNNELS tunnels, each a 4-byte echo then close, one at a time and TUNNEL-CONCURRENCY at a time;
+                   per second, p50/p99; ceiling: direct TCP at the same concurrency
                    connect + the same echo (target >= 2000/s)
   pf-idle-rss      IDLE idle tunnels to a server that never writes; gateway VmRSS delta per tunnel on a fresh gateway
                    (target < 32 KiB); reference: a bare relay process holding as many connection pairs
@@ -144,8 +147,8 @@ Usage: gwload [flags]
 
 func run(o options) error {
 	if o.reps < 1 || o.bytes < 1 || o.bufSize < 1 || o.keystrokes < 1 || o.sessions < 1 || o.idle < 1 || o.idleConc < 1 ||
-		o.fanoutBytes < 1 || o.pfBytes < 1 || o.tunnels < 1 {
-		return errors.New("-reps, -bytes, -bufsize, -keystrokes, -sessions, -idle, -idle-concurrency, -fanout-bytes, -pf-bytes and -tunnels must be positive")
+		o.fanoutBytes < 1 || o.pfBytes < 1 || o.tunnels < 1 || o.tunnelConc < 1 {
+		return errors.New("-reps, -bytes, -bufsize, -keystrokes, -sessions, -idle, -idle-concurrency, -fanout-bytes, -pf-bytes, -tunnels and -tunnel-concurrency must be positive")
 	}
 	fanout, err := parseFanout(o.fanout)
 	if err != nil {
