@@ -439,46 +439,50 @@ func (b *bench) pfThroughput() error {
 			msgs, float64(n)/float64(max(msgs, 1))/1024, cpu.stop())
 		return nil
 	}
-	dirD := func(rep int) error {
-		cpu := b.startCPU()
-		t0 := time.Now()
-		c, err := net.Dial("tcp", down.addr())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(b.o.timeout))
-		chk := newPatCheck()
-		buf := make([]byte, bs)
-		var reads int64
-		for {
-			k, err := c.Read(buf)
-			chk.feed(buf[:k])
-			if k > 0 {
-				reads++
-			}
-			if err == io.EOF {
-				break
-			}
+	// mkDirD measures a plain TCP download from addr: the server itself
+	// (the ceiling) or a bare relay in front of it (the reference).
+	mkDirD := func(addr, label string, rates *[]float64) func(int) error {
+		return func(rep int) error {
+			cpu := b.startCPU()
+			t0 := time.Now()
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
-				return fmt.Errorf("direct download after %d bytes: %w", chk.off, err)
+				return err
 			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(b.o.timeout))
+			chk := newPatCheck()
+			buf := make([]byte, bs)
+			var reads int64
+			for {
+				k, err := c.Read(buf)
+				chk.feed(buf[:k])
+				if k > 0 {
+					reads++
+				}
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return fmt.Errorf("direct download after %d bytes: %w", chk.off, err)
+				}
+			}
+			dur := time.Since(t0)
+			r, err := result(resDown, 10*time.Second)
+			switch {
+			case err != nil:
+				return fmt.Errorf("direct download: %w", err)
+			case r.err != nil || r.n != n:
+				return fmt.Errorf("direct download: the server wrote %d bytes: %v", r.n, r.err)
+			case chk.off != n || chk.bad >= 0:
+				return fmt.Errorf("direct download: received %d bytes, want %d; first wrong byte at %d", chk.off, n, chk.bad)
+			}
+			rate := float64(n) / dur.Seconds()
+			*rates = append(*rates, rate)
+			fmt.Printf("  rep %d %-7s download: %s in %.3fs (%d reads, %.1f KiB average; %s)\n", rep+1, label, mibps(rate), dur.Seconds(),
+				reads, float64(n)/float64(max(reads, 1))/1024, cpu.stop())
+			return nil
 		}
-		dur := time.Since(t0)
-		r, err := result(resDown, 10*time.Second)
-		switch {
-		case err != nil:
-			return fmt.Errorf("direct download: %w", err)
-		case r.err != nil || r.n != n:
-			return fmt.Errorf("direct download: the server wrote %d bytes: %v", r.n, r.err)
-		case chk.off != n || chk.bad >= 0:
-			return fmt.Errorf("direct download: received %d bytes, want %d; first wrong byte at %d", chk.off, n, chk.bad)
-		}
-		rate := float64(n) / dur.Seconds()
-		dirDown = append(dirDown, rate)
-		fmt.Printf("  rep %d direct  download: %s in %.3fs (%d reads, %.1f KiB average; %s)\n", rep+1, mibps(rate), dur.Seconds(),
-			reads, float64(n)/float64(max(reads, 1))/1024, cpu.stop())
-		return nil
 	}
 	// checkCount checks the server's result and its 8-byte answer.
 	checkCount := func(what string, reply []byte) error {
@@ -557,41 +561,55 @@ func (b *bench) pfThroughput() error {
 		fmt.Printf("  rep %d gateway upload:   %s in %.3fs (%d frames; %s)\n", rep+1, mibps(rate), dur.Seconds(), frames, cpu.stop())
 		return nil
 	}
-	dirU := func(rep int) error {
-		cpu := b.startCPU()
-		t0 := time.Now()
-		c, err := net.Dial("tcp", up.addr())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(b.o.timeout))
-		var off, writes int64
-		for off < n {
-			k, err := c.Write(patChunk(off, int(min(int64(bs), n-off))))
-			off += int64(k)
-			writes++
+	mkDirU := func(addr, label string, rates *[]float64) func(int) error {
+		return func(rep int) error {
+			cpu := b.startCPU()
+			t0 := time.Now()
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
-				return fmt.Errorf("direct upload after %d bytes: %w", off, err)
+				return err
 			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(b.o.timeout))
+			var off, writes int64
+			for off < n {
+				k, err := c.Write(patChunk(off, int(min(int64(bs), n-off))))
+				off += int64(k)
+				writes++
+				if err != nil {
+					return fmt.Errorf("direct upload after %d bytes: %w", off, err)
+				}
+			}
+			reply := make([]byte, 8)
+			if _, err := io.ReadFull(c, reply); err != nil {
+				return fmt.Errorf("direct upload: the answer: %w", err)
+			}
+			dur := time.Since(t0)
+			if k, err := c.Read(make([]byte, 1)); k != 0 || err != io.EOF {
+				return fmt.Errorf("direct upload: after the answer: %d bytes, %v; want the end", k, err)
+			}
+			if err := checkCount("direct upload", reply); err != nil {
+				return err
+			}
+			rate := float64(n) / dur.Seconds()
+			*rates = append(*rates, rate)
+			fmt.Printf("  rep %d %-7s upload:   %s in %.3fs (%d writes; %s)\n", rep+1, label, mibps(rate), dur.Seconds(), writes, cpu.stop())
+			return nil
 		}
-		reply := make([]byte, 8)
-		if _, err := io.ReadFull(c, reply); err != nil {
-			return fmt.Errorf("direct upload: the answer: %w", err)
-		}
-		dur := time.Since(t0)
-		if k, err := c.Read(make([]byte, 1)); k != 0 || err != io.EOF {
-			return fmt.Errorf("direct upload: after the answer: %d bytes, %v; want the end", k, err)
-		}
-		if err := checkCount("direct upload", reply); err != nil {
-			return err
-		}
-		rate := float64(n) / dur.Seconds()
-		dirUp = append(dirUp, rate)
-		fmt.Printf("  rep %d direct  upload:   %s in %.3fs (%d writes; %s)\n", rep+1, mibps(rate), dur.Seconds(), writes, cpu.stop())
-		return nil
 	}
-	if err := b.rotate(gwD, dirD, gwU, dirU); err != nil {
+	relayDown, err := startRelay(down.addr(), bs)
+	if err != nil {
+		return err
+	}
+	defer relayDown.Close()
+	relayUp, err := startRelay(up.addr(), bs)
+	if err != nil {
+		return err
+	}
+	defer relayUp.Close()
+	var relDown, relUp []float64
+	if err := b.rotate(gwD, mkDirD(down.addr(), "direct", &dirDown), mkDirD(relayDown.Addr().String(), "relay", &relDown),
+		gwU, mkDirU(up.addr(), "direct", &dirUp), mkDirU(relayUp.Addr().String(), "relay", &relUp)); err != nil {
 		return err
 	}
 	const target = 0.75
@@ -606,7 +624,66 @@ func (b *bench) pfThroughput() error {
 		b.add(row{"pf-throughput", fmt.Sprintf("%s, one tunnel (%d bytes)", x.dir, n), mibps(g), mibps(c) + " (direct loopback TCP)",
 			fmt.Sprintf("%.3f", g/c), fmt.Sprintf(">= %.2f", target), met})
 	}
+	// The reference: what any user-space relay gets here (no WebSocket).
+	for _, x := range []struct {
+		dir        string
+		gw, rl, dr []float64
+	}{{"download", gwDown, relDown, dirDown}, {"upload", gwUp, relUp, dirUp}} {
+		g, r, c := median(x.gw), median(x.rl), median(x.dr)
+		fmt.Printf("pf-throughput %s: bare TCP relay %s (median): relay/direct %.3f, gateway/relay %.3f\n", x.dir, mibps(r), r/c, g/r)
+		b.add(row{"pf-throughput", fmt.Sprintf("%s, reference: a bare TCP relay (read/write, %d-byte buffers)", x.dir, bs), mibps(g),
+			mibps(r) + " (relay)", fmt.Sprintf("%.3f", g/r), "", ""})
+		b.add(row{"pf-throughput", fmt.Sprintf("%s, reference: relay vs direct", x.dir), mibps(r), mibps(c) + " (direct loopback TCP)",
+			fmt.Sprintf("%.3f", r/c), "", ""})
+	}
 	return nil
+}
+
+// startRelay relays each connection to target with plain read/write loops
+// of bufSize bytes (no splice: a WebSocket gateway must frame its data in
+// user space), half-closing each way at EOF: the best any user-space
+// relay can do, for reference.
+func startRelay(target string, bufSize int) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				t, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer t.Close()
+				copyHalf := func(dst, src net.Conn) {
+					buf := make([]byte, bufSize)
+					for {
+						k, err := src.Read(buf)
+						if k > 0 {
+							if _, werr := dst.Write(buf[:k]); werr != nil {
+								return
+							}
+						}
+						if err != nil {
+							dst.(*net.TCPConn).CloseWrite()
+							return
+						}
+					}
+				}
+				done := make(chan struct{})
+				go func() { copyHalf(t, c); close(done) }()
+				copyHalf(c, t)
+				<-done
+			}()
+		}
+	}()
+	return ln, nil
 }
 
 // --- pf-setup-rate ----------------------------------------------------------------
