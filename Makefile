@@ -11,7 +11,7 @@ ARGS     ?=
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help run build test test-deps packages lint fuzz bench load docker clean
+.PHONY: help run build web test test-deps packages lint fuzz bench load docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,17 +19,27 @@ help: ## list the targets
 run: build ## build and start the gateway (extra flags: make run ARGS="--listen 127.0.0.1:9000")
 	./$(BIN) $(ARGS)
 
-build: ## build bin/gateway
+build: web ## build bin/gateway, with the web terminal
 	$(GO) build -trimpath -o $(BIN) ./cmd/gateway
 
-test: test-deps ## install test tools, then vet and run every test with -race
+# The web terminal: npm ci (versions pinned in package-lock.json), then
+# esbuild bundles src/ into dist/, which the binary embeds.
+WEB_SRC := $(wildcard web/src/*) web/package.json web/package-lock.json web/build.mjs
+web: web/dist/index.html ## build the web terminal (npm ci + esbuild)
+
+web/dist/index.html: $(WEB_SRC)
+	@command -v npm >/dev/null || { echo "npm is needed to build the web terminal (apt-get install npm)"; exit 1; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
+test: test-deps web ## install test tools, build the page, then vet and run every test with -race
 	$(GO) vet ./...
 	GATEWAY_REQUIRE_TOOLS=1 PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 -timeout 15m ./...
 
 # Tools the tests use, installed by package name. promtool comes out of
 # Debian's prometheus package without installing it (no daemon is started).
-# Debian packages the tests need, as command:package.
-TEST_PACKAGES := ip:iproute2
+# Debian packages the tests need, as command:package: network namespaces,
+# the browser for the web terminal's tests, npm to build the page.
+TEST_PACKAGES := ip:iproute2 chromium:chromium npm:npm
 
 test-deps: $(PROMTOOL) packages
 
@@ -73,4 +83,5 @@ docker: ## build the container image
 	docker build -t gateway .
 
 clean: ## remove build output and downloaded tools
-	rm -rf bin $(CACHE)
+	rm -rf bin $(CACHE) web/node_modules
+	find web/dist -mindepth 1 ! -name .keep -delete

@@ -23,6 +23,8 @@ type AttachOptions struct {
 	// Replay sends the container's scrollback before the live output;
 	// absent means true.
 	Replay *bool `json:"replay,omitempty"`
+	// Flow turns on the web page's flow control (see wsproto.Ack).
+	Flow bool `json:"flow,omitempty"`
 }
 
 // ParseAttachQuery reads attach parameters: the streams as for exec, and
@@ -33,6 +35,7 @@ func ParseAttachQuery(q url.Values) AttachOptions {
 		Stdout: flag(q, "stdout", "output"),
 		Stderr: flag(q, "stderr", "error"),
 		TTY:    flag(q, "tty", "tty"),
+		Flow:   wsproto.ParseBool(q["flow"]),
 	}
 	if v, ok := q["replay"]; ok {
 		r := wsproto.ParseBool(v)
@@ -86,6 +89,9 @@ func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID stri
 	}
 	km := s.metrics.For(string(session.Attach))
 	p := s.newPump(conn, proto, sess, km)
+	if opts.Flow {
+		p.flow = newFlowControl()
+	}
 	a := &attachStream{p: p, c: c, tty: c.Spec().TTY, opts: opts, log: p.log, km: km, stdin: newInputQueue()}
 	s.serve(p, a.onFrame, a.run, func() (*int, bool) { return a.exitCode, false })
 	return nil
@@ -150,9 +156,10 @@ func (a *attachStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 			return &protocolError{errors.New("close signal for " + ch.String() + ", which does not exist")}
 		}
 	case wsproto.Stdout, wsproto.Stderr, wsproto.Error:
+	case wsproto.Ack:
+		a.p.onAck(f)
 	default:
-		a.km.Error(metrics.ReasonUnknownChannel)
-		a.log.Debug("frame on unknown channel ignored", "channel", f.Channel)
+		a.p.unknownChannel(f.Channel)
 	}
 	return nil
 }
@@ -242,8 +249,12 @@ func (a *attachStream) forward(ctx context.Context, att *container.Attachment, c
 	if !want {
 		return true
 	}
+	if !a.p.flow.wait(ctx) { // the page is too far behind
+		return false
+	}
 	a.p.sess.RecordOut(ch.Data)
 	a.km.BytesOut.Add(float64(len(ch.Data)))
+	a.p.flow.sentBytes(len(ch.Data))
 	select {
 	case a.p.out <- outFrame{ch: wch, data: ch.Data}:
 		a.p.write()

@@ -25,6 +25,8 @@ type ExecOptions struct {
 	Stdout  bool     `json:"stdout"`
 	Stderr  bool     `json:"stderr"`
 	TTY     bool     `json:"tty"`
+	// Flow turns on the web page's flow control (see wsproto.Ack).
+	Flow bool `json:"flow,omitempty"`
 }
 
 // ParseExecQuery reads exec parameters as the API server and the kubelet
@@ -37,6 +39,7 @@ func ParseExecQuery(q url.Values) ExecOptions {
 		Stdout:  flag(q, "stdout", "output"),
 		Stderr:  flag(q, "stderr", "error"),
 		TTY:     flag(q, "tty", "tty"),
+		Flow:    wsproto.ParseBool(q["flow"]),
 	}
 }
 
@@ -96,6 +99,9 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 	}
 	km := s.metrics.For(string(session.Exec))
 	p := s.newPump(conn, proto, sess, km)
+	if opts.Flow {
+		p.flow = newFlowControl()
+	}
 	e := &execStream{p: p, c: c, opts: opts, log: p.log, km: km,
 		sizeReady: make(chan struct{}, 1), stdin: newInputQueue()}
 	s.serve(p, e.onFrame, e.run, func() (*int, bool) { return e.exitCode, e.startFailed })
@@ -220,9 +226,10 @@ func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 		}
 	case wsproto.Stdout, wsproto.Stderr, wsproto.Error:
 		// Server-to-client channels: data from the client is discarded.
+	case wsproto.Ack:
+		e.p.onAck(f)
 	default:
-		e.km.Error(metrics.ReasonUnknownChannel)
-		e.log.Debug("frame on unknown channel ignored", "channel", f.Channel)
+		e.p.unknownChannel(f.Channel)
 	}
 	return nil
 }
@@ -349,6 +356,10 @@ func (p *Pump) pumpOutput(ctx context.Context, f *os.File, ch wsproto.Channel, d
 		p.sess.RecordOut(data)
 		p.km.BytesOut.Add(float64(n))
 		if !p.send(ctx, outFrame{ch: ch, data: data, buf: buf, headroom: true}) {
+			return ctx.Err()
+		}
+		p.flow.sentBytes(n)
+		if !p.flow.wait(ctx) { // the page is too far behind
 			return ctx.Err()
 		}
 		return nil

@@ -125,8 +125,7 @@ func (f *forwardStream) onFrame(ctx context.Context, fr wsproto.Frame) error {
 	}
 	switch {
 	case i >= len(f.ports):
-		f.km.Error(metrics.ReasonUnknownChannel)
-		f.log.Debug("frame on unknown channel ignored", "channel", fr.Channel)
+		f.p.unknownChannel(fr.Channel)
 	case fr.Channel == f.ports[i].errc && !f.p.proto.Raw:
 		// The error channel is the server's: data from the client is dropped.
 	default:

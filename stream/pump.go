@@ -81,6 +81,14 @@ type Pump struct {
 	written   chan struct{}  // closed when the stream's writing is over and the conn closed
 	normalEnd bool           // set before written is closed: finish ended the stream
 	pingTimer *time.Timer
+
+	flow *flowControl // the page's pacing (flow=1), or nil
+}
+
+// unknownChannel counts and ignores a frame on a channel the stream lacks.
+func (p *Pump) unknownChannel(ch wsproto.Channel) {
+	p.km.Error(metrics.ReasonUnknownChannel)
+	p.log.Debug("frame on unknown channel ignored", "channel", ch)
 }
 
 func (s *Server) newPump(conn *websocket.Conn, proto wsproto.Protocol, sess *session.Session, km *metrics.Kind) *Pump {

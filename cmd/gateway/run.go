@@ -23,6 +23,7 @@ import (
 	"gateway/sandbox"
 	"gateway/session"
 	"gateway/stream"
+	"gateway/web"
 )
 
 // run starts the gateway and serves until ctx ends, then shuts down in
@@ -99,6 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		URLs:    session.NewStore(cfg.URLTTL, cfg.MaxPendingURLs, nil),
 		Streams: streams,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Web:     web.Handler(),
 	})
 
 	srv := &http.Server{
