@@ -25,152 +25,109 @@ type streamURL struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 }
 
-// execStream upgrades GET .../exec.
-func (a *API) execStream(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "container")
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	if a.draining.Load() {
-		a.writeError(w, r, errDraining)
-		return
-	}
-	if err := a.streams.Exec(w, r, id, stream.ParseExecQuery(r.URL.Query())); err != nil {
-		a.writeError(w, r, err)
+// upgrade serves a WebSocket GET for the container or sandbox named in the
+// path: serve upgrades it, or returns why it refused.
+func (a *API) upgrade(kind string, serve func(w http.ResponseWriter, r *http.Request, id string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathID(r, kind)
+		if err == nil && a.draining.Load() {
+			err = errDraining
+		}
+		if err == nil {
+			err = serve(w, r, id)
+		}
+		if err != nil {
+			a.writeError(w, r, err)
+		}
 	}
 }
 
-// mintExec answers POST .../exec with a single-use stream URL, after
-// checking everything that can be checked before the upgrade.
-func (a *API) mintExec(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "container")
+func (a *API) execStream(w http.ResponseWriter, r *http.Request, id string) error {
+	return a.streams.Exec(w, r, id, stream.ParseExecQuery(r.URL.Query()))
+}
+
+func (a *API) attachStream(w http.ResponseWriter, r *http.Request, id string) error {
+	return a.streams.Attach(w, r, id, stream.ParseAttachQuery(r.URL.Query()))
+}
+
+func (a *API) portForwardStream(w http.ResponseWriter, r *http.Request, id string) error {
+	opts, err := stream.ParsePortForwardQuery(r.URL.Query())
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return err
 	}
-	var opts stream.ExecOptions
-	if err := decodeJSON(w, r, &opts, 1<<20); err != nil {
-		a.writeError(w, r, err)
-		return
+	return a.streams.PortForward(w, r, id, opts)
+}
+
+// mint answers a POST that asks for a single-use stream URL: the JSON body
+// holds the options of type T, and check validates them against the
+// container or sandbox named in the path and returns the stored request.
+func mint[T any](a *API, kind string, check func(id string, opts *T) (streamRequest, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathID(r, kind)
+		var opts T
+		if err == nil {
+			err = decodeJSON(w, r, &opts, 64<<10)
+		}
+		var req streamRequest
+		if err == nil {
+			req, err = check(id, &opts)
+		}
+		if err == nil && a.draining.Load() {
+			err = errDraining
+		}
+		var token string
+		var expires time.Time
+		if err == nil {
+			token, expires, err = a.urls.Put(req)
+		}
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, streamURL{URL: "/stream/" + token, ExpiresAt: expires.UTC().Truncate(time.Second)})
 	}
+}
+
+// checkExec validates a minted exec: everything that can be checked
+// before the upgrade.
+func (a *API) checkExec(id string, opts *stream.ExecOptions) (streamRequest, error) {
 	if err := opts.Validate(true); err != nil {
-		a.writeError(w, r, err)
-		return
+		return streamRequest{}, err
 	}
 	if _, err := a.runtime.Get(id); err != nil {
-		a.writeError(w, r, err)
-		return
+		return streamRequest{}, err
 	}
-	a.mint(w, r, streamRequest{kind: session.Exec, target: id, exec: opts})
+	return streamRequest{kind: session.Exec, target: id, exec: *opts}, nil
 }
 
-// attachStream upgrades GET .../attach.
-func (a *API) attachStream(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "container")
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	if a.draining.Load() {
-		a.writeError(w, r, errDraining)
-		return
-	}
-	if err := a.streams.Attach(w, r, id, stream.ParseAttachQuery(r.URL.Query())); err != nil {
-		a.writeError(w, r, err)
-	}
-}
-
-// mintAttach answers POST .../attach with a single-use stream URL.
-func (a *API) mintAttach(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "container")
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	var opts stream.AttachOptions
-	if err := decodeJSON(w, r, &opts, 64<<10); err != nil {
-		a.writeError(w, r, err)
-		return
-	}
+func (a *API) checkAttach(id string, opts *stream.AttachOptions) (streamRequest, error) {
 	if err := opts.Validate(); err != nil {
-		a.writeError(w, r, err)
-		return
+		return streamRequest{}, err
 	}
 	c, err := a.runtime.Get(id)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return streamRequest{}, err
 	}
 	if opts.Stdin && !c.Spec().Stdin {
-		a.writeError(w, r, newError(errBadRequest, "container %q was started without stdin: attach without stdin", id))
-		return
+		return streamRequest{}, newError(errBadRequest, "container %q was started without stdin: attach without stdin", id)
 	}
-	a.mint(w, r, streamRequest{kind: session.Attach, target: id, attach: opts})
+	return streamRequest{kind: session.Attach, target: id, attach: *opts}, nil
 }
 
-// portForwardStream upgrades GET /api/v1/sandboxes/{id}/portforward.
-func (a *API) portForwardStream(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "sandbox")
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	if a.draining.Load() {
-		a.writeError(w, r, errDraining)
-		return
-	}
-	opts, err := stream.ParsePortForwardQuery(r.URL.Query())
-	if err == nil {
-		err = a.streams.PortForward(w, r, id, opts)
-	}
-	if err != nil {
-		a.writeError(w, r, err)
-	}
-}
-
-// mintPortForward answers POST .../portforward ({"ports":[8080]}) with a
-// single-use stream URL.
-func (a *API) mintPortForward(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r, "sandbox")
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	var opts stream.PortForwardOptions
-	if err := decodeJSON(w, r, &opts, 64<<10); err != nil {
-		a.writeError(w, r, err)
-		return
-	}
+func (a *API) checkPortForward(id string, opts *stream.PortForwardOptions) (streamRequest, error) {
 	if err := opts.Validate(); err != nil {
-		a.writeError(w, r, err)
-		return
+		return streamRequest{}, err
 	}
 	sb, err := a.sandboxes.Get(id)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return streamRequest{}, err
 	}
 	for _, p := range opts.Ports {
 		if !sb.AllowsPort(p) {
-			a.writeError(w, r, newError(sandbox.ErrPort, "sandbox %q does not allow port %d", id, p))
-			return
+			return streamRequest{}, newError(sandbox.ErrPort, "sandbox %q does not allow port %d", id, p)
 		}
 	}
-	a.mint(w, r, streamRequest{kind: session.PortForward, target: id, ports: opts})
-}
-
-func (a *API) mint(w http.ResponseWriter, r *http.Request, req streamRequest) {
-	if a.draining.Load() {
-		a.writeError(w, r, errDraining)
-		return
-	}
-	token, expires, err := a.urls.Put(req)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, streamURL{URL: "/stream/" + token, ExpiresAt: expires.UTC().Truncate(time.Second)})
+	return streamRequest{kind: session.PortForward, target: id, ports: *opts}, nil
 }
 
 // serveStreamURL serves GET /stream/{token}: the token is consumed (it

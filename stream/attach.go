@@ -78,21 +78,11 @@ func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID stri
 	if opts.Stdin && !c.Spec().Stdin {
 		return badRequest("container %q was started without stdin: attach without stdin=1", containerID)
 	}
-	sess, err := s.sessions.Register(session.Attach, containerID, r.RemoteAddr)
+	p, err := s.open(w, r, session.Attach, containerID, proto, opts.Flow)
 	if err != nil {
 		return err
 	}
-	conn, err := s.accept(w, r, proto)
-	if err != nil {
-		sess.Finish(nil)
-		return err
-	}
-	km := s.metrics.For(string(session.Attach))
-	p := s.newPump(conn, proto, sess, km)
-	if opts.Flow {
-		p.flow = newFlowControl()
-	}
-	a := &attachStream{p: p, c: c, tty: c.Spec().TTY, opts: opts, log: p.log, km: km, stdin: newInputQueue()}
+	a := &attachStream{p: p, c: c, tty: c.Spec().TTY, opts: opts, log: p.log, km: p.km, stdin: newInputQueue()}
 	s.serve(p, a.onFrame, a.run, func() (*int, bool) { return a.exitCode, false })
 	return nil
 }

@@ -88,21 +88,11 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 	if st := c.State(); st != container.Running {
 		return badRequest("container %q is %s: cannot exec into it", containerID, st)
 	}
-	sess, err := s.sessions.Register(session.Exec, containerID, r.RemoteAddr)
+	p, err := s.open(w, r, session.Exec, containerID, proto, opts.Flow)
 	if err != nil {
 		return err
 	}
-	conn, err := s.accept(w, r, proto)
-	if err != nil {
-		sess.Finish(nil)
-		return err
-	}
-	km := s.metrics.For(string(session.Exec))
-	p := s.newPump(conn, proto, sess, km)
-	if opts.Flow {
-		p.flow = newFlowControl()
-	}
-	e := &execStream{p: p, c: c, opts: opts, log: p.log, km: km,
+	e := &execStream{p: p, c: c, opts: opts, log: p.log, km: p.km,
 		sizeReady: make(chan struct{}, 1), stdin: newInputQueue()}
 	s.serve(p, e.onFrame, e.run, func() (*int, bool) { return e.exitCode, e.startFailed })
 	return nil

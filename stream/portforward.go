@@ -82,18 +82,11 @@ func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID s
 			return fmt.Errorf("%w: sandbox %q does not allow port %d (allowed: %v)", sandbox.ErrPort, sandboxID, p, sb.Spec().Ports)
 		}
 	}
-	sess, err := s.sessions.Register(session.PortForward, sandboxID, r.RemoteAddr)
+	p, err := s.open(w, r, session.PortForward, sandboxID, proto, false)
 	if err != nil {
 		return err
 	}
-	conn, err := s.accept(w, r, proto)
-	if err != nil {
-		sess.Finish(nil)
-		return err
-	}
-	km := s.metrics.For(string(session.PortForward))
-	p := s.newPump(conn, proto, sess, km)
-	f := &forwardStream{p: p, sb: sb, log: p.log, km: km, ports: make([]*forwardedPort, len(opts.Ports))}
+	f := &forwardStream{p: p, sb: sb, log: p.log, km: p.km, ports: make([]*forwardedPort, len(opts.Ports))}
 	for i, port := range opts.Ports {
 		f.ports[i] = &forwardedPort{port: port, data: wsproto.DataChannel(i), errc: wsproto.ErrorChannel(i), in: newInputQueue()}
 	}

@@ -201,6 +201,26 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, p wsproto.Protoc
 	return conn, nil
 }
 
+// open registers a session for a checked request, upgrades it, and
+// returns the stream's Pump (with the page's flow control if asked). On
+// error nothing was written and no session remains.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, kind session.Kind, target string, proto wsproto.Protocol, flow bool) (*Pump, error) {
+	sess, err := s.sessions.Register(kind, target, r.RemoteAddr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := s.accept(w, r, proto)
+	if err != nil {
+		sess.Finish(nil)
+		return nil, err
+	}
+	p := s.newPump(conn, proto, sess, s.metrics.For(string(kind)))
+	if flow {
+		p.flow = newFlowControl()
+	}
+	return p, nil
+}
+
 // sessionLog is the logger of one session.
 func (s *Server) sessionLog(sess *session.Session, proto wsproto.Protocol) *slog.Logger {
 	return s.log.With("session", sess.ID, "kind", string(sess.Kind), "target", sess.Target, "protocol", proto.Name)
