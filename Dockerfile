@@ -2,11 +2,20 @@
 # Multi-stage: a static binary, run as a non-root user, with tini as PID 1
 # so that orphaned grandchildren of exec'd commands are reaped.
 
+# The web terminal: npm ci (versions from package-lock.json), then esbuild.
+FROM node:20-bookworm-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
+COPY --from=web /src/web/dist ./web/dist
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/gateway ./cmd/gateway
 
 # A Debian base, not scratch: the default container runs a login shell, and
