@@ -90,13 +90,14 @@ type Info struct {
 // Container is a supervised main process and the context of its execs. Its
 // spec, environment and sandbox are static after construction.
 type Container struct {
-	spec Spec
-	env  []string
-	sb   *sandbox.Sandbox
-	rt   *Runtime
-	log  *slog.Logger
-	out  *output
-	done chan struct{} // closed when the supervisor has exited
+	spec   Spec
+	env    []string
+	ttyEnv []string // env with TERM, for processes in a pty
+	sb     *sandbox.Sandbox
+	rt     *Runtime
+	log    *slog.Logger
+	out    *output
+	done   chan struct{} // closed when the supervisor has exited
 
 	mu         sync.Mutex
 	state      State
@@ -179,7 +180,7 @@ func (c *Container) Exec(spec ExecSpec) (*Process, error) {
 func (c *Container) start(spec ExecSpec) (*Process, error) {
 	env := c.env
 	if spec.TTY {
-		env = withTerm(env, c.spec.Env)
+		env = c.ttyEnv
 	}
 	path, err := lookPath(spec.Command[0], env, c.spec.WorkingDir)
 	if err != nil {

@@ -131,9 +131,10 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 		stdin: make(chan []byte, stdinQueueLen),
 		state: Created,
 	}
+	c.ttyEnv = withTerm(c.env, spec.Env)
 	env := c.env
 	if spec.TTY {
-		env = withTerm(env, spec.Env)
+		env = c.ttyEnv
 	}
 	if _, err := lookPath(spec.Command[0], env, spec.WorkingDir); err != nil {
 		return nil, fmt.Errorf("%w: command: %w", ErrInvalid, err)

@@ -14,11 +14,11 @@ import (
 // client down. The writer goroutine runs only while input is pending, so
 // an idle stream costs none.
 type inputQueue struct {
-	q    chan inputItem
 	stop chan struct{} // closed when the consumer is gone: input is dropped
 
 	mu      sync.Mutex
-	target  inputTarget // nil until the consumer exists
+	q       chan inputItem // made on first use: most input never waits
+	target  inputTarget    // nil until the consumer exists
 	log     *slog.Logger
 	running bool // a writer goroutine is on
 	failed  bool // a write failed or the input was closed: drop the rest
@@ -36,7 +36,17 @@ const (
 )
 
 func newInputQueue() *inputQueue {
-	return &inputQueue{q: make(chan inputItem, inputQueueLen), stop: make(chan struct{})}
+	return &inputQueue{stop: make(chan struct{})}
+}
+
+// queue returns the channel, making it on first use.
+func (s *inputQueue) queue() chan inputItem {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.q == nil {
+		s.q = make(chan inputItem, inputQueueLen)
+	}
+	return s.q
 }
 
 // inputTarget is where queued input goes.
@@ -119,7 +129,7 @@ func (s *inputQueue) closeInput(ctx context.Context) { s.put(ctx, inputItem{clos
 
 func (s *inputQueue) put(ctx context.Context, it inputItem) bool {
 	select {
-	case s.q <- it:
+	case s.queue() <- it:
 		s.wake()
 		return true
 	case <-s.stop:
@@ -148,16 +158,17 @@ func (s *inputQueue) wake() {
 // closed. After a write fails (the consumer closed its input), further
 // input is dropped, as Kubernetes does.
 func (s *inputQueue) writeLoop() {
+	q := s.queue()
 	for {
 		var it inputItem
 		select {
-		case it = <-s.q:
+		case it = <-q:
 		case <-s.stop:
 			s.idle()
 			return
 		default:
 			s.mu.Lock()
-			if len(s.q) == 0 { // checked under mu: a put after this wakes a new writer
+			if len(q) == 0 { // checked under mu: a put after this wakes a new writer
 				s.running = false
 				s.mu.Unlock()
 				return

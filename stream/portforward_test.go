@@ -225,15 +225,20 @@ func TestPortForwardCloseOrder(t *testing.T) {
 	}
 
 	eof := make(chan error, 1)
+	arrived := make(chan struct{})
 	port = tcpServer(t, func(c net.Conn) {
+		b := make([]byte, 5)
+		if _, err := io.ReadFull(c, b); err != nil {
+			eof <- err
+			return
+		}
+		close(arrived)
 		_, err := io.Copy(io.Discard, c)
 		eof <- err
 	})
 	c, _ = h.dialPF(t, "host", []uint16{port})
 	c.send(t, 0, []byte("hello"))
-	waitFor(t, "the bytes to arrive", func() bool {
-		return testutil.ToFloat64(h.metrics.StreamBytes.WithLabelValues("portforward", "in")) == 5
-	})
+	<-arrived // the tunnel is up end to end
 	c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
 	select {
 	case err := <-eof:
