@@ -246,7 +246,7 @@ func (a *attachStream) forward(ctx context.Context, att *container.Attachment, c
 	a.km.BytesOut.Add(float64(len(ch.Data)))
 	a.p.flow.sentBytes(len(ch.Data))
 	select {
-	case a.p.out <- outFrame{ch: wch, data: ch.Data}:
+	case a.p.out <- outFrame{ch: wch, b: ch.Data}:
 		a.p.write()
 		return true
 	case <-ctx.Done():

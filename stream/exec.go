@@ -345,7 +345,7 @@ func (p *Pump) pumpOutput(ctx context.Context, f *os.File, ch wsproto.Channel, d
 		data := buf[1 : 1+n]
 		p.sess.RecordOut(data)
 		p.km.BytesOut.Add(float64(n))
-		if !p.send(ctx, outFrame{ch: ch, data: data, buf: buf, headroom: true}) {
+		if !p.send(ctx, outFrame{ch: ch, b: buf[:1+n], headroom: true, pooled: true}) {
 			return ctx.Err()
 		}
 		p.flow.sentBytes(n)

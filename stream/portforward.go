@@ -150,7 +150,7 @@ func (f *forwardStream) run(ctx context.Context) error {
 	if !f.p.proto.Raw {
 		for _, fp := range f.ports {
 			prefix := wsproto.PortPrefix(fp.port)
-			if !f.p.send(ctx, outFrame{ch: fp.data, data: prefix[:]}) || !f.p.send(ctx, outFrame{ch: fp.errc, data: prefix[:]}) {
+			if !f.p.send(ctx, outFrame{ch: fp.data, b: prefix[:]}) || !f.p.send(ctx, outFrame{ch: fp.errc, b: prefix[:]}) {
 				return nil
 			}
 		}
@@ -189,7 +189,7 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 			f.p.cancel(&dialError{msg: msg})
 			return
 		}
-		f.p.send(ctx, outFrame{ch: fp.errc, data: []byte(msg)})
+		f.p.send(ctx, outFrame{ch: fp.errc, b: []byte(msg)})
 		return
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks the read below
@@ -218,7 +218,7 @@ func (p *Pump) pumpConn(ctx context.Context, conn net.Conn, ch wsproto.Channel) 
 		data := buf[1 : 1+n]
 		p.sess.RecordOut(data)
 		p.km.BytesOut.Add(float64(n))
-		if !p.send(ctx, outFrame{ch: ch, data: data, buf: buf, headroom: true}) {
+		if !p.send(ctx, outFrame{ch: ch, b: buf[:1+n], headroom: true, pooled: true}) {
 			return ctx.Err()
 		}
 		return nil

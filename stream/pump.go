@@ -34,15 +34,24 @@ type protocolError struct{ err error }
 func (e *protocolError) Error() string { return "protocol error: " + e.err.Error() }
 func (e *protocolError) Unwrap() error { return e.err }
 
-// outFrame is one message for writeLoop.
+// outFrame is one message for writeLoop. It is small: queues of them
+// sit in every stream.
 type outFrame struct {
-	ch   wsproto.Channel
-	data []byte
-	buf  []byte // pooled storage of data, returned after the write; or nil
-	// headroom: data is buf[1:1+len(data)], so buf[0] may take the channel
-	// byte and the frame go out without copying the payload.
+	// b is the payload; with headroom, b[0] is free for the channel byte
+	// and the payload is b[1:], so the frame goes out without a copy.
+	b        []byte
+	ch       wsproto.Channel
 	headroom bool
+	pooled   bool // b starts a pooled buffer: return it after the write
 	end      bool // the stream is over: send the normal close frame
+}
+
+// data is the frame's payload.
+func (f *outFrame) data() []byte {
+	if f.headroom {
+		return f.b[1:]
+	}
+	return f.b
 }
 
 // outQueueLen bounds the frames waiting for writeLoop. A full queue blocks
@@ -212,7 +221,7 @@ func (p *Pump) endWrites(normal bool) {
 // close. It returns false when the stream already ended.
 func (p *Pump) finish(ctx context.Context, st wsproto.Status) bool {
 	if payload := p.proto.StatusPayload(st); payload != nil && !p.proto.Raw {
-		if !p.send(ctx, outFrame{ch: wsproto.Error, data: payload}) {
+		if !p.send(ctx, outFrame{ch: wsproto.Error, b: payload}) {
 			return false
 		}
 	}
@@ -233,8 +242,8 @@ func (p *Pump) send(ctx context.Context, f outFrame) bool {
 }
 
 func (p *Pump) release(f outFrame) {
-	if f.buf != nil {
-		p.bufs.Put(f.buf)
+	if f.pooled {
+		p.bufs.Put(f.b[:cap(f.b)])
 	}
 }
 
@@ -388,7 +397,7 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 	if p.proto.Base64 {
 		defer p.release(f)
 		scratch := p.bufs.Get()
-		msg := p.proto.AppendFrame(scratch[:0], f.ch, f.data)
+		msg := p.proto.AppendFrame(scratch[:0], f.ch, f.data())
 		err := p.conn.WriteMessage(websocket.TextMessage, msg)
 		p.bufs.Put(scratch)
 		return nil, err
@@ -396,15 +405,15 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 	var batch []outFrame
 	var next *outFrame
 	// The empty ready frame stays a message of its own.
-	for size := len(f.data); size > 0 && size < maxBatch && next == nil; {
+	for size := len(f.data()); size > 0 && size < maxBatch && next == nil; {
 		select {
 		case g := <-p.out:
-			if g.end || g.ch != f.ch || len(g.data) == 0 || size+len(g.data) > maxBatch {
+			if g.end || g.ch != f.ch || len(g.data()) == 0 || size+len(g.data()) > maxBatch {
 				next = &g
 				break
 			}
 			batch = append(batch, g)
-			size += len(g.data)
+			size += len(g.data())
 		default:
 			size = maxBatch
 		}
@@ -412,10 +421,10 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 	var err error
 	switch {
 	case len(batch) == 0 && f.headroom:
-		wire := f.buf[:1+len(f.data)]
+		wire := f.b
 		if p.proto.Raw {
 			wire = wire[1:]
-		} else {
+		} else if wire[0] != byte(f.ch) { // no write when set: b may be shared
 			wire[0] = byte(f.ch)
 		}
 		err = p.conn.WriteMessage(websocket.BinaryMessage, wire)
@@ -425,9 +434,9 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 		if !p.proto.Raw {
 			msg = append(msg, byte(f.ch))
 		}
-		msg = append(msg, f.data...)
+		msg = append(msg, f.data()...)
 		for _, g := range batch {
-			msg = append(msg, g.data...)
+			msg = append(msg, g.data()...)
 		}
 		err = p.conn.WriteMessage(websocket.BinaryMessage, msg)
 		p.bufs.Put(scratch)
