@@ -38,7 +38,7 @@ type harness struct {
 	dir       string
 }
 
-func newHarness(t *testing.T, tune func(*Config)) *harness {
+func newHarness(t testing.TB, tune func(*Config)) *harness {
 	t.Helper()
 	h := &harness{dir: t.TempDir()}
 	sandboxes := sandbox.NewRegistry()
@@ -105,7 +105,7 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 }
 
 // testWriter sends log lines to the test log, and nowhere once it ended.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	if os.Getenv("STREAM_TEST_LOG") != "" {
@@ -130,7 +130,7 @@ func (h *harness) dial(t *testing.T, query string, header http.Header, protocols
 	return h.dialPath(t, "/exec/box?"+query, header, protocols...)
 }
 
-func (h *harness) dialPath(t *testing.T, path string, header http.Header, protocols ...string) (*websocket.Conn, *http.Response, error) {
+func (h *harness) dialPath(t testing.TB, path string, header http.Header, protocols ...string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	d := websocket.Dialer{Subprotocols: protocols, HandshakeTimeout: 10 * time.Second}
 	return d.Dial("ws"+strings.TrimPrefix(h.ts.URL, "http")+path, header)

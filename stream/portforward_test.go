@@ -25,7 +25,7 @@ import (
 )
 
 // tcpServer runs handle for each connection on a loopback port.
-func tcpServer(t *testing.T, handle func(net.Conn)) uint16 {
+func tcpServer(t testing.TB, handle func(net.Conn)) uint16 {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -428,3 +428,56 @@ func TestPortForwardSlowClient(t *testing.T) {
 }
 
 func b64(p []byte) string { return base64.StdEncoding.EncodeToString(p) }
+
+// FuzzPortForwardFrames sends arbitrary messages into a live two-port
+// tunnel of echo servers: whatever they are, the gateway must not fail,
+// and the tunnel must still echo a frame sent after them.
+func FuzzPortForwardFrames(f *testing.F) {
+	h := newHarness(f, nil)
+	port := tcpServer(f, echo)
+	ws, _, err := h.dialPath(f, fmt.Sprintf("/portforward/host?port=%d&port=%d", port, port), nil, "v4.channel.k8s.io")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { ws.Close() })
+	msgs := make(chan []byte, 1024)
+	go func() {
+		defer close(msgs)
+		for {
+			_, m, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			msgs <- m
+		}
+	}()
+	for _, seed := range [][]byte{{0}, {1, 'x'}, {2, 'a', 'b'}, {3}, {4, 'z'}, {255, 0}, {0x90, 0x1f}, []byte("\x00hello"), {}} {
+		f.Add(seed)
+	}
+	n := 0
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if err := ws.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		n++
+		probe := fmt.Sprintf("probe-%d", n)
+		if err := ws.WriteMessage(websocket.BinaryMessage, append([]byte{2}, probe...)); err != nil {
+			t.Fatalf("write probe: %v", err)
+		}
+		var got []byte
+		timeout := time.After(10 * time.Second)
+		for !bytes.Contains(got, []byte(probe)) {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					t.Fatalf("the tunnel closed after %x", msg)
+				}
+				if len(m) > 0 && m[0] == 2 {
+					got = append(got, m[1:]...)
+				}
+			case <-timeout:
+				t.Fatalf("no echo on port 2 after %x", msg)
+			}
+		}
+	})
+}
