@@ -14,8 +14,9 @@ import (
 	"gateway/sandbox"
 )
 
-// drain collects an attachment's replay and live output until it ends.
-func drain(a *Attachment) ([]byte, error, *int) {
+// drain collects an attachment's replay and live output until it ends,
+// and returns them with the exit code and why it ended.
+func drain(a *Attachment) ([]byte, *int, error) {
 	var b bytes.Buffer
 	for _, c := range a.Replay {
 		b.Write(c.Data)
@@ -23,7 +24,7 @@ func drain(a *Attachment) ([]byte, error, *int) {
 	for c := range a.C {
 		b.Write(c.Data)
 	}
-	return b.Bytes(), a.Err(), a.ExitCode()
+	return b.Bytes(), a.ExitCode(), a.Err()
 }
 
 // TestAttachGapFree: attachers that join at different times each see the
@@ -40,7 +41,7 @@ func TestAttachGapFree(t *testing.T) {
 		time.Sleep(delay)
 		a := c.Attach(true)
 		wg.Go(func() {
-			out, err, code := drain(a)
+			out, code, err := drain(a)
 			if err != nil || code == nil || *code != 0 {
 				t.Errorf("end: %v %v", err, code)
 			}
@@ -58,7 +59,7 @@ func TestAttachGapFree(t *testing.T) {
 	}
 	wg.Wait()
 	// Attaching after the end: the replay, then the end at once.
-	out, err, code := drain(c.Attach(true))
+	out, code, err := drain(c.Attach(true))
 	if !strings.HasPrefix(string(out), "0\n1\n") || err != nil || code == nil || *code != 0 {
 		t.Errorf("late attach: %d bytes %v %v", len(out), err, code)
 	}
@@ -108,7 +109,7 @@ func TestDetachDoesNotStall(t *testing.T) {
 	gone.Detach()
 	a := c.Attach(false)
 	c.WriteStdin([]byte("\n"), nil)
-	out, err, _ := drain(a)
+	out, _, err := drain(a)
 	if len(out) != 20000000 || err != nil {
 		t.Errorf("%d bytes %v", len(out), err)
 	}

@@ -146,11 +146,6 @@ func (s *session) write(p []byte) error {
 	return s.conn.WriteMessage(websocket.BinaryMessage, msg)
 }
 
-// closeStdin sends the v5 close signal for stdin.
-func (s *session) closeStdin() error {
-	return s.conn.WriteMessage(websocket.BinaryMessage, []byte{chClose, chStdin})
-}
-
 // errClosed: next found the server's close frame; s.closeCode says which.
 var errClosed = errors.New("websocket closed by the server")
 
@@ -238,16 +233,3 @@ func (s *session) checkSuccess() error {
 	return nil
 }
 
-// hangUp closes the WebSocket from the client side: a close frame, then
-// the server's echo (bounded), then the TCP connection.
-func (s *session) hangUp(wait time.Duration) {
-	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-	_ = s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait))
-	_ = s.conn.SetReadDeadline(time.Now().Add(wait))
-	for {
-		if _, _, err := s.conn.NextReader(); err != nil {
-			break
-		}
-	}
-	s.conn.Close()
-}

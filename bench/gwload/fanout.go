@@ -282,7 +282,7 @@ func (b *bench) attachFanout() error {
 			id := fmt.Sprintf("gwload-fanout-%d-%d", os.Getpid(), seq)
 			rate, cpuMS, lateN, err := b.fanoutOnce(id, command, k, n, rep)
 			if err != nil {
-				return fmt.Errorf("K=%d: %w", k, err)
+				return fmt.Errorf("with %d attachers: %w", k, err)
 			}
 			rates[k] = append(rates[k], rate)
 			if cpuMS >= 0 {
