@@ -64,6 +64,9 @@ func (a *API) portForwardStream(w http.ResponseWriter, r *http.Request, id strin
 func mint[T any](a *API, kind string, check func(id string, opts *T) (streamRequest, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r, kind)
+		if err == nil && a.draining.Load() {
+			err = errDraining
+		}
 		var opts T
 		if err == nil {
 			err = decodeJSON(w, r, &opts, 64<<10)
@@ -71,9 +74,6 @@ func mint[T any](a *API, kind string, check func(id string, opts *T) (streamRequ
 		var req streamRequest
 		if err == nil {
 			req, err = check(id, &opts)
-		}
-		if err == nil && a.draining.Load() {
-			err = errDraining
 		}
 		var token string
 		var expires time.Time
