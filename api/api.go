@@ -114,6 +114,12 @@ func (a *API) Handler() http.Handler {
 	// The token in the path is the authorization, as in the CRI.
 	route("GET", "/stream/{token}", a.serveStreamURL)
 
+	// The web terminal: the page logs in by itself (POST /login).
+	if a.web != nil {
+		route("GET", "/{$}", a.web.ServeHTTP)
+		route("GET", "/assets/", a.web.ServeHTTP)
+	}
+
 	// Known paths with another method get a 405 Status, unknown paths a
 	// 404 Status.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

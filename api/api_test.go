@@ -121,3 +121,22 @@ func TestPathIDAndMethods(t *testing.T) {
 		}
 	}
 }
+
+// TestWebRoutes: the page and its assets go to the web handler, without a
+// token; other unknown paths still get a 404 Status.
+func TestWebRoutes(t *testing.T) {
+	web := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page:"+r.URL.Path) })
+	h := New(Config{Token: "t"}, slog.New(slog.DiscardHandler), Deps{Metrics: http.NotFoundHandler(), Web: web}).Handler()
+	for path, want := range map[string]string{"/": "page:/", "/assets/app.js": "page:/assets/app.js"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != 200 || rec.Body.String() != want {
+			t.Errorf("GET %s: %d %q", path, rec.Code, rec.Body)
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/elsewhere", nil))
+	if rec.Code != 404 || !strings.Contains(rec.Body.String(), `"kind":"Status"`) {
+		t.Errorf("GET /elsewhere: %d %q", rec.Code, rec.Body)
+	}
+}
