@@ -1,0 +1,863 @@
+// The gateway's web terminal: log in with the token, list the containers
+// and the live sessions, and open terminals (exec: a new login shell;
+// attach: the container's main process) over the gateway's WebSocket
+// streams, in the Kubernetes v5.channel.k8s.io framing plus the gateway's
+// flow-control extension (channel 5, see stream/wsproto/ack.go).
+//
+// The token never appears in a URL the page requests: POST /login turns it
+// into an HttpOnly cookie, which authenticates every later request and
+// WebSocket (same origin).
+
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+import "@xterm/xterm/css/xterm.css";
+import "./style.css";
+
+// Channels of the Kubernetes framing, and the gateway's ack channel.
+const STDIN = 0;
+const STDOUT = 1;
+const STDERR = 2;
+const STATUS = 3;
+const RESIZE = 4;
+const ACK = 5;
+
+const PROTOCOL = "v5.channel.k8s.io";
+// The gateway stops reading the process at 512 KiB unacknowledged; ack
+// well before that, and whenever the terminal has caught up.
+const ACK_EVERY = 64 << 10;
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 10000;
+// A connection that lived this long starts its reconnects from the
+// shortest delay again.
+const STABLE_MS = 10000;
+const POLL_MS = 3000;
+const INPUT_CHUNK = 32 << 10;
+// The command of "new shell": the user's login shell, or sh.
+const SHELL_COMMAND = ["/bin/sh", "-c", "exec ${SHELL:-/bin/sh} -l"];
+
+const CLOSE_REASONS = {
+  1001: "the gateway is shutting down",
+  1002: "protocol error",
+  1006: "connection lost",
+  1009: "message too large",
+  1011: "gateway error",
+  4000: "session closed through the API",
+  4001: "too slow: the terminal fell too far behind",
+  4002: "idle for too long",
+};
+
+const $ = (id) => document.getElementById(id);
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") e.className = v;
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e[k] = v;
+  }
+  e.append(...children);
+  return e;
+}
+
+// ---- REST ----
+
+class Unauthorized extends Error {}
+
+// api calls the gateway's REST API with the login cookie. A 401 shows the
+// login screen; other errors throw with the Status message.
+async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", cache: "no-store", headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  if (resp.status === 401) {
+    showLogin();
+    throw new Unauthorized("not logged in");
+  }
+  if (!resp.ok) throw new Error(await statusMessage(resp));
+  if (resp.status === 204) return null;
+  return resp.json();
+}
+
+// statusMessage reads the message of a Kubernetes Status error body.
+async function statusMessage(resp) {
+  try {
+    const st = await resp.json();
+    if (st && st.message) return st.message;
+  } catch (_) {
+    // not JSON
+  }
+  return `${resp.status} ${resp.statusText}`.trim();
+}
+
+// ---- login ----
+
+const app = {
+  loggedIn: false,
+  containers: new Map(), // id → container info
+  tabs: [],
+  active: null,
+  pollTimer: 0,
+};
+
+async function login(token) {
+  const resp = await fetch("/login", {
+    method: "POST",
+    credentials: "same-origin",
+    cache: "no-store",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token }),
+  });
+  if (!resp.ok) throw new Error(await statusMessage(resp));
+}
+
+function showLoginError(msg) {
+  const e = $("login-error");
+  e.textContent = msg;
+  e.hidden = !msg;
+}
+
+function showLogin() {
+  app.loggedIn = false;
+  clearInterval(app.pollTimer);
+  app.pollTimer = 0;
+  $("app").hidden = true;
+  $("logout").hidden = true;
+  $("login").hidden = false;
+  document.body.classList.add("logged-out");
+  $("token").focus();
+  renderStatus();
+}
+
+function showApp() {
+  const wasHidden = !app.loggedIn;
+  app.loggedIn = true;
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("logout").hidden = false;
+  document.body.classList.remove("logged-out");
+  showLoginError("");
+  $("token").value = "";
+  if (!app.pollTimer) app.pollTimer = setInterval(poll, POLL_MS);
+  if (wasHidden && app.active) app.active.activate();
+  renderStatus();
+}
+
+// enter shows the app if the cookie is good (or the login screen), opens
+// the terminal the URL asks for, and resumes terminals that lost their
+// login.
+async function enter() {
+  try {
+    await refreshContainers();
+  } catch (e) {
+    if (!(e instanceof Unauthorized)) {
+      showApp();
+      showAPIError(e);
+    }
+    return;
+  }
+  showApp();
+  refreshSessions().catch(showAPIError);
+  for (const t of app.tabs) if (t.state === "logged-out") t.connect();
+  route();
+}
+
+async function onLoginSubmit(ev) {
+  ev.preventDefault();
+  const token = $("token").value.trim();
+  if (!token) return;
+  $("login-submit").disabled = true;
+  try {
+    await login(token);
+    await enter();
+  } catch (e) {
+    showLoginError(e.message || String(e));
+  } finally {
+    $("login-submit").disabled = false;
+  }
+}
+
+async function onLogout() {
+  for (const t of [...app.tabs]) t.close();
+  try {
+    await fetch("/logout", { method: "POST", credentials: "same-origin", cache: "no-store" });
+  } catch (_) {
+    // the cookie stays; the login screen shows anyway
+  }
+  history.replaceState(null, "", location.pathname + location.search);
+  showLogin();
+}
+
+// ---- containers and sessions ----
+
+function showAPIError(e) {
+  if (e instanceof Unauthorized) return;
+  const p = $("api-error");
+  p.textContent = e ? e.message || String(e) : "";
+  p.hidden = !e;
+}
+
+async function poll() {
+  if (!app.loggedIn || document.hidden) return;
+  try {
+    await Promise.all([refreshContainers(), refreshSessions()]);
+    showAPIError(null);
+  } catch (e) {
+    showAPIError(e);
+  }
+}
+
+// syncRows updates a table body to the items, keyed by id, reusing rows
+// (buttons stay where they are while the lists refresh).
+function syncRows(tbody, items, create, update) {
+  const old = new Map([...tbody.rows].map((r) => [r.dataset.id, r]));
+  let i = 0;
+  for (const item of items) {
+    let row = old.get(item.id);
+    if (row) old.delete(item.id);
+    else row = create(item);
+    update(row, item);
+    if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null);
+    i++;
+  }
+  for (const row of old.values()) row.remove();
+}
+
+async function refreshContainers() {
+  const list = await api("GET", "/api/v1/containers");
+  const items = (list && list.items) || [];
+  app.containers = new Map(items.map((c) => [c.id, c]));
+  syncRows($("containers").tBodies[0], items, containerRow, updateContainerRow);
+  $("containers-empty").hidden = items.length > 0;
+}
+
+function containerRow(c) {
+  const exec = el("button", { type: "button", class: "exec", textContent: "new shell", title: "a new login shell in this container" });
+  const attach = el("button", { type: "button", class: "attach", textContent: "attach", title: "join the main process: its recent output, then live" });
+  exec.addEventListener("click", () => openTab("exec", row.dataset.id));
+  attach.addEventListener("click", () => openTab("attach", row.dataset.id));
+  const row = el("tr", { class: "container", dataset: { id: c.id } },
+    el("td", { class: "id", textContent: c.id }),
+    el("td", { class: "state" }),
+    el("td", { class: "tty" }),
+    el("td", { class: "actions" }, exec, attach));
+  return row;
+}
+
+function updateContainerRow(row, c) {
+  const [, state, tty] = row.cells;
+  let s = c.state;
+  if (c.state === "exited" && c.exitCode !== undefined && c.exitCode !== null) s += ` (${c.exitCode})`;
+  if (c.restarts) s += ` ↻${c.restarts}`;
+  state.textContent = s;
+  state.className = `state ${c.state}`;
+  state.title = c.message || "";
+  tty.textContent = c.tty ? "yes" : "no";
+  row.cells[0].title = (c.command || []).join(" ");
+  const running = c.state === "running";
+  row.querySelector("button.exec").disabled = !running;
+  row.querySelector("button.attach").disabled = !running;
+}
+
+async function refreshSessions() {
+  const list = await api("GET", "/api/v1/sessions?state=active");
+  const items = (list && list.items) || [];
+  syncRows($("sessions").tBodies[0], items, sessionRow, updateSessionRow);
+  $("sessions-empty").hidden = items.length > 0;
+}
+
+function sessionRow(s) {
+  const close = el("button", { type: "button", class: "close", textContent: "close", title: "close this stream" });
+  close.addEventListener("click", async () => {
+    close.disabled = true;
+    try {
+      await api("DELETE", `/api/v1/sessions/${encodeURIComponent(s.id)}`);
+      await refreshSessions();
+    } catch (e) {
+      showAPIError(e);
+      close.disabled = false;
+    }
+  });
+  return el("tr", { class: "session", dataset: { id: s.id } },
+    el("td", { class: "kind", textContent: s.kind }),
+    el("td", { class: "target", textContent: s.target }),
+    el("td", { class: "age" }),
+    el("td", { class: "in num" }),
+    el("td", { class: "out num" }),
+    el("td", { class: "actions" }, close));
+}
+
+function updateSessionRow(row, s) {
+  const [, , age, bin, bout] = row.cells;
+  age.textContent = formatAge(Date.now() - Date.parse(s.createdAt));
+  bin.textContent = formatBytes(s.bytesIn);
+  bout.textContent = formatBytes(s.bytesOut);
+  row.title = `${s.id} from ${s.remoteAddr || "?"}`;
+}
+
+function formatAge(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
+  return `${Math.floor(s / 86400)}d${Math.floor(s / 3600) % 24}h`;
+}
+
+function formatBytes(n) {
+  n = Number(n) || 0;
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let i = -1;
+  do {
+    n /= 1024;
+    i++;
+  } while (n >= 1024 && i < units.length - 1);
+  return `${n < 10 ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
+}
+
+// ---- terminals ----
+
+const THEME = {
+  background: "#16181d",
+  foreground: "#d8dee9",
+  cursor: "#e5e9f0",
+  cursorAccent: "#16181d",
+  selectionBackground: "#3b4252",
+  black: "#2e3440",
+  red: "#e06c75",
+  green: "#98c379",
+  yellow: "#e5c07b",
+  blue: "#61afef",
+  magenta: "#c678dd",
+  cyan: "#56b6c2",
+  white: "#d8dee9",
+  brightBlack: "#6b7385",
+  brightRed: "#f08c94",
+  brightGreen: "#b5e08f",
+  brightYellow: "#f2d59b",
+  brightBlue: "#8ac7ff",
+  brightMagenta: "#dea0ef",
+  brightCyan: "#7fd4de",
+  brightWhite: "#ffffff",
+};
+
+let tabSeq = 0;
+
+// Tab is one terminal and its stream. A stream that ends with close code
+// 1000 has ended for good (the process exited); any other close reconnects
+// with exponential backoff.
+class Tab {
+  constructor(kind, container) {
+    this.kind = kind; // "exec" or "attach"
+    this.cid = container.id;
+    this.info = container;
+    this.seq = ++tabSeq;
+    this.conn = null; // the current connection, see connect
+    this.attempt = 0; // failed connections in a row
+    this.retryTimer = 0;
+    this.countdown = 0;
+    this.retryAt = 0;
+    this.state = "connecting";
+    this.text = "connecting…";
+    this.history = ["connecting"]; // the states it went through, for tests
+    this.everConnected = false;
+    this.closed = false;
+
+    this.pane = el("div", { class: "term-pane", dataset: { kind, container: this.cid } });
+    $("terminal").append(this.pane);
+    const stdin = kind === "exec" || !!container.stdin;
+    // Without a pty (attach to a container without tty) nothing turns the
+    // output's \n into \r\n, nor the input's \r (Enter) into \n.
+    this.pipes = kind === "attach" && !container.tty;
+    this.term = new Terminal({
+      convertEol: this.pipes,
+      cursorBlink: stdin,
+      disableStdin: !stdin,
+      scrollback: 5000,
+      fontFamily: '"DejaVu Sans Mono", ui-monospace, Menlo, Consolas, "Liberation Mono", monospace',
+      fontSize: 14,
+      theme: THEME,
+    });
+    this.fit = new FitAddon();
+    this.term.loadAddon(this.fit);
+    this.term.open(this.pane);
+    this.term.onData((d) => this.onInput(encoder.encode(this.pipes ? d.replace(/\r/g, "\n") : d)));
+    this.term.onBinary((d) => this.onInput(Uint8Array.from(d, (c) => c.charCodeAt(0) & 0xff)));
+    this.term.onResize(() => this.sendResize());
+    this.term.onTitleChange((title) => { this.tabButton.title = title; });
+
+    const label = el("span", { class: "label", textContent: `${kind === "exec" ? "shell" : "attach"} · ${this.cid}` });
+    const closeBtn = el("span", { class: "tab-close", textContent: "×", title: "close this terminal", role: "button" });
+    closeBtn.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      this.close();
+    });
+    this.tabButton = el("button", { type: "button", class: "tab", dataset: { kind, container: this.cid } },
+      el("span", { class: "dot" }), label, closeBtn);
+    this.tabButton.addEventListener("click", () => this.activate());
+    $("tabs").append(this.tabButton);
+  }
+
+  url() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const base = `${proto}//${location.host}/api/v1/containers/${encodeURIComponent(this.cid)}`;
+    const q = [];
+    if (this.kind === "exec") {
+      for (const a of SHELL_COMMAND) q.push(`command=${encodeURIComponent(a)}`);
+      q.push("stdin=1", "stdout=1", "tty=1");
+    } else {
+      // With a tty, stderr is part of the pty's output; without one, it
+      // is shown too. (tty=1 on a container without a pty would drop it.)
+      q.push("stdout=1", this.info.tty ? "tty=1" : "stderr=1");
+      if (this.info.stdin) q.push("stdin=1");
+    }
+    q.push("flow=1");
+    return `${base}/${this.kind}?${q.join("&")}`;
+  }
+
+  activate() {
+    if (app.active && app.active !== this) {
+      app.active.pane.classList.remove("active");
+      app.active.tabButton.classList.remove("active");
+    }
+    app.active = this;
+    this.pane.classList.add("active");
+    this.tabButton.classList.add("active");
+    document.body.classList.add("has-terminal");
+    history.replaceState(null, "", `#/${this.kind}/${encodeURIComponent(this.cid)}`);
+    document.title = `${this.kind === "exec" ? "shell" : "attach"} ${this.cid} · gateway`;
+    this.refit();
+    this.term.focus();
+    renderStatus();
+  }
+
+  refit() {
+    if (this.closed || !this.pane.classList.contains("active") || !app.loggedIn) return;
+    try {
+      this.fit.fit(); // fires onResize, which tells the gateway
+    } catch (_) {
+      // not laid out yet
+    }
+  }
+
+  setState(state, text) {
+    if (state !== this.state) {
+      this.history.push(state);
+      if (this.history.length > 100) this.history.shift();
+    }
+    this.state = state;
+    this.text = text;
+    this.tabButton.dataset.state = state;
+    this.tabButton.querySelector(".dot").title = text;
+    if (app.active === this) renderStatus();
+  }
+
+  // connect opens a new stream. The connection object carries the
+  // per-stream counters, so late callbacks of an old stream change nothing.
+  connect() {
+    this.stopRetry();
+    if (this.closed) return;
+    let ws;
+    try {
+      ws = new WebSocket(this.url(), [PROTOCOL]);
+    } catch (e) {
+      this.setState("exited", `failed: ${e.message}`);
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    const conn = { ws, opened: false, openedAt: 0, status: null, queued: 0, processed: 0, acked: 0 };
+    this.conn = conn;
+    this.setState("connecting", this.everConnected ? "reconnecting…" : "connecting…");
+    ws.onopen = () => this.onOpen(conn);
+    ws.onmessage = (ev) => this.onMessage(conn, ev);
+    ws.onclose = (ev) => this.onClose(conn, ev);
+  }
+
+  onOpen(conn) {
+    if (this.conn !== conn) return;
+    conn.opened = true;
+    conn.openedAt = Date.now();
+    if (this.everConnected) {
+      if (this.kind === "attach") {
+        // The gateway replays the recent output: start from a clean screen
+        // so nothing shows twice.
+        this.term.write("\x1bc");
+      } else {
+        // A new shell: undo what the old program may have left on (the
+        // alternate screen, mouse reporting, bracketed paste, modes).
+        const alt = this.term.buffer.active.type === "alternate" ? "\x1b[?1049l" : "";
+        this.term.write(`${alt}\x1b[!p\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l` +
+          "\x1b[2m[new shell]\x1b[0m\r\n");
+      }
+    }
+    this.everConnected = true;
+    this.setState("connected", "connected");
+    this.sendResize(); // right away: a tty exec starts at its first size
+    refreshSessions().catch(showAPIError);
+  }
+
+  onMessage(conn, ev) {
+    if (this.conn !== conn || !(ev.data instanceof ArrayBuffer)) return;
+    const frame = new Uint8Array(ev.data);
+    if (frame.length === 0) return;
+    const payload = frame.subarray(1);
+    switch (frame[0]) {
+      case STDOUT:
+      case STDERR:
+        if (payload.length > 0) this.output(conn, payload);
+        break;
+      case STATUS:
+        try {
+          conn.status = JSON.parse(decoder.decode(payload));
+        } catch (_) {
+          conn.status = { status: "Failure", message: decoder.decode(payload) };
+        }
+        break;
+      default:
+      // nothing else comes from the gateway
+    }
+  }
+
+  // output writes to the terminal and acknowledges what xterm.js has
+  // processed: every ACK_EVERY bytes, and whenever it has caught up.
+  output(conn, data) {
+    const n = data.length;
+    conn.queued += n;
+    this.term.write(data, () => {
+      conn.queued -= n;
+      conn.processed += n;
+      if (conn.processed - conn.acked >= ACK_EVERY || conn.queued === 0) this.ack(conn);
+    });
+  }
+
+  ack(conn) {
+    if (conn.processed <= conn.acked || conn.ws.readyState !== WebSocket.OPEN) return;
+    conn.acked = conn.processed;
+    this.send(conn, ACK, encoder.encode(String(conn.processed)));
+  }
+
+  send(conn, channel, payload) {
+    const f = new Uint8Array(payload.length + 1);
+    f[0] = channel;
+    f.set(payload, 1);
+    conn.ws.send(f);
+  }
+
+  onInput(bytes) {
+    const conn = this.conn;
+    if (conn && conn.opened && conn.ws.readyState === WebSocket.OPEN) {
+      // A large paste goes in several messages: the gateway limits their
+      // size (--max-message, 1 MiB by default).
+      for (let i = 0; i < bytes.length; i += INPUT_CHUNK) {
+        this.send(conn, STDIN, bytes.subarray(i, i + INPUT_CHUNK));
+      }
+      return;
+    }
+    // After the end, Enter starts again.
+    if (this.state === "exited" && bytes.length === 1 && (bytes[0] === 13 || bytes[0] === 10)) this.restart();
+  }
+
+  // restart opens a fresh stream after the end, on a clean screen.
+  restart() {
+    this.attempt = 0;
+    this.everConnected = false;
+    this.term.write("\x1bc");
+    this.connect();
+  }
+
+  sendResize() {
+    const conn = this.conn;
+    if (!conn || !conn.opened || conn.ws.readyState !== WebSocket.OPEN) return;
+    this.send(conn, RESIZE, encoder.encode(JSON.stringify({ Width: this.term.cols, Height: this.term.rows })));
+  }
+
+  onClose(conn, ev) {
+    if (this.conn !== conn) return;
+    this.conn = null;
+    if (this.closed) return;
+    if (app.loggedIn) refreshSessions().catch(showAPIError);
+    if (ev.code === 1000) {
+      this.finish(conn.status);
+      return;
+    }
+    const reason = ev.reason || CLOSE_REASONS[ev.code] || `closed with code ${ev.code}`;
+    if (conn.opened && Date.now() - conn.openedAt >= STABLE_MS) this.attempt = 0;
+    if (!conn.opened) {
+      // Refused before the upgrade (the browser does not say why): ask the
+      // API whether retrying makes sense.
+      this.diagnose();
+      return;
+    }
+    const next = this.kind === "exec" ? "reconnecting starts a new shell" : "reconnecting";
+    this.notice(`connection closed: ${reason}; ${next}`);
+    this.retry(reason);
+  }
+
+  // finish shows how the process ended; the stream does not reconnect.
+  finish(st) {
+    let text;
+    let line;
+    if (!st || st.status === "Success") {
+      text = "exited (0)";
+      line = "process exited with code 0";
+    } else {
+      const causes = (st.details && st.details.causes) || [];
+      const exit = causes.find((c) => c.reason === "ExitCode");
+      if (st.reason === "NonZeroExitCode" && exit) {
+        text = `exited (code ${exit.message})`;
+        line = `process exited with code ${exit.message}`;
+      } else {
+        text = `failed: ${st.message || st.reason || "unknown error"}`;
+        line = text;
+      }
+    }
+    let again = "";
+    if (this.kind === "exec") again = "; press Enter for a new shell";
+    else if (!this.term.options.disableStdin) again = "; press Enter to attach again";
+    this.notice(line + again);
+    this.setState("exited", text);
+  }
+
+  notice(msg) {
+    this.term.write(`\x1b[0m\r\n\x1b[2;33m[${msg}]\x1b[0m\r\n`);
+  }
+
+  async diagnose() {
+    let info;
+    try {
+      info = await api("GET", `/api/v1/containers/${encodeURIComponent(this.cid)}`);
+    } catch (e) {
+      if (this.closed) return;
+      if (e instanceof Unauthorized) {
+        this.setState("logged-out", "logged out: log in to reconnect");
+        return;
+      }
+      if (/not found/.test(e.message)) {
+        this.notice(e.message);
+        this.setState("exited", `failed: ${e.message}`);
+        return;
+      }
+      this.retry("could not connect");
+      return;
+    }
+    if (this.closed) return;
+    this.info = info;
+    const restarts = info.restartPolicy === "always" ||
+      (info.restartPolicy === "on-failure" && info.exitCode !== 0);
+    if (info.state !== "running" && !restarts) {
+      const msg = `container ${this.cid} is ${info.state}`;
+      this.notice(msg);
+      this.setState("exited", `failed: ${msg}`);
+      return;
+    }
+    this.retry(info.state === "running" ? "could not connect" : `container is ${info.state}`);
+  }
+
+  // retry reconnects after an exponential, jittered delay.
+  retry(reason) {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
+    const delay = Math.min(BACKOFF_MAX_MS, base * (0.75 + Math.random() * 0.5));
+    this.attempt++;
+    this.retryAt = Date.now() + delay;
+    this.retryReason = reason;
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+    const tick = () => {
+      const s = Math.max(1, Math.ceil((this.retryAt - Date.now()) / 1000));
+      this.setState("reconnecting", `reconnecting in ${s}s (${this.retryReason})`);
+    };
+    tick();
+    this.countdown = setInterval(tick, 250);
+  }
+
+  stopRetry() {
+    clearTimeout(this.retryTimer);
+    clearInterval(this.countdown);
+    this.retryTimer = 0;
+    this.countdown = 0;
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopRetry();
+    if (this.conn) {
+      this.conn.ws.close(1000);
+      this.conn = null;
+    }
+    const i = app.tabs.indexOf(this);
+    app.tabs.splice(i, 1);
+    this.term.dispose();
+    this.pane.remove();
+    this.tabButton.remove();
+    if (app.active === this) {
+      app.active = null;
+      const next = app.tabs[Math.min(i, app.tabs.length - 1)];
+      if (next) next.activate();
+      else {
+        document.body.classList.remove("has-terminal");
+        history.replaceState(null, "", location.pathname + location.search);
+        document.title = "gateway";
+        renderStatus();
+      }
+    }
+  }
+}
+
+async function openTab(kind, cid) {
+  let c = app.containers.get(cid);
+  if (!c) {
+    try {
+      c = await api("GET", `/api/v1/containers/${encodeURIComponent(cid)}`);
+    } catch (e) {
+      showAPIError(e);
+      return null;
+    }
+  }
+  if (kind === "attach") {
+    // One view of a main process is enough: show the one there is.
+    const open = app.tabs.find((t) => t.kind === "attach" && t.cid === cid);
+    if (open) {
+      open.activate();
+      if (open.state === "exited") {
+        open.info = c;
+        open.restart();
+      }
+      return open;
+    }
+  }
+  const tab = new Tab(kind, c);
+  app.tabs.push(tab);
+  tab.activate();
+  tab.connect();
+  return tab;
+}
+
+// route opens the terminal of a #/exec/{id} or #/attach/{id} link.
+function route() {
+  const m = /^#\/(exec|attach)\/([^/]+)$/.exec(location.hash);
+  if (!m || !app.loggedIn) return;
+  const kind = m[1];
+  const cid = decodeURIComponent(m[2]);
+  if (app.active && app.active.kind === kind && app.active.cid === cid) return;
+  openTab(kind, cid);
+}
+
+function renderStatus() {
+  const s = $("status");
+  const t = app.active;
+  let state = "idle";
+  let text = "";
+  if (!app.loggedIn) {
+    state = "logged-out";
+    text = "";
+  } else if (t) {
+    state = t.state;
+    text = t.text;
+  }
+  s.dataset.state = state;
+  s.textContent = text;
+}
+
+// ---- start ----
+
+let fitQueued = false;
+function refitSoon() {
+  if (fitQueued) return;
+  fitQueued = true;
+  requestAnimationFrame(() => {
+    fitQueued = false;
+    if (app.active) app.active.refit();
+  });
+}
+
+// A small read-only hook for tests and debugging.
+window.gatewayDebug = {
+  // bufferText is the text of the active terminal, scrollback included,
+  // down to the cursor or the last line with text; only its last n lines
+  // if n is given.
+  bufferText(n) {
+    const t = app.active;
+    if (!t) return "";
+    const b = t.term.buffer.active;
+    let end = b.baseY + b.cursorY;
+    for (let i = b.length - 1; i > end; i--) {
+      const line = b.getLine(i);
+      if (line && line.translateToString(true) !== "") {
+        end = i;
+        break;
+      }
+    }
+    const lines = [];
+    for (let i = n > 0 ? Math.max(0, end + 1 - n) : 0; i <= end; i++) {
+      const line = b.getLine(i);
+      if (line) lines.push(line.translateToString(true));
+    }
+    return lines.join("\n");
+  },
+  status() {
+    return app.active ? app.active.state : $("status").dataset.state;
+  },
+  // flow is the flow-control accounting of the active terminal's stream.
+  flow() {
+    const c = app.active && app.active.conn;
+    return c ? { processed: c.processed, queued: c.queued, acked: c.acked } : null;
+  },
+  history() {
+    return app.active ? [...app.active.history] : [];
+  },
+  statusText() {
+    return $("status").textContent;
+  },
+  size() {
+    return app.active ? { cols: app.active.term.cols, rows: app.active.term.rows } : null;
+  },
+  tabs() {
+    return app.tabs.map((t) => ({ kind: t.kind, container: t.cid, state: t.state, active: t === app.active }));
+  },
+};
+
+async function main() {
+  $("login-form").addEventListener("submit", onLoginSubmit);
+  $("logout").addEventListener("click", onLogout);
+  window.addEventListener("resize", refitSoon);
+  new ResizeObserver(refitSoon).observe($("terminal"));
+  window.addEventListener("hashchange", () => {
+    if (linkToken()) loginWithLink().then((ok) => ok && enter());
+    else route();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) poll();
+  });
+
+  if (linkToken() && !(await loginWithLink())) return;
+  await enter();
+}
+
+// linkToken is the token of a #token=... link (the gateway's startup log
+// prints one), or "".
+function linkToken() {
+  const m = /^#token=([^&]*)/.exec(location.hash);
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+// loginWithLink takes the token out of the URL at once, then trades it for
+// the cookie. It reports whether that worked.
+async function loginWithLink() {
+  const token = linkToken();
+  history.replaceState(null, "", location.pathname + location.search);
+  try {
+    await login(token);
+    return true;
+  } catch (e) {
+    showLogin();
+    showLoginError(`The token in the link did not work: ${e.message}`);
+    return false;
+  }
+}
+
+main();
