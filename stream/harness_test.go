@@ -125,7 +125,7 @@ func execQuery(flags string, command ...string) string {
 	return q.Encode()
 }
 
-func (h *harness) dial(t *testing.T, query string, header http.Header, protocols ...string) (*websocket.Conn, *http.Response, error) {
+func (h *harness) dial(t testing.TB, query string, header http.Header, protocols ...string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	return h.dialPath(t, "/exec/box?"+query, header, protocols...)
 }

@@ -1,0 +1,85 @@
+package stream
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// BenchmarkExecOutput streams a command's output through a real exec
+// WebSocket on loopback, per output size: pipes and a pty.
+func BenchmarkExecOutput(b *testing.B) {
+	h := newHarness(b, nil)
+	for _, tty := range []bool{false, true} {
+		for _, size := range []int{4 << 10, 1 << 20, 16 << 20} {
+			b.Run(fmt.Sprintf("tty=%v/%d", tty, size), func(b *testing.B) {
+				flags := "stdout"
+				if tty {
+					flags += ",tty"
+				}
+				q := execQuery(flags, "head", "-c", strconv.Itoa(size), "/dev/zero")
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					c, _, err := h.dial(b, q, nil, "v5.channel.k8s.io")
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.WriteMessage(websocket.BinaryMessage, []byte("\x04{\"Width\":80,\"Height\":24}"))
+					got := 0
+					for {
+						_, r, err := c.NextReader()
+						if err != nil {
+							break
+						}
+						var ch [1]byte
+						if _, err := r.Read(ch[:]); err == nil && ch[0] == 1 {
+							n, _ := io.Copy(io.Discard, r)
+							got += int(n)
+						}
+					}
+					c.Close()
+					if got != size {
+						b.Fatalf("got %d bytes, want %d", got, size)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkTunnelEcho sends frames through a port-forward tunnel to an
+// echo server and reads them back, per frame size.
+func BenchmarkTunnelEcho(b *testing.B) {
+	h := newHarness(b, nil)
+	port := tcpServer(b, echo)
+	for _, size := range []int{64, 4 << 10, 32 << 10} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			c, _, err := h.dialPath(b, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.channel.k8s.io")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			c.ReadMessage() // the two port prefixes
+			c.ReadMessage()
+			frame := append([]byte{0}, make([]byte, size)...)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+					b.Fatal(err)
+				}
+				for got := 0; got < size; {
+					_, m, err := c.ReadMessage()
+					if err != nil {
+						b.Fatal(err)
+					}
+					got += len(m) - 1
+				}
+			}
+		})
+	}
+}
