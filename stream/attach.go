@@ -99,9 +99,8 @@ type attachStream struct {
 	stdin *inputQueue
 
 	// Used by readLoop only.
-	resize     wsproto.ResizeDecoder
-	resizeDead bool
-	stdinDone  bool
+	resize    resizes
+	stdinDone bool
 
 	exitCode *int // set by run before it returns
 }
@@ -118,38 +117,22 @@ func (a *attachStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 			a.stdin.push(ctx, f.Payload)
 		}
 	case wsproto.Resize:
-		if !a.tty || a.resizeDead {
-			return nil
-		}
-		err := a.resize.Decode(f.Payload, func(sz wsproto.TerminalSize) {
-			if err := sz.Validate(); err != nil {
-				a.km.Error(metrics.ReasonBadResize)
-				a.log.Warn("resize ignored", "error", err)
-				return
-			}
-			if err := a.c.Resize(container.Size{Cols: sz.Width, Rows: sz.Height}); err != nil {
-				a.log.Warn("resize failed", "error", err)
-			}
-		})
-		if err != nil {
-			a.resizeDead = true
-			a.km.Error(metrics.ReasonBadResize)
-			a.log.Warn("malformed resize: further resizes are ignored", "error", err)
+		if a.tty {
+			a.resize.handle(a.p, f.Payload, func(sz wsproto.TerminalSize) {
+				if err := a.c.Resize(container.Size{Cols: sz.Width, Rows: sz.Height}); err != nil {
+					a.log.Warn("resize failed", "error", err)
+				}
+			})
 		}
 	case wsproto.Close:
-		switch ch := wsproto.Channel(f.Payload[0]); {
-		case ch == wsproto.Stdin:
-			// Only this attacher's input ends: the process's stdin is shared.
-			a.stdinDone = true
-		case ch >= wsproto.ExecChannels:
-			a.km.Error(metrics.ReasonProtocol)
-			return &protocolError{errors.New("close signal for " + ch.String() + ", which does not exist")}
+		// Only this attacher's input ends: the process's stdin is shared.
+		stdin, err := a.p.closesStdin(f)
+		if err != nil {
+			return err
 		}
-	case wsproto.Stdout, wsproto.Stderr, wsproto.Error:
-	case wsproto.Ack:
-		a.p.onAck(f)
+		a.stdinDone = a.stdinDone || stdin
 	default:
-		a.p.unknownChannel(f.Channel)
+		a.p.otherFrame(f)
 	}
 	return nil
 }

@@ -171,9 +171,8 @@ type execStream struct {
 	pendingSize *wsproto.TerminalSize
 
 	// Used by readLoop only.
-	resize     wsproto.ResizeDecoder
-	resizeDead bool // a malformed resize came: ignore the rest
-	stdinDone  bool // the client closed stdin
+	resize    resizes
+	stdinDone bool // the client closed stdin
 
 	exitCode    *int // set by run before it returns
 	startFailed bool // set by run: the process could not start
@@ -190,47 +189,26 @@ func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 			e.stdin.push(ctx, f.Payload)
 		}
 	case wsproto.Resize:
-		if !e.opts.TTY {
-			return nil // resize means nothing without a pty
-		}
-		if e.resizeDead {
-			return nil
-		}
-		if err := e.resize.Decode(f.Payload, e.applySize); err != nil {
-			// The kubelet stops reading sizes after a malformed one; the
-			// stream itself goes on.
-			e.resizeDead = true
-			e.km.Error(metrics.ReasonBadResize)
-			e.log.Warn("malformed resize: further resizes are ignored", "error", err)
+		if e.opts.TTY { // resize means nothing without a pty
+			e.resize.handle(e.p, f.Payload, e.applySize)
 		}
 	case wsproto.Close:
-		switch ch := wsproto.Channel(f.Payload[0]); {
-		case ch == wsproto.Stdin:
-			if e.opts.Stdin && !e.stdinDone {
-				e.stdinDone = true
-				e.stdin.closeInput(ctx)
-			}
-		case ch >= wsproto.ExecChannels:
-			e.km.Error(metrics.ReasonProtocol)
-			return &protocolError{errors.New("close signal for " + ch.String() + ", which does not exist")}
+		stdin, err := e.p.closesStdin(f)
+		if err != nil {
+			return err
 		}
-	case wsproto.Stdout, wsproto.Stderr, wsproto.Error:
-		// Server-to-client channels: data from the client is discarded.
-	case wsproto.Ack:
-		e.p.onAck(f)
+		if stdin && e.opts.Stdin && !e.stdinDone {
+			e.stdinDone = true
+			e.stdin.closeInput(ctx)
+		}
 	default:
-		e.p.unknownChannel(f.Channel)
+		e.p.otherFrame(f)
 	}
 	return nil
 }
 
 // applySize resizes the pty, or holds the size for the start.
 func (e *execStream) applySize(sz wsproto.TerminalSize) {
-	if err := sz.Validate(); err != nil {
-		e.km.Error(metrics.ReasonBadResize)
-		e.log.Warn("resize ignored", "error", err)
-		return
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.proc == nil {
