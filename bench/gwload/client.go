@@ -146,25 +146,21 @@ func (s *session) write(p []byte) error {
 	return s.conn.WriteMessage(websocket.BinaryMessage, msg)
 }
 
-// errClosed: next found the server's close frame; s.closeCode says which.
-var errClosed = errors.New("websocket closed by the server")
-
-// next reads one message, counts its stdout/stderr payload and keeps the
-// status. The payload is valid until the next call.
-func (s *session) next() (byte, []byte, error) {
-	mt, r, err := s.conn.NextReader()
+// readBinary reads one binary message into buf (reused, grown as needed).
+// At the server's close frame it returns errClosed and the close code.
+func readBinary(conn *websocket.Conn, buf []byte) ([]byte, int, error) {
+	mt, r, err := conn.NextReader()
 	if err != nil {
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
-			s.closeCode = ce.Code
-			return 0, nil, errClosed
+			return buf, ce.Code, errClosed
 		}
-		return 0, nil, err
+		return buf, 0, err
 	}
 	if mt != websocket.BinaryMessage {
-		return 0, nil, fmt.Errorf("server sent a message of type %d, want binary (v5 is binary only)", mt)
+		return buf, 0, fmt.Errorf("server sent a message of type %d, want binary", mt)
 	}
-	p := s.buf[:0]
+	p := buf[:0]
 	for {
 		if len(p) == cap(p) {
 			p = append(p, 0)[:len(p)]
@@ -172,11 +168,26 @@ func (s *session) next() (byte, []byte, error) {
 		n, err := r.Read(p[len(p):cap(p)])
 		p = p[:len(p)+n]
 		if err == io.EOF {
-			break
+			return p, 0, nil
 		}
 		if err != nil {
-			return 0, nil, err
+			return p, 0, err
 		}
+	}
+}
+
+// errClosed: next found the server's close frame; s.closeCode says which.
+var errClosed = errors.New("websocket closed by the server")
+
+// next reads one message, counts its stdout/stderr payload and keeps the
+// status. The payload is valid until the next call.
+func (s *session) next() (byte, []byte, error) {
+	p, closeCode, err := readBinary(s.conn, s.buf[:0])
+	if closeCode != 0 {
+		s.closeCode = closeCode
+	}
+	if err != nil {
+		return 0, nil, err
 	}
 	s.buf = p
 	s.msgs++
@@ -232,4 +243,3 @@ func (s *session) checkSuccess() error {
 	}
 	return nil
 }
-

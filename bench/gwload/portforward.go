@@ -79,31 +79,12 @@ func (c *client) portForward(ctx context.Context, d *websocket.Dialer, port int)
 // next reads one message and returns its channel and payload, valid until
 // the next call.
 func (t *tunnel) next() (byte, []byte, error) {
-	mt, r, err := t.conn.NextReader()
+	p, closeCode, err := readBinary(t.conn, t.buf[:0])
+	if closeCode != 0 {
+		t.closeCode = closeCode
+	}
 	if err != nil {
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			t.closeCode = ce.Code
-			return 0, nil, errClosed
-		}
 		return 0, nil, err
-	}
-	if mt != websocket.BinaryMessage {
-		return 0, nil, fmt.Errorf("server sent a message of type %d, want binary", mt)
-	}
-	p := t.buf[:0]
-	for {
-		if len(p) == cap(p) {
-			p = append(p, 0)[:len(p)]
-		}
-		n, err := r.Read(p[len(p):cap(p)])
-		p = p[:len(p)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return 0, nil, err
-		}
 	}
 	t.buf = p
 	if len(p) == 0 {
