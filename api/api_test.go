@@ -16,7 +16,11 @@ import (
 	"gateway/session"
 	"gateway/stream"
 	"gateway/stream/wsproto"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestStatusTable: each error callers tell apart gets its Kubernetes
 // Status code and reason, the object it names, and Retry-After for 429.

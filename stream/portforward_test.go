@@ -481,3 +481,30 @@ func FuzzPortForwardFrames(f *testing.F) {
 		}
 	})
 }
+
+// TestPortForwardCloseFromAPI: closing a tunnel's session ends the
+// WebSocket with 4000 and closes the TCP connection.
+func TestPortForwardCloseFromAPI(t *testing.T) {
+	h := newHarness(t, nil)
+	eof := make(chan struct{})
+	port := tcpServer(t, func(c net.Conn) { io.Copy(io.Discard, c); close(eof) })
+	c, _ := h.dialPF(t, "host", []uint16{port})
+	var id string
+	waitFor(t, "the session", func() bool {
+		if l := h.sessions.List(session.Filter{Kind: session.PortForward, State: session.Active}); len(l) == 1 {
+			id = l[0].ID
+		}
+		return id != ""
+	})
+	if err := h.sessions.Close(id, session.ErrClosedByAPI); err != nil {
+		t.Fatal(err)
+	}
+	if ce := <-c.done; ce == nil || ce.Code != CloseByAPI {
+		t.Errorf("close %v, want %d", ce, CloseByAPI)
+	}
+	select {
+	case <-eof:
+	case <-time.After(10 * time.Second):
+		t.Error("the TCP connection outlived its session")
+	}
+}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"k8s.io/client-go/tools/remotecommand"
 )
 
@@ -48,6 +50,28 @@ func TestNewSandbox(t *testing.T) {
 	if code, ok := exitCode(err); !ok || code == 0 {
 		t.Errorf("a host container reached the sandbox: %v", err)
 	}
+	// A port-forward into the sandbox reaches the same server.
+	ws, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws%sapi/v1/sandboxes/lab/portforward?port=%d", strings.TrimPrefix(g.url, "http"), port),
+		http.Header{"Authorization": {"Bearer " + g.token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.ReadMessage() // the port prefixes
+	ws.ReadMessage()
+	ws.WriteMessage(websocket.BinaryMessage, []byte("\x00tunnel\n"))
+	var echoed []byte
+	for !strings.Contains(string(echoed), "\n") {
+		_, m, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("tunnel: %v", err)
+		}
+		echoed = append(echoed, m[1:]...)
+	}
+	if string(echoed) != "echo:tunnel\n" {
+		t.Errorf("through the tunnel: %q", echoed)
+	}
+
 	// The sandbox has its own interfaces: only loopback.
 	out.Reset()
 	g.exec(ctx, v5, "srv", []string{"cat", "/proc/net/dev"}, remotecommand.StreamOptions{Stdout: &out})
