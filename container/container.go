@@ -271,6 +271,23 @@ func (c *Container) supervise(proc *Process) {
 	}
 }
 
+// handoffMin is the smallest read that keeps its buffer rather than being
+// copied: pty reads (about 4 KiB) are copied, pipe floods are not.
+const handoffMin = 8 << 10
+
+// handoffBuffers is the main process reader's buffer: the same one for
+// every read until a chunk takes it.
+type handoffBuffers struct{ cur []byte }
+
+func (h *handoffBuffers) Get() []byte {
+	if h.cur == nil {
+		h.cur = make([]byte, 1+32<<10)
+	}
+	return h.cur
+}
+
+func (h *handoffBuffers) Put([]byte) {}
+
 // stableRun is how long a run must last to reset the restart backoff.
 const stableRun = 10 * time.Second
 
@@ -280,13 +297,22 @@ func (c *Container) runMain(proc *Process) int {
 	proc.OnExit(func() { proc.StopReadingAfter(drainGrace) })
 	var pub sync.Mutex // stdout and stderr reach the output in one order
 	read := func(st Stream, f *os.File) {
-		buf := make([]byte, 32<<10)
-		err := chunkio.Read(f, reusedBuffer(buf), func(b []byte, n int) error {
-			// Chunks are shared with attachers: each gets its own copy of
-			// just the bytes read, and the read buffer is reused.
-			chunk := append([]byte(nil), b[:n]...)
+		var bufs handoffBuffers
+		err := chunkio.ReadAt(f, &bufs, 1, func(b []byte, n int) error {
+			// Chunks are shared with attachers and sent as frames: the byte
+			// before the data holds the stream number. A large read keeps its
+			// buffer (the next read gets a new one); a small one is copied.
+			var framed []byte
+			if n >= handoffMin {
+				framed = b[:1+n]
+				bufs.cur = nil
+			} else {
+				framed = make([]byte, 1+n)
+				copy(framed[1:], b[1:1+n])
+			}
+			framed[0] = byte(st)
 			pub.Lock()
-			c.out.publish(st, chunk)
+			c.out.publish(st, framed)
 			pub.Unlock()
 			return nil
 		})

@@ -362,7 +362,7 @@ func TestScrollback(t *testing.T) {
 	s.append(Stderr, []byte("gh"))
 	s.append(Stdout, []byte("ijk"))
 	got := s.snapshot()
-	want := []Chunk{{Stdout, []byte("bcdef")}, {Stderr, []byte("gh")}, {Stdout, []byte("ijk")}}
+	want := []Chunk{{Stream: Stdout, Data: []byte("bcdef")}, {Stream: Stderr, Data: []byte("gh")}, {Stream: Stdout, Data: []byte("ijk")}}
 	if !slices.EqualFunc(got, want, func(a, b Chunk) bool { return a.Stream == b.Stream && bytes.Equal(a.Data, b.Data) }) {
 		t.Errorf("snapshot %q, want %q", got, want)
 	}
@@ -377,6 +377,14 @@ func TestScrollback(t *testing.T) {
 	}
 	if len(s.blocks) > 4 {
 		t.Errorf("%d blocks for 100000 bytes", len(s.blocks))
+	}
+	// A flood beyond the limit reuses the dropped blocks.
+	s = scrollback{limit: 4 * scrollbackBlock}
+	chunk := make([]byte, 1000)
+	s.append(Stdout, chunk)
+	allocs := testing.AllocsPerRun(100, func() { s.append(Stdout, chunk) })
+	if allocs > 0.1 {
+		t.Errorf("%.2f allocations per append once full", allocs)
 	}
 }
 

@@ -20,7 +20,16 @@ const (
 type Chunk struct {
 	Stream Stream
 	Data   []byte
+
+	// framed, for live chunks, is Data with one byte before it holding the
+	// stream number, so a reader can send it as a channel frame (stdout 1,
+	// stderr 2, as in the Kubernetes protocol) without a copy.
+	framed []byte
 }
+
+// Framed returns the chunk's bytes preceded by its stream number, or nil
+// when the chunk has no such byte (replayed scrollback).
+func (c Chunk) Framed() []byte { return c.framed }
 
 // ErrSlowConsumer ends an attachment that fell too far behind.
 var ErrSlowConsumer = errors.New("attacher too slow: its output queue stayed full")
@@ -28,11 +37,20 @@ var ErrSlowConsumer = errors.New("attacher too slow: its output queue stayed ful
 // scrollback keeps the most recent output of a container, at most limit
 // bytes, with each byte's stream. Output is packed into blocks of one
 // stream each, so a flood of tiny writes costs no more than a few large
-// ones; the oldest bytes are dropped first.
+// ones; the oldest bytes are dropped first, and a dropped block is reused.
 type scrollback struct {
 	limit  int
-	blocks []Chunk // oldest first
+	blocks []block // oldest first
 	size   int
+	spare  []byte // a dropped block's storage, for the next block
+}
+
+// block is a run of one stream's output: data is the part still kept of
+// the storage base (the front is dropped first).
+type block struct {
+	stream Stream
+	data   []byte
+	base   []byte
 }
 
 const scrollbackBlock = 32 << 10
@@ -47,23 +65,29 @@ func (s *scrollback) append(st Stream, p []byte) {
 	s.size += len(p)
 	for len(p) > 0 {
 		last := len(s.blocks) - 1
-		if last < 0 || s.blocks[last].Stream != st || len(s.blocks[last].Data) == cap(s.blocks[last].Data) {
-			s.blocks = append(s.blocks, Chunk{Stream: st, Data: make([]byte, 0, min(scrollbackBlock, s.limit))})
+		if last < 0 || s.blocks[last].stream != st || len(s.blocks[last].data) == cap(s.blocks[last].data) {
+			base := s.spare
+			s.spare = nil
+			if base == nil {
+				base = make([]byte, min(scrollbackBlock, s.limit))
+			}
+			s.blocks = append(s.blocks, block{stream: st, data: base[:0], base: base})
 			last++
 		}
 		b := &s.blocks[last]
-		k := min(cap(b.Data)-len(b.Data), len(p))
-		b.Data = append(b.Data, p[:k]...)
+		k := min(cap(b.data)-len(b.data), len(p))
+		b.data = append(b.data, p[:k]...)
 		p = p[k:]
 	}
 	for s.size > s.limit {
 		drop := s.size - s.limit
-		if first := &s.blocks[0]; len(first.Data) <= drop {
-			s.size -= len(first.Data)
-			s.blocks[0] = Chunk{}
+		if first := &s.blocks[0]; len(first.data) <= drop {
+			s.size -= len(first.data)
+			s.spare = first.base
+			s.blocks[0] = block{}
 			s.blocks = s.blocks[1:]
 		} else {
-			first.Data = first.Data[drop:]
+			first.data = first.data[drop:]
 			s.size -= drop
 		}
 	}
@@ -74,11 +98,11 @@ func (s *scrollback) append(st Stream, p []byte) {
 func (s *scrollback) snapshot() []Chunk {
 	var out []Chunk
 	for _, b := range s.blocks {
-		if n := len(out); n > 0 && out[n-1].Stream == b.Stream {
-			out[n-1].Data = append(out[n-1].Data, b.Data...)
+		if n := len(out); n > 0 && out[n-1].Stream == b.stream {
+			out[n-1].Data = append(out[n-1].Data, b.data...)
 			continue
 		}
-		out = append(out, Chunk{Stream: b.Stream, Data: append([]byte(nil), b.Data...)})
+		out = append(out, Chunk{Stream: b.stream, Data: append([]byte(nil), b.data...)})
 	}
 	return out
 }
@@ -176,8 +200,10 @@ func (o *output) attach(replay bool) *Attachment {
 }
 
 // publish records a chunk and hands it to every attachment, waiting for
-// full queues as the policy says. p must not be modified afterwards.
-func (o *output) publish(st Stream, p []byte) {
+// full queues as the policy says. framed is the stream number, then the
+// data; it must not be modified afterwards.
+func (o *output) publish(st Stream, framed []byte) {
+	p := framed[1:]
 	o.pub.Lock()
 	defer o.pub.Unlock()
 	o.mu.Lock()
@@ -189,7 +215,7 @@ func (o *output) publish(st Stream, p []byte) {
 	}
 	o.mu.Unlock()
 
-	chunk := Chunk{Stream: st, Data: p}
+	chunk := Chunk{Stream: st, Data: p, framed: framed}
 	var timer *time.Timer
 	for _, a := range watchers {
 		select {

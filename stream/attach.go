@@ -229,13 +229,23 @@ func (a *attachStream) forward(ctx context.Context, att *container.Attachment, c
 	a.km.BytesOut.Add(float64(len(ch.Data)))
 	a.p.flow.sentBytes(len(ch.Data))
 	select {
-	case a.p.out <- outFrame{ch: wch, b: ch.Data}:
+	case a.p.out <- a.frame(wch, ch):
 		a.p.write()
 		return true
 	case <-ctx.Done():
 	case <-att.Cut():
 	}
 	return false
+}
+
+// frame is the outgoing frame of a chunk: without a copy when the chunk
+// carries its channel byte (the container's stream numbers are the
+// channels), else its data alone.
+func (a *attachStream) frame(wch wsproto.Channel, ch container.Chunk) outFrame {
+	if fr := ch.Framed(); fr != nil && fr[0] == byte(wch) {
+		return outFrame{ch: wch, b: fr, headroom: true}
+	}
+	return outFrame{ch: wch, b: ch.Data}
 }
 
 // end finishes the stream when the attachment ended.
