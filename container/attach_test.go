@@ -213,3 +213,33 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("timed out")
 }
+
+// TestStopDuringBackoff: an attacher that joined while the container waited
+// to restart gets the last exit when the container is stopped meanwhile.
+func TestStopDuringBackoff(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 10, RestartBackoff: time.Minute}, sandbox.NewRegistry())
+	defer rt.Shutdown(context.Background())
+	c, err := rt.Create(Spec{ID: "flaky", Command: []string{"sh", "-c", "exit 3"}, RestartPolicy: RestartOnFailure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return c.State() == Exited })
+	a := c.Attach(false) // waiting for the next run
+	ended := make(chan struct{})
+	go func() {
+		for range a.C {
+		}
+		close(ended)
+	}()
+	if err := rt.Remove(context.Background(), "flaky"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+		if code := a.ExitCode(); a.Err() != nil || code == nil || *code != 3 {
+			t.Errorf("attachment ended with %v, %v; want exit code 3", a.Err(), code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the attachment outlived its container")
+	}
+}

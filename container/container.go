@@ -229,45 +229,45 @@ func (c *Container) supervise(proc *Process) {
 		if !restart {
 			return
 		}
-		// Exponential backoff, reset by a run that lasted.
 		if time.Since(started) >= stableRun {
-			failures = 0
+			failures = 0 // a run that lasted resets the backoff
 		}
-		delay := min(c.rt.cfg.RestartBackoff<<min(failures, 16), c.rt.cfg.RestartBackoffMax)
-		failures++
-		c.log.Info("container restarting", "in", delay, "restarts", c.restartCount()+1)
-		t := time.NewTimer(delay)
-		select {
-		case <-c.stop:
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		for {
+		for proc = nil; proc == nil; {
+			if !c.backoff(&failures) {
+				c.out.end(code, true) // stopped: attachers that came meanwhile get the last exit
+				return
+			}
 			var err error
-			if proc, err = c.startMain(); err == nil {
-				break
-			}
-			c.recordExit(127, err.Error())
-			c.log.Warn("container failed to restart", "error", err)
-			if !c.shouldRestart(127) {
-				c.out.end(127, true)
-				return
-			}
-			delay = min(c.rt.cfg.RestartBackoff<<min(failures, 16), c.rt.cfg.RestartBackoffMax)
-			failures++
-			t := time.NewTimer(delay)
-			select {
-			case <-c.stop:
-				t.Stop()
-				c.out.end(127, true)
-				return
-			case <-t.C:
+			if proc, err = c.startMain(); err != nil {
+				code = 127
+				c.recordExit(code, err.Error())
+				c.log.Warn("container failed to restart", "error", err)
+				if !c.shouldRestart(code) {
+					c.out.end(code, true)
+					return
+				}
 			}
 		}
 		c.mu.Lock()
 		c.restarts++
 		c.mu.Unlock()
+	}
+}
+
+// backoff waits before a restart: RestartBackoff doubled for each failure
+// so far, up to RestartBackoffMax. It returns false if the container is
+// stopped meanwhile.
+func (c *Container) backoff(failures *int) bool {
+	delay := min(c.rt.cfg.RestartBackoff<<min(*failures, 16), c.rt.cfg.RestartBackoffMax)
+	*failures++
+	c.log.Info("container restarting", "in", delay, "restarts", c.restartCount()+1)
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-c.stop:
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -294,7 +294,6 @@ const stableRun = 10 * time.Second
 // runMain pumps one run of the main process until it exits and is reaped,
 // and returns its exit code.
 func (c *Container) runMain(proc *Process) int {
-	proc.OnExit(func() { proc.StopReadingAfter(drainGrace) })
 	var pub sync.Mutex // stdout and stderr reach the output in one order
 	read := func(st Stream, f *os.File) {
 		var bufs handoffBuffers
@@ -448,10 +447,6 @@ func (c *Container) stopAndWait(ctx context.Context) error {
 	<-c.done
 	return fmt.Errorf("stop container %q: %w", c.spec.ID, ctx.Err())
 }
-
-// drainGrace is how long output is still read after a process exits, for
-// children that keep its output open.
-const drainGrace = 2 * time.Second
 
 // baseEnv is the environment processes inherit: the gateway's own, without
 // its configuration (GATEWAY_TOKEN must not leak into shells), plus the

@@ -58,7 +58,6 @@ func (c *Container) ExecSync(ctx context.Context, command []string, stdin []byte
 	if timer != nil {
 		timer.Stop()
 	}
-	p.StopReadingAfter(drainGrace)
 	wg.Wait()
 	p.mu.Lock() // orders the timer's write of TimedOut before our read
 	res.ExitCode, res.Stdout, res.Stderr = code, bufs[0], bufs[1]

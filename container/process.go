@@ -63,7 +63,6 @@ type Process struct {
 	terminating bool
 	killTimer   *time.Timer
 	stdinClosed bool
-	onExit      []func()
 }
 
 // startProcess starts cmd as spec asks. cmd has its path, args, dir and env
@@ -143,34 +142,16 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, start func(
 	return p, nil
 }
 
-// exit runs when the process has exited, on the exit watcher's goroutine.
+// drainGrace is how long output is still read after a process exits, for
+// children that keep it open.
+const drainGrace = 2 * time.Second
+
+// exit runs when the process has exited, on the exit watcher's goroutine:
+// output a lingering child keeps open is read for drainGrace more, then
+// its readers stop; then Wait may reap.
 func (p *Process) exit() {
-	p.mu.Lock()
-	fns := p.onExit
-	p.onExit = nil
+	p.StopReadingAfter(drainGrace)
 	close(p.exited)
-	p.mu.Unlock()
-	for _, fn := range fns {
-		fn()
-	}
-}
-
-// Exited is closed when the process has exited, before it is reaped.
-func (p *Process) Exited() <-chan struct{} { return p.exited }
-
-// OnExit calls fn once the process has exited: at once if it already has,
-// else from another goroutine. fn must not block.
-func (p *Process) OnExit(fn func()) {
-	p.mu.Lock()
-	select {
-	case <-p.exited:
-		p.mu.Unlock()
-		fn()
-		return
-	default:
-	}
-	p.onExit = append(p.onExit, fn)
-	p.mu.Unlock()
 }
 
 // Pid returns the process id, which is also its process group id.
@@ -253,9 +234,9 @@ func (p *Process) Wait() (int, error) {
 	return -1, fmt.Errorf("wait: %w", err)
 }
 
-// StopReadingAfter sets a read deadline on the output files: call it once
-// the process has exited, so that output still held open by a lingering
-// child does not keep the reader waiting forever.
+// StopReadingAfter sets a read deadline on the output files. The process
+// sets one of drainGrace when it exits, so that output still held open by
+// a lingering child does not keep a reader waiting forever; this moves it.
 func (p *Process) StopReadingAfter(d time.Duration) {
 	t := time.Now().Add(d)
 	for _, f := range []*os.File{p.Stdout, p.Stderr} {

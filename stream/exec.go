@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"gateway/container"
@@ -94,65 +96,9 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 	}
 	e := &execStream{p: p, c: c, opts: opts, log: p.log, km: p.km,
 		sizeReady: make(chan struct{}, 1), stdin: newInputQueue()}
-	s.serve(p, e.onFrame, e.run, func() (*int, bool) { return e.exitCode, e.startFailed })
+	s.serve(p, e.onFrame, e.run, func() (*int, bool) { return e.exitCode, e.failed })
 	return nil
 }
-
-// serve runs a pump as a session, on a goroutine of the Server's: metrics,
-// registry and the closing log line. outcome reports, once Run has
-// returned, the process's exit code (nil when there is none) and whether
-// the stream failed on the gateway's side after reporting it to the client.
-// It returns at once.
-func (s *Server) serve(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, outcome func() (*int, bool)) {
-	s.streams.Go(func() { s.run(p, onFrame, work, outcome) })
-}
-
-func (s *Server) run(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, outcome func() (*int, bool)) {
-	start := time.Now()
-	p.km.Active.Inc()
-	p.sess.Activate(p)
-	p.log.Info("session opened", "remote", p.sess.RemoteAddr)
-	cause := p.Run(onFrame, work)
-	code, failed := outcome()
-	result := resultOf(cause, code)
-	if cause == nil && failed {
-		result = metrics.ResultError
-	}
-	p.km.Active.Dec()
-	p.km.Ended(result, time.Since(start))
-	p.sess.Finish(code)
-	info := p.sess.Info()
-	attrs := []any{"result", result, "bytes_in", info.BytesIn, "bytes_out", info.BytesOut,
-		"duration", time.Since(start).Round(time.Millisecond)}
-	if code != nil {
-		attrs = append(attrs, "exit_code", *code)
-	}
-	if cause != nil {
-		attrs = append(attrs, "cause", cause.Error())
-	}
-	p.log.Info("session closed", attrs...)
-}
-
-func resultOf(cause error, exitCode *int) string {
-	var pe *protocolError
-	var de *dialError
-	switch {
-	case cause == nil && exitCode != nil && *exitCode != 0:
-		return metrics.ResultNonZeroExit
-	case cause == nil:
-		return metrics.ResultSuccess
-	case errors.As(cause, &pe), errors.As(cause, &de), errors.Is(cause, wsproto.ErrFrameTooLarge):
-		return metrics.ResultError
-	case errors.Is(cause, errClientGone):
-		return metrics.ResultClientDisconnect
-	default:
-		return metrics.ResultTerminated
-	}
-}
-
-// drainGrace is how long output is still read after the process exits, for
-// children that keep it open.
-const drainGrace = 2 * time.Second
 
 // execStream is one exec: readLoop feeds it client frames (onFrame), and
 // run owns the process.
@@ -174,8 +120,8 @@ type execStream struct {
 	resize    resizes
 	stdinDone bool // the client closed stdin
 
-	exitCode    *int // set by run before it returns
-	startFailed bool // set by run: the process could not start
+	exitCode *int // set by run before it returns
+	failed   bool // set by run: the process failed to start or to be waited for
 }
 
 // onFrame handles one client frame (readLoop). Input is queued for the
@@ -258,15 +204,12 @@ func (e *execStream) run(ctx context.Context) error {
 	if err != nil {
 		e.km.Error(metrics.ReasonStart)
 		e.log.Warn("exec failed to start", "error", err)
-		e.startFailed = true
+		e.failed = true
 		e.p.finish(ctx, wsproto.InternalError(err))
 		return nil
 	}
 	stop := context.AfterFunc(ctx, proc.Terminate)
 	defer stop()
-	// Once the process is gone, output that a lingering child keeps open
-	// is read for drainGrace more, then the readers stop.
-	proc.OnExit(func() { proc.StopReadingAfter(drainGrace) })
 	e.log.Debug("process started", "pid", proc.Pid())
 	if proc.Stdin != nil {
 		e.stdin.start(proc, e.log)
@@ -275,10 +218,10 @@ func (e *execStream) run(ctx context.Context) error {
 	// stdout is read here; stderr, when separate, by a second goroutine.
 	var stderr sync.WaitGroup
 	if proc.Stderr != nil {
-		stderr.Go(func() { e.p.pumpOutput(ctx, proc.Stderr, wsproto.Stderr, true) })
+		stderr.Go(func() { e.p.logOutput(ctx, proc.Stderr, wsproto.Stderr, true) })
 	}
 	if proc.Stdout != nil {
-		e.p.pumpOutput(ctx, proc.Stdout, wsproto.Stdout, e.opts.Stdout)
+		e.p.logOutput(ctx, proc.Stdout, wsproto.Stdout, e.opts.Stdout)
 	}
 	stderr.Wait()
 	code, err := proc.Wait()
@@ -287,7 +230,7 @@ func (e *execStream) run(ctx context.Context) error {
 	proc.Close()
 	e.stdin.close()
 	if err != nil {
-		e.startFailed = true
+		e.failed = true
 		e.p.finish(ctx, wsproto.InternalError(err))
 		return nil
 	}
@@ -312,16 +255,17 @@ func (p *Pump) readyFrame(stdout, stderr bool) outFrame {
 	return outFrame{ch: wsproto.Error}
 }
 
-// pumpOutput streams a process output to the client until it ends. Without
-// deliver the output is read and dropped, so the process never blocks on it.
-func (p *Pump) pumpOutput(ctx context.Context, f *os.File, ch wsproto.Channel, deliver bool) {
-	err := chunkio.ReadAt(f, p.bufs, 1, func(buf []byte, n int) error {
+// pumpOutput streams a process's output, or a socket's bytes, to the
+// client until it ends, and returns why it ended (nil at end of file).
+// Without deliver the bytes are read and dropped, so the process never
+// blocks on them.
+func (p *Pump) pumpOutput(ctx context.Context, src syscall.Conn, ch wsproto.Channel, deliver bool) error {
+	err := chunkio.ReadAt(src, p.bufs, 1, func(buf []byte, n int) error {
 		if !deliver {
 			p.bufs.Put(buf)
 			return nil
 		}
-		data := buf[1 : 1+n]
-		p.sess.RecordOut(data)
+		p.sess.RecordOut(buf[1 : 1+n])
 		p.km.BytesOut.Add(float64(n))
 		if !p.send(ctx, outFrame{ch: ch, b: buf[:1+n], headroom: true, pooled: true}) {
 			return ctx.Err()
@@ -332,7 +276,15 @@ func (p *Pump) pumpOutput(ctx context.Context, f *os.File, ch wsproto.Channel, d
 		}
 		return nil
 	})
-	if err != nil && ctx.Err() == nil && !errors.Is(err, os.ErrClosed) {
+	if ctx.Err() != nil || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
+		return nil // the stream or the source was closed on purpose
+	}
+	return err
+}
+
+// logOutput pumps a process output and logs a failure.
+func (p *Pump) logOutput(ctx context.Context, f *os.File, ch wsproto.Channel, deliver bool) {
+	if err := p.pumpOutput(ctx, f, ch, deliver); err != nil {
 		p.log.Warn("read process output", "channel", ch, "error", err)
 	}
 }

@@ -296,14 +296,7 @@ func TestPingWhileStdinBlocked(t *testing.T) {
 func TestCloseFromAPI(t *testing.T) {
 	h := newHarness(t, nil)
 	c := h.mustDial(t, execQuery("stdout", "sh", "-c", "echo $$ > pid; exec sleep 1000"), "v5.channel.k8s.io")
-	var id string
-	waitFor(t, "an active session", func() bool {
-		l := h.sessions.List(session.Filter{State: session.Active})
-		if len(l) == 1 {
-			id = l[0].ID
-		}
-		return id != ""
-	})
+	id := h.activeSession(t).ID
 	var pid int
 	waitFor(t, "the pid file", func() bool {
 		b, _ := os.ReadFile(filepath.Join(h.dir, "pid"))
@@ -355,7 +348,7 @@ func TestClientVanishes(t *testing.T) {
 func TestShutdownCloses(t *testing.T) {
 	h := newHarness(t, nil)
 	c := h.mustDial(t, execQuery("stdout", "sleep", "1000"), "v5.channel.k8s.io")
-	waitFor(t, "an active session", func() bool { return len(h.sessions.List(session.Filter{State: session.Active})) == 1 })
+	h.activeSession(t)
 	done := make(chan error, 1)
 	go func() { done <- h.sessions.CloseAll(t.Context()) }()
 	_, ce := readUntilClose(t, c)
@@ -381,23 +374,9 @@ func TestIdleTimeout(t *testing.T) {
 func TestSlowClientBounded(t *testing.T) {
 	h := newHarness(t, nil)
 	c := h.mustDial(t, execQuery("stdout", "cat", "/dev/zero"), "v5.channel.k8s.io")
-	var sess *session.Session
-	waitFor(t, "an active session", func() bool {
-		l := h.sessions.List(session.Filter{State: session.Active})
-		if len(l) == 1 {
-			sess, _ = h.sessions.Get(l[0].ID)
-		}
-		return sess != nil
-	})
+	sess := h.activeSession(t)
 	// Not reading: the count of bytes taken from the process settles.
-	var last int64
-	waitFor(t, "the output to stall", func() bool {
-		time.Sleep(200 * time.Millisecond)
-		n := sess.Info().BytesOut
-		stalled := n == last && n > 0
-		last = n
-		return stalled
-	})
+	last := stalledBytesOut(t, sess)
 	// Loopback socket buffers hold a few MiB; our queue holds 16 chunks.
 	if last > 64<<20 {
 		t.Errorf("%d bytes taken while the client read nothing", last)

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"gateway/metrics"
-	"gateway/session"
 )
 
 // TestFlowControl: with flow=1, output stops while the page acknowledges
@@ -19,13 +18,7 @@ func TestFlowControl(t *testing.T) {
 	h := newHarness(t, nil)
 	const total = 8 << 20
 	c := h.mustDial(t, execQuery("stdout,flow", "head", "-c", strconv.Itoa(total), "/dev/zero"), "v5.channel.k8s.io")
-	var sess *session.Session
-	waitFor(t, "the session", func() bool {
-		if l := h.sessions.List(session.Filter{State: session.Active}); len(l) == 1 {
-			sess, _ = h.sessions.Get(l[0].ID)
-		}
-		return sess != nil
-	})
+	sess := h.activeSession(t)
 	var got atomic.Int64
 	last := make(chan string, 1)
 	go func() {

@@ -220,7 +220,7 @@ func collect(t *testing.T, msgs []message, ch byte) string {
 }
 
 // waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for range 1000 {
 		if cond() {
@@ -229,4 +229,32 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// activeSession waits for the one active session and returns it.
+func (h *harness) activeSession(t testing.TB) *session.Session {
+	t.Helper()
+	var sess *session.Session
+	waitFor(t, "an active session", func() bool {
+		if l := h.sessions.List(session.Filter{State: session.Active}); len(l) == 1 {
+			sess, _ = h.sessions.Get(l[0].ID)
+		}
+		return sess != nil
+	})
+	return sess
+}
+
+// stalledBytesOut waits until a session takes no more output (its client
+// reads nothing) and returns how much it took.
+func stalledBytesOut(t testing.TB, sess *session.Session) int64 {
+	t.Helper()
+	var last int64
+	waitFor(t, "the output to stall", func() bool {
+		time.Sleep(200 * time.Millisecond)
+		n := sess.Info().BytesOut
+		stalled := n == last && n > 0
+		last = n
+		return stalled
+	})
+	return last
 }

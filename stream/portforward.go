@@ -2,7 +2,6 @@ package stream
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -195,7 +194,11 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks the read below
 	defer stop()
 	fp.in.start(tcpInput{conn}, f.log)
-	f.p.pumpConn(ctx, conn, fp.data)
+	if sc, ok := conn.(syscall.Conn); ok { // a TCP connection: always, from sandbox.Dial
+		if err := f.p.pumpOutput(ctx, sc, fp.data, true); err != nil {
+			f.log.Debug("port-forward read", "port", fp.port, "error", err)
+		}
+	}
 	conn.Close() // ends a write blocked on a remote that does not read
 	fp.in.close()
 }
@@ -205,25 +208,3 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 type dialError struct{ msg string }
 
 func (e *dialError) Error() string { return e.msg }
-
-// pumpConn copies a TCP connection's bytes to the client until EOF. An
-// idle connection holds no read buffer.
-func (p *Pump) pumpConn(ctx context.Context, conn net.Conn, ch wsproto.Channel) {
-	sc, ok := conn.(syscall.Conn)
-	if !ok { // not a TCP connection: cannot happen with sandbox.Dial
-		p.log.Error("port-forward: connection without a descriptor")
-		return
-	}
-	err := chunkio.ReadAt(sc, p.bufs, 1, func(buf []byte, n int) error {
-		data := buf[1 : 1+n]
-		p.sess.RecordOut(data)
-		p.km.BytesOut.Add(float64(n))
-		if !p.send(ctx, outFrame{ch: ch, b: buf[:1+n], headroom: true, pooled: true}) {
-			return ctx.Err()
-		}
-		return nil
-	})
-	if err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-		p.log.Debug("port-forward read", "error", err)
-	}
-}

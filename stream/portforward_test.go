@@ -406,21 +406,7 @@ func TestPortForwardSlowClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var sess *session.Session
-	waitFor(t, "the session", func() bool {
-		if l := h.sessions.List(session.Filter{State: session.Active}); len(l) == 1 {
-			sess, _ = h.sessions.Get(l[0].ID)
-		}
-		return sess != nil
-	})
-	var last int64
-	waitFor(t, "the copy to stall", func() bool {
-		time.Sleep(200 * time.Millisecond)
-		n := sess.Info().BytesOut
-		stalled := n == last && n > 0
-		last = n
-		return stalled
-	})
+	last := stalledBytesOut(t, h.activeSession(t))
 	t.Logf("backlog while the client reads nothing: %d KiB", last>>10)
 	if last > 64<<20 {
 		t.Errorf("%d bytes taken", last)
@@ -489,14 +475,7 @@ func TestPortForwardCloseFromAPI(t *testing.T) {
 	eof := make(chan struct{})
 	port := tcpServer(t, func(c net.Conn) { io.Copy(io.Discard, c); close(eof) })
 	c, _ := h.dialPF(t, "host", []uint16{port})
-	var id string
-	waitFor(t, "the session", func() bool {
-		if l := h.sessions.List(session.Filter{Kind: session.PortForward, State: session.Active}); len(l) == 1 {
-			id = l[0].ID
-		}
-		return id != ""
-	})
-	if err := h.sessions.Close(id, session.ErrClosedByAPI); err != nil {
+	if err := h.sessions.Close(h.activeSession(t).ID, session.ErrClosedByAPI); err != nil {
 		t.Fatal(err)
 	}
 	if ce := <-c.done; ce == nil || ce.Code != CloseByAPI {

@@ -139,10 +139,11 @@ func NewServer(base context.Context, cfg Config, log *slog.Logger, rt *container
 }
 
 const (
-	// readChunk is the most a process or socket read hands to one frame.
+	// readChunk is the size replayed scrollback is cut into frames at;
+	// readLoop keeps a message buffer of up to four of them.
 	readChunk = 32 << 10
-	// bufferSize is the size of pooled buffers: a chunk and its channel
-	// byte, or a batch of chunks.
+	// bufferSize is the size of pooled buffers: a read of process or
+	// socket output with its channel byte, or a batch of frames.
 	bufferSize = maxBatch + 1
 	// writeBufferSize is gorilla's write buffer: small frames are copied
 	// into it, large ones mostly go straight from our buffers (writev).
@@ -219,6 +220,58 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, kind session.Kind,
 		p.flow = newFlowControl()
 	}
 	return p, nil
+}
+
+// serve runs a pump as a session, on a goroutine of the Server's: metrics,
+// registry and the closing log line. outcome reports, once Run has
+// returned, the process's exit code (nil when there is none) and whether
+// the stream failed on the gateway's side after reporting it to the client.
+// It returns at once.
+func (s *Server) serve(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, outcome func() (*int, bool)) {
+	s.streams.Go(func() { s.run(p, onFrame, work, outcome) })
+}
+
+func (s *Server) run(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, outcome func() (*int, bool)) {
+	start := time.Now()
+	p.km.Active.Inc()
+	p.sess.Activate(p)
+	p.log.Info("session opened", "remote", p.sess.RemoteAddr)
+	cause := p.Run(onFrame, work)
+	code, failed := outcome()
+	result := resultOf(cause, code)
+	if cause == nil && failed {
+		result = metrics.ResultError
+	}
+	p.km.Active.Dec()
+	p.km.Ended(result, time.Since(start))
+	p.sess.Finish(code)
+	info := p.sess.Info()
+	attrs := []any{"result", result, "bytes_in", info.BytesIn, "bytes_out", info.BytesOut,
+		"duration", time.Since(start).Round(time.Millisecond)}
+	if code != nil {
+		attrs = append(attrs, "exit_code", *code)
+	}
+	if cause != nil {
+		attrs = append(attrs, "cause", cause.Error())
+	}
+	p.log.Info("session closed", attrs...)
+}
+
+func resultOf(cause error, exitCode *int) string {
+	var pe *protocolError
+	var de *dialError
+	switch {
+	case cause == nil && exitCode != nil && *exitCode != 0:
+		return metrics.ResultNonZeroExit
+	case cause == nil:
+		return metrics.ResultSuccess
+	case errors.As(cause, &pe), errors.As(cause, &de), errors.Is(cause, wsproto.ErrFrameTooLarge):
+		return metrics.ResultError
+	case errors.Is(cause, errClientGone):
+		return metrics.ResultClientDisconnect
+	default:
+		return metrics.ResultTerminated
+	}
 }
 
 // sessionLog is the logger of one session.

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -90,25 +88,11 @@ func dialer(readBuf int) *websocket.Dialer {
 // starts the process at once rather than after its InitialSizeWait, and
 // reads the empty ready frame.
 func (c *client) open(ctx context.Context, d *websocket.Dialer, r execReq) (*session, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	h := http.Header{"Authorization": {"Bearer " + c.token}}
-	conn, resp, err := d.DialContext(ctx, c.execURL(r), h)
+	conn, err := c.dialWS(ctx, d, c.execURL(r), v5)
 	if err != nil {
-		if resp != nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			resp.Body.Close()
-			return nil, fmt.Errorf("dial: %w: HTTP %d: %s", err, resp.StatusCode, strings.TrimSpace(string(body)))
-		}
-		return nil, fmt.Errorf("dial: %w", err)
+		return nil, err
 	}
-	if conn.Subprotocol() != v5 {
-		conn.Close()
-		return nil, fmt.Errorf("server chose subprotocol %q, want %q", conn.Subprotocol(), v5)
-	}
-	s := &session{conn: conn, buf: make([]byte, 0, 4096)}
-	_ = conn.SetReadDeadline(time.Now().Add(c.timeout))
-	_ = conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	s := c.newSession(conn)
 	if r.tty {
 		if err := s.resize(80, 24); err != nil {
 			conn.Close()
@@ -123,16 +107,31 @@ func (c *client) open(ctx context.Context, d *websocket.Dialer, r execReq) (*ses
 	default:
 		want = chStatus
 	}
-	ch, p, err := s.next()
-	if err != nil {
+	if err := s.readReady(want); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("ready frame: %w", err)
-	}
-	if ch != want || len(p) != 0 {
-		conn.Close()
-		return nil, fmt.Errorf("first message is channel %d with %d bytes, want the empty ready frame on channel %d", ch, len(p), want)
+		return nil, err
 	}
 	return s, nil
+}
+
+// newSession wraps an opened stream, with the client's deadlines set.
+func (c *client) newSession(conn *websocket.Conn) *session {
+	_ = conn.SetReadDeadline(time.Now().Add(c.timeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	return &session{conn: conn, buf: make([]byte, 0, 4096)}
+}
+
+// readReady reads the first message, which must be the empty ready frame
+// on channel want.
+func (s *session) readReady(want byte) error {
+	ch, p, err := s.next()
+	if err != nil {
+		return fmt.Errorf("ready frame: %w", err)
+	}
+	if ch != want || len(p) != 0 {
+		return fmt.Errorf("first message is channel %d with %d bytes, want the empty ready frame on channel %d", ch, len(p), want)
+	}
+	return nil
 }
 
 func (s *session) resize(w, h int) error {

@@ -107,17 +107,10 @@ func (c *client) attach(ctx context.Context, d *websocket.Dialer, id string, std
 	if err != nil {
 		return nil, err
 	}
-	s := &session{conn: conn, buf: make([]byte, 0, 4096)}
-	_ = conn.SetReadDeadline(time.Now().Add(c.timeout))
-	_ = conn.SetWriteDeadline(time.Now().Add(c.timeout))
-	ch, p, err := s.next()
-	if err != nil {
+	s := c.newSession(conn)
+	if err := s.readReady(chStdout); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("ready frame: %w", err)
-	}
-	if ch != chStdout || len(p) != 0 {
-		conn.Close()
-		return nil, fmt.Errorf("first message is channel %d with %d bytes, want the empty ready frame on channel 1", ch, len(p))
+		return nil, err
 	}
 	return s, nil
 }

@@ -93,13 +93,17 @@ func (t *tunnel) next() (byte, []byte, error) {
 	return p[0], p, nil
 }
 
-// data returns the TCP bytes of a message on channel 0, or an error for
-// anything else (text on the error channel says why forwarding failed).
-func data(ch byte, msg []byte) ([]byte, error) {
-	switch ch {
-	case 0:
+// nextData reads one message and returns its TCP bytes (channel 0), valid
+// until the next call; anything else is an error (text on the error
+// channel says why forwarding failed), as is the close (errClosed).
+func (t *tunnel) nextData() ([]byte, error) {
+	ch, msg, err := t.next()
+	switch {
+	case err != nil:
+		return nil, err
+	case ch == 0:
 		return msg[1:], nil
-	case 1:
+	case ch == 1:
 		return nil, fmt.Errorf("error channel: %q", msg[1:])
 	}
 	return nil, fmt.Errorf("message on unexpected channel %d", ch)
@@ -386,19 +390,15 @@ func (b *bench) pfThroughput() error {
 		chk := newPatCheck()
 		var msgs int64
 		for {
-			ch, msg, err := t.next()
+			p, err := t.nextData()
 			if errors.Is(err, errClosed) {
 				break
 			}
-			if err == nil {
-				var p []byte
-				if p, err = data(ch, msg); err == nil {
-					chk.feed(p)
-					msgs++
-					continue
-				}
+			if err != nil {
+				return fmt.Errorf("download after %d bytes: %w", chk.off, err)
 			}
-			return fmt.Errorf("download after %d bytes: %w", chk.off, err)
+			chk.feed(p)
+			msgs++
 		}
 		dur := time.Since(t0)
 		r, err := result(resDown, 10*time.Second)
@@ -498,22 +498,18 @@ func (b *bench) pfThroughput() error {
 		go func() {
 			var a answer
 			for {
-				ch, msg, err := t.next()
+				p, err := t.nextData()
 				if errors.Is(err, errClosed) {
 					break
 				}
-				if err == nil {
-					var p []byte
-					if p, err = data(ch, msg); err == nil {
-						a.reply = append(a.reply, p...)
-						if len(a.reply) >= 8 && a.at.IsZero() {
-							a.at = time.Now()
-						}
-						continue
-					}
+				if err != nil {
+					a.err = err
+					break
 				}
-				a.err = err
-				break
+				a.reply = append(a.reply, p...)
+				if len(a.reply) >= 8 && a.at.IsZero() {
+					a.at = time.Now()
+				}
 			}
 			if a.err == nil && t.closeCode != websocket.CloseNormalClosure {
 				a.err = fmt.Errorf("close code %d, want 1000", t.closeCode)
@@ -704,10 +700,7 @@ func (b *bench) pfSetupRate() error {
 		}
 		var got []byte
 		for len(got) < len(msg) {
-			ch, p, err := tn.next()
-			if err == nil {
-				p, err = data(ch, p)
-			}
+			p, err := tn.nextData()
 			if err != nil {
 				tn.conn.Close()
 				return 0, fmt.Errorf("tunnel %d: after %q: %w", i, got, err)
@@ -826,12 +819,6 @@ func runConcurrently(n, conc int, one func(int) (time.Duration, error)) ([]time.
 
 // --- pf-idle-rss --------------------------------------------------------------------
 
-type idleTunnel struct {
-	t    *tunnel
-	data atomic.Int64  // bytes received after the prefixes
-	done chan struct{} // closed when the reader goroutine ends
-}
-
 func (b *bench) pfIdleRSS() error {
 	n := b.o.idle
 	if b.gw != nil {
@@ -858,7 +845,7 @@ func (b *bench) pfIdleRSS() error {
 
 	// Warm up the code paths: a few tunnels opened and closed.
 	warm, err := b.openTunnels(d, srv.port, 16)
-	closeTunnels(warm)
+	closeHeld(warm)
 	if err != nil {
 		return err
 	}
@@ -876,28 +863,28 @@ func (b *bench) pfIdleRSS() error {
 	t0 := time.Now()
 	open, err := b.openTunnels(d, srv.port, n)
 	if err != nil {
-		closeTunnels(open)
+		closeHeld(open)
 		return err
 	}
 	openTime := time.Since(t0)
 	if err := srv.waitOpen(int64(n), time.Minute); err != nil {
-		closeTunnels(open)
+		closeHeld(open)
 		return fmt.Errorf("with %d tunnels open: %w", n, err)
 	}
 	time.Sleep(2 * time.Second)
 	rss1, err := vmRSS(pid)
 	if err != nil {
-		closeTunnels(open)
+		closeHeld(open)
 		return err
 	}
 	m1, _ := metricsSnapshot(b.o.addr)
 	var got int64
 	for _, it := range open {
-		got += it.data.Load()
+		got += it.got.Load()
 	}
 
 	t1 := time.Now()
-	closeTunnels(open)
+	closeHeld(open)
 	cerr := srv.waitOpen(0, time.Minute)
 	closeTime := time.Since(t1)
 	time.Sleep(2 * time.Second)
@@ -942,71 +929,19 @@ func (b *bench) pfIdleRSS() error {
 	return nil
 }
 
-// openTunnels opens n tunnels, o.idleConc at a time, each with a goroutine
-// reading it (answering pings, counting any data).
-func (b *bench) openTunnels(d *websocket.Dialer, port, n int) ([]*idleTunnel, error) {
-	var (
-		mu    sync.Mutex
-		out   []*idleTunnel
-		first error
-		wg    sync.WaitGroup
-		next  atomic.Int64
-	)
-	for range min(b.o.idleConc, n) {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) && b.ctx.Err() == nil {
-				t, err := b.c.portForward(b.ctx, d, port)
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("after %d tunnels: %w", len(out), err)
-					}
-					mu.Unlock()
-					return
-				}
-				_ = t.conn.SetReadDeadline(time.Time{}) // held open; closeTunnels bounds the end
-				it := &idleTunnel{t: t, done: make(chan struct{})}
-				go func() {
-					defer close(it.done)
-					for {
-						_, msg, err := it.t.next()
-						if err != nil {
-							return
-						}
-						it.data.Add(int64(len(msg) - 1))
-					}
-				}()
-				mu.Lock()
-				out = append(out, it)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if first == nil && len(out) != n {
-		first = fmt.Errorf("opened %d of %d tunnels: %v", len(out), n, b.ctx.Err())
-	}
-	return out, first
-}
-
-// closeTunnels closes the tunnels from the client side: a close frame,
-// the server's answer (bounded), then the connection.
-func closeTunnels(ts []*idleTunnel) {
-	for _, it := range ts {
-		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-		_ = it.t.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(5*time.Second))
-	}
-	deadline := time.After(10 * time.Second)
-	for _, it := range ts {
-		select {
-		case <-it.done:
-		case <-deadline:
+// openTunnels opens n tunnels, each held open by a reader that counts any
+// bytes after the port prefixes.
+func (b *bench) openTunnels(d *websocket.Dialer, port, n int) ([]*held, error) {
+	return b.openHeld("tunnels", n, func() (*websocket.Conn, func() (int, error), error) {
+		t, err := b.c.portForward(b.ctx, d, port)
+		if err != nil {
+			return nil, nil, err
 		}
-		it.t.conn.Close()
-	}
-	for _, it := range ts {
-		<-it.done
-	}
+		return t.conn, func() (int, error) {
+			_, msg, err := t.next()
+			return len(msg) - 1, err
+		}, nil
+	})
 }
 
 // refTunnels runs the pf-idle-rss reference in a child gwload, dials it n
@@ -1079,16 +1014,6 @@ func refTunnelsChild(n int, target string) error {
 			c.Close()
 		}
 	}()
-	block := func(c net.Conn) {
-		go func() {
-			var b [1]byte
-			for {
-				if _, err := c.Read(b[:]); err != nil {
-					return
-				}
-			}
-		}()
-	}
 	for range n {
 		in, err := ln.Accept()
 		if err != nil {
@@ -1100,8 +1025,8 @@ func refTunnelsChild(n int, target string) error {
 			return err
 		}
 		held = append(held, in, up)
-		block(in)
-		block(up)
+		parkReader(in)
+		parkReader(up)
 	}
 	time.Sleep(2 * time.Second)
 	after, err := vmRSS(os.Getpid())

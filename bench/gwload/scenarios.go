@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -12,8 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -499,8 +498,8 @@ func (b *bench) idleRSS() error {
 			return err
 		}
 	}
-	warm, err := b.openIdle(d, req, 16)
-	closeIdle(warm)
+	warm, err := b.openIdleSessions(d, req, 16)
+	closeHeld(warm)
 	if err != nil {
 		return err
 	}
@@ -515,20 +514,20 @@ func (b *bench) idleRSS() error {
 	m0, _ := metricsSnapshot(b.o.addr)
 
 	t0 := time.Now()
-	open, err := b.openIdle(d, req, n)
+	open, err := b.openIdleSessions(d, req, n)
 	if err != nil {
-		closeIdle(open)
+		closeHeld(open)
 		return err
 	}
 	openTime := time.Since(t0)
 	if _, err := waitChildren(pid, base+n, 2*time.Minute); err != nil {
-		closeIdle(open)
+		closeHeld(open)
 		return err
 	}
 	time.Sleep(2 * time.Second)
 	rss1, err := vmRSS(pid)
 	if err != nil {
-		closeIdle(open)
+		closeHeld(open)
 		return err
 	}
 	m1, _ := metricsSnapshot(b.o.addr)
@@ -538,11 +537,11 @@ func (b *bench) idleRSS() error {
 	}
 	var unexpected int64
 	for _, is := range open {
-		unexpected += is.output.Load()
+		unexpected += is.got.Load()
 	}
 
 	t1 := time.Now()
-	closeIdle(open)
+	closeHeld(open)
 	_, cerr := waitChildren(pid, base, 2*time.Minute)
 	closeTime := time.Since(t1)
 	time.Sleep(2 * time.Second)
@@ -581,95 +580,6 @@ func (b *bench) idleRSS() error {
 	b.add(row{"idle-rss", fmt.Sprintf("VmRSS per idle session (%d open)", n), fmt.Sprintf("%.1f KiB", per),
 		fmt.Sprintf("%.1f KiB (bare pty + goroutine)", ref), fmt.Sprintf("%.3f", ref/per), "none set", "n/a"})
 	return nil
-}
-
-type idleSession struct {
-	s      *session
-	output atomic.Int64  // payload bytes received after the ready frame
-	done   chan struct{} // closed when the reader goroutine ends
-}
-
-// openIdle opens n idle sessions, o.idleConc at a time, each with a
-// goroutine reading it (answering pings, counting any output).
-func (b *bench) openIdle(d *websocket.Dialer, req execReq, n int) ([]*idleSession, error) {
-	var (
-		mu    sync.Mutex
-		out   []*idleSession
-		first error
-		wg    sync.WaitGroup
-	)
-	next := make(chan struct{})
-	go func() {
-		defer close(next)
-		for range n {
-			select {
-			case next <- struct{}{}:
-			case <-b.ctx.Done():
-				return
-			}
-		}
-	}()
-	for range min(b.o.idleConc, n) {
-		wg.Go(func() {
-			for range next {
-				mu.Lock()
-				failed := first != nil
-				mu.Unlock()
-				if failed {
-					continue
-				}
-				s, err := b.c.open(b.ctx, d, req)
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("after %d sessions: %w", len(out), err)
-					}
-					mu.Unlock()
-					continue
-				}
-				_ = s.conn.SetReadDeadline(time.Time{}) // held open; closeIdle bounds the end
-				is := &idleSession{s: s, done: make(chan struct{})}
-				go func() {
-					defer close(is.done)
-					for {
-						_, p, err := is.s.next()
-						if err != nil {
-							return
-						}
-						is.output.Add(int64(len(p)))
-					}
-				}()
-				mu.Lock()
-				out = append(out, is)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if first == nil && len(out) != n {
-		first = fmt.Errorf("opened %d of %d sessions: %v", len(out), n, b.ctx.Err())
-	}
-	return out, first
-}
-
-// closeIdle closes the sessions from the client side: a close frame, the
-// server's echo (bounded), then the connection.
-func closeIdle(ss []*idleSession) {
-	for _, is := range ss {
-		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-		_ = is.s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(5*time.Second))
-	}
-	deadline := time.After(10 * time.Second)
-	for _, is := range ss {
-		select {
-		case <-is.done:
-		case <-deadline:
-		}
-		is.s.conn.Close()
-	}
-	for _, is := range ss {
-		<-is.done // Close ends the reader
-	}
 }
 
 // refIdle runs the reference in a child gwload and returns KiB per pty.
@@ -719,14 +629,7 @@ func refIdleChild(n int) error {
 			return err
 		}
 		hs = append(hs, held{cmd, ptmx})
-		go func() {
-			var b [1]byte
-			for {
-				if _, err := ptmx.Read(b[:]); err != nil {
-					return
-				}
-			}
-		}()
+		parkReader(ptmx)
 	}
 	time.Sleep(2 * time.Second)
 	after, err := vmRSS(os.Getpid())
@@ -735,6 +638,19 @@ func refIdleChild(n int) error {
 	}
 	fmt.Println(before, after)
 	return nil
+}
+
+// parkReader blocks a goroutine reading r, as an idle relay does, until r
+// is closed.
+func parkReader(r io.Reader) {
+	go func() {
+		var b [1]byte
+		for {
+			if _, err := r.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
 }
 
 // abort kills a started command and reaps it.
@@ -795,3 +711,18 @@ func verdict(ok bool) string {
 func mibps(bps float64) string   { return fmt.Sprintf("%.1f MiB/s", bps/(1<<20)) }
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// openIdleSessions opens n idle exec sessions, each held open by a reader
+// that counts any output.
+func (b *bench) openIdleSessions(d *websocket.Dialer, req execReq, n int) ([]*held, error) {
+	return b.openHeld("sessions", n, func() (*websocket.Conn, func() (int, error), error) {
+		s, err := b.c.open(b.ctx, d, req)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s.conn, func() (int, error) {
+			_, p, err := s.next()
+			return len(p), err
+		}, nil
+	})
+}
