@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 )
 
 // inputQueue carries client input to a process or a TCP connection, so
@@ -23,6 +24,7 @@ type inputQueue struct {
 	running bool // a writer goroutine is on
 	failed  bool // a write failed or the input was closed: drop the rest
 	writers sync.WaitGroup
+	drained chan struct{} // made by flush, closed when the writer goes idle
 }
 
 type inputItem struct {
@@ -78,6 +80,39 @@ func (s *inputQueue) close() {
 	s.writers.Wait()
 }
 
+// flush waits, at most d, until queued input is written (or dropped after
+// a failed write). Call it when no more input comes: after readLoop ends.
+func (s *inputQueue) flush(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		if !s.running && len(s.q) == 0 || s.target == nil {
+			s.mu.Unlock()
+			return true
+		}
+		if s.drained == nil {
+			s.drained = make(chan struct{})
+		}
+		drained := s.drained
+		s.mu.Unlock()
+		select {
+		case <-drained:
+		case <-t.C:
+			return false
+		}
+	}
+}
+
+// goIdle marks the writer stopped (mu held) and wakes a flush.
+func (s *inputQueue) goIdle() {
+	s.running = false
+	if s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+}
+
 // tryWriter is a target that can take input without blocking.
 type tryWriter interface {
 	// TryWrite writes what the consumer takes now and returns its length.
@@ -114,7 +149,7 @@ func (s *inputQueue) tryDirect(p []byte) (n int, ok bool) {
 	s.mu.Unlock()
 	n, err := tw.TryWrite(p)
 	s.mu.Lock()
-	s.running = false
+	s.goIdle()
 	if err != nil {
 		s.failed = true // the rest is dropped, as after any failed write
 		s.log.Debug("input closed by its consumer", "error", err)
@@ -169,7 +204,7 @@ func (s *inputQueue) writeLoop() {
 		default:
 			s.mu.Lock()
 			if len(q) == 0 { // checked under mu: a put after this wakes a new writer
-				s.running = false
+				s.goIdle()
 				s.mu.Unlock()
 				return
 			}
@@ -203,6 +238,6 @@ func (s *inputQueue) fail() {
 
 func (s *inputQueue) idle() {
 	s.mu.Lock()
-	s.running = false
+	s.goIdle()
 	s.mu.Unlock()
 }

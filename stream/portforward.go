@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -191,7 +192,16 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 		f.p.send(ctx, outFrame{ch: fp.errc, b: []byte(msg)})
 		return
 	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() }) // unblocks the read below
+	// The end of the stream unblocks the read below: a client that left
+	// still has its last bytes delivered, so the read only stops; for any
+	// other end (API close, shutdown) the connection closes at once.
+	stop := context.AfterFunc(ctx, func() {
+		if clientLeft(ctx) {
+			_ = conn.SetReadDeadline(time.Now())
+		} else {
+			conn.Close()
+		}
+	})
 	defer stop()
 	fp.in.start(tcpInput{conn}, f.log)
 	if sc, ok := conn.(syscall.Conn); ok { // a TCP connection: always, from sandbox.Dial
@@ -199,8 +209,26 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 			f.log.Debug("port-forward read", "port", fp.port, "error", err)
 		}
 	}
+	if clientLeft(ctx) {
+		if !fp.in.flush(flushGrace) {
+			f.log.Warn("port-forward: the remote did not take the client's last bytes in time", "port", fp.port, "grace", flushGrace)
+		}
+		if hc, ok := conn.(interface{ CloseWrite() error }); ok {
+			_ = hc.CloseWrite() // the remote reads an end of file after the last byte
+		}
+	}
 	conn.Close() // ends a write blocked on a remote that does not read
 	fp.in.close()
+}
+
+// flushGrace bounds how long client bytes still queued when the client
+// leaves wait for the remote to take them.
+const flushGrace = 5 * time.Second
+
+// clientLeft reports whether the stream ended because the client closed
+// the WebSocket or vanished.
+func clientLeft(ctx context.Context) bool {
+	return ctx.Err() != nil && errors.Is(context.Cause(ctx), errClientGone)
 }
 
 // dialError ends a raw port-forward whose one dial failed: there is no

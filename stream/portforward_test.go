@@ -250,6 +250,48 @@ func TestPortForwardCloseOrder(t *testing.T) {
 	}
 }
 
+// TestPortForwardClientLeavesAfterBurst: a client sends 4 MiB and closes
+// at once, while the server has not read yet; every byte still reaches
+// the server, then the end of file, as through the kubelet.
+func TestPortForwardClientLeavesAfterBurst(t *testing.T) {
+	h := newHarness(t, nil)
+	const size = 4 << 20
+	want := make([]byte, size)
+	rand.Read(want)
+	got := make(chan []byte, 1)
+	closed := make(chan struct{})
+	port := tcpServer(t, func(c net.Conn) {
+		<-closed // the client has gone before the first read
+		b, _ := io.ReadAll(c)
+		got <- b
+	})
+	c, _, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for p := want; len(p) > 0; p = p[32<<10:] {
+		if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, p[:32<<10]...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	for { // the server's answer to the close
+		if _, _, err := c.ReadMessage(); err != nil {
+			break
+		}
+	}
+	close(closed)
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, want) {
+			t.Errorf("the server got %d bytes (sha256 %x), want %d (%x)", len(b), sha256.Sum256(b), size, sha256.Sum256(want))
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("the TCP connection was not closed after the client left")
+	}
+}
+
 // TestPortForwardManyShort: many short tunnels in a row leave no goroutine
 // or file descriptor behind.
 func TestPortForwardManyShort(t *testing.T) {
