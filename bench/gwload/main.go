@@ -60,6 +60,7 @@ type options struct {
 	tunnelConc             int
 	refTunnels             int    // internal: the pf-idle-rss reference child
 	refTarget              string // internal: its upstream address
+	relayTarget            string // internal: the pf-throughput relay child's upstream
 }
 
 var allScenarios = []string{"tty-throughput", "pipe-throughput", "echo-latency", "setup-rate", "idle-rss",
@@ -92,6 +93,7 @@ func main() {
 	flag.IntVar(&o.refIdle, "internal-ref-idle", 0, "internal: run the idle-rss reference with N ptys and exit")
 	flag.IntVar(&o.refTunnels, "internal-ref-tunnels", 0, "internal: run the pf-idle-rss reference with N connections and exit")
 	flag.StringVar(&o.refTarget, "internal-ref-target", "", "internal: the upstream address of the pf-idle-rss reference")
+	flag.StringVar(&o.relayTarget, "internal-relay", "", "internal: run the pf-throughput relay to this address (with -bufsize) until stdin closes")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `gwload: load and benchmark tool for the gateway.
 
@@ -109,7 +111,7 @@ Scenarios:
   attach-fanout    K attachers (FANOUT, e.g. 1,10,100) of a fresh container writing FANOUT-BYTES as fast as it can; aggregate
                    bytes/s and gateway CPU per MiB delivered; ceiling: the same command's pipe read in-process (against K=1)
   pf-throughput    one port-forward tunnel, PF-BYTES each way (download, upload) to a TCP server in gwload; ceiling: direct
-                   loopback TCP to the same server (target >= 0.75 each way)
+                   loopback TCP to the same server (target >= 0.75 each way); reference: a bare relay process
   pf-setup-rate    TUNNELS tunnels, each a 4-byte echo then close, one at a time and TUNNEL-CONCURRENCY at a time;
                    per second, p50/p99; ceiling: direct TCP at the same concurrency
                    connect + the same echo (target >= 2000/s)
@@ -135,6 +137,13 @@ Usage: gwload [flags]
 	if o.refTunnels > 0 {
 		if err := refTunnelsChild(o.refTunnels, o.refTarget); err != nil {
 			fmt.Fprintln(os.Stderr, "gwload reference:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if o.relayTarget != "" {
+		if err := relayChild(o.relayTarget, o.bufSize); err != nil {
+			fmt.Fprintln(os.Stderr, "gwload relay:", err)
 			os.Exit(1)
 		}
 		return

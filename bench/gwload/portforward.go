@@ -378,6 +378,9 @@ func (b *bench) pfThroughput() error {
 		n, b.o.reps, down.port, bs, bs, up.port, v4, pfSandbox)
 	d := pfDialer(bs)
 	var gwDown, dirDown, gwUp, dirUp []float64
+	// CPU in ms per MiB carried, of the gateway and of the relay process.
+	var cpuGwDown, cpuGwUp, cpuRelDown, cpuRelUp []float64
+	msPerMiB := func(d time.Duration) float64 { return d.Seconds() * 1000 / (float64(n) / (1 << 20)) }
 
 	gwD := func(rep int) error {
 		cpu := b.startCPU()
@@ -416,15 +419,21 @@ func (b *bench) pfThroughput() error {
 		}
 		rate := float64(n) / dur.Seconds()
 		gwDown = append(gwDown, rate)
+		if g, _ := cpu.used(); b.o.pid > 0 {
+			cpuGwDown = append(cpuGwDown, msPerMiB(g))
+		}
 		fmt.Printf("  rep %d gateway download: %s in %.3fs (%d messages, %.1f KiB average; %s)\n", rep+1, mibps(rate), dur.Seconds(),
 			msgs, float64(n)/float64(max(msgs, 1))/1024, cpu.stop())
 		return nil
 	}
 	// mkDirD measures a plain TCP download from addr: the server itself
 	// (the ceiling) or a bare relay in front of it (the reference).
-	mkDirD := func(addr, label string, rates *[]float64) func(int) error {
+	mkDirD := func(addr, label string, relay *relayProc, rates, cpus *[]float64) func(int) error {
 		return func(rep int) error {
 			cpu := b.startCPU()
+			if relay != nil {
+				cpu = b.startCPUWithRelay(relay.pid())
+			}
 			t0 := time.Now()
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -460,6 +469,9 @@ func (b *bench) pfThroughput() error {
 			}
 			rate := float64(n) / dur.Seconds()
 			*rates = append(*rates, rate)
+			if _, r := cpu.used(); relay != nil {
+				*cpus = append(*cpus, msPerMiB(r))
+			}
 			fmt.Printf("  rep %d %-7s download: %s in %.3fs (%d reads, %.1f KiB average; %s)\n", rep+1, label, mibps(rate), dur.Seconds(),
 				reads, float64(n)/float64(max(reads, 1))/1024, cpu.stop())
 			return nil
@@ -535,12 +547,18 @@ func (b *bench) pfThroughput() error {
 		dur := a.at.Sub(t0)
 		rate := float64(n) / dur.Seconds()
 		gwUp = append(gwUp, rate)
+		if g, _ := cpu.used(); b.o.pid > 0 {
+			cpuGwUp = append(cpuGwUp, msPerMiB(g))
+		}
 		fmt.Printf("  rep %d gateway upload:   %s in %.3fs (%d frames; %s)\n", rep+1, mibps(rate), dur.Seconds(), frames, cpu.stop())
 		return nil
 	}
-	mkDirU := func(addr, label string, rates *[]float64) func(int) error {
+	mkDirU := func(addr, label string, relay *relayProc, rates, cpus *[]float64) func(int) error {
 		return func(rep int) error {
 			cpu := b.startCPU()
+			if relay != nil {
+				cpu = b.startCPUWithRelay(relay.pid())
+			}
 			t0 := time.Now()
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -570,23 +588,26 @@ func (b *bench) pfThroughput() error {
 			}
 			rate := float64(n) / dur.Seconds()
 			*rates = append(*rates, rate)
+			if _, r := cpu.used(); relay != nil {
+				*cpus = append(*cpus, msPerMiB(r))
+			}
 			fmt.Printf("  rep %d %-7s upload:   %s in %.3fs (%d writes; %s)\n", rep+1, label, mibps(rate), dur.Seconds(), writes, cpu.stop())
 			return nil
 		}
 	}
-	relayDown, err := startRelay(down.addr(), bs)
+	relayDown, err := startRelay(b.ctx, down.addr(), bs)
 	if err != nil {
 		return err
 	}
-	defer relayDown.Close()
-	relayUp, err := startRelay(up.addr(), bs)
+	defer relayDown.close()
+	relayUp, err := startRelay(b.ctx, up.addr(), bs)
 	if err != nil {
 		return err
 	}
-	defer relayUp.Close()
+	defer relayUp.close()
 	var relDown, relUp []float64
-	if err := b.rotate(gwD, mkDirD(down.addr(), "direct", &dirDown), mkDirD(relayDown.Addr().String(), "relay", &relDown),
-		gwU, mkDirU(up.addr(), "direct", &dirUp), mkDirU(relayUp.Addr().String(), "relay", &relUp)); err != nil {
+	if err := b.rotate(gwD, mkDirD(down.addr(), "direct", nil, &dirDown, nil), mkDirD(relayDown.addr, "relay", relayDown, &relDown, &cpuRelDown),
+		gwU, mkDirU(up.addr(), "direct", nil, &dirUp, nil), mkDirU(relayUp.addr, "relay", relayUp, &relUp, &cpuRelUp)); err != nil {
 		return err
 	}
 	const target = 0.75
@@ -601,66 +622,128 @@ func (b *bench) pfThroughput() error {
 		b.add(row{"pf-throughput", fmt.Sprintf("%s, one tunnel (%d bytes)", x.dir, n), mibps(g), mibps(c) + " (direct loopback TCP)",
 			fmt.Sprintf("%.3f", g/c), fmt.Sprintf(">= %.2f", target), met})
 	}
-	// The reference: what any user-space relay gets here (no WebSocket).
+	// The reference: what a user-space relay process gets here (no WebSocket).
 	for _, x := range []struct {
 		dir        string
 		gw, rl, dr []float64
 	}{{"download", gwDown, relDown, dirDown}, {"upload", gwUp, relUp, dirUp}} {
 		g, r, c := median(x.gw), median(x.rl), median(x.dr)
-		fmt.Printf("pf-throughput %s: bare TCP relay %s (median): relay/direct %.3f, gateway/relay %.3f\n", x.dir, mibps(r), r/c, g/r)
-		b.add(row{"pf-throughput", fmt.Sprintf("%s, reference: a bare TCP relay (read/write, %d-byte buffers)", x.dir, bs), mibps(g),
+		fmt.Printf("pf-throughput %s: bare TCP relay process %s (median): relay/direct %.3f, gateway/relay %.3f\n", x.dir, mibps(r), r/c, g/r)
+		b.add(row{"pf-throughput", fmt.Sprintf("%s, reference: a bare TCP relay process (read/write, %d-byte buffers)", x.dir, bs), mibps(g),
 			mibps(r) + " (relay)", fmt.Sprintf("%.3f", g/r), "", ""})
 		b.add(row{"pf-throughput", fmt.Sprintf("%s, reference: relay vs direct", x.dir), mibps(r), mibps(c) + " (direct loopback TCP)",
 			fmt.Sprintf("%.3f", r/c), "", ""})
 	}
+	// CPU per MiB carried: the cost of the gateway's hop against a bare
+	// relay's, whatever the cores the machine has.
+	for _, x := range []struct {
+		dir     string
+		gw, rel []float64
+	}{{"download", cpuGwDown, cpuRelDown}, {"upload", cpuGwUp, cpuRelUp}} {
+		if len(x.gw) == 0 || len(x.rel) == 0 {
+			continue
+		}
+		g, r := median(x.gw), median(x.rel)
+		fmt.Printf("pf-throughput %s: CPU per MiB carried: gateway %.3f ms, relay process %.3f ms (medians), relay/gateway %.3f\n", x.dir, g, r, r/g)
+		b.add(row{"pf-throughput", fmt.Sprintf("%s, CPU per MiB carried (gateway vs bare relay process)", x.dir), fmt.Sprintf("%.3f ms/MiB", g),
+			fmt.Sprintf("%.3f ms/MiB (relay)", r), fmt.Sprintf("%.3f", r/g), "", ""})
+	}
 	return nil
 }
 
-// startRelay relays each connection to target with plain read/write loops
-// of bufSize bytes (no splice: a WebSocket gateway must frame its data in
-// user space), half-closing each way at EOF: the best any user-space
-// relay can do, for reference.
-func startRelay(target string, bufSize int) (net.Listener, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// relayProc is the pf-throughput reference: a child gwload that relays
+// each connection to a target with plain read/write loops (no WebSocket,
+// no splice: a WebSocket gateway must frame its data in user space). It is
+// a process of its own, as the gateway is, so that its wake-ups cross
+// processes as the gateway's do.
+type relayProc struct {
+	cmd   *exec.Cmd
+	stdin io.Closer // closing it ends the child
+	addr  string
+}
+
+func (r *relayProc) pid() int { return r.cmd.Process.Pid }
+
+// close ends the child and waits for it.
+func (r *relayProc) close() {
+	r.stdin.Close()
+	_ = r.cmd.Wait()
+}
+
+// startRelay starts a relay child to target with bufSize-byte buffers.
+func startRelay(ctx context.Context, target string, bufSize int) (*relayProc, error) {
+	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
+	cmd := exec.CommandContext(ctx, exe, "-internal-relay", target, "-bufsize", strconv.Itoa(bufSize))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &relayProc{cmd: cmd, stdin: in}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if _, serr := fmt.Sscan(line, &r.addr); err != nil || serr != nil {
+		r.close()
+		return nil, fmt.Errorf("relay printed %q: %v %v", line, err, serr)
+	}
+	return r, nil
+}
+
+// relayChild is the relay process: it listens, prints its address, and
+// relays every connection to target, half-closing each way at end of
+// file, until its stdin closes.
+func relayChild(target string, bufSize int) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr())
 	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		ln.Close()
+	}()
+	copyHalf := func(dst, src *net.TCPConn) {
+		buf := make([]byte, bufSize)
 		for {
-			c, err := ln.Accept()
+			k, err := src.Read(buf)
+			if k > 0 {
+				if _, werr := dst.Write(buf[:k]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				_ = dst.CloseWrite()
+				return
+			}
+		}
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return nil // stdin closed
+		}
+		go func() {
+			defer c.Close()
+			t, err := net.Dial("tcp", target)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				t, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer t.Close()
-				copyHalf := func(dst, src net.Conn) {
-					buf := make([]byte, bufSize)
-					for {
-						k, err := src.Read(buf)
-						if k > 0 {
-							if _, werr := dst.Write(buf[:k]); werr != nil {
-								return
-							}
-						}
-						if err != nil {
-							dst.(*net.TCPConn).CloseWrite()
-							return
-						}
-					}
-				}
-				done := make(chan struct{})
-				go func() { copyHalf(t, c); close(done) }()
-				copyHalf(c, t)
-				<-done
-			}()
-		}
-	}()
-	return ln, nil
+			defer t.Close()
+			done := make(chan struct{})
+			go func() { copyHalf(t.(*net.TCPConn), c.(*net.TCPConn)); close(done) }()
+			copyHalf(c.(*net.TCPConn), t.(*net.TCPConn))
+			<-done
+		}()
+	}
 }
 
 // --- pf-setup-rate ----------------------------------------------------------------

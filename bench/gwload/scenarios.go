@@ -99,6 +99,8 @@ type cpuMeter struct {
 	self0, kids0, all0 time.Duration
 	cs0                int64
 	t0                 time.Time
+	relay              int // pid of a relay child (pf-throughput's reference), or 0
+	relay0             time.Duration
 }
 
 func (b *bench) startCPU() cpuMeter {
@@ -109,6 +111,27 @@ func (b *bench) startCPU() cpuMeter {
 		m.cs0 = ctxSwitches(m.pid)
 	}
 	return m
+}
+
+// startCPUWithRelay is startCPU that also measures the relay child pid.
+func (b *bench) startCPUWithRelay(pid int) cpuMeter {
+	m := b.startCPU()
+	m.relay = pid
+	m.relay0, _ = cpuTimeAll(pid)
+	return m
+}
+
+// used returns the CPU the gateway and the relay child used so far.
+func (m cpuMeter) used() (gw, relay time.Duration) {
+	if m.pid > 0 {
+		g, _ := cpuTime(m.pid)
+		gw = g - m.gw0
+	}
+	if m.relay > 0 {
+		r, _ := cpuTimeAll(m.relay)
+		relay = r - m.relay0
+	}
+	return gw, relay
 }
 
 // stop returns "gateway cpu X, N context switches; gwload cpu Y; other
@@ -123,14 +146,21 @@ func (m cpuMeter) stop() string {
 		ga, _ := cpuTimeAll(m.pid)
 		gw, gwAll, cs = g-m.gw0, ga-m.gwAll0, ctxSwitches(m.pid)-m.cs0
 	}
-	other := max(0, (all-self-kids-gwAll).Seconds()/wall.Seconds())
+	var relay time.Duration
+	relayNote := ""
+	if m.relay > 0 {
+		r, _ := cpuTimeAll(m.relay)
+		relay = r - m.relay0
+		relayNote = fmt.Sprintf("relay cpu %.2fs; ", relay.Seconds())
+	}
+	other := max(0, (all-self-kids-gwAll-relay).Seconds()/wall.Seconds())
 	if m.pid <= 0 {
 		// Without the gateway's pid its CPU cannot be told apart.
-		return fmt.Sprintf("gwload cpu %.2fs; rest of the machine, gateway included, %.2f cores", self.Seconds(), other)
+		return fmt.Sprintf("%sgwload cpu %.2fs; rest of the machine, gateway included, %.2f cores", relayNote, self.Seconds(), other)
 	}
 	m.b.others = append(m.b.others, other)
-	return fmt.Sprintf("gateway cpu %.2fs, %d context switches; gwload cpu %.2fs; other load %.2f cores",
-		gw.Seconds(), cs, self.Seconds(), other)
+	return fmt.Sprintf("gateway cpu %.2fs, %d context switches; %sgwload cpu %.2fs; other load %.2f cores",
+		gw.Seconds(), cs, relayNote, self.Seconds(), other)
 }
 
 // --- tty-throughput, pipe-throughput ---------------------------------------
