@@ -3,6 +3,7 @@ package stream
 import (
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"testing"
 
@@ -81,5 +82,78 @@ func BenchmarkTunnelEcho(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkTunnelUpload sends 32 KiB frames through one port-forward
+// tunnel to a server that counts them; each op is one frame, and the
+// timing ends when the server has every byte.
+func BenchmarkTunnelUpload(b *testing.B) {
+	h := newHarness(b, nil)
+	got := make(chan int64, 1)
+	port := tcpServer(b, func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	})
+	c, _, err := h.dialPath(b, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.channel.k8s.io")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	c.ReadMessage() // the two port prefixes
+	c.ReadMessage()
+	const size = 32 << 10
+	frame := append([]byte{0}, make([]byte, size)...)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	var sent int64
+	for b.Loop() {
+		if err := c.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+			b.Fatal(err)
+		}
+		sent += size
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	if n := <-got; n != sent {
+		b.Fatalf("the server got %d bytes, want %d", n, sent)
+	}
+}
+
+// BenchmarkTunnelDownload reads 16 MiB that a server writes through a new
+// tunnel each op, to the close.
+func BenchmarkTunnelDownload(b *testing.B) {
+	h := newHarness(b, nil)
+	const size = 16 << 20
+	port := tcpServer(b, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
+		for n := 0; n < size; n += len(buf) {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, _, err := h.dialPath(b, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.channel.k8s.io")
+		if err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for {
+			_, r, err := c.NextReader()
+			if err != nil {
+				break
+			}
+			var ch [1]byte
+			if _, err := r.Read(ch[:]); err == nil && ch[0] == 0 {
+				n, _ := io.Copy(io.Discard, r)
+				got += int(n)
+			}
+		}
+		c.Close()
+		if got != size+2 { // with the port prefix
+			b.Fatalf("got %d bytes, want %d", got, size+2)
+		}
 	}
 }
