@@ -514,9 +514,14 @@ func FuzzPortForwardFrames(f *testing.F) {
 // WebSocket with 4000 and closes the TCP connection.
 func TestPortForwardCloseFromAPI(t *testing.T) {
 	h := newHarness(t, nil)
-	eof := make(chan struct{})
-	port := tcpServer(t, func(c net.Conn) { io.Copy(io.Discard, c); close(eof) })
+	accepted, eof := make(chan struct{}), make(chan struct{})
+	port := tcpServer(t, func(c net.Conn) { close(accepted); io.Copy(io.Discard, c); close(eof) })
 	c, _ := h.dialPF(t, "host", []uint16{port})
+	select { // closed sooner, the tunnel has no TCP connection to close
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tunnel never connected")
+	}
 	if err := h.sessions.Close(h.activeSession(t).ID, session.ErrClosedByAPI); err != nil {
 		t.Fatal(err)
 	}
