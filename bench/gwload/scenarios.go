@@ -101,6 +101,7 @@ type cpuMeter struct {
 	t0                 time.Time
 	relay              int // pid of a relay child (pf-throughput's reference), or 0
 	relay0             time.Duration
+	gwFine0, relFine0  time.Duration // cpuTimeFine at the start
 }
 
 func (b *bench) startCPU() cpuMeter {
@@ -109,6 +110,7 @@ func (b *bench) startCPU() cpuMeter {
 		m.gw0, _ = cpuTime(m.pid)
 		m.gwAll0, _ = cpuTimeAll(m.pid)
 		m.cs0 = ctxSwitches(m.pid)
+		m.gwFine0 = cpuTimeFine(m.pid)
 	}
 	return m
 }
@@ -118,18 +120,18 @@ func (b *bench) startCPUWithRelay(pid int) cpuMeter {
 	m := b.startCPU()
 	m.relay = pid
 	m.relay0, _ = cpuTimeAll(pid)
+	m.relFine0 = cpuTimeFine(pid)
 	return m
 }
 
-// used returns the CPU the gateway and the relay child used so far.
+// used returns the CPU the gateway and the relay child used so far, to
+// the nanosecond.
 func (m cpuMeter) used() (gw, relay time.Duration) {
 	if m.pid > 0 {
-		g, _ := cpuTime(m.pid)
-		gw = g - m.gw0
+		gw = cpuTimeFine(m.pid) - m.gwFine0
 	}
 	if m.relay > 0 {
-		r, _ := cpuTimeAll(m.relay)
-		relay = r - m.relay0
+		relay = cpuTimeFine(m.relay) - m.relFine0
 	}
 	return gw, relay
 }
