@@ -87,7 +87,7 @@ func (s *inputQueue) flush(d time.Duration) bool {
 	defer t.Stop()
 	for {
 		s.mu.Lock()
-		if !s.running && len(s.q) == 0 || s.target == nil {
+		if s.target == nil || (!s.running && len(s.q) == 0) {
 			s.mu.Unlock()
 			return true
 		}
