@@ -30,24 +30,30 @@ func BenchmarkExecOutput(b *testing.B) {
 						b.Fatal(err)
 					}
 					c.WriteMessage(websocket.BinaryMessage, []byte("\x04{\"Width\":80,\"Height\":24}"))
-					got := 0
-					for {
-						_, r, err := c.NextReader()
-						if err != nil {
-							break
-						}
-						var ch [1]byte
-						if _, err := r.Read(ch[:]); err == nil && ch[0] == 1 {
-							n, _ := io.Copy(io.Discard, r)
-							got += int(n)
-						}
-					}
+					got := channelBytes(c, 1)
 					c.Close()
 					if got != size {
 						b.Fatalf("got %d bytes, want %d", got, size)
 					}
 				}
 			})
+		}
+	}
+}
+
+// channelBytes reads messages until the stream ends and counts the payload
+// bytes of channel ch, without keeping them.
+func channelBytes(c *websocket.Conn, ch byte) int {
+	got := 0
+	for {
+		_, r, err := c.NextReader()
+		if err != nil {
+			return got
+		}
+		var b [1]byte
+		if _, err := r.Read(b[:]); err == nil && b[0] == ch {
+			n, _ := io.Copy(io.Discard, r)
+			got += int(n)
 		}
 	}
 }
@@ -139,18 +145,7 @@ func BenchmarkTunnelDownload(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		got := 0
-		for {
-			_, r, err := c.NextReader()
-			if err != nil {
-				break
-			}
-			var ch [1]byte
-			if _, err := r.Read(ch[:]); err == nil && ch[0] == 0 {
-				n, _ := io.Copy(io.Discard, r)
-				got += int(n)
-			}
-		}
+		got := channelBytes(c, 0)
 		c.Close()
 		if got != size+2 { // with the port prefix
 			b.Fatalf("got %d bytes, want %d", got, size+2)

@@ -430,10 +430,7 @@ func (b *bench) pfThroughput() error {
 	// (the ceiling) or a bare relay in front of it (the reference).
 	mkDirD := func(addr, label string, relay *relayProc, rates, cpus *[]float64) func(int) error {
 		return func(rep int) error {
-			cpu := b.startCPU()
-			if relay != nil {
-				cpu = b.startCPUWithRelay(relay.pid())
-			}
+			cpu := b.startCPUWithRelay(relay)
 			t0 := time.Now()
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -555,10 +552,7 @@ func (b *bench) pfThroughput() error {
 	}
 	mkDirU := func(addr, label string, relay *relayProc, rates, cpus *[]float64) func(int) error {
 		return func(rep int) error {
-			cpu := b.startCPU()
-			if relay != nil {
-				cpu = b.startCPUWithRelay(relay.pid())
-			}
+			cpu := b.startCPUWithRelay(relay)
 			t0 := time.Now()
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -904,17 +898,9 @@ func runConcurrently(n, conc int, one func(int) (time.Duration, error)) ([]time.
 
 func (b *bench) pfIdleRSS() error {
 	n := b.o.idle
-	if b.gw != nil {
-		fmt.Println("restarting the gateway for a fresh process")
-		if err := b.gw.restart(b.ctx); err != nil {
-			return err
-		}
-		b.o.addr, b.o.pid = b.gw.addr, b.gw.pid()
-		b.c.addr = b.gw.addr
-	}
-	pid := b.o.pid
-	if pid <= 0 {
-		return errors.New("the gateway's pid is needed: use -gateway, or -pid with -addr")
+	pid, err := b.freshGateway()
+	if err != nil {
+		return err
 	}
 	var unexpected atomic.Int64
 	srv, err := startServer(idleHandler(&unexpected))
@@ -988,10 +974,7 @@ func (b *bench) pfIdleRSS() error {
 	fmt.Printf("  gateway VmRSS: before %d KiB, with %d idle tunnels %d KiB, after closing them %d KiB\n", rss0, n, rss1, rss2)
 	fmt.Printf("  => %.1f KiB per idle tunnel\n", per)
 	if m0 != nil && m1 != nil {
-		dm := func(k string) float64 { return (m1[k] - m0[k]) / float64(n) }
-		fmt.Printf("  per tunnel from /metrics: %.2f goroutines, %.1f KiB heap in use, %.1f KiB stacks, %.2f open fds; go_threads %g -> %g\n",
-			dm("go_goroutines"), dm("go_memstats_heap_inuse_bytes")/1024, dm("go_memstats_stack_inuse_bytes")/1024,
-			dm("process_open_fds"), m0["go_threads"], m1["go_threads"])
+		printPerItem("tunnel", n, m0, m1)
 		if m2 != nil {
 			fmt.Printf("  after closing: goroutines %g (before %g), open fds %g (before %g)\n",
 				m2["go_goroutines"], m0["go_goroutines"], m2["process_open_fds"], m0["process_open_fds"])

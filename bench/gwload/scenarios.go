@@ -99,8 +99,7 @@ type cpuMeter struct {
 	self0, kids0, all0 time.Duration
 	cs0                int64
 	t0                 time.Time
-	relay              int // pid of a relay child (pf-throughput's reference), or 0
-	relay0             time.Duration
+	relay              int           // pid of a relay child (pf-throughput's reference), or 0
 	gwFine0, relFine0  time.Duration // cpuTimeFine at the start
 }
 
@@ -115,12 +114,14 @@ func (b *bench) startCPU() cpuMeter {
 	return m
 }
 
-// startCPUWithRelay is startCPU that also measures the relay child pid.
-func (b *bench) startCPUWithRelay(pid int) cpuMeter {
+// startCPUWithRelay is startCPU that also measures the relay child, if
+// there is one.
+func (b *bench) startCPUWithRelay(r *relayProc) cpuMeter {
 	m := b.startCPU()
-	m.relay = pid
-	m.relay0, _ = cpuTimeAll(pid)
-	m.relFine0 = cpuTimeFine(pid)
+	if r != nil {
+		m.relay = r.pid()
+		m.relFine0 = cpuTimeFine(m.relay)
+	}
 	return m
 }
 
@@ -148,11 +149,9 @@ func (m cpuMeter) stop() string {
 		ga, _ := cpuTimeAll(m.pid)
 		gw, gwAll, cs = g-m.gw0, ga-m.gwAll0, ctxSwitches(m.pid)-m.cs0
 	}
-	var relay time.Duration
+	_, relay := m.used()
 	relayNote := ""
 	if m.relay > 0 {
-		r, _ := cpuTimeAll(m.relay)
-		relay = r - m.relay0
 		relayNote = fmt.Sprintf("relay cpu %.2fs; ", relay.Seconds())
 	}
 	other := max(0, (all-self-kids-gwAll-relay).Seconds()/wall.Seconds())
@@ -497,21 +496,38 @@ func (b *bench) setupRate() error {
 
 // --- idle-rss -------------------------------------------------------------------
 
-func (b *bench) idleRSS() error {
-	n := b.o.idle
+// freshGateway restarts the gateway gwload started, so that the heap grown
+// by the other scenarios neither hides nor inflates an idle cost, and
+// returns its pid (a running gateway's is given by -pid).
+func (b *bench) freshGateway() (int, error) {
 	if b.gw != nil {
-		// A fresh gateway, so that the heap grown by the other scenarios
-		// does not hide or inflate the idle cost.
 		fmt.Println("restarting the gateway for a fresh process")
 		if err := b.gw.restart(b.ctx); err != nil {
-			return err
+			return 0, err
 		}
 		b.o.addr, b.o.pid = b.gw.addr, b.gw.pid()
 		b.c.addr = b.gw.addr
 	}
-	pid := b.o.pid
-	if pid <= 0 {
-		return errors.New("the gateway's pid is needed: use -gateway, or -pid with -addr")
+	if b.o.pid <= 0 {
+		return 0, errors.New("the gateway's pid is needed: use -gateway, or -pid with -addr")
+	}
+	return b.o.pid, nil
+}
+
+// printPerItem prints what each of n idle items (sessions, tunnels) added
+// to the gateway's /metrics between the snapshots m0 and m1.
+func printPerItem(item string, n int, m0, m1 map[string]float64) {
+	dm := func(k string) float64 { return (m1[k] - m0[k]) / float64(n) }
+	fmt.Printf("  per %s from /metrics: %.2f goroutines, %.1f KiB heap in use, %.1f KiB stacks, %.2f open fds; go_threads %g -> %g\n",
+		item, dm("go_goroutines"), dm("go_memstats_heap_inuse_bytes")/1024, dm("go_memstats_stack_inuse_bytes")/1024,
+		dm("process_open_fds"), m0["go_threads"], m1["go_threads"])
+}
+
+func (b *bench) idleRSS() error {
+	n := b.o.idle
+	pid, err := b.freshGateway()
+	if err != nil {
+		return err
 	}
 	fmt.Printf("%d idle exec sessions of \"sleep 1000000\" (tty=1 stdin=1 stdout=1), WebSockets held open and read; VmRSS of gateway pid %d from /proc/%d/status\n",
 		n, pid, pid)
@@ -591,10 +607,7 @@ func (b *bench) idleRSS() error {
 	fmt.Printf("  gateway VmRSS: before %d KiB, with %d idle sessions %d KiB, after closing them %d KiB\n", rss0, n, rss1, rss2)
 	fmt.Printf("  => %.1f KiB per idle session\n", per)
 	if m0 != nil && m1 != nil {
-		dm := func(k string) float64 { return (m1[k] - m0[k]) / float64(n) }
-		fmt.Printf("  per session from /metrics: %.2f goroutines, %.1f KiB heap in use, %.1f KiB stacks, %.2f open fds; go_threads %g -> %g\n",
-			dm("go_goroutines"), dm("go_memstats_heap_inuse_bytes")/1024, dm("go_memstats_stack_inuse_bytes")/1024,
-			dm("process_open_fds"), m0["go_threads"], m1["go_threads"])
+		printPerItem("session", n, m0, m1)
 	}
 	if waiting >= 0 {
 		fmt.Printf("  gateway threads: %d, of which %d blocked in waitid(2) (one per child process being waited for)\n", threads, waiting)
