@@ -450,6 +450,12 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 
 // writeError classifies a failed write.
 func (p *Pump) writeError(err error) error {
+	if errors.Is(err, websocket.ErrCloseSent) {
+		// gorilla answered a failed read (a message over the limit, a
+		// protocol error, the client's close) with a close frame: readLoop
+		// is returning, and its error is the cause.
+		<-p.readDone
+	}
 	if p.ctx.Err() != nil {
 		return nil
 	}
