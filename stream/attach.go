@@ -160,13 +160,13 @@ func (attachInput) CloseStdin() error { return nil }
 // (close 4001), or the stream ends.
 func (a *attachStream) run(ctx context.Context) error {
 	defer a.stdin.close()
+	// Subscribe first: once the client has the ready frame, it misses
+	// nothing, even without a replay, and no output of its own input.
+	att := a.c.Attach(a.opts.replay())
+	defer att.Detach()
 	if a.opts.Stdin {
 		a.stdin.start(attachInput{c: a.c, done: a.stdin.stop}, a.log)
 	}
-	// Subscribe first: once the client has the ready frame, it misses
-	// nothing, even without a replay.
-	att := a.c.Attach(a.opts.replay())
-	defer att.Detach()
 	if !a.p.send(ctx, a.p.readyFrame(a.opts.Stdout, a.opts.Stderr)) {
 		return nil
 	}
