@@ -31,16 +31,28 @@ func (h *harness) container(t *testing.T, spec container.Spec) *container.Contai
 	return c
 }
 
-// stdoutLines reads an attach stream's stdout line by line until the close,
-// then reports the last message (the status) and the close.
+// attachReader reads an attach stream's stdout line by line until the
+// close, then reports the last message (the status) and the close.
 type attachReader struct {
+	ready  chan struct{} // closed at the first frame
 	lines  chan string
 	status chan string
 	close  chan *websocket.CloseError
 }
 
+// waitReady waits for the stream's first frame: from then on the attacher
+// misses no output.
+func (r *attachReader) waitReady(t *testing.T) {
+	t.Helper()
+	select {
+	case <-r.ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ready frame")
+	}
+}
+
 func readAttach(t *testing.T, c *websocket.Conn) *attachReader {
-	r := &attachReader{lines: make(chan string, 10000), status: make(chan string, 1), close: make(chan *websocket.CloseError, 1)}
+	r := &attachReader{ready: make(chan struct{}), lines: make(chan string, 10000), status: make(chan string, 1), close: make(chan *websocket.CloseError, 1)}
 	pr, pw := io.Pipe()
 	go func() {
 		defer close(r.lines)
@@ -51,12 +63,16 @@ func readAttach(t *testing.T, c *websocket.Conn) *attachReader {
 	}()
 	go func() {
 		defer pw.Close()
-		for {
+		defer close(r.status) // a status that never came reads as ""
+		for first := true; ; first = false {
 			_, m, err := c.ReadMessage()
 			if err != nil {
 				ce, _ := err.(*websocket.CloseError)
 				r.close <- ce
 				return
+			}
+			if first {
+				close(r.ready)
 			}
 			switch {
 			case len(m) > 0 && m[0] == 1:
@@ -114,6 +130,10 @@ func TestAttachInput(t *testing.T) {
 		Command: []string{"sh", "-c", `while read l; do [ "$l" = quit ] && exit 5; echo "got:$l"; done`}})
 	a, b := h.attach(t, "echo", "stdin=1&stdout=1&replay=0"), h.attach(t, "echo", "stdin=1&stdout=1&replay=0")
 	ra, rb := readAttach(t, a), readAttach(t, b)
+	// Without a replay, output before an attacher's ready frame is not
+	// its to see: both must be ready before either types.
+	ra.waitReady(t)
+	rb.waitReady(t)
 	var wg sync.WaitGroup
 	for i, c := range []*websocket.Conn{a, b} {
 		wg.Go(func() {
@@ -143,8 +163,9 @@ func TestAttachInput(t *testing.T) {
 	// A tty container: a resize from either attacher applies.
 	h.container(t, container.Spec{ID: "tty", TTY: true, Stdin: true, Command: []string{"sh", "-c", "stty -echo; while read l; do stty size; done"}})
 	c1, c2 := h.attach(t, "tty", "stdin=1&stdout=1&tty=1&replay=0"), h.attach(t, "tty", "stdin=1&stdout=1&tty=1&replay=0")
-	r1 := readAttach(t, c1)
-	readAttach(t, c2)
+	r1, r2 := readAttach(t, c1), readAttach(t, c2)
+	r1.waitReady(t)
+	r2.waitReady(t)
 	for _, step := range []struct {
 		c    *websocket.Conn
 		size string
@@ -212,6 +233,9 @@ func TestAttachFlood(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&base)
 
+	if _, m, err := fast.ReadMessage(); err != nil || string(m) != "\x01" {
+		t.Fatalf("ready frame %q %v", m, err)
+	}
 	fast.WriteMessage(websocket.BinaryMessage, []byte("\x00go\n"))
 	var got int64
 	var status string
