@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +42,7 @@ type harness struct {
 
 func newHarness(t testing.TB, tune func(*Config)) *harness {
 	t.Helper()
+	watchdog(t)
 	h := &harness{dir: t.TempDir()}
 	sandboxes := sandbox.NewRegistry()
 	h.sandboxes = sandboxes
@@ -104,6 +107,21 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 	return h
 }
 
+// testHangLimit is far over any test's run time (seconds).
+const testHangLimit = 3 * time.Minute
+
+// watchdog ends a test binary stuck in t with every goroutine's stack,
+// then a panic naming t, in minutes rather than at the package timeout,
+// and with the name last in the output.
+func watchdog(t testing.TB) {
+	dog := time.AfterFunc(testHangLimit, func() {
+		buf := make([]byte, 4<<20)
+		os.Stderr.Write(buf[:runtime.Stack(buf, true)])
+		panic(fmt.Sprintf("%s still runs after %v: stuck (every goroutine above)", t.Name(), testHangLimit))
+	})
+	t.Cleanup(func() { dog.Stop() })
+}
+
 // testWriter sends log lines to the test log, and nowhere once it ended.
 type testWriter struct{ t testing.TB }
 
@@ -133,8 +151,17 @@ func (h *harness) dial(t testing.TB, query string, header http.Header, protocols
 func (h *harness) dialPath(t testing.TB, path string, header http.Header, protocols ...string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	d := websocket.Dialer{Subprotocols: protocols, HandshakeTimeout: 10 * time.Second}
-	return d.Dial("ws"+strings.TrimPrefix(h.ts.URL, "http")+path, header)
+	c, resp, err := d.Dial("ws"+strings.TrimPrefix(h.ts.URL, "http")+path, header)
+	if err == nil {
+		// A read that would wait for ever fails the test instead.
+		c.SetReadDeadline(time.Now().Add(testReadLimit))
+	}
+	return c, resp, err
 }
+
+// testReadLimit bounds every read of a test's client, unless the test sets
+// its own deadline.
+const testReadLimit = time.Minute
 
 // attach dials an attach stream (v5) and fails the test on error.
 func (h *harness) attach(t *testing.T, id, query string) *websocket.Conn {

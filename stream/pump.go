@@ -453,7 +453,8 @@ func (p *Pump) writeError(err error) error {
 	if errors.Is(err, websocket.ErrCloseSent) {
 		// gorilla answered a failed read (a message over the limit, a
 		// protocol error, the client's close) with a close frame: readLoop
-		// is returning, and its error is the cause.
+		// is returning, and its error is the cause. (No write runs on
+		// readLoop's goroutine.)
 		<-p.readDone
 	}
 	if p.ctx.Err() != nil {
