@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"gateway/sandbox"
 	"gateway/session"
 	"gateway/stream"
 )
@@ -101,31 +100,15 @@ func (a *API) checkExec(id string, opts *stream.ExecOptions) (streamRequest, err
 }
 
 func (a *API) checkAttach(id string, opts *stream.AttachOptions) (streamRequest, error) {
-	if err := opts.Validate(); err != nil {
+	if _, err := a.streams.AttachTarget(id, opts); err != nil {
 		return streamRequest{}, err
-	}
-	c, err := a.runtime.Get(id)
-	if err != nil {
-		return streamRequest{}, err
-	}
-	if opts.Stdin && !c.Spec().Stdin {
-		return streamRequest{}, newError(errBadRequest, "container %q was started without stdin: attach without stdin", id)
 	}
 	return streamRequest{kind: session.Attach, target: id, attach: *opts}, nil
 }
 
 func (a *API) checkPortForward(id string, opts *stream.PortForwardOptions) (streamRequest, error) {
-	if err := opts.Validate(); err != nil {
+	if _, err := a.streams.PortForwardTarget(id, *opts); err != nil {
 		return streamRequest{}, err
-	}
-	sb, err := a.sandboxes.Get(id)
-	if err != nil {
-		return streamRequest{}, err
-	}
-	for _, p := range opts.Ports {
-		if !sb.AllowsPort(p) {
-			return streamRequest{}, newError(sandbox.ErrPort, "sandbox %q does not allow port %d", id, p)
-		}
 	}
 	return streamRequest{kind: session.PortForward, target: id, ports: *opts}, nil
 }

@@ -16,27 +16,16 @@ import (
 // AttachOptions are the parameters of an attach: the query of a WebSocket
 // request, or the JSON body that mints a single-use URL.
 type AttachOptions struct {
-	Stdin  bool `json:"stdin"`
-	Stdout bool `json:"stdout"`
-	Stderr bool `json:"stderr"`
-	TTY    bool `json:"tty"`
+	Streams
 	// Replay sends the container's scrollback before the live output;
 	// absent means true.
 	Replay *bool `json:"replay,omitempty"`
-	// Flow turns on the web page's flow control (see wsproto.Ack).
-	Flow bool `json:"flow,omitempty"`
 }
 
 // ParseAttachQuery reads attach parameters: the streams as for exec, and
 // replay (default on; replay=0 for live output only).
 func ParseAttachQuery(q url.Values) AttachOptions {
-	o := AttachOptions{
-		Stdin:  flag(q, "stdin", "input"),
-		Stdout: flag(q, "stdout", "output"),
-		Stderr: flag(q, "stderr", "error"),
-		TTY:    flag(q, "tty", "tty"),
-		Flow:   wsproto.ParseBool(q["flow"]),
-	}
+	o := AttachOptions{Streams: parseStreams(q)}
 	if v, ok := q["replay"]; ok {
 		r := wsproto.ParseBool(v)
 		o.Replay = &r
@@ -44,16 +33,8 @@ func ParseAttachQuery(q url.Values) AttachOptions {
 	return o
 }
 
-// Validate checks the options; with a tty, stderr is turned off.
-func (o *AttachOptions) Validate() error {
-	if !o.Stdin && !o.Stdout && !o.Stderr {
-		return badRequest("at least one of stdin, stdout or stderr must be requested")
-	}
-	if o.TTY {
-		o.Stderr = false
-	}
-	return nil
-}
+// Validate checks the options and normalizes them (see Streams).
+func (o *AttachOptions) Validate() error { return o.Streams.validate() }
 
 func (o *AttachOptions) replay() bool { return o.Replay == nil || *o.Replay }
 
@@ -64,19 +45,13 @@ func (o *AttachOptions) replay() bool { return o.Replay == nil || *o.Replay }
 // request was refused before the upgrade. Attach returns once the stream
 // runs.
 func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID string, opts AttachOptions) error {
-	if err := opts.Validate(); err != nil {
+	c, err := s.AttachTarget(containerID, &opts)
+	if err != nil {
 		return err
 	}
 	proto, err := s.negotiate(r, wsproto.ExecProtocols)
 	if err != nil {
 		return err
-	}
-	c, err := s.runtime.Get(containerID)
-	if err != nil {
-		return err
-	}
-	if opts.Stdin && !c.Spec().Stdin {
-		return badRequest("container %q was started without stdin: attach without stdin=1", containerID)
 	}
 	p, err := s.open(w, r, session.Attach, containerID, proto, opts.Flow)
 	if err != nil {
@@ -85,6 +60,23 @@ func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID stri
 	a := &attachStream{p: p, c: c, tty: c.Spec().TTY, opts: opts, log: p.log, km: p.km, stdin: newInputQueue()}
 	s.serve(p, a.onFrame, a.run, func() (*int, bool) { return a.exitCode, false })
 	return nil
+}
+
+// AttachTarget validates opts (see Validate) and returns the container
+// they may attach to: everything about an attach that can be checked
+// before the upgrade.
+func (s *Server) AttachTarget(containerID string, opts *AttachOptions) (*container.Container, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := s.runtime.Get(containerID)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Stdin && !c.Spec().Stdin {
+		return nil, badRequest("container %q was started without stdin: attach without stdin", containerID)
+	}
+	return c, nil
 }
 
 // attachStream is one attacher: readLoop feeds it client frames (onFrame),

@@ -19,29 +19,27 @@ import (
 	"gateway/stream/wsproto"
 )
 
-// ExecOptions are the parameters of an exec: the query of a WebSocket
-// request, or the JSON body that mints a single-use URL.
-type ExecOptions struct {
-	Command []string `json:"command"`
-	Stdin   bool     `json:"stdin"`
-	Stdout  bool     `json:"stdout"`
-	Stderr  bool     `json:"stderr"`
-	TTY     bool     `json:"tty"`
+// Streams are the streams an exec or an attach asks for, and its web
+// page options.
+type Streams struct {
+	Stdin  bool `json:"stdin"`
+	Stdout bool `json:"stdout"`
+	Stderr bool `json:"stderr"`
+	TTY    bool `json:"tty"`
 	// Flow turns on the web page's flow control (see wsproto.Ack).
 	Flow bool `json:"flow,omitempty"`
 }
 
-// ParseExecQuery reads exec parameters as the API server and the kubelet
-// name them: command (repeated), stdin/input, stdout/output, stderr/error,
-// tty; flags are true unless "0" or "false".
-func ParseExecQuery(q url.Values) ExecOptions {
-	return ExecOptions{
-		Command: q["command"],
-		Stdin:   flag(q, "stdin", "input"),
-		Stdout:  flag(q, "stdout", "output"),
-		Stderr:  flag(q, "stderr", "error"),
-		TTY:     flag(q, "tty", "tty"),
-		Flow:    wsproto.ParseBool(q["flow"]),
+// parseStreams reads the stream flags as the API server and the kubelet
+// name them: stdin/input, stdout/output, stderr/error, tty; flags are true
+// unless "0" or "false".
+func parseStreams(q url.Values) Streams {
+	return Streams{
+		Stdin:  flag(q, "stdin", "input"),
+		Stdout: flag(q, "stdout", "output"),
+		Stderr: flag(q, "stderr", "error"),
+		TTY:    flag(q, "tty", "tty"),
+		Flow:   wsproto.ParseBool(q["flow"]),
 	}
 }
 
@@ -52,15 +50,9 @@ func flag(q url.Values, name, kubeletName string) bool {
 	return wsproto.ParseBool(q[kubeletName])
 }
 
-// Validate checks the options and normalizes them: with a tty, stderr is
+// validate checks the streams and normalizes them: with a tty, stderr is
 // part of the pty's output, so it is turned off (as the kubelet does).
-func (o *ExecOptions) Validate(needCommand bool) error {
-	if needCommand && len(o.Command) == 0 {
-		return badRequest("command is required: add one command parameter per argument, e.g. ?command=sh&command=-c&command=date")
-	}
-	if needCommand && o.Command[0] == "" {
-		return badRequest("command: the program name is empty")
-	}
+func (o *Streams) validate() error {
 	if !o.Stdin && !o.Stdout && !o.Stderr {
 		return badRequest("at least one of stdin, stdout or stderr must be requested")
 	}
@@ -68,6 +60,30 @@ func (o *ExecOptions) Validate(needCommand bool) error {
 		o.Stderr = false
 	}
 	return nil
+}
+
+// ExecOptions are the parameters of an exec: the query of a WebSocket
+// request, or the JSON body that mints a single-use URL.
+type ExecOptions struct {
+	Command []string `json:"command"`
+	Streams
+}
+
+// ParseExecQuery reads exec parameters: command (repeated) and the
+// streams.
+func ParseExecQuery(q url.Values) ExecOptions {
+	return ExecOptions{Command: q["command"], Streams: parseStreams(q)}
+}
+
+// Validate checks the options and normalizes them (see Streams).
+func (o *ExecOptions) Validate(needCommand bool) error {
+	if needCommand && len(o.Command) == 0 {
+		return badRequest("command is required: add one command parameter per argument, e.g. ?command=sh&command=-c&command=date")
+	}
+	if needCommand && o.Command[0] == "" {
+		return badRequest("command: the program name is empty")
+	}
+	return o.Streams.validate()
 }
 
 // Exec serves an exec WebSocket: it validates the request, upgrades, and

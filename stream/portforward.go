@@ -63,7 +63,8 @@ const dialTimeout = 5 * time.Second
 // binary messages (websockify's). An error means the request was refused
 // before the upgrade. PortForward returns once the stream runs.
 func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID string, opts PortForwardOptions) error {
-	if err := opts.Validate(); err != nil {
+	sb, err := s.PortForwardTarget(sandboxID, opts)
+	if err != nil {
 		return err
 	}
 	proto, err := s.negotiate(r, wsproto.PortForwardProtocols)
@@ -72,15 +73,6 @@ func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID s
 	}
 	if proto.Raw && len(opts.Ports) != 1 {
 		return badRequest("the binary subprotocol forwards exactly one port, not %d", len(opts.Ports))
-	}
-	sb, err := s.sandboxes.Get(sandboxID)
-	if err != nil {
-		return err
-	}
-	for _, p := range opts.Ports {
-		if !sb.AllowsPort(p) {
-			return fmt.Errorf("%w: sandbox %q does not allow port %d (allowed: %v)", sandbox.ErrPort, sandboxID, p, sb.Spec().Ports)
-		}
 	}
 	p, err := s.open(w, r, session.PortForward, sandboxID, proto, false)
 	if err != nil {
@@ -92,6 +84,25 @@ func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID s
 	}
 	s.serve(p, f.onFrame, f.run, func() (*int, bool) { return nil, false })
 	return nil
+}
+
+// PortForwardTarget validates opts and returns the sandbox whose ports
+// they may reach: everything about a port-forward that can be checked
+// before the upgrade, but the subprotocol.
+func (s *Server) PortForwardTarget(sandboxID string, opts PortForwardOptions) (*sandbox.Sandbox, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	sb, err := s.sandboxes.Get(sandboxID)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range opts.Ports {
+		if !sb.AllowsPort(p) {
+			return nil, fmt.Errorf("%w: sandbox %q does not allow port %d (allowed: %v)", sandbox.ErrPort, sandboxID, p, sb.Spec().Ports)
+		}
+	}
+	return sb, nil
 }
 
 // forwardStream is one port-forward connection.
