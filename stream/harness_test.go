@@ -152,8 +152,9 @@ func (h *harness) dialPath(t testing.TB, path string, header http.Header, protoc
 	t.Helper()
 	d := websocket.Dialer{Subprotocols: protocols, HandshakeTimeout: 10 * time.Second}
 	c, resp, err := d.Dial("ws"+strings.TrimPrefix(h.ts.URL, "http")+path, header)
-	if err == nil {
-		// A read that would wait for ever fails the test instead.
+	if _, test := t.(*testing.T); test && err == nil {
+		// A read that would wait for ever fails the test instead (a
+		// benchmark may run longer).
 		c.SetReadDeadline(time.Now().Add(testReadLimit))
 	}
 	return c, resp, err
@@ -163,35 +164,33 @@ func (h *harness) dialPath(t testing.TB, path string, header http.Header, protoc
 // its own deadline.
 const testReadLimit = time.Minute
 
-// attach dials an attach stream (v5) and fails the test on error.
-func (h *harness) attach(t *testing.T, id, query string) *websocket.Conn {
+// mustDialPath dials path, fails t with the refusal's body if it is
+// refused, and closes the conn when t ends.
+func (h *harness) mustDialPath(t testing.TB, path string, protocols ...string) *websocket.Conn {
 	t.Helper()
-	c, resp, err := h.dialPath(t, "/attach/"+id+"?"+query, nil, "v5.channel.k8s.io")
+	c, resp, err := h.dialPath(t, path, nil, protocols...)
 	if err != nil {
 		body := ""
 		if resp != nil {
 			b, _ := io.ReadAll(resp.Body)
 			body = string(b)
 		}
-		t.Fatalf("attach: %v %s", err, body)
+		t.Fatalf("dial %s: %v %s", path, err, body)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
+// attach dials an attach stream (v5).
+func (h *harness) attach(t *testing.T, id, query string) *websocket.Conn {
+	t.Helper()
+	return h.mustDialPath(t, "/attach/"+id+"?"+query, "v5.channel.k8s.io")
+}
+
+// mustDial dials an exec in the box container.
 func (h *harness) mustDial(t *testing.T, query string, protocols ...string) *websocket.Conn {
 	t.Helper()
-	c, resp, err := h.dial(t, query, nil, protocols...)
-	if err != nil {
-		body := ""
-		if resp != nil {
-			b, _ := io.ReadAll(resp.Body)
-			body = string(b)
-		}
-		t.Fatalf("dial: %v %s", err, body)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return h.mustDialPath(t, "/exec/box?"+query, protocols...)
 }
 
 // message is one WebSocket message as received.

@@ -65,16 +65,7 @@ func (h *harness) dialPF(t *testing.T, sb string, ports []uint16) (*pfConn, []io
 	for _, p := range ports {
 		q += fmt.Sprintf("port=%d&", p)
 	}
-	ws, resp, err := h.dialPath(t, "/portforward/"+sb+"?"+q, nil, "v4.channel.k8s.io")
-	if err != nil {
-		b := ""
-		if resp != nil {
-			bb, _ := io.ReadAll(resp.Body)
-			b = string(bb)
-		}
-		t.Fatalf("dial: %v %s", err, b)
-	}
-	t.Cleanup(func() { ws.Close() })
+	ws := h.mustDialPath(t, "/portforward/"+sb+"?"+q, "v4.channel.k8s.io")
 	c := &pfConn{ws: ws, data: map[byte]*io.PipeWriter{}, errs: map[byte]*bytes.Buffer{}, done: make(chan *websocket.CloseError, 1)}
 	readers := make([]io.Reader, len(ports))
 	for i := range ports {
@@ -265,11 +256,7 @@ func TestPortForwardClientLeavesAfterBurst(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		got <- b
 	})
-	c, _, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.channel.k8s.io")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := h.mustDialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), "v4.channel.k8s.io")
 	for p := want; len(p) > 0; p = p[32<<10:] {
 		if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, p[:32<<10]...)); err != nil {
 			t.Fatal(err)
@@ -378,11 +365,7 @@ func TestPortForwardRaw(t *testing.T) {
 func TestPortForwardBase64(t *testing.T) {
 	h := newHarness(t, nil)
 	port := tcpServer(t, echo)
-	ws, _, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.base64.channel.k8s.io")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
+	ws := h.mustDialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), "v4.base64.channel.k8s.io")
 	var prefix [2]byte
 	binary.LittleEndian.PutUint16(prefix[:], port)
 	for _, ch := range []string{"0", "1"} {
@@ -443,11 +426,7 @@ func TestPortForwardSlowClient(t *testing.T) {
 			}
 		}
 	})
-	c, _, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.channel.k8s.io")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h.mustDialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), "v4.channel.k8s.io")
 	last := stalledBytesOut(t, h.activeSession(t))
 	t.Logf("backlog while the client reads nothing: %d KiB", last>>10)
 	if last > 64<<20 {
@@ -463,11 +442,7 @@ func b64(p []byte) string { return base64.StdEncoding.EncodeToString(p) }
 func FuzzPortForwardFrames(f *testing.F) {
 	h := newHarness(f, nil)
 	port := tcpServer(f, echo)
-	ws, _, err := h.dialPath(f, fmt.Sprintf("/portforward/host?port=%d&port=%d", port, port), nil, "v4.channel.k8s.io")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { ws.Close() })
+	ws := h.mustDialPath(f, fmt.Sprintf("/portforward/host?port=%d&port=%d", port, port), "v4.channel.k8s.io")
 	msgs := make(chan []byte, 1024)
 	go func() {
 		defer close(msgs)

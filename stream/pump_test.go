@@ -65,11 +65,7 @@ func BenchmarkTunnelEcho(b *testing.B) {
 	port := tcpServer(b, echo)
 	for _, size := range []int{64, 4 << 10, 32 << 10} {
 		b.Run(strconv.Itoa(size), func(b *testing.B) {
-			c, _, err := h.dialPath(b, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.channel.k8s.io")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
+			c := h.mustDialPath(b, fmt.Sprintf("/portforward/host?port=%d", port), "v4.channel.k8s.io")
 			c.ReadMessage() // the two port prefixes
 			c.ReadMessage()
 			frame := append([]byte{0}, make([]byte, size)...)
@@ -101,11 +97,7 @@ func BenchmarkTunnelUpload(b *testing.B) {
 		n, _ := io.Copy(io.Discard, c)
 		got <- n
 	})
-	c, _, err := h.dialPath(b, fmt.Sprintf("/portforward/host?port=%d", port), nil, "v4.channel.k8s.io")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c := h.mustDialPath(b, fmt.Sprintf("/portforward/host?port=%d", port), "v4.channel.k8s.io")
 	c.ReadMessage() // the two port prefixes
 	c.ReadMessage()
 	const size = 32 << 10
