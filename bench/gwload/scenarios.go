@@ -462,7 +462,7 @@ func (b *bench) setupRate() error {
 		t0 := time.Now()
 		for i := range n {
 			cmd := exec.Command("true")
-			cmd.Dir = "/tmp"
+			cmd.Dir = os.TempDir()
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 			out, err := cmd.StdoutPipe()
 			if err != nil {
