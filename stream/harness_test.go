@@ -112,8 +112,12 @@ const testHangLimit = 3 * time.Minute
 
 // watchdog ends a test binary stuck in t with every goroutine's stack,
 // then a panic naming t, in minutes rather than at the package timeout,
-// and with the name last in the output.
+// and with the name last in the output. Benchmarks and fuzzing may run
+// for longer: it watches tests only.
 func watchdog(t testing.TB) {
+	if _, test := t.(*testing.T); !test {
+		return
+	}
 	dog := time.AfterFunc(testHangLimit, func() {
 		buf := make([]byte, 4<<20)
 		os.Stderr.Write(buf[:runtime.Stack(buf, true)])
