@@ -11,10 +11,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
 	"gateway/internal/chunkio"
+	"gateway/internal/ptyio"
 )
 
 // Size is a terminal size in character cells.
@@ -80,25 +80,16 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, start func(
 	}()
 
 	if spec.TTY {
-		ptmx, tty, err := pty.Open()
-		if err != nil {
-			return nil, fmt.Errorf("open pty: %w", err)
-		}
-		p.pty = ptmx
-		childEnds = append(childEnds, tty)
 		size := spec.Size
 		if size.Cols == 0 || size.Rows == 0 {
 			size = DefaultSize
 		}
-		// pty.Open leaves the master in blocking mode (it calls Fd);
-		// make it non-blocking so that Close and deadlines interrupt reads,
-		// and never call Fd on it again.
-		if err := control(ptmx, func(fd int) error { return unix.SetNonblock(fd, true) }); err != nil {
-			return nil, fmt.Errorf("pty non-blocking: %w", err)
-		}
-		if err := setSize(ptmx, size); err != nil {
+		ptmx, tty, err := ptyio.Open(size.Cols, size.Rows)
+		if err != nil {
 			return nil, err
 		}
+		p.pty = ptmx
+		childEnds = append(childEnds, tty)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 		// A new session whose controlling terminal is the pty (child fd 0):
 		// the process group gets the pty's signals, and ours reach it.
@@ -166,7 +157,7 @@ func (p *Process) Resize(s Size) error {
 	if p.pty == nil {
 		return nil
 	}
-	return setSize(p.pty, s)
+	return ptyio.SetSize(p.pty, s.Cols, s.Rows)
 }
 
 // CloseStdin tells the process there is no more input: the pipe is closed,
@@ -266,29 +257,6 @@ func exitCode(st *os.ProcessState) int {
 		return 128 + int(ws.Signal())
 	}
 	return st.ExitCode()
-}
-
-func setSize(f *os.File, s Size) error {
-	ws := &unix.Winsize{Row: s.Rows, Col: s.Cols}
-	err := control(f, func(fd int) error { return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, ws) })
-	if err != nil {
-		return fmt.Errorf("set pty size %dx%d: %w", s.Cols, s.Rows, err)
-	}
-	return nil
-}
-
-// control runs fn on f's descriptor without switching it to blocking mode
-// (as File.Fd would).
-func control(f *os.File, fn func(fd int) error) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
 }
 
 // lookPath finds name as a shell would, using the PATH of env and, for

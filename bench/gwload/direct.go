@@ -17,8 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/creack/pty"
-	"golang.org/x/sys/unix"
+	"gateway/internal/ptyio"
 )
 
 // The ceilings: the same commands started by the tool itself, read
@@ -28,20 +27,11 @@ import (
 // (container/process.go): a new session with the pty as controlling
 // terminal, and a non-blocking master read through Go's poller.
 func startPty(cmd *exec.Cmd) (*os.File, error) {
-	ptmx, tty, err := pty.Open()
+	ptmx, tty, err := ptyio.Open(80, 24)
 	if err != nil {
 		return nil, err
 	}
 	defer tty.Close()
-	if err := control(ptmx, func(fd int) error { return unix.SetNonblock(fd, true) }); err != nil {
-		ptmx.Close()
-		return nil, err
-	}
-	ws := &unix.Winsize{Row: 24, Col: 80}
-	if err := control(ptmx, func(fd int) error { return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, ws) }); err != nil {
-		ptmx.Close()
-		return nil, err
-	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -49,20 +39,6 @@ func startPty(cmd *exec.Cmd) (*os.File, error) {
 		return nil, err
 	}
 	return ptmx, nil
-}
-
-// control runs fn on f's descriptor without making it blocking (as Fd
-// would).
-func control(f *os.File, fn func(fd int) error) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
 }
 
 // readAll reads r to its end with a buffer of bufSize and returns the byte
