@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"gateway/internal/chunkio"
 	"gateway/metrics"
 	"gateway/session"
 	"gateway/stream/wsproto"
@@ -264,7 +265,7 @@ func (p *Pump) readLoop(onFrame func(context.Context, wsproto.Frame) error) erro
 		if err != nil {
 			return p.readError(err)
 		}
-		if msg, err = readMessage(r, msg[:0]); err != nil {
+		if msg, err = chunkio.AppendAll(msg[:0], r); err != nil { // gorilla enforces the limit
 			return p.readError(err)
 		}
 		_ = p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
@@ -286,23 +287,6 @@ func (p *Pump) readLoop(onFrame func(context.Context, wsproto.Frame) error) erro
 		}
 		if cap(msg) > 4*readChunk { // do not keep a huge paste around
 			msg = nil
-		}
-	}
-}
-
-// readMessage reads a whole message into buf; gorilla enforces the limit.
-func readMessage(r io.Reader, buf []byte) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
 		}
 	}
 }

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"gateway/internal/chunkio"
 )
 
 // The channel protocol spoken by the tool (protocol.md 1.1-1.10).
@@ -159,20 +160,8 @@ func readBinary(conn *websocket.Conn, buf []byte) ([]byte, int, error) {
 	if mt != websocket.BinaryMessage {
 		return buf, 0, fmt.Errorf("server sent a message of type %d, want binary", mt)
 	}
-	p := buf[:0]
-	for {
-		if len(p) == cap(p) {
-			p = append(p, 0)[:len(p)]
-		}
-		n, err := r.Read(p[len(p):cap(p)])
-		p = p[:len(p)+n]
-		if err == io.EOF {
-			return p, 0, nil
-		}
-		if err != nil {
-			return p, 0, err
-		}
-	}
+	p, err := chunkio.AppendAll(buf[:0], r)
+	return p, 0, err
 }
 
 // errClosed: next found the server's close frame; s.closeCode says which.

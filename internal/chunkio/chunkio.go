@@ -5,6 +5,7 @@ package chunkio
 
 import (
 	"errors"
+	"io"
 	"os"
 	"syscall"
 
@@ -131,4 +132,23 @@ func TryWrite(f syscall.Conn, p []byte) (int, error) {
 		return written, err
 	}
 	return written, werr
+}
+
+// AppendAll reads r to its end, appending to buf, and returns the result:
+// like io.ReadAll, but into a buffer the caller reuses (one per WebSocket
+// message, say), which grows only when a read finds it full.
+func AppendAll(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
