@@ -912,74 +912,28 @@ func (b *bench) pfIdleRSS() error {
 		"VmRSS of gateway pid %d from /proc/%d/status; target < 32 KiB per tunnel\n", n, srv.port, pid, pid)
 	d := pfDialer(4096)
 
-	// Warm up the code paths: a few tunnels opened and closed.
-	warm, err := b.openTunnels(d, srv.port, 16)
-	closeHeld(warm)
-	if err != nil {
-		return err
-	}
-	if err := srv.waitOpen(0, 10*time.Second); err != nil {
-		return fmt.Errorf("after the warm-up: %w", err)
-	}
-	time.Sleep(2 * time.Second)
-	rss0, err := vmRSS(pid)
-	if err != nil {
-		return err
-	}
-	m0, _ := metricsSnapshot(b.o.addr)
-	acc0 := srv.accepted.Load()
-
-	t0 := time.Now()
-	open, err := b.openTunnels(d, srv.port, n)
-	if err != nil {
-		closeHeld(open)
-		return err
-	}
-	openTime := time.Since(t0)
-	if err := srv.waitOpen(int64(n), time.Minute); err != nil {
-		closeHeld(open)
-		return fmt.Errorf("with %d tunnels open: %w", n, err)
-	}
-	time.Sleep(2 * time.Second)
-	rss1, err := vmRSS(pid)
-	if err != nil {
-		closeHeld(open)
-		return err
-	}
-	m1, _ := metricsSnapshot(b.o.addr)
-	var got int64
-	for _, it := range open {
-		got += it.got.Load()
-	}
-
-	t1 := time.Now()
-	closeHeld(open)
-	cerr := srv.waitOpen(0, time.Minute)
-	closeTime := time.Since(t1)
-	time.Sleep(2 * time.Second)
-	rss2, _ := vmRSS(pid)
-	m2, _ := metricsSnapshot(b.o.addr)
+	var acc0, got int64 // accepted before the measured open; bytes to the clients
+	r, err := b.measureIdle(pid, n,
+		func(k int) ([]*held, error) {
+			acc0 = srv.accepted.Load()
+			return b.openTunnels(d, srv.port, k)
+		},
+		func(k int) error { return srv.waitOpen(int64(k), time.Minute) },
+		func(hs []*held) {
+			for _, h := range hs {
+				got += h.got.Load()
+			}
+		})
 	switch {
-	case cerr != nil:
-		return fmt.Errorf("after closing the WebSockets, the gateway's connections to the server: %w", cerr)
+	case err != nil:
+		return err
 	case srv.accepted.Load()-acc0 != int64(n):
 		return fmt.Errorf("the server accepted %d connections for %d tunnels", srv.accepted.Load()-acc0, n)
 	case got != 0 || unexpected.Load() != 0:
 		return fmt.Errorf("idle tunnels carried data: %d bytes to the clients, %d to the server", got, unexpected.Load())
 	}
-
-	per := float64(rss1-rss0) / float64(n)
-	fmt.Printf("  opened %d tunnels in %.2fs (%d connections seen by the server), closed them in %.2fs (all the server's connections ended)\n",
-		n, openTime.Seconds(), n, closeTime.Seconds())
-	fmt.Printf("  gateway VmRSS: before %d KiB, with %d idle tunnels %d KiB, after closing them %d KiB\n", rss0, n, rss1, rss2)
-	fmt.Printf("  => %.1f KiB per idle tunnel\n", per)
-	if m0 != nil && m1 != nil {
-		printPerItem("tunnel", n, m0, m1)
-		if m2 != nil {
-			fmt.Printf("  after closing: goroutines %g (before %g), open fds %g (before %g)\n",
-				m2["go_goroutines"], m0["go_goroutines"], m2["process_open_fds"], m0["process_open_fds"])
-		}
-	}
+	per := r.perItem()
+	r.print("tunnel", fmt.Sprintf("%d connections seen by the server, all ended after the close", n))
 
 	ref, err := b.refTunnels(n, srv.addr())
 	if err != nil {

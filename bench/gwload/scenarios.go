@@ -514,15 +514,6 @@ func (b *bench) freshGateway() (int, error) {
 	return b.o.pid, nil
 }
 
-// printPerItem prints what each of n idle items (sessions, tunnels) added
-// to the gateway's /metrics between the snapshots m0 and m1.
-func printPerItem(item string, n int, m0, m1 map[string]float64) {
-	dm := func(k string) float64 { return (m1[k] - m0[k]) / float64(n) }
-	fmt.Printf("  per %s from /metrics: %.2f goroutines, %.1f KiB heap in use, %.1f KiB stacks, %.2f open fds; go_threads %g -> %g\n",
-		item, dm("go_goroutines"), dm("go_memstats_heap_inuse_bytes")/1024, dm("go_memstats_stack_inuse_bytes")/1024,
-		dm("process_open_fds"), m0["go_threads"], m1["go_threads"])
-}
-
 func (b *bench) idleRSS() error {
 	n := b.o.idle
 	pid, err := b.freshGateway()
@@ -536,7 +527,8 @@ func (b *bench) idleRSS() error {
 	req := execReq{command: []string{"sleep", "1000000"}, stdin: true, stdout: true, tty: true}
 	d := dialer(4096)
 
-	// Warm up the code paths: a few finished sessions and a few idle ones.
+	// Warm up the code paths: a few finished sessions (and, in
+	// measureIdle, idle ones).
 	for range 3 {
 		s, err := b.c.open(b.ctx, d, execReq{command: []string{"true"}, stdout: true})
 		if err != nil {
@@ -546,69 +538,30 @@ func (b *bench) idleRSS() error {
 			return err
 		}
 	}
-	warm, err := b.openIdleSessions(d, req, 16)
-	closeHeld(warm)
-	if err != nil {
-		return err
-	}
-	if _, err := waitChildren(pid, base, time.Minute); err != nil {
-		return fmt.Errorf("after the warm-up: %w", err)
-	}
-	time.Sleep(2 * time.Second)
-	rss0, err := vmRSS(pid)
-	if err != nil {
-		return err
-	}
-	m0, _ := metricsSnapshot(b.o.addr)
-
-	t0 := time.Now()
-	open, err := b.openIdleSessions(d, req, n)
-	if err != nil {
-		closeHeld(open)
-		return err
-	}
-	openTime := time.Since(t0)
-	if _, err := waitChildren(pid, base+n, 2*time.Minute); err != nil {
-		closeHeld(open)
-		return err
-	}
-	time.Sleep(2 * time.Second)
-	rss1, err := vmRSS(pid)
-	if err != nil {
-		closeHeld(open)
-		return err
-	}
-	m1, _ := metricsSnapshot(b.o.addr)
 	waiting, threads := -1, 0
-	if nr := sysWaitid(); nr != "" {
-		waiting, threads = threadsIn(pid, nr)
-	}
 	var unexpected int64
-	for _, is := range open {
-		unexpected += is.got.Load()
-	}
-
-	t1 := time.Now()
-	closeHeld(open)
-	_, cerr := waitChildren(pid, base, 2*time.Minute)
-	closeTime := time.Since(t1)
-	time.Sleep(2 * time.Second)
-	rss2, _ := vmRSS(pid)
-	if cerr != nil {
-		return fmt.Errorf("after closing the WebSockets: %w", cerr)
+	r, err := b.measureIdle(pid, n,
+		func(k int) ([]*held, error) { return b.openIdleSessions(d, req, k) },
+		func(k int) error {
+			_, err := waitChildren(pid, base+k, 2*time.Minute)
+			return err
+		},
+		func(hs []*held) {
+			if nr := sysWaitid(); nr != "" {
+				waiting, threads = threadsIn(pid, nr)
+			}
+			for _, h := range hs {
+				unexpected += h.got.Load()
+			}
+		})
+	if err != nil {
+		return err
 	}
 	if unexpected != 0 {
 		return fmt.Errorf("idle sessions received %d bytes of output", unexpected)
 	}
-
-	per := float64(rss1-rss0) / float64(n)
-	fmt.Printf("  opened %d sessions in %.2fs (%d child processes of the gateway seen), closed them in %.2fs (children reaped)\n",
-		n, openTime.Seconds(), n, closeTime.Seconds())
-	fmt.Printf("  gateway VmRSS: before %d KiB, with %d idle sessions %d KiB, after closing them %d KiB\n", rss0, n, rss1, rss2)
-	fmt.Printf("  => %.1f KiB per idle session\n", per)
-	if m0 != nil && m1 != nil {
-		printPerItem("session", n, m0, m1)
-	}
+	per := r.perItem()
+	r.print("session", fmt.Sprintf("%d child processes of the gateway seen, all reaped after the close", n))
 	if waiting >= 0 {
 		fmt.Printf("  gateway threads: %d, of which %d blocked in waitid(2) (one per child process being waited for)\n", threads, waiting)
 	}
