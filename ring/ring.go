@@ -15,11 +15,10 @@ type Buffer struct {
 	limit int
 	buf   []byte // len(buf) <= limit; grows until full, then wraps
 	start int    // index in buf of the oldest byte once full
-	total int64  // bytes ever written
 }
 
 // New returns a buffer that keeps at most limit bytes. A limit of zero or
-// less keeps nothing but still counts what is written.
+// less keeps nothing.
 func New(limit int) *Buffer {
 	return &Buffer{limit: max(limit, 0)}
 }
@@ -34,7 +33,6 @@ func (b *Buffer) Write(p []byte) (int, error) {
 
 func (b *Buffer) write(p []byte) {
 	n := len(p)
-	b.total += int64(n)
 	if b.limit == 0 {
 		return
 	}
@@ -66,32 +64,7 @@ func (b *Buffer) Bytes() []byte {
 	return b.appendTo(nil)
 }
 
-// AppendTo appends the kept bytes, oldest first, to dst.
-func (b *Buffer) AppendTo(dst []byte) []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.appendTo(dst)
-}
-
 func (b *Buffer) appendTo(dst []byte) []byte {
 	dst = append(dst, b.buf[b.start:]...)
 	return append(dst, b.buf[:b.start]...)
 }
-
-// Len reports how many bytes are kept.
-func (b *Buffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.buf)
-}
-
-// Total reports how many bytes were ever written: the stream offset just
-// past the newest kept byte.
-func (b *Buffer) Total() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.total
-}
-
-// Limit reports the most bytes the buffer keeps.
-func (b *Buffer) Limit() int { return b.limit }
