@@ -37,6 +37,3 @@ func ParseAck(p []byte) (uint64, error) {
 	}
 	return n, nil
 }
-
-// AppendAck appends the ack payload for n bytes.
-func AppendAck(dst []byte, n uint64) []byte { return strconv.AppendUint(dst, n, 10) }

@@ -2,6 +2,7 @@ package wsproto
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 )
 
@@ -15,9 +16,6 @@ func TestParseAck(t *testing.T) {
 		if _, err := ParseAck([]byte(in)); !errors.Is(err, ErrBadAck) {
 			t.Errorf("ParseAck(%q) = %v, want ErrBadAck", in, err)
 		}
-	}
-	if got := string(AppendAck([]byte{5}, 42)); got != "\x0542" {
-		t.Errorf("AppendAck = %q", got)
 	}
 }
 
@@ -34,7 +32,7 @@ func FuzzParseAck(f *testing.F) {
 			}
 			return
 		}
-		if back, err := ParseAck(AppendAck(nil, n)); err != nil || back != n {
+		if back, err := ParseAck(strconv.AppendUint(nil, n, 10)); err != nil || back != n {
 			t.Fatalf("%q -> %d -> %d %v", p, n, back, err)
 		}
 	})

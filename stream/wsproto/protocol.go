@@ -2,6 +2,7 @@ package wsproto
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -33,7 +34,7 @@ func (c Channel) String() string {
 	if c == Close {
 		return "close"
 	}
-	return "channel " + itoa(int(c))
+	return "channel " + strconv.Itoa(int(c))
 }
 
 // Protocol is one WebSocket subprotocol: its token and the behaviours that
@@ -125,17 +126,4 @@ func Names(protocols []Protocol) []string {
 		out[i] = p.Name
 	}
 	return out
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }
