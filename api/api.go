@@ -11,7 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"gateway/container"
+	"gateway/internal/reqerr"
 	"gateway/sandbox"
 	"gateway/session"
 	"gateway/stream"
@@ -32,6 +35,12 @@ type Config struct {
 	ExecSyncMaxOutput int
 	// StopGrace is the runtime's grace period, to bound DELETE requests.
 	StopGrace time.Duration
+}
+
+// DefaultConfig is the API's defaults but the token: exec-sync keeps 16 MiB
+// of each output, and DELETE allows the runtime's default grace.
+func DefaultConfig() Config {
+	return Config{ExecSyncMaxOutput: 16 << 20, StopGrace: container.DefaultConfig().StopGrace}
 }
 
 // API serves the gateway's HTTP endpoints.
@@ -71,13 +80,15 @@ func New(cfg Config, log *slog.Logger, d Deps) *API {
 // graceful shutdown.
 func (a *API) Drain() { a.draining.Store(true) }
 
-// Handler returns the router.
+// Handler returns the router. Every check that several routes share is a
+// wrapper here, written once: auth (the token), work (refused while
+// draining) and stream (a WebSocket upgrade from an allowed origin).
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(method, path string, h http.HandlerFunc) {
 		mux.HandleFunc(method+" "+path, h)
 	}
-	auth := a.authenticated
+	auth, work := a.authenticated, a.work
 
 	route("GET", "/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	route("GET", "/readyz", a.readyz)
@@ -90,21 +101,21 @@ func (a *API) Handler() http.Handler {
 	route("POST", "/logout", a.logout)
 
 	route("GET", "/api/v1/containers", auth(a.listContainers))
-	route("POST", "/api/v1/containers", auth(a.createContainer))
+	route("POST", "/api/v1/containers", auth(work(a.createContainer)))
 	route("GET", "/api/v1/containers/{id}", auth(a.getContainer))
 	route("DELETE", "/api/v1/containers/{id}", auth(a.deleteContainer))
-	route("GET", "/api/v1/containers/{id}/exec", auth(a.upgrade("container", a.execStream)))
-	route("POST", "/api/v1/containers/{id}/exec", auth(mint(a, "container", a.checkExec)))
-	route("POST", "/api/v1/containers/{id}/exec-sync", auth(a.execSync))
-	route("GET", "/api/v1/containers/{id}/attach", auth(a.upgrade("container", a.attachStream)))
-	route("POST", "/api/v1/containers/{id}/attach", auth(mint(a, "container", a.checkAttach)))
+	route("GET", "/api/v1/containers/{id}/exec", auth(work(a.stream("container", a.execStream))))
+	route("POST", "/api/v1/containers/{id}/exec", auth(work(mint(a, "container", a.checkExec))))
+	route("POST", "/api/v1/containers/{id}/exec-sync", auth(work(a.execSync)))
+	route("GET", "/api/v1/containers/{id}/attach", auth(work(a.stream("container", a.attachStream))))
+	route("POST", "/api/v1/containers/{id}/attach", auth(work(mint(a, "container", a.checkAttach))))
 
 	route("GET", "/api/v1/sandboxes", auth(a.listSandboxes))
-	route("POST", "/api/v1/sandboxes", auth(a.createSandbox))
+	route("POST", "/api/v1/sandboxes", auth(work(a.createSandbox)))
 	route("GET", "/api/v1/sandboxes/{id}", auth(a.getSandbox))
 	route("DELETE", "/api/v1/sandboxes/{id}", auth(a.deleteSandbox))
-	route("GET", "/api/v1/sandboxes/{id}/portforward", auth(a.upgrade("sandbox", a.portForwardStream)))
-	route("POST", "/api/v1/sandboxes/{id}/portforward", auth(mint(a, "sandbox", a.checkPortForward)))
+	route("GET", "/api/v1/sandboxes/{id}/portforward", auth(work(a.stream("sandbox", a.portForwardStream))))
+	route("POST", "/api/v1/sandboxes/{id}/portforward", auth(work(mint(a, "sandbox", a.checkPortForward))))
 
 	route("GET", "/api/v1/sessions", auth(a.listSessions))
 	route("GET", "/api/v1/sessions/{id}", auth(a.getSession))
@@ -112,7 +123,7 @@ func (a *API) Handler() http.Handler {
 	route("GET", "/api/v1/sessions/{id}/output", auth(a.sessionOutput))
 
 	// The token in the path is the authorization, as in the CRI.
-	route("GET", "/stream/{token}", a.serveStreamURL)
+	route("GET", "/stream/{token}", work(a.streamChecks(a.serveStreamURL)))
 
 	// The web terminal: the page logs in by itself (POST /login).
 	if a.web != nil {
@@ -125,13 +136,41 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allowed := allowedMethods(mux, r); len(allowed) > 0 {
 			w.Header().Set("Allow", strings.Join(allowed, ", "))
-			a.writeError(w, r, newError(errMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
+			a.writeError(w, r, reqerr.New(reqerr.MethodNotAllowed, "%s is not allowed on %s; allowed: %s",
 				r.Method, r.URL.Path, strings.Join(allowed, ", ")))
 			return
 		}
-		a.writeError(w, r, newError(errNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+		a.writeError(w, r, reqerr.New(reqerr.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+// work refuses requests that would start new work (streams, processes,
+// containers, sandboxes, stream URLs) while the gateway drains.
+func (a *API) work(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.draining.Load() {
+			a.writeError(w, r, errDraining)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// streamChecks refuses what cannot become a stream before anything else
+// happens: a request that is not a WebSocket upgrade (400), and one from a
+// browser origin that may not open streams (403).
+func (a *API) streamChecks(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case !websocket.IsWebSocketUpgrade(r):
+			a.writeError(w, r, reqerr.New(reqerr.BadRequest, "this endpoint streams over WebSocket: send GET with Connection: Upgrade and Upgrade: websocket"))
+		case !a.originAllowed(r):
+			a.writeError(w, r, reqerr.New(reqerr.Forbidden, "origin %q may not open streams on %s", r.Header.Get("Origin"), r.Host))
+		default:
+			h(w, r)
+		}
+	}
 }
 
 // allowedMethods lists the methods that have a route for r's path.
@@ -159,19 +198,19 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 // fields and trailing data.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return newError(errBadRequest, "Content-Type %q: want application/json", ct)
+		return reqerr.New(reqerr.BadRequest, "Content-Type %q: want application/json", ct)
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return newError(errBadRequest, "request body over %d bytes", limit)
+			return reqerr.New(reqerr.BadRequest, "request body over %d bytes", limit)
 		}
-		return newError(errBadRequest, "request body: %v", err)
+		return reqerr.New(reqerr.BadRequest, "request body: %v", err)
 	}
 	if dec.More() {
-		return newError(errBadRequest, "request body: data after the JSON object")
+		return reqerr.New(reqerr.BadRequest, "request body: data after the JSON object")
 	}
 	return nil
 }
@@ -181,7 +220,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) erro
 func pathID(r *http.Request, kind string) (string, error) {
 	id := r.PathValue("id")
 	if !sandbox.IDPattern.MatchString(id) {
-		return "", newError(errBadRequest, "%s id %q does not match %s", kind, id, sandbox.IDPattern)
+		return "", reqerr.New(reqerr.BadRequest, "%s id %q does not match %s", kind, id, sandbox.IDPattern)
 	}
 	return id, nil
 }
@@ -200,15 +239,3 @@ func newList[T any](items []T) list[T] {
 
 // stopTimeout bounds a DELETE that stops processes.
 func stopTimeout(grace time.Duration) time.Duration { return grace + 5*time.Second }
-
-// headerHas reports whether a comma-separated header lists token (any case).
-func headerHas(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}

@@ -12,9 +12,9 @@ import (
 	"testing"
 
 	"gateway/container"
+	"gateway/internal/reqerr"
 	"gateway/sandbox"
 	"gateway/session"
-	"gateway/stream"
 	"gateway/stream/wsproto"
 
 	"go.uber.org/goleak"
@@ -40,8 +40,9 @@ func TestStatusTable(t *testing.T) {
 		{fmt.Errorf("%w: c", container.ErrExists), 409, "AlreadyExists", ""},
 		{fmt.Errorf("%w: 9 open", session.ErrTooMany), 429, "TooManyRequests", ""},
 		{fmt.Errorf("%w", session.ErrTooManyPending), 429, "TooManyRequests", ""},
-		{&stream.RequestError{Err: stream.ErrBadRequest, Msg: "no"}, 400, "BadRequest", ""},
-		{&stream.RequestError{Err: stream.ErrForbidden, Msg: "no"}, 403, "Forbidden", ""},
+		{reqerr.New(reqerr.BadRequest, "no"), 400, "BadRequest", ""},
+		{reqerr.New(reqerr.Forbidden, "no"), 403, "Forbidden", ""},
+		{reqerr.New(reqerr.Invalid, "no"), 422, "Invalid", ""},
 		{fmt.Errorf("%w: port 22", sandbox.ErrPort), 403, "Forbidden", ""},
 		{wsproto.ErrBadPort, 400, "BadRequest", ""},
 		{errDraining, 503, "ServiceUnavailable", ""},

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 
+	"gateway/internal/reqerr"
 	"gateway/stream/wsproto"
 )
 
@@ -60,20 +61,21 @@ func (a *API) authenticated(h http.HandlerFunc) http.HandlerFunc {
 			if token != "" {
 				msg = "the token is not valid"
 			}
-			a.writeError(w, r, newError(errUnauthorized, "%s", msg))
+			a.writeError(w, r, reqerr.New(reqerr.Unauthorized, "%s", msg))
 			return
 		}
-		if fromCookie && !a.sameOrigin(r) {
-			a.writeError(w, r, newError(errForbidden, "origin %q may not use this session", r.Header.Get("Origin")))
+		if fromCookie && !a.originAllowed(r) {
+			a.writeError(w, r, reqerr.New(reqerr.Forbidden, "origin %q may not use this session", r.Header.Get("Origin")))
 			return
 		}
 		h(w, r)
 	}
 }
 
-// sameOrigin reports whether the request's Origin, if any, is the
-// gateway's own or an allowed one.
-func (a *API) sameOrigin(r *http.Request) bool {
+// originAllowed reports whether the request's Origin, if any, is the
+// gateway's own or an allowed one: the one Origin check, for streams, the
+// login cookie and the login itself.
+func (a *API) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
@@ -99,11 +101,11 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.validToken(body.Token) {
-		a.writeError(w, r, newError(errUnauthorized, "the token is not valid"))
+		a.writeError(w, r, reqerr.New(reqerr.Unauthorized, "the token is not valid"))
 		return
 	}
-	if !a.sameOrigin(r) {
-		a.writeError(w, r, newError(errForbidden, "origin %q may not log in", r.Header.Get("Origin")))
+	if !a.originAllowed(r) {
+		a.writeError(w, r, reqerr.New(reqerr.Forbidden, "origin %q may not log in", r.Header.Get("Origin")))
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: body.Token, Path: "/", HttpOnly: true,

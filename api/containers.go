@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"gateway/container"
+	"gateway/internal/reqerr"
 	"gateway/sandbox"
 	"gateway/session"
 )
@@ -32,17 +33,13 @@ func (a *API) getContainer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) createContainer(w http.ResponseWriter, r *http.Request) {
-	if a.draining.Load() {
-		a.writeError(w, r, errDraining)
-		return
-	}
 	var spec container.Spec
 	if err := decodeJSON(w, r, &spec, 1<<20); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
 	if spec.ID == "" {
-		a.writeError(w, r, newError(errBadRequest, "id is required"))
+		a.writeError(w, r, reqerr.New(reqerr.BadRequest, "id is required"))
 		return
 	}
 	c, err := a.runtime.Create(spec)
@@ -76,26 +73,10 @@ func (a *API) deleteContainer(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// sandboxInfo is a sandbox as the REST API shows it.
-type sandboxInfo struct {
-	ID      string   `json:"id"`
-	Network string   `json:"network"`
-	Ports   []string `json:"ports,omitempty"`
-}
-
-func infoOf(sb *sandbox.Sandbox) sandboxInfo {
-	spec := sb.Spec()
-	info := sandboxInfo{ID: spec.ID, Network: spec.Network}
-	for _, p := range spec.Ports {
-		info.Ports = append(info.Ports, p.String())
-	}
-	return info
-}
-
 func (a *API) listSandboxes(w http.ResponseWriter, r *http.Request) {
-	var items []sandboxInfo
+	var items []sandbox.Spec
 	for _, sb := range a.sandboxes.List() {
-		items = append(items, infoOf(sb))
+		items = append(items, sb.Spec())
 	}
 	writeJSON(w, http.StatusOK, newList(items))
 }
@@ -111,35 +92,22 @@ func (a *API) getSandbox(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, infoOf(sb))
+	writeJSON(w, http.StatusOK, sb.Spec())
 }
 
 func (a *API) createSandbox(w http.ResponseWriter, r *http.Request) {
-	if a.draining.Load() {
-		a.writeError(w, r, errDraining)
-		return
-	}
-	var body struct {
-		ID      string   `json:"id"`
-		Network string   `json:"network"`
-		Ports   []string `json:"ports"`
-	}
-	if err := decodeJSON(w, r, &body, 64<<10); err != nil {
+	var spec sandbox.Spec
+	if err := decodeJSON(w, r, &spec, 64<<10); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	ports, err := sandbox.ParsePortRanges(body.Ports)
+	sb, err := a.sandboxes.Create(spec)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	sb, err := a.sandboxes.Create(sandbox.Spec{ID: body.ID, Network: body.Network, Ports: ports})
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	a.log.Info("sandbox created", "sandbox", body.ID, "network", sb.Spec().Network)
-	writeJSON(w, http.StatusCreated, infoOf(sb))
+	a.log.Info("sandbox created", "sandbox", spec.ID, "network", sb.Spec().Network)
+	writeJSON(w, http.StatusCreated, sb.Spec())
 }
 
 // deleteSandbox refuses while a container runs in the sandbox, and closes
@@ -155,7 +123,7 @@ func (a *API) deleteSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.runtime.UsesSandbox(id) {
-		a.writeError(w, r, newError(sandbox.ErrInUse, "sandbox %q has containers: delete them first", id))
+		a.writeError(w, r, reqerr.New(reqerr.Conflict, "sandbox %q has containers: delete them first", id))
 		return
 	}
 	a.sessions.CloseTarget(id, session.ErrClosedByAPI)

@@ -3,39 +3,18 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 
 	"gateway/container"
+	"gateway/internal/reqerr"
 	"gateway/sandbox"
 	"gateway/session"
-	"gateway/stream"
 	"gateway/stream/wsproto"
 )
 
-// Errors of this package.
-var (
-	errBadRequest       = errors.New("bad request")
-	errUnauthorized     = errors.New("unauthorized")
-	errForbidden        = errors.New("forbidden")
-	errNotFound         = errors.New("not found")
-	errMethodNotAllowed = errors.New("method not allowed")
-	errDraining         = errors.New("the gateway is shutting down")
-)
-
-// apiError is an error of this package with its own message.
-type apiError struct {
-	err error
-	msg string
-}
-
-func (e *apiError) Error() string { return e.msg }
-func (e *apiError) Unwrap() error { return e.err }
-
-func newError(err error, format string, args ...any) error {
-	return &apiError{err: err, msg: fmt.Sprintf(format, args...)}
-}
+// errDraining refuses new work during a shutdown.
+var errDraining = reqerr.New(reqerr.Unavailable, "the gateway is shutting down")
 
 // statusTable maps the errors callers tell apart to HTTP answers. It is the
 // only place that chooses status codes.
@@ -44,29 +23,29 @@ var statusTable = []struct {
 	code   int
 	reason string
 }{
-	{errBadRequest, http.StatusBadRequest, "BadRequest"},
-	{stream.ErrBadRequest, http.StatusBadRequest, "BadRequest"},
+	{reqerr.BadRequest, http.StatusBadRequest, "BadRequest"},
 	{container.ErrInvalid, http.StatusBadRequest, "BadRequest"},
 	{container.ErrNotRunning, http.StatusBadRequest, "BadRequest"},
 	{sandbox.ErrInvalid, http.StatusBadRequest, "BadRequest"},
 	{wsproto.ErrBadPort, http.StatusBadRequest, "BadRequest"},
-	{errUnauthorized, http.StatusUnauthorized, "Unauthorized"},
-	{errForbidden, http.StatusForbidden, "Forbidden"},
-	{stream.ErrForbidden, http.StatusForbidden, "Forbidden"},
+	{reqerr.Unauthorized, http.StatusUnauthorized, "Unauthorized"},
+	{reqerr.Forbidden, http.StatusForbidden, "Forbidden"},
 	{sandbox.ErrPort, http.StatusForbidden, "Forbidden"},
-	{errNotFound, http.StatusNotFound, "NotFound"},
+	{reqerr.NotFound, http.StatusNotFound, "NotFound"},
 	{container.ErrNotFound, http.StatusNotFound, "NotFound"},
 	{sandbox.ErrNotFound, http.StatusNotFound, "NotFound"},
 	{session.ErrNotFound, http.StatusNotFound, "NotFound"},
 	{session.ErrTokenNotFound, http.StatusNotFound, "NotFound"},
-	{errMethodNotAllowed, http.StatusMethodNotAllowed, "MethodNotAllowed"},
+	{reqerr.MethodNotAllowed, http.StatusMethodNotAllowed, "MethodNotAllowed"},
+	{reqerr.Conflict, http.StatusConflict, "Conflict"},
 	{session.ErrClosed, http.StatusConflict, "Conflict"},
 	{sandbox.ErrInUse, http.StatusConflict, "Conflict"},
 	{container.ErrExists, http.StatusConflict, "AlreadyExists"},
 	{sandbox.ErrExists, http.StatusConflict, "AlreadyExists"},
 	{session.ErrTooMany, http.StatusTooManyRequests, "TooManyRequests"},
 	{session.ErrTooManyPending, http.StatusTooManyRequests, "TooManyRequests"},
-	{errDraining, http.StatusServiceUnavailable, "ServiceUnavailable"},
+	{reqerr.Invalid, http.StatusUnprocessableEntity, "Invalid"},
+	{reqerr.Unavailable, http.StatusServiceUnavailable, "ServiceUnavailable"},
 	{container.ErrClosed, http.StatusServiceUnavailable, "ServiceUnavailable"},
 }
 

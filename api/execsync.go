@@ -3,6 +3,8 @@ package api
 import (
 	"net/http"
 	"time"
+
+	"gateway/internal/reqerr"
 )
 
 type execSyncRequest struct {
@@ -30,10 +32,6 @@ func (a *API) execSync(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if a.draining.Load() {
-		a.writeError(w, r, errDraining)
-		return
-	}
 	var req execSyncRequest
 	if err := decodeJSON(w, r, &req, 64<<20); err != nil {
 		a.writeError(w, r, err)
@@ -41,10 +39,10 @@ func (a *API) execSync(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case len(req.Command) == 0 || req.Command[0] == "":
-		a.writeError(w, r, newError(errBadRequest, "command is required"))
+		a.writeError(w, r, reqerr.New(reqerr.BadRequest, "command is required"))
 		return
 	case req.TimeoutSeconds < 0 || req.TimeoutSeconds > maxExecSyncTimeout:
-		a.writeError(w, r, newError(errBadRequest, "timeoutSeconds %d: want 0 (none) to %d", req.TimeoutSeconds, maxExecSyncTimeout))
+		a.writeError(w, r, reqerr.New(reqerr.BadRequest, "timeoutSeconds %d: want 0 (none) to %d", req.TimeoutSeconds, maxExecSyncTimeout))
 		return
 	}
 	c, err := a.runtime.Get(id)

@@ -24,21 +24,18 @@ type streamURL struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 }
 
-// upgrade serves a WebSocket GET for the container or sandbox named in the
+// stream serves a WebSocket GET for the container or sandbox named in the
 // path: serve upgrades it, or returns why it refused.
-func (a *API) upgrade(kind string, serve func(w http.ResponseWriter, r *http.Request, id string) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (a *API) stream(kind string, serve func(w http.ResponseWriter, r *http.Request, id string) error) http.HandlerFunc {
+	return a.streamChecks(func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r, kind)
-		if err == nil && a.draining.Load() {
-			err = errDraining
-		}
 		if err == nil {
 			err = serve(w, r, id)
 		}
 		if err != nil {
 			a.writeError(w, r, err)
 		}
-	}
+	})
 }
 
 func (a *API) execStream(w http.ResponseWriter, r *http.Request, id string) error {
@@ -63,9 +60,6 @@ func (a *API) portForwardStream(w http.ResponseWriter, r *http.Request, id strin
 func mint[T any](a *API, kind string, check func(id string, opts *T) (streamRequest, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r, kind)
-		if err == nil && a.draining.Load() {
-			err = errDraining
-		}
 		var opts T
 		if err == nil {
 			err = decodeJSON(w, r, &opts, 64<<10)
@@ -90,10 +84,7 @@ func mint[T any](a *API, kind string, check func(id string, opts *T) (streamRequ
 // checkExec validates a minted exec: everything that can be checked
 // before the upgrade.
 func (a *API) checkExec(id string, opts *stream.ExecOptions) (streamRequest, error) {
-	if err := opts.Validate(true); err != nil {
-		return streamRequest{}, err
-	}
-	if _, err := a.runtime.Get(id); err != nil {
+	if _, err := a.streams.ExecTarget(id, opts); err != nil {
 		return streamRequest{}, err
 	}
 	return streamRequest{kind: session.Exec, target: id, exec: *opts}, nil
@@ -113,19 +104,11 @@ func (a *API) checkPortForward(id string, opts *stream.PortForwardOptions) (stre
 	return streamRequest{kind: session.PortForward, target: id, ports: *opts}, nil
 }
 
-// serveStreamURL serves GET /stream/{token}: the token is consumed (it
-// works once), and the stored request is served as if it had come with
-// its parameters.
+// serveStreamURL serves GET /stream/{token}, once streamChecks passed (a
+// request refused before cannot burn the token): the token is consumed
+// (it works once), and the stored request is served as if it had come
+// with its parameters.
 func (a *API) serveStreamURL(w http.ResponseWriter, r *http.Request) {
-	if !isUpgrade(r) {
-		// Keep the token: a stray plain GET must not burn it.
-		a.writeError(w, r, newError(errBadRequest, "this endpoint streams over WebSocket: send GET with Connection: Upgrade and Upgrade: websocket"))
-		return
-	}
-	if a.draining.Load() {
-		a.writeError(w, r, errDraining)
-		return
-	}
 	v, err := a.urls.Consume(r.PathValue("token"))
 	if err != nil {
 		a.writeError(w, r, err)
@@ -145,8 +128,4 @@ func (a *API) serveStreamURL(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.writeError(w, r, err)
 	}
-}
-
-func isUpgrade(r *http.Request) bool {
-	return headerHas(r.Header, "Connection", "upgrade") && headerHas(r.Header, "Upgrade", "websocket")
 }

@@ -14,6 +14,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"gateway/api"
+	"gateway/container"
+	"gateway/session"
+	"gateway/stream"
 )
 
 // Config is the gateway's whole configuration.
@@ -90,21 +95,23 @@ func (c *Config) register(fs *flag.FlagSet) []flagSpec {
 	return specs
 }
 
-// Default returns the built-in defaults.
+// Default returns the built-in defaults: the packages' own, and the
+// command's.
 func Default() Config {
+	sess, rt, st, ap := session.DefaultConfig(), container.DefaultConfig(), stream.DefaultConfig(), api.DefaultConfig()
 	return Config{
 		Listen:          "127.0.0.1:8080",
-		MaxSessions:     4096,
-		MaxPendingURLs:  1000,
-		URLTTL:          30 * time.Second,
-		Retention:       5 * time.Minute,
-		History:         1000,
-		SessionBuffer:   16 << 10,
-		Scrollback:      1 << 20,
-		MaxMessage:      1 << 20,
-		ExecSyncOutput:  16 << 20,
-		StopGrace:       5 * time.Second,
-		IdleTimeout:     4 * time.Hour,
+		MaxSessions:     sess.MaxSessions,
+		MaxPendingURLs:  session.DefaultMaxPending,
+		URLTTL:          session.DefaultTokenTTL,
+		Retention:       sess.Retention,
+		History:         sess.History,
+		SessionBuffer:   ByteSize(sess.OutputBuffer),
+		Scrollback:      ByteSize(rt.Scrollback),
+		MaxMessage:      ByteSize(st.MaxMessageSize),
+		ExecSyncOutput:  ByteSize(ap.ExecSyncMaxOutput),
+		StopGrace:       rt.StopGrace,
+		IdleTimeout:     st.IdleTimeout,
 		ShutdownTimeout: 10 * time.Second,
 		LogLevel:        "info",
 		LogFormat:       "text",

@@ -71,7 +71,7 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate", []string{"--config", write("e.yaml", "containers:\n  - id: a\n  - id: a\n")}, nil, `containers[1].id: "a" is listed twice`},
 		{"unknown sandbox", []string{"--config", write("f.yaml", "containers:\n  - id: a\n    sandbox: lab\n")}, nil, `containers[0].sandbox: "lab"`},
 		{"bad network", []string{"--config", write("g.yaml", "sandboxes:\n  - id: lab\n    network: bridge\n")}, nil, `sandboxes[0]: invalid sandbox: network "bridge"`},
-		{"bad port", []string{"--config", write("h.yaml", "sandboxes:\n  - id: lab\n    ports: [0]\n")}, nil, `sandboxes[0].ports`},
+		{"bad port", []string{"--config", write("h.yaml", "sandboxes:\n  - id: lab\n    ports: [0]\n")}, nil, `line 3: invalid sandbox: port "0"`},
 		{"bad type", []string{"--config", write("i.yaml", "containers:\n  - id: a\n    tty: maybe\n")}, nil, "cannot unmarshal"},
 		{"relative dir", []string{"--config", write("j.yaml", "containers:\n  - id: a\n    workingDir: srv\n")}, nil, "workingDir"},
 	}
@@ -104,11 +104,11 @@ containers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, err := c.File.Sandboxes[0].Sandbox()
-	if err != nil || len(sb.Ports) != 2 || sb.Ports[0].First != 5432 || sb.Ports[1].Last != 8100 || sb.Network != "new" {
-		t.Errorf("sandbox %+v %v", sb, err)
+	sb := c.File.Sandboxes[0]
+	if len(sb.Ports) != 2 || sb.Ports[0].First != 5432 || sb.Ports[1].Last != 8100 || sb.Network != "new" {
+		t.Errorf("sandbox %+v", sb)
 	}
-	ct := c.File.Containers[0].Container()
+	ct := c.File.Containers[0]
 	if ct.Sandbox != "lab" || ct.Env["A"] != "b" || !ct.Stdin || ct.TTY || ct.WorkingDir != "/tmp" {
 		t.Errorf("container %+v", ct)
 	}

@@ -18,44 +18,11 @@ import (
 var defaultFile []byte
 
 // File is the YAML configuration file: the sandboxes and containers to
-// create at start. The "host" sandbox exists whether listed or not.
+// create at start, in the same shapes as the REST API's. The "host"
+// sandbox exists whether listed or not.
 type File struct {
-	Sandboxes  []SandboxSpec   `yaml:"sandboxes"`
-	Containers []ContainerSpec `yaml:"containers"`
-}
-
-// SandboxSpec is one sandbox in the file.
-type SandboxSpec struct {
-	ID string `yaml:"id"`
-	// Network is host (the default), new, or the path of a network namespace.
-	Network string `yaml:"network"`
-	// Ports limits port-forward: ports and ranges, like [5432, "8000-8100"].
-	Ports []string `yaml:"ports"`
-}
-
-// ContainerSpec is one container in the file.
-type ContainerSpec struct {
-	ID         string            `yaml:"id"`
-	Sandbox    string            `yaml:"sandbox"`
-	Command    []string          `yaml:"command"`
-	Env        map[string]string `yaml:"env"`
-	WorkingDir string            `yaml:"workingDir"`
-	TTY        bool              `yaml:"tty"`
-	Stdin      bool              `yaml:"stdin"`
-	// RestartPolicy is never (default), on-failure or always.
-	RestartPolicy string `yaml:"restartPolicy"`
-}
-
-// Sandbox converts to the sandbox package's spec.
-func (s SandboxSpec) Sandbox() (sandbox.Spec, error) {
-	ports, err := sandbox.ParsePortRanges(s.Ports)
-	return sandbox.Spec{ID: s.ID, Network: s.Network, Ports: ports}, err
-}
-
-// Container converts to the container package's spec.
-func (c ContainerSpec) Container() container.Spec {
-	return container.Spec{ID: c.ID, Sandbox: c.Sandbox, Command: c.Command, Env: c.Env,
-		WorkingDir: c.WorkingDir, TTY: c.TTY, Stdin: c.Stdin, RestartPolicy: c.RestartPolicy}
+	Sandboxes  []sandbox.Spec   `yaml:"sandboxes"`
+	Containers []container.Spec `yaml:"containers"`
 }
 
 // DefaultFile returns the embedded default configuration.
@@ -95,17 +62,13 @@ func (f *File) validate() error {
 	sandboxes := map[string]bool{sandbox.HostID: true}
 	for i, s := range f.Sandboxes {
 		key := fmt.Sprintf("sandboxes[%d]", i)
-		spec, err := s.Sandbox()
-		if err != nil {
-			return fmt.Errorf("%s.ports: %w", key, err)
+		if s.Network == "" {
+			s.Network = sandbox.NetworkHost
 		}
-		if spec.Network == "" {
-			spec.Network = sandbox.NetworkHost
-		}
-		if err := sandbox.Validate(spec); err != nil {
+		if err := sandbox.Validate(s); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
-		if s.ID == sandbox.HostID && spec.Network != sandbox.NetworkHost {
+		if s.ID == sandbox.HostID && s.Network != sandbox.NetworkHost {
 			return fmt.Errorf("%s.network: the host sandbox is always the host network", key)
 		}
 		if sandboxes[s.ID] && s.ID != sandbox.HostID {
@@ -119,7 +82,7 @@ func (f *File) validate() error {
 		if c.ID == "" {
 			return fmt.Errorf("%s.id: required", key)
 		}
-		if err := container.Validate(c.Container()); err != nil {
+		if err := container.Validate(c); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		if c.Sandbox != "" && !sandboxes[c.Sandbox] {

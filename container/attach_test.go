@@ -39,7 +39,7 @@ func TestAttachGapFree(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, delay := range []time.Duration{300 * time.Millisecond, 900 * time.Millisecond} {
 		time.Sleep(delay)
-		a := c.Attach(true)
+		a := c.Attach(true, nil)
 		wg.Go(func() {
 			out, code, err := drain(a)
 			if err != nil || code == nil || *code != 0 {
@@ -59,11 +59,11 @@ func TestAttachGapFree(t *testing.T) {
 	}
 	wg.Wait()
 	// Attaching after the end: the replay, then the end at once.
-	out, code, err := drain(c.Attach(true))
+	out, code, err := drain(c.Attach(true, nil))
 	if !strings.HasPrefix(string(out), "0\n1\n") || err != nil || code == nil || *code != 0 {
 		t.Errorf("late attach: %d bytes %v %v", len(out), err, code)
 	}
-	if a := c.Attach(false); len(a.Replay) != 0 {
+	if a := c.Attach(false, nil); len(a.Replay) != 0 {
 		t.Errorf("replay=false replayed %d chunks", len(a.Replay))
 	}
 }
@@ -77,8 +77,8 @@ func TestSlowAttacherCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slow := c.Attach(false)
-	fast := c.Attach(false)
+	slow := c.Attach(false, nil)
+	fast := c.Attach(false, nil)
 	defer slow.Detach()
 	c.WriteStdin([]byte("go\n"), nil)
 	var n int
@@ -105,9 +105,9 @@ func TestDetachDoesNotStall(t *testing.T) {
 	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 16, AttachLagLimit: time.Minute}, sandbox.NewRegistry())
 	defer rt.Shutdown(context.Background())
 	c, _ := rt.Create(Spec{ID: "f", Command: []string{"sh", "-c", "read x; head -c 20000000 /dev/zero"}, Stdin: true})
-	gone := c.Attach(false)
+	gone := c.Attach(false, nil)
 	gone.Detach()
-	a := c.Attach(false)
+	a := c.Attach(false, nil)
 	c.WriteStdin([]byte("\n"), nil)
 	out, _, err := drain(a)
 	if len(out) != 20000000 || err != nil {
@@ -125,7 +125,7 @@ func TestStdinFromTwoWriters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := c.Attach(false)
+	a := c.Attach(false, nil)
 	var wg sync.WaitGroup
 	for w := range 2 {
 		wg.Go(func() {
@@ -224,7 +224,7 @@ func TestStopDuringBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return c.State() == Exited })
-	a := c.Attach(false) // waiting for the next run
+	a := c.Attach(false, nil) // waiting for the next run
 	ended := make(chan struct{})
 	go func() {
 		for range a.C {

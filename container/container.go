@@ -27,6 +27,9 @@ const (
 	Exited  State = "exited"
 )
 
+// States lists every state, for metrics that must exist from the start.
+var States = []State{Created, Running, Exited}
+
 // Errors that callers tell apart.
 var (
 	ErrNotFound   = errors.New("container not found")
@@ -45,20 +48,22 @@ func (e *NotFoundError) Resource() (kind, name string) { return "containers", e.
 
 // Spec describes a container: its main process and the context that
 // processes exec'd into it share.
+// The same type is read from the config file (YAML) and the REST API
+// (JSON).
 type Spec struct {
-	ID      string `json:"id"`
-	Sandbox string `json:"sandbox"`
+	ID      string `json:"id" yaml:"id"`
+	Sandbox string `json:"sandbox" yaml:"sandbox"`
 	// Command is the main process. Empty means the user's login shell:
 	// $SHELL -l, or /bin/sh -l when SHELL is unset.
-	Command    []string          `json:"command"`
-	Env        map[string]string `json:"env,omitempty"`
-	WorkingDir string            `json:"workingDir,omitempty"`
-	TTY        bool              `json:"tty"`
-	Stdin      bool              `json:"stdin"`
+	Command    []string          `json:"command" yaml:"command"`
+	Env        map[string]string `json:"env,omitempty" yaml:"env"`
+	WorkingDir string            `json:"workingDir,omitempty" yaml:"workingDir"`
+	TTY        bool              `json:"tty" yaml:"tty"`
+	Stdin      bool              `json:"stdin" yaml:"stdin"`
 	// RestartPolicy says when the main process is started again after it
 	// exits: "never" (the default), "on-failure" (non-zero exit) or
 	// "always", with exponential backoff.
-	RestartPolicy string `json:"restartPolicy,omitempty"`
+	RestartPolicy string `json:"restartPolicy,omitempty" yaml:"restartPolicy"`
 }
 
 // Restart policies.
@@ -187,7 +192,7 @@ func (c *Container) start(spec ExecSpec) (*Process, error) {
 		return nil, fmt.Errorf("start %q: %w", spec.Command[0], err)
 	}
 	cmd := &exec.Cmd{Path: path, Args: slices.Clone(spec.Command), Dir: c.spec.WorkingDir, Env: env}
-	p, err := startProcess(cmd, spec, c.rt.cfg.StopGrace, func(cmd *exec.Cmd) error {
+	p, err := startProcess(cmd, spec, c.rt.cfg.StopGrace, c.rt.exits, func(cmd *exec.Cmd) error {
 		return c.sb.Do(cmd.Start)
 	})
 	if err != nil {

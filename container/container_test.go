@@ -22,7 +22,10 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	cleanup := proctest.Hermetic() // no test depends on the user's HOME, shell or locale
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }))
+}
 
 // newTestRuntime returns a runtime with a short grace period and a
 // container "c" running sleep, stopped at cleanup.

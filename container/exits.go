@@ -13,7 +13,8 @@ import (
 // it exits). One goroutine waits for SIGCHLD and checks the watched
 // processes with waitid(WNOWAIT), which leaves them unreaped for their
 // owner's Wait, which then returns at once. The goroutine runs only while
-// some process is watched.
+// some process is watched. Each Runtime owns one, for the processes it
+// starts.
 type exitWatcher struct {
 	mu    sync.Mutex
 	procs map[int]func() // pid → called once when it exits
@@ -22,8 +23,7 @@ type exitWatcher struct {
 	done  chan struct{}
 }
 
-// exits watches every process this package starts.
-var exits = &exitWatcher{procs: make(map[int]func())}
+func newExitWatcher() *exitWatcher { return &exitWatcher{procs: make(map[int]func())} }
 
 // watch calls onExit (from the watcher's goroutine; it must not block)
 // once pid has exited. pid must be an unreaped child of this process.

@@ -149,7 +149,7 @@ type Attachment struct {
 	c      chan Chunk
 	o      *output
 	gone   chan struct{} // closed by Detach
-	cut    chan struct{} // closed when the attacher is cut for being slow
+	onCut  func()        // called once when it is cut; nil for none
 	detach sync.Once
 
 	// Set before c is closed.
@@ -160,10 +160,6 @@ type Attachment struct {
 // Err reports why C was closed: nil when the process exited (see
 // ExitCode), ErrSlowConsumer when the attacher fell behind.
 func (a *Attachment) Err() error { return a.err }
-
-// Cut is closed when the attacher is cut for falling behind, so that a
-// reader blocked elsewhere (on a stalled client) can give up at once.
-func (a *Attachment) Cut() <-chan struct{} { return a.cut }
 
 // ExitCode is the exit code of the main process once C is closed by its
 // exit.
@@ -182,9 +178,9 @@ func (a *Attachment) Detach() {
 
 // attach snapshots the scrollback (when replay is set) and subscribes, in
 // one step.
-func (o *output) attach(replay bool) *Attachment {
+func (o *output) attach(replay bool, onCut func()) *Attachment {
 	c := make(chan Chunk, attachQueueLen)
-	a := &Attachment{C: c, c: c, o: o, gone: make(chan struct{}), cut: make(chan struct{})}
+	a := &Attachment{C: c, c: c, o: o, gone: make(chan struct{}), onCut: onCut}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if replay {
@@ -274,14 +270,18 @@ func (o *output) cut(a *Attachment, err error, code *int) {
 func (o *output) close(a *Attachment, err error, code *int) {
 	a.err, a.exitCode = err, code
 	close(a.c)
-	if err != nil {
-		close(a.cut)
+	if err != nil && a.onCut != nil {
+		a.onCut()
 	}
 }
 
 // Attach subscribes to the container's output; see Attachment. With
-// replay, the scrollback comes first.
-func (c *Container) Attach(replay bool) *Attachment { return c.out.attach(replay) }
+// replay, the scrollback comes first. onCut, when not nil, is called once
+// if the attacher is cut for falling behind (on the publisher's
+// goroutine: it must not block).
+func (c *Container) Attach(replay bool, onCut func()) *Attachment {
+	return c.out.attach(replay, onCut)
+}
 
 // Scrollback returns a copy of the container's most recent output.
 func (c *Container) Scrollback() []Chunk {

@@ -55,6 +55,7 @@ type Process struct {
 	cmd   *exec.Cmd
 	pty   *os.File
 	grace time.Duration
+	exits *exitWatcher
 
 	exited chan struct{} // closed when the process has exited (not yet reaped)
 
@@ -65,10 +66,11 @@ type Process struct {
 	stdinClosed bool
 }
 
-// startProcess starts cmd as spec asks. cmd has its path, args, dir and env
-// set; start runs cmd.Start in the right network namespace.
-func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, start func(*exec.Cmd) error) (_ *Process, err error) {
-	p := &Process{cmd: cmd, grace: grace}
+// startProcess starts cmd as spec asks, watched by exits. cmd has its
+// path, args, dir and env set; start runs cmd.Start in the right network
+// namespace.
+func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, exits *exitWatcher, start func(*exec.Cmd) error) (_ *Process, err error) {
+	p := &Process{cmd: cmd, grace: grace, exits: exits}
 	var childEnds []*os.File
 	defer func() {
 		for _, f := range childEnds {
@@ -212,7 +214,7 @@ func (p *Process) Kill() {
 func (p *Process) Wait() (int, error) {
 	<-p.exited
 	err := p.cmd.Wait()
-	exits.forget(p.cmd.Process.Pid)
+	p.exits.forget(p.cmd.Process.Pid)
 	p.mu.Lock()
 	p.reaped = true
 	if p.killTimer != nil {

@@ -41,6 +41,7 @@ type Runtime struct {
 	cfg       Config
 	log       *slog.Logger
 	sandboxes *sandbox.Registry
+	exits     *exitWatcher // of every process the runtime starts
 
 	mu         sync.Mutex
 	containers map[string]*Container
@@ -63,7 +64,7 @@ func New(cfg Config, sandboxes *sandbox.Registry) *Runtime {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{cfg: cfg, log: log, sandboxes: sandboxes, containers: make(map[string]*Container)}
+	return &Runtime{cfg: cfg, log: log, sandboxes: sandboxes, exits: newExitWatcher(), containers: make(map[string]*Container)}
 }
 
 // Validate checks a spec without starting anything.

@@ -1,12 +1,16 @@
 package metrics
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"gateway/container"
+	"gateway/session"
 )
 
 func TestMetricsLint(t *testing.T) {
@@ -71,5 +75,23 @@ func TestUnknownLabelPanics(t *testing.T) {
 			}()
 			f()
 		}()
+	}
+}
+
+// TestLabelSetsMatch ties the label sets to what they label: the session
+// kinds and the container states, so that neither can change alone.
+func TestLabelSetsMatch(t *testing.T) {
+	var kinds, states []string
+	for _, k := range session.Kinds {
+		kinds = append(kinds, string(k))
+	}
+	for _, s := range container.States {
+		states = append(states, string(s))
+	}
+	if !slices.Equal(Kinds, kinds) {
+		t.Errorf("metrics.Kinds %q, session.Kinds %q", Kinds, kinds)
+	}
+	if !slices.Equal(ContainerStates, states) {
+		t.Errorf("metrics.ContainerStates %q, container.States %q", ContainerStates, states)
 	}
 }

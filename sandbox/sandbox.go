@@ -4,6 +4,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Network values besides a namespace path.
@@ -45,17 +48,46 @@ func (e *NotFoundError) Is(target error) bool          { return target == ErrNot
 func (e *NotFoundError) Resource() (kind, name string) { return "sandboxes", e.ID }
 
 // Spec describes a sandbox.
+// The same type is read from the config file (YAML) and the REST API
+// (JSON), where a port range is 8080 or "8000-8100".
 type Spec struct {
-	ID string `json:"id"`
+	ID string `json:"id" yaml:"id"`
 	// Network is "host", "new", or the path of an existing network
 	// namespace (/run/netns/x, /proc/<pid>/ns/net).
-	Network string `json:"network"`
+	Network string `json:"network" yaml:"network"`
 	// Ports limits port-forward to these ports; empty allows all.
-	Ports []PortRange `json:"ports,omitempty"`
+	Ports []PortRange `json:"ports,omitempty" yaml:"ports"`
 }
 
 // PortRange is an inclusive range of ports; a single port has First == Last.
+// Its text form is "8080" or "8000-8100".
 type PortRange struct{ First, Last uint16 }
+
+// MarshalText implements encoding.TextMarshaler.
+func (r PortRange) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalYAML reads a port or a range, naming the line of a bad one.
+func (r *PortRange) UnmarshalYAML(n *yaml.Node) error {
+	if err := r.UnmarshalText([]byte(n.Value)); err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return nil
+}
+
+// UnmarshalText reads "8080" or "8000-8100".
+func (r *PortRange) UnmarshalText(b []byte) error {
+	p, err := parsePortRange(string(b))
+	if err != nil {
+		return err
+	}
+	*r = p
+	return nil
+}
+
+// UnmarshalJSON reads a port number or a string.
+func (r *PortRange) UnmarshalJSON(b []byte) error {
+	return r.UnmarshalText(bytes.Trim(b, `"`))
+}
 
 // Contains reports whether p is in the range.
 func (r PortRange) Contains(p uint16) bool { return p >= r.First && p <= r.Last }
@@ -244,21 +276,17 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// ParsePortRanges reads port limits: "8080" or "8000-8100".
-func ParsePortRanges(values []string) ([]PortRange, error) {
-	var out []PortRange
-	for _, v := range values {
-		first, last, isRange := strings.Cut(strings.TrimSpace(v), "-")
-		a, err1 := strconv.ParseUint(strings.TrimSpace(first), 10, 16)
-		b := a
-		var err2 error
-		if isRange {
-			b, err2 = strconv.ParseUint(strings.TrimSpace(last), 10, 16)
-		}
-		if err1 != nil || err2 != nil || a == 0 || b < a {
-			return nil, fmt.Errorf("%w: port %q: want a port (1..65535) or a range like 8000-8100", ErrInvalid, v)
-		}
-		out = append(out, PortRange{First: uint16(a), Last: uint16(b)})
+// parsePortRange reads "8080" or "8000-8100".
+func parsePortRange(v string) (PortRange, error) {
+	first, last, isRange := strings.Cut(strings.TrimSpace(v), "-")
+	a, err1 := strconv.ParseUint(strings.TrimSpace(first), 10, 16)
+	b := a
+	var err2 error
+	if isRange {
+		b, err2 = strconv.ParseUint(strings.TrimSpace(last), 10, 16)
 	}
-	return out, nil
+	if err1 != nil || err2 != nil || a == 0 || b < a {
+		return PortRange{}, fmt.Errorf("%w: port %q: want a port (1..65535) or a range like 8000-8100", ErrInvalid, v)
+	}
+	return PortRange{First: uint16(a), Last: uint16(b)}, nil
 }

@@ -2,19 +2,27 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"gateway/internal/proctest"
+	"go.yaml.in/yaml/v3"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	cleanup := proctest.Hermetic() // no test depends on the user's HOME, shell or locale
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }))
+}
 
 // needRoot skips tests that create namespaces, saying why.
 func needRoot(t *testing.T) {
@@ -66,15 +74,31 @@ func TestRegistry(t *testing.T) {
 	}
 }
 
-func TestParsePortRanges(t *testing.T) {
-	got, err := ParsePortRanges([]string{"80", " 8000-8100 ", "65535"})
-	if err != nil || len(got) != 3 || got[1] != (PortRange{8000, 8100}) || got[2].String() != "65535" || got[1].String() != "8000-8100" {
-		t.Errorf("%v %v", got, err)
+// TestPortRanges: the text, JSON and YAML forms of port limits.
+func TestPortRanges(t *testing.T) {
+	var spec Spec
+	if err := json.Unmarshal([]byte(`{"id":"a","ports":[80," 8000-8100 ","65535"]}`), &spec); err != nil {
+		t.Fatal(err)
+	}
+	got := spec.Ports
+	if len(got) != 3 || got[0] != (PortRange{80, 80}) || got[1] != (PortRange{8000, 8100}) || got[2].String() != "65535" || got[1].String() != "8000-8100" {
+		t.Errorf("%v", got)
+	}
+	if b, _ := json.Marshal(spec); string(b) != `{"id":"a","network":"","ports":["80","8000-8100","65535"]}` {
+		t.Errorf("JSON %s", b)
+	}
+	var y Spec
+	if err := yaml.Unmarshal([]byte("id: a\nports: [5432, 8000-8100]\n"), &y); err != nil || len(y.Ports) != 2 || y.Ports[1].Last != 8100 {
+		t.Errorf("YAML %v %v", y, err)
 	}
 	for _, bad := range []string{"", "0", "x", "90-80", "1-70000", "-5"} {
-		if _, err := ParsePortRanges([]string{bad}); !errors.Is(err, ErrInvalid) {
+		var r PortRange
+		if err := r.UnmarshalText([]byte(bad)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%q: %v", bad, err)
 		}
+	}
+	if err := yaml.Unmarshal([]byte("ports:\n  - 22\n  - 0\n"), &y); err == nil || !strings.Contains(err.Error(), "line 3") {
+		t.Errorf("YAML error %v, want its line", err)
 	}
 }
 

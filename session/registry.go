@@ -118,6 +118,18 @@ func (r *Registry) finished(s *Session) {
 	r.mu.Unlock()
 }
 
+// abandoned is called once per session by Abandon.
+func (r *Registry) abandoned(s *Session) {
+	r.mu.Lock()
+	delete(r.sessions, s.ID)
+	r.live--
+	if r.live == 0 && r.done != nil {
+		close(r.done)
+		r.done = nil
+	}
+	r.mu.Unlock()
+}
+
 // Get returns the session with the given id.
 func (r *Registry) Get(id string) (*Session, error) {
 	r.mu.Lock()

@@ -101,13 +101,6 @@ func (s *Session) Info() Info {
 	return info
 }
 
-// State reports the session's state.
-func (s *Session) State() State {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.state
-}
-
 // Activate marks the stream as started; c ends it on request. A session
 // already asked to close (during its upgrade) is closed through c at once.
 func (s *Session) Activate(c Closer) {
@@ -144,6 +137,18 @@ func (s *Session) Finish(exitCode *int) {
 	s.reg.finished(s)
 }
 
+// Abandon removes a pending session whose stream never started (its
+// upgrade failed): it leaves no trace in the registry.
+func (s *Session) Abandon() {
+	s.mu.Lock()
+	pending := s.state == Pending
+	s.state = Closed
+	s.mu.Unlock()
+	if pending {
+		s.reg.abandoned(s)
+	}
+}
+
 // AddIn counts bytes from the client to the process or port.
 func (s *Session) AddIn(n int) { s.bytesIn.Add(int64(n)) }
 
@@ -162,6 +167,9 @@ func (s *Session) close(cause error) error {
 	s.mu.Lock()
 	switch {
 	case s.state == Closed:
+		s.mu.Unlock()
+		return ErrClosed
+	case s.closing: // asked already: it counts as closed
 		s.mu.Unlock()
 		return ErrClosed
 	case s.closer == nil: // pending: close as soon as it activates

@@ -45,12 +45,12 @@ func TestSessionLifecycle(t *testing.T) {
 	if len(s.ID) != 26 {
 		t.Errorf("id %q: want 26 characters", s.ID)
 	}
-	if got := s.State(); got != Pending {
+	if got := s.Info().State; got != Pending {
 		t.Errorf("state = %s, want pending", got)
 	}
 	var causes []error
 	s.Activate(closerFunc(func(c error) { causes = append(causes, c) }))
-	if got := s.State(); got != Active {
+	if got := s.Info().State; got != Active {
 		t.Errorf("state = %s, want active", got)
 	}
 	s.AddIn(3)
@@ -102,6 +102,44 @@ func TestRegistryClose(t *testing.T) {
 		t.Errorf("unknown id error does not name the resource")
 	} else if k, n := nf.Resource(); k != "sessions" || n != "nope" {
 		t.Errorf("Resource() = %q %q", k, n)
+	}
+}
+
+// TestCloseWhileClosing: a session whose close is still under way counts
+// as closed: a second close is ErrClosed (409), as for a finished one.
+func TestCloseWhileClosing(t *testing.T) {
+	r := NewRegistry(Config{MaxSessions: 10, Retention: time.Minute, History: 10})
+	s, _ := r.Register(Exec, "c", "")
+	calls := 0
+	s.Activate(closerFunc(func(error) { calls++ })) // the stream takes its time to end
+	if err := r.Close(s.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(s.ID, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("second close while closing = %v, want ErrClosed", err)
+	}
+	if calls != 1 {
+		t.Errorf("the stream was asked to close %d times", calls)
+	}
+	p, _ := r.Register(Exec, "c", "") // pending: the close waits for the activation
+	if err := r.Close(p.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(p.ID, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("second close of a pending session = %v, want ErrClosed", err)
+	}
+}
+
+// TestAbandon: a session whose upgrade failed leaves no trace.
+func TestAbandon(t *testing.T) {
+	r := NewRegistry(Config{MaxSessions: 1, Retention: time.Minute, History: 10})
+	s, _ := r.Register(Exec, "c", "")
+	s.Abandon()
+	if l := r.List(Filter{}); len(l) != 0 || r.CountActive() != 0 {
+		t.Errorf("after Abandon: %v, %d live", l, r.CountActive())
+	}
+	if _, err := r.Register(Exec, "c", ""); err != nil {
+		t.Errorf("the abandoned session still counts against the limit: %v", err)
 	}
 }
 
@@ -243,8 +281,11 @@ func TestStore(t *testing.T) {
 	if _, _, err := st.Put("4"); err != nil {
 		t.Errorf("expired entries were not swept: %v", err)
 	}
-	if n := st.Len(); n != 1 {
-		t.Errorf("Len = %d, want 1", n)
+	if _, _, err := st.Put("5"); err != nil {
+		t.Errorf("after the sweep, one pending: %v", err)
+	}
+	if _, _, err := st.Put("6"); !errors.Is(err, ErrTooManyPending) {
+		t.Errorf("4 and 5 pending: %v, want ErrTooManyPending", err)
 	}
 	if _, err := st.Consume("made-up"); err == nil || err.Error() != "stream URL not found, used or expired" {
 		t.Errorf("unknown token error = %v", err)

@@ -44,6 +44,12 @@ type storeEntry struct {
 	expires time.Time
 }
 
+// The store's defaults: a token lives 30 s, and at most 1000 wait.
+const (
+	DefaultTokenTTL   = 30 * time.Second
+	DefaultMaxPending = 1000
+)
+
 // NewStore returns a store. A nil now means time.Now.
 func NewStore(ttl time.Duration, maxPending int, now func() time.Time) *Store {
 	if now == nil {
@@ -90,14 +96,6 @@ func (s *Store) Consume(token string) (any, error) {
 		return nil, TokenNotFoundError{}
 	}
 	return e.req, nil
-}
-
-// Len reports how many tokens are pending (expired ones included until the
-// next sweep).
-func (s *Store) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.pending)
 }
 
 func newToken() string {

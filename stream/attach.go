@@ -3,7 +3,6 @@ package stream
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/url"
 
@@ -49,16 +48,16 @@ func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID stri
 	if err != nil {
 		return err
 	}
-	proto, err := s.negotiate(r, wsproto.ExecProtocols)
+	proto, err := negotiate(r, wsproto.ExecProtocols)
 	if err != nil {
 		return err
 	}
-	p, err := s.open(w, r, session.Attach, containerID, proto, opts.Flow)
+	cl, err := s.open(w, r, session.Attach, containerID, proto, opts.Flow)
 	if err != nil {
 		return err
 	}
-	a := &attachStream{p: p, c: c, tty: c.Spec().TTY, opts: opts, log: p.log, km: p.km, stdin: newInputQueue()}
-	s.serve(p, a.onFrame, a.run, func() (*int, bool) { return a.exitCode, false })
+	a := &attachStream{client: cl, c: c, tty: c.Spec().TTY, opts: opts, stdin: newInputQueue()}
+	s.serve(cl, a.onFrame, a.run)
 	return nil
 }
 
@@ -79,38 +78,33 @@ func (s *Server) AttachTarget(containerID string, opts *AttachOptions) (*contain
 	return c, nil
 }
 
-// attachStream is one attacher: readLoop feeds it client frames (onFrame),
-// and run forwards the container's output.
+// attachStream is one attacher: the transport feeds it client frames
+// (onFrame), and run forwards the container's output.
 type attachStream struct {
-	p     *Pump
+	*client
 	c     *container.Container
 	tty   bool // the container has a pty
 	opts  AttachOptions
-	log   *slog.Logger
-	km    *metrics.Kind
 	stdin *inputQueue
 
-	// Used by readLoop only.
+	// Used by onFrame only.
 	resize    resizes
 	stdinDone bool
-
-	exitCode *int // set by run before it returns
 }
 
-// onFrame handles one client frame (readLoop). A resize applies to the
-// container's pty at once: with several attachers, the last one to resize
-// sets the size.
+// onFrame handles one client frame. A resize applies to the container's
+// pty at once: with several attachers, the last one to resize sets the
+// size.
 func (a *attachStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 	switch f.Channel {
 	case wsproto.Stdin:
-		a.p.sess.AddIn(len(f.Payload))
-		a.km.BytesIn.Add(float64(len(f.Payload)))
+		a.input(f.Payload)
 		if a.opts.Stdin && !a.stdinDone {
 			a.stdin.push(ctx, f.Payload)
 		}
 	case wsproto.Resize:
 		if a.tty {
-			a.resize.handle(a.p, f.Payload, func(sz wsproto.TerminalSize) {
+			a.resize.handle(a.client, f.Payload, func(sz wsproto.TerminalSize) {
 				if err := a.c.Resize(container.Size{Cols: sz.Width, Rows: sz.Height}); err != nil {
 					a.log.Warn("resize failed", "error", err)
 				}
@@ -118,13 +112,13 @@ func (a *attachStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 		}
 	case wsproto.Close:
 		// Only this attacher's input ends: the process's stdin is shared.
-		stdin, err := a.p.closesStdin(f)
+		stdin, err := a.closesStdin(f)
 		if err != nil {
 			return err
 		}
 		a.stdinDone = a.stdinDone || stdin
 	default:
-		a.p.otherFrame(f)
+		a.otherFrame(f)
 	}
 	return nil
 }
@@ -149,24 +143,25 @@ func (attachInput) CloseStdin() error { return nil }
 
 // run forwards the scrollback and then the live output until the process
 // exits (status, then a normal close), the attacher falls too far behind
-// (close 4001), or the stream ends.
+// (close 4001: the output hub cuts it, which ends the stream at once), or
+// the stream ends.
 func (a *attachStream) run(ctx context.Context) error {
 	defer a.stdin.close()
 	// Subscribe first: once the client has the ready frame, it misses
 	// nothing, even without a replay, and no output of its own input.
-	att := a.c.Attach(a.opts.replay())
+	att := a.c.Attach(a.opts.replay(), a.cut)
 	defer att.Detach()
 	if a.opts.Stdin {
 		a.stdin.start(attachInput{c: a.c, done: a.stdin.stop}, a.log)
 	}
-	if !a.p.send(ctx, a.p.readyFrame(a.opts.Stdout, a.opts.Stderr)) {
+	if !a.ready(ctx, a.opts.Stdout, a.opts.Stderr) {
 		return nil
 	}
 	for _, ch := range att.Replay {
 		for data := ch.Data; len(data) > 0; {
 			n := min(len(data), readChunk)
-			if !a.forward(ctx, att, container.Chunk{Stream: ch.Stream, Data: data[:n]}) {
-				return a.stopped(att)
+			if !a.forward(ctx, container.Chunk{Stream: ch.Stream, Data: data[:n]}) {
+				return nil
 			}
 			data = data[n:]
 		}
@@ -177,8 +172,8 @@ func (a *attachStream) run(ctx context.Context) error {
 			if !ok {
 				return a.end(ctx, att)
 			}
-			if !a.forward(ctx, att, ch) {
-				return a.stopped(att)
+			if !a.forward(ctx, ch) {
+				return nil
 			}
 		case <-ctx.Done():
 			return nil
@@ -186,26 +181,16 @@ func (a *attachStream) run(ctx context.Context) error {
 	}
 }
 
-// stopped says why forwarding stopped: the stream ended, or the attacher
-// was cut while the client was not reading.
-func (a *attachStream) stopped(att *container.Attachment) error {
-	select {
-	case <-att.Cut():
-		return a.slow()
-	default:
-		return nil
-	}
-}
-
-func (a *attachStream) slow() error {
+// cut ends the stream of an attacher that fell too far behind.
+func (a *attachStream) cut() {
 	a.km.Error(metrics.ReasonSlowConsumer)
 	a.log.Warn("attacher cut: it fell too far behind")
-	return errSlowConsumer
+	a.Fail(errSlowConsumer)
 }
 
 // forward sends a chunk on the channel the attacher asked for, or drops it
-// when it asked for none. It gives up when the attacher is cut.
-func (a *attachStream) forward(ctx context.Context, att *container.Attachment, ch container.Chunk) bool {
+// when it asked for none.
+func (a *attachStream) forward(ctx context.Context, ch container.Chunk) bool {
 	wch := wsproto.Stdout
 	want := a.opts.Stdout
 	if ch.Stream == container.Stderr {
@@ -214,20 +199,7 @@ func (a *attachStream) forward(ctx context.Context, att *container.Attachment, c
 	if !want {
 		return true
 	}
-	if !a.p.flow.wait(ctx) { // the page is too far behind
-		return false
-	}
-	a.p.sess.RecordOut(ch.Data)
-	a.km.BytesOut.Add(float64(len(ch.Data)))
-	a.p.flow.sentBytes(len(ch.Data))
-	select {
-	case a.p.out <- a.frame(wch, ch):
-		a.p.write()
-		return true
-	case <-ctx.Done():
-	case <-att.Cut():
-	}
-	return false
+	return a.output(ctx, a.frame(wch, ch))
 }
 
 // frame is the outgoing frame of a chunk: without a copy when the chunk
@@ -240,17 +212,18 @@ func (a *attachStream) frame(wch wsproto.Channel, ch container.Chunk) outFrame {
 	return outFrame{ch: wch, b: ch.Data}
 }
 
-// end finishes the stream when the attachment ended.
+// end finishes the stream when the attachment ended: with the exit status,
+// unless the attacher was cut (the stream is ending already).
 func (a *attachStream) end(ctx context.Context, att *container.Attachment) error {
 	if errors.Is(att.Err(), container.ErrSlowConsumer) {
-		return a.slow()
+		return nil
 	}
 	code := att.ExitCode()
-	a.exitCode = code
+	a.exited(code)
 	st := wsproto.Success()
 	if code != nil && *code != 0 {
 		st = wsproto.ExitCode(*code, a.c.Spec().Command)
 	}
-	a.p.finish(ctx, st)
+	a.Finish(ctx, &st)
 	return nil
 }

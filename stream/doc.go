@@ -1,12 +1,37 @@
-// Package stream serves the gateway's WebSocket streams: exec, attach and
+// Package stream serves the gateway's streams: exec, attach and
 // port-forward, speaking the Kubernetes channel protocols of package
 // wsproto.
 //
-// Each stream is a Pump: one goroutine does every read of the WebSocket
-// (readLoop), one does every write (writeLoop), and the work of the stream
-// (a process, a TCP connection) feeds writeLoop through one bounded queue.
-// A slow client therefore slows the process down, and memory never grows
-// with it. Pump.Run returns only when all of its goroutines have exited.
+// # Kinds and transports
+//
+// The stream kinds (exec.go, attach.go, portforward.go) hold a client
+// (conn.go) and talk to it only through Conn: Send an output frame,
+// Finish with a status, Fail with a cause; client frames (input, resize,
+// the close signal) reach the kind's FrameHandler. The kinds never see the
+// wire. The transport is the Pump (pump.go), over one WebSocket; a second
+// transport, or a recorder, hooks in at the same interface, and the
+// client's input and output methods are the one place payload bytes pass.
+//
+// # The Pump
+//
+// One goroutine does every read of the WebSocket (readLoop), and calls the
+// FrameHandler, which must not block or send: readLoop is what answers
+// the client's pings. Writes are done by whoever holds the write baton
+// (baton.go): a producer that queues a frame (the goroutine reading a
+// process's output, say) writes it itself, and the ping timer or the end
+// of the stream start a writer goroutine only when no one holds it. An
+// idle stream therefore parks no writer, and the output queue is bounded:
+// a slow client slows the process down, and memory never grows with it.
+// Client input goes to its consumer through an inputQueue, whose writer
+// holds a baton of its own, so readLoop never waits for a process that is
+// slow to read.
+//
+// A stream ends normally with the status and a close frame, or is
+// cancelled (the client left, the API closed it, the gateway shuts down,
+// an attacher fell behind). Its session ends within stuckWriterGrace even
+// when a write is stuck on a client that does not read; that client still
+// gets the close frame if it reads within closeLinger. Pump.Run returns
+// only when all of its goroutines have.
 //
 // Handlers validate a request completely before upgrading it. An error they
 // return means nothing was written to the client; the caller answers with a

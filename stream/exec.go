@@ -2,18 +2,11 @@ package stream
 
 import (
 	"context"
-	"errors"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"sync"
-	"syscall"
-	"time"
 
 	"gateway/container"
-	"gateway/internal/chunkio"
 	"gateway/metrics"
 	"gateway/session"
 	"gateway/stream/wsproto"
@@ -92,70 +85,72 @@ func (o *ExecOptions) Validate(needCommand bool) error {
 // before the upgrade and nothing was written. Exec returns once the stream
 // runs.
 func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string, opts ExecOptions) error {
-	if err := opts.Validate(true); err != nil {
-		return err
-	}
-	proto, err := s.negotiate(r, wsproto.ExecProtocols)
+	c, err := s.ExecTarget(containerID, &opts)
 	if err != nil {
 		return err
 	}
-	c, err := s.runtime.Get(containerID)
+	proto, err := negotiate(r, wsproto.ExecProtocols)
 	if err != nil {
 		return err
 	}
-	if st := c.State(); st != container.Running {
-		return badRequest("container %q is %s: cannot exec into it", containerID, st)
-	}
-	p, err := s.open(w, r, session.Exec, containerID, proto, opts.Flow)
+	cl, err := s.open(w, r, session.Exec, containerID, proto, opts.Flow)
 	if err != nil {
 		return err
 	}
-	e := &execStream{p: p, c: c, opts: opts, log: p.log, km: p.km,
-		sizeReady: make(chan struct{}, 1), stdin: newInputQueue()}
-	s.serve(p, e.onFrame, e.run, func() (*int, bool) { return e.exitCode, e.failed })
+	e := &execStream{client: cl, c: c, opts: opts, stdin: newInputQueue()}
+	s.serve(cl, e.onFrame, e.run)
 	return nil
 }
 
-// execStream is one exec: readLoop feeds it client frames (onFrame), and
-// run owns the process.
-type execStream struct {
-	p    *Pump
-	c    *container.Container
-	opts ExecOptions
-	log  *slog.Logger
-	km   *metrics.Kind
+// ExecTarget validates opts (see Validate) and returns the container they
+// may exec into: everything about an exec that can be checked before the
+// upgrade.
+func (s *Server) ExecTarget(containerID string, opts *ExecOptions) (*container.Container, error) {
+	if err := opts.Validate(true); err != nil {
+		return nil, err
+	}
+	c, err := s.runtime.Get(containerID)
+	if err != nil {
+		return nil, err
+	}
+	if st := c.State(); st != container.Running {
+		return nil, badRequest("container %q is %s: cannot exec into it", containerID, st)
+	}
+	return c, nil
+}
 
-	sizeReady chan struct{} // a size arrived before the start (buffered, 1)
-	stdin     *inputQueue   // client input, in order, with the end of input
+// execStream is one exec: the transport feeds it client frames (onFrame),
+// and run owns the process.
+type execStream struct {
+	*client
+	c     *container.Container
+	opts  ExecOptions
+	stdin *inputQueue // client input, in order, with the end of input
 
 	mu          sync.Mutex
 	proc        *container.Process // nil until started, or when the start failed
 	pendingSize *wsproto.TerminalSize
 
-	// Used by readLoop only.
+	// Used by onFrame only.
 	resize    resizes
 	stdinDone bool // the client closed stdin
-
-	exitCode *int // set by run before it returns
-	failed   bool // set by run: the process failed to start or to be waited for
 }
 
-// onFrame handles one client frame (readLoop). Input is queued for the
-// process (see inputQueue); resizes apply at once.
+// onFrame handles one client frame. Input is queued for the process (see
+// inputQueue); resizes apply at once.
 func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 	switch f.Channel {
 	case wsproto.Stdin:
-		e.p.sess.AddIn(len(f.Payload))
-		e.km.BytesIn.Add(float64(len(f.Payload)))
+		e.input(f.Payload)
 		if e.opts.Stdin && !e.stdinDone {
 			e.stdin.push(ctx, f.Payload)
 		}
 	case wsproto.Resize:
 		if e.opts.TTY { // resize means nothing without a pty
-			e.resize.handle(e.p, f.Payload, e.applySize)
+			e.resize.handle(e.client, f.Payload, e.applySize)
 		}
 	case wsproto.Close:
-		stdin, err := e.p.closesStdin(f)
+		stdin, err := e.closesStdin(f)
 		if err != nil {
 			return err
 		}
@@ -164,7 +159,7 @@ func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 			e.stdin.closeInput(ctx)
 		}
 	default:
-		e.p.otherFrame(f)
+		e.otherFrame(f)
 	}
 	return nil
 }
@@ -175,10 +170,6 @@ func (e *execStream) applySize(sz wsproto.TerminalSize) {
 	defer e.mu.Unlock()
 	if e.proc == nil {
 		e.pendingSize = &sz
-		select {
-		case e.sizeReady <- struct{}{}:
-		default:
-		}
 		return
 	}
 	if err := e.proc.Resize(container.Size{Cols: sz.Width, Rows: sz.Height}); err != nil {
@@ -186,24 +177,17 @@ func (e *execStream) applySize(sz wsproto.TerminalSize) {
 	}
 }
 
-// run owns the process: it starts it (with a tty, at the client's first
-// size if that comes within InitialSizeWait), pumps its output, reaps it,
-// and finishes the stream with its status. When ctx ends first, the process
-// is terminated.
+// run owns the process: it starts it at once (with a tty, at the size the
+// client has already sent, if any: later sizes apply as they come, as in
+// the kubelet), pumps its output, reaps it, and finishes the stream with
+// its status. When ctx ends first, the process is terminated.
 func (e *execStream) run(ctx context.Context) error {
 	defer e.stdin.close() // input that still comes is dropped
-	ready := e.p.readyFrame(e.opts.Stdout, e.opts.Stderr)
-	if !e.p.send(ctx, ready) {
+	if !e.ready(ctx, e.opts.Stdout, e.opts.Stderr) {
 		return nil
 	}
 	if e.opts.TTY {
-		t := time.NewTimer(e.p.cfg.InitialSizeWait)
-		select {
-		case <-e.sizeReady:
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
+		e.SyncInput(ctx)
 	}
 	if ctx.Err() != nil {
 		return nil
@@ -220,8 +204,9 @@ func (e *execStream) run(ctx context.Context) error {
 	if err != nil {
 		e.km.Error(metrics.ReasonStart)
 		e.log.Warn("exec failed to start", "error", err)
-		e.failed = true
-		e.p.finish(ctx, wsproto.InternalError(err))
+		e.failed.Store(true)
+		st := wsproto.InternalError(err)
+		e.Finish(ctx, &st)
 		return nil
 	}
 	stop := context.AfterFunc(ctx, proc.Terminate)
@@ -234,10 +219,10 @@ func (e *execStream) run(ctx context.Context) error {
 	// stdout is read here; stderr, when separate, by a second goroutine.
 	var stderr sync.WaitGroup
 	if proc.Stderr != nil {
-		stderr.Go(func() { e.p.logOutput(ctx, proc.Stderr, wsproto.Stderr, true) })
+		stderr.Go(func() { e.logOutput(ctx, proc.Stderr, wsproto.Stderr, true) })
 	}
 	if proc.Stdout != nil {
-		e.p.logOutput(ctx, proc.Stdout, wsproto.Stdout, e.opts.Stdout)
+		e.logOutput(ctx, proc.Stdout, wsproto.Stdout, e.opts.Stdout)
 	}
 	stderr.Wait()
 	code, err := proc.Wait()
@@ -246,61 +231,16 @@ func (e *execStream) run(ctx context.Context) error {
 	proc.Close()
 	e.stdin.close()
 	if err != nil {
-		e.failed = true
-		e.p.finish(ctx, wsproto.InternalError(err))
+		e.failed.Store(true)
+		st := wsproto.InternalError(err)
+		e.Finish(ctx, &st)
 		return nil
 	}
-	e.exitCode = &code
+	e.exited(&code)
 	st := wsproto.Success()
 	if code != 0 {
 		st = wsproto.ExitCode(code, e.opts.Command)
 	}
-	e.p.finish(ctx, st)
+	e.Finish(ctx, &st)
 	return nil
-}
-
-// readyFrame is the empty frame that opens the stream, on the lowest
-// channel the client reads: stdout, else stderr, else the error channel.
-func (p *Pump) readyFrame(stdout, stderr bool) outFrame {
-	switch {
-	case stdout:
-		return outFrame{ch: wsproto.Stdout}
-	case stderr:
-		return outFrame{ch: wsproto.Stderr}
-	}
-	return outFrame{ch: wsproto.Error}
-}
-
-// pumpOutput streams a process's output, or a socket's bytes, to the
-// client until it ends, and returns why it ended (nil at end of file).
-// Without deliver the bytes are read and dropped, so the process never
-// blocks on them.
-func (p *Pump) pumpOutput(ctx context.Context, src syscall.Conn, ch wsproto.Channel, deliver bool) error {
-	err := chunkio.ReadAt(src, p.bufs, 1, func(buf []byte, n int) error {
-		if !deliver {
-			p.bufs.Put(buf)
-			return nil
-		}
-		p.sess.RecordOut(buf[1 : 1+n])
-		p.km.BytesOut.Add(float64(n))
-		if !p.send(ctx, outFrame{ch: ch, b: buf[:1+n], headroom: true, pooled: true}) {
-			return ctx.Err()
-		}
-		p.flow.sentBytes(n)
-		if !p.flow.wait(ctx) { // the page is too far behind
-			return ctx.Err()
-		}
-		return nil
-	})
-	if ctx.Err() != nil || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
-		return nil // the stream or the source was closed on purpose
-	}
-	return err
-}
-
-// logOutput pumps a process output and logs a failure.
-func (p *Pump) logOutput(ctx context.Context, f *os.File, ch wsproto.Channel, deliver bool) {
-	if err := p.pumpOutput(ctx, f, ch, deliver); err != nil {
-		p.log.Warn("read process output", "channel", ch, "error", err)
-	}
 }

@@ -78,13 +78,9 @@ func (f *flowControl) ack(total uint64) {
 	f.mu.Unlock()
 }
 
-// onAck handles a frame on the Ack channel; without the extension it is an
-// unknown channel, ignored.
+// onAck handles a frame on the Ack channel, with the extension on
+// (readLoop).
 func (p *Pump) onAck(f wsproto.Frame) {
-	if p.flow == nil {
-		p.unknownChannel(f.Channel)
-		return
-	}
 	n, err := wsproto.ParseAck(f.Payload)
 	if err != nil {
 		p.km.Error(metrics.ReasonProtocol)

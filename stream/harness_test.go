@@ -20,13 +20,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"gateway/internal/proctest"
+
 	"gateway/container"
+	"gateway/internal/reqerr"
 	"gateway/metrics"
 	"gateway/sandbox"
 	"gateway/session"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	cleanup := proctest.Hermetic() // no test depends on the user's HOME, shell or locale
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }))
+}
 
 // harness is a stream server with one container, "box" (sleep), behind a
 // minimal router: GET /exec/{id} with the query of an exec request.
@@ -53,7 +59,6 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 	h.sessions = session.NewRegistry(session.Config{MaxSessions: 100, Retention: time.Minute, OutputBuffer: 1 << 10})
 	h.metrics = metrics.New(prometheus.NewRegistry(), nil)
 	cfg := DefaultConfig()
-	cfg.InitialSizeWait = 50 * time.Millisecond
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -64,9 +69,9 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 		if err != nil {
 			code := http.StatusInternalServerError
 			switch {
-			case errors.Is(err, ErrBadRequest):
+			case errors.Is(err, reqerr.BadRequest):
 				code = http.StatusBadRequest
-			case errors.Is(err, ErrForbidden):
+			case errors.Is(err, reqerr.Forbidden):
 				code = http.StatusForbidden
 			case errors.Is(err, container.ErrNotFound), errors.Is(err, sandbox.ErrNotFound):
 				code = http.StatusNotFound
@@ -89,7 +94,9 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 		}
 		serve(w, r, err)
 	})
-	h.ts = httptest.NewServer(mux)
+	h.ts = httptest.NewUnstartedServer(mux)
+	h.ts.Listener = Listener(h.ts.Listener)
+	h.ts.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,19 +13,17 @@ import (
 // that readLoop never waits for a consumer that is slow to read: it keeps
 // reading, and so keeps answering pings, while up to inputQueueLen chunks
 // of inputChunk bytes wait. Beyond that readLoop blocks, and TCP slows the
-// client down. The writer goroutine runs only while input is pending, so
-// an idle stream costs none.
+// client down. Its writer holds a baton: it runs only while input waits,
+// so an idle stream costs no goroutine.
 type inputQueue struct {
-	stop chan struct{} // closed when the consumer is gone: input is dropped
+	stop chan struct{}                  // closed when the consumer is gone: input is dropped
+	q    atomic.Pointer[chan inputItem] // made on first use: most input never waits
+	b    *baton
 
-	mu      sync.Mutex
-	q       chan inputItem // made on first use: most input never waits
-	target  inputTarget    // nil until the consumer exists
-	log     *slog.Logger
-	running bool // a writer goroutine is on
-	failed  bool // a write failed or the input was closed: drop the rest
-	writers sync.WaitGroup
-	drained chan struct{} // made by flush, closed when the writer goes idle
+	mu     sync.Mutex
+	target inputTarget // nil until the consumer exists
+	log    *slog.Logger
+	failed bool // a write failed or the input was closed: drop the rest
 }
 
 type inputItem struct {
@@ -38,17 +37,23 @@ const (
 )
 
 func newInputQueue() *inputQueue {
-	return &inputQueue{stop: make(chan struct{})}
+	return &inputQueue{stop: make(chan struct{}), b: newBaton()}
 }
 
 // queue returns the channel, making it on first use.
 func (s *inputQueue) queue() chan inputItem {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.q == nil {
-		s.q = make(chan inputItem, inputQueueLen)
+	if q := s.q.Load(); q != nil {
+		return *q
 	}
-	return s.q
+	q := make(chan inputItem, inputQueueLen)
+	s.q.CompareAndSwap(nil, &q)
+	return *s.q.Load()
+}
+
+// pending reports whether input waits.
+func (s *inputQueue) pending() bool {
+	q := s.q.Load()
+	return q != nil && len(*q) > 0
 }
 
 // inputTarget is where queued input goes.
@@ -56,6 +61,12 @@ type inputTarget interface {
 	io.Writer
 	// CloseStdin ends the input (the v5 close signal).
 	CloseStdin() error
+}
+
+// tryWriter is a target that can take input without blocking.
+type tryWriter interface {
+	// TryWrite writes what the consumer takes now and returns its length.
+	TryWrite(p []byte) (int, error)
 }
 
 // start sets the consumer; input queued before it now flows.
@@ -77,7 +88,7 @@ func (s *inputQueue) close() {
 		close(s.stop)
 	}
 	s.mu.Unlock()
-	s.writers.Wait()
+	s.b.wait()
 }
 
 // flush waits, at most d, until queued input is written (or dropped after
@@ -86,37 +97,19 @@ func (s *inputQueue) flush(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
+		parked := s.b.waitParked()
 		s.mu.Lock()
-		if s.target == nil || (!s.running && len(s.q) == 0) {
-			s.mu.Unlock()
+		done := s.target == nil || (s.b.isIdle() && !s.pending())
+		s.mu.Unlock()
+		if done {
 			return true
 		}
-		if s.drained == nil {
-			s.drained = make(chan struct{})
-		}
-		drained := s.drained
-		s.mu.Unlock()
 		select {
-		case <-drained:
+		case <-parked:
 		case <-t.C:
 			return false
 		}
 	}
-}
-
-// goIdle marks the writer stopped (mu held) and wakes a flush.
-func (s *inputQueue) goIdle() {
-	s.running = false
-	if s.drained != nil {
-		close(s.drained)
-		s.drained = nil
-	}
-}
-
-// tryWriter is a target that can take input without blocking.
-type tryWriter interface {
-	// TryWrite writes what the consumer takes now and returns its length.
-	TryWrite(p []byte) (int, error)
 }
 
 // push hands p to the consumer (readLoop). When nothing is queued, p goes
@@ -141,21 +134,21 @@ func (s *inputQueue) push(ctx context.Context, p []byte) {
 func (s *inputQueue) tryDirect(p []byte) (n int, ok bool) {
 	s.mu.Lock()
 	tw, can := s.target.(tryWriter)
-	if !can || s.running || s.failed || len(s.q) > 0 {
-		s.mu.Unlock()
+	log := s.log
+	can = can && !s.failed && !s.pending()
+	s.mu.Unlock()
+	if !can || !s.b.take() {
 		return 0, false
 	}
-	s.running = true // the baton: no writer starts while we write
-	s.mu.Unlock()
 	n, err := tw.TryWrite(p)
-	s.mu.Lock()
-	s.goIdle()
 	if err != nil {
-		s.failed = true // the rest is dropped, as after any failed write
-		s.log.Debug("input closed by its consumer", "error", err)
+		s.fail() // the rest is dropped, as after any failed write
+		log.Debug("input closed by its consumer", "error", err)
 		n = len(p)
 	}
-	s.mu.Unlock()
+	if !s.b.park(s.pending) {
+		s.b.handOff(s.writeLoop) // input came meanwhile
+	}
 	return n, true
 }
 
@@ -173,25 +166,24 @@ func (s *inputQueue) put(ctx context.Context, it inputItem) bool {
 	return false
 }
 
-// wake starts a writer if input waits and none runs.
+// wake starts a writer if input waits for a consumer that exists.
 func (s *inputQueue) wake() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.running || s.target == nil || len(s.q) == 0 {
-		return
-	}
+	ready := s.target != nil
+	s.mu.Unlock()
 	select {
 	case <-s.stop:
 		return
 	default:
 	}
-	s.running = true
-	s.writers.Go(s.writeLoop)
+	if ready && s.pending() {
+		s.b.kick(s.writeLoop)
+	}
 }
 
-// writeLoop writes queued input until the queue is empty or stop is
-// closed. After a write fails (the consumer closed its input), further
-// input is dropped, as Kubernetes does.
+// writeLoop writes queued input while it holds the baton, until the queue
+// is empty (it parks) or stop is closed. After a write fails (the consumer
+// closed its input), further input is dropped, as Kubernetes does.
 func (s *inputQueue) writeLoop() {
 	q := s.queue()
 	for {
@@ -199,16 +191,12 @@ func (s *inputQueue) writeLoop() {
 		select {
 		case it = <-q:
 		case <-s.stop:
-			s.idle()
+			s.b.park(func() bool { return false })
 			return
 		default:
-			s.mu.Lock()
-			if len(q) == 0 { // checked under mu: a put after this wakes a new writer
-				s.goIdle()
-				s.mu.Unlock()
+			if s.b.park(s.pending) {
 				return
 			}
-			s.mu.Unlock()
 			continue
 		}
 		s.mu.Lock()
@@ -233,11 +221,5 @@ func (s *inputQueue) writeLoop() {
 func (s *inputQueue) fail() {
 	s.mu.Lock()
 	s.failed = true
-	s.mu.Unlock()
-}
-
-func (s *inputQueue) idle() {
-	s.mu.Lock()
-	s.goIdle()
 	s.mu.Unlock()
 }

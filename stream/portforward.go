@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,7 +30,7 @@ type PortForwardOptions struct {
 func ParsePortForwardQuery(q url.Values) (PortForwardOptions, error) {
 	ports, err := wsproto.ParsePorts(q["port"])
 	if err != nil {
-		return PortForwardOptions{}, &RequestError{Err: ErrBadRequest, Msg: err.Error()}
+		return PortForwardOptions{}, badRequest("%v", err)
 	}
 	return PortForwardOptions{Ports: ports}, nil
 }
@@ -67,22 +66,22 @@ func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID s
 	if err != nil {
 		return err
 	}
-	proto, err := s.negotiate(r, wsproto.PortForwardProtocols)
+	proto, err := negotiate(r, wsproto.PortForwardProtocols)
 	if err != nil {
 		return err
 	}
 	if proto.Raw && len(opts.Ports) != 1 {
 		return badRequest("the binary subprotocol forwards exactly one port, not %d", len(opts.Ports))
 	}
-	p, err := s.open(w, r, session.PortForward, sandboxID, proto, false)
+	cl, err := s.open(w, r, session.PortForward, sandboxID, proto, false)
 	if err != nil {
 		return err
 	}
-	f := &forwardStream{p: p, sb: sb, log: p.log, km: p.km, ports: make([]*forwardedPort, len(opts.Ports))}
+	f := &forwardStream{client: cl, sb: sb, raw: proto.Raw, ports: make([]*forwardedPort, len(opts.Ports))}
 	for i, port := range opts.Ports {
 		f.ports[i] = &forwardedPort{port: port, data: wsproto.DataChannel(i), errc: wsproto.ErrorChannel(i), in: newInputQueue()}
 	}
-	s.serve(p, f.onFrame, f.run, func() (*int, bool) { return nil, false })
+	s.serve(cl, f.onFrame, f.run)
 	return nil
 }
 
@@ -107,10 +106,9 @@ func (s *Server) PortForwardTarget(sandboxID string, opts PortForwardOptions) (*
 
 // forwardStream is one port-forward connection.
 type forwardStream struct {
-	p     *Pump
+	*client
 	sb    *sandbox.Sandbox
-	log   *slog.Logger
-	km    *metrics.Kind
+	raw   bool // websockify's binary protocol: one port, no channels
 	ports []*forwardedPort
 }
 
@@ -124,17 +122,16 @@ type forwardedPort struct {
 // onFrame queues client bytes for their port's connection (readLoop).
 func (f *forwardStream) onFrame(ctx context.Context, fr wsproto.Frame) error {
 	i := int(fr.Channel) / 2
-	if f.p.proto.Raw {
+	if f.raw {
 		i = 0
 	}
 	switch {
 	case i >= len(f.ports):
-		f.p.unknownChannel(fr.Channel)
-	case fr.Channel == f.ports[i].errc && !f.p.proto.Raw:
+		f.unknownChannel(fr.Channel)
+	case fr.Channel == f.ports[i].errc && !f.raw:
 		// The error channel is the server's: data from the client is dropped.
 	default:
-		f.p.sess.AddIn(len(fr.Payload))
-		f.km.BytesIn.Add(float64(len(fr.Payload)))
+		f.input(fr.Payload)
 		f.ports[i].in.push(ctx, fr.Payload)
 	}
 	return nil
@@ -158,10 +155,10 @@ func (t tcpInput) TryWrite(p []byte) (int, error) {
 // remote side closes it; when all ports are done, the stream ends with a
 // normal close. If the client leaves first, the connections are closed.
 func (f *forwardStream) run(ctx context.Context) error {
-	if !f.p.proto.Raw {
+	if !f.raw {
 		for _, fp := range f.ports {
 			prefix := wsproto.PortPrefix(fp.port)
-			if !f.p.send(ctx, outFrame{ch: fp.data, b: prefix[:]}) || !f.p.send(ctx, outFrame{ch: fp.errc, b: prefix[:]}) {
+			if !f.Send(ctx, outFrame{ch: fp.data, b: prefix[:]}) || !f.Send(ctx, outFrame{ch: fp.errc, b: prefix[:]}) {
 				return nil
 			}
 		}
@@ -178,7 +175,7 @@ func (f *forwardStream) run(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	f.p.send(ctx, outFrame{end: true}) // no Status on port-forward: just the close
+	f.Finish(ctx, nil) // no Status on port-forward: just the close
 	return nil
 }
 
@@ -196,11 +193,11 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 		f.km.Error(metrics.ReasonDial)
 		msg := fmt.Sprintf("error forwarding port %d to sandbox %s: %v", fp.port, f.sb.ID(), err)
 		f.log.Warn("port-forward dial failed", "port", fp.port, "error", err)
-		if f.p.proto.Raw {
-			f.p.cancel(&dialError{msg: msg})
+		if f.raw {
+			f.Fail(&dialError{msg: msg})
 			return
 		}
-		f.p.send(ctx, outFrame{ch: fp.errc, b: []byte(msg)})
+		f.Send(ctx, outFrame{ch: fp.errc, b: []byte(msg)})
 		return
 	}
 	// The end of the stream unblocks the read below: a client that left
@@ -216,7 +213,7 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 	defer stop()
 	fp.in.start(tcpInput{conn}, f.log)
 	if sc, ok := conn.(syscall.Conn); ok { // a TCP connection: always, from sandbox.Dial
-		if err := f.p.pumpOutput(ctx, sc, fp.data, true); err != nil {
+		if err := f.pumpOutput(ctx, sc, fp.data, true); err != nil {
 			f.log.Debug("port-forward read", "port", fp.port, "error", err)
 		}
 	}
@@ -241,9 +238,3 @@ const flushGrace = 5 * time.Second
 func clientLeft(ctx context.Context) bool {
 	return ctx.Err() != nil && errors.Is(context.Cause(ctx), errClientGone)
 }
-
-// dialError ends a raw port-forward whose one dial failed: there is no
-// error channel, so the close frame carries the message.
-type dialError struct{ msg string }
-
-func (e *dialError) Error() string { return e.msg }

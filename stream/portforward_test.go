@@ -408,8 +408,8 @@ func TestPortForwardRefusedBeforeUpgrade(t *testing.T) {
 			t.Errorf("%s: %d %q", tc.path, resp.StatusCode, b)
 		}
 	}
-	// channel.k8s.io is exec's, not port-forward's.
-	if _, resp, err := h.dialPath(t, "/portforward/host?port=80", nil, "channel.k8s.io"); err == nil || resp.StatusCode != 400 {
+	// channel.k8s.io is exec's, not port-forward's: 403, as the kubelet.
+	if _, resp, err := h.dialPath(t, "/portforward/host?port=80", nil, "channel.k8s.io"); err == nil || resp.StatusCode != 403 {
 		t.Errorf("channel.k8s.io accepted for port-forward")
 	}
 }

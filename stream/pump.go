@@ -35,48 +35,34 @@ type protocolError struct{ err error }
 func (e *protocolError) Error() string { return "protocol error: " + e.err.Error() }
 func (e *protocolError) Unwrap() error { return e.err }
 
-// outFrame is one message for writeLoop. It is small: queues of them
-// sit in every stream.
-type outFrame struct {
-	// b is the payload; with headroom, b[0] is free for the channel byte
-	// and the payload is b[1:], so the frame goes out without a copy.
-	b        []byte
-	ch       wsproto.Channel
-	headroom bool
-	pooled   bool // b starts a pooled buffer: return it after the write
-	end      bool // the stream is over: send the normal close frame
-}
+// dialError ends a raw port-forward whose one dial failed: there is no
+// error channel, so the close frame carries the message.
+type dialError struct{ msg string }
 
-// data is the frame's payload.
-func (f *outFrame) data() []byte {
-	if f.headroom {
-		return f.b[1:]
-	}
-	return f.b
-}
+func (e *dialError) Error() string { return e.msg }
 
 // outQueueLen bounds the frames waiting for writeLoop. A full queue blocks
 // the producer: backpressure reaches the process.
 const outQueueLen = 16
 
-// Pump moves frames between one WebSocket and the work of a stream. Only
-// readLoop reads the conn and only writeLoop writes it (gorilla allows
-// Close and WriteControl from elsewhere, nothing more).
+// Pump is the WebSocket transport of a stream: it implements Conn for the
+// stream kinds over one gorilla connection. Only readLoop reads the conn
+// and only the holder of the write baton writes it (gorilla allows Close
+// and WriteControl from elsewhere, nothing more).
 //
 // writeLoop runs only while there is something to write: a frame queued,
-// a ping due, the stream ending. Whoever gives it work starts it if it is
-// not running (kick), and it exits when the queue is empty, so an idle
-// stream parks no writer goroutine. At most one writeLoop runs at a time:
-// writing is the baton.
+// a ping due, the stream ending. A producer that queues a frame takes the
+// baton and writes it itself; the ping timer and the end of the stream
+// kick a writer goroutine. So an idle stream parks no writer.
 type Pump struct {
 	// Static after construction.
 	conn  *websocket.Conn
 	proto wsproto.Protocol
-	sess  *session.Session
 	km    *metrics.Kind
 	log   *slog.Logger
 	cfg   *Config
 	bufs  *bufferPool
+	flow  *flowControl // the page's pacing (flow=1), or nil
 
 	ctx    context.Context // the stream's context; its cause says why it ended
 	cancel context.CancelCauseFunc
@@ -85,60 +71,70 @@ type Pump struct {
 	readDone   chan struct{} // closed when readLoop returns
 	lastActive atomic.Int64  // unix nanoseconds of the last data frame either way
 
-	writing   atomic.Bool    // a writeLoop runs, or the stream has ended
-	pingDue   atomic.Bool    // the ping timer fired
-	writers   sync.WaitGroup // the writeLoop goroutines
-	written   chan struct{}  // closed when the stream's writing is over and the conn closed
-	normalEnd bool           // set before written is closed: finish ended the stream
+	b         *baton      // the right to write; ended once the conn is closed
+	pingDue   atomic.Bool // the ping timer fired
+	normalEnd atomic.Bool // set before the baton ends: the stream ended normally
 	pingTimer *time.Timer
-
-	flow *flowControl // the page's pacing (flow=1), or nil
 }
 
-// unknownChannel counts and ignores a frame on a channel the stream lacks.
-func (p *Pump) unknownChannel(ch wsproto.Channel) {
-	p.km.Error(metrics.ReasonUnknownChannel)
-	p.log.Debug("frame on unknown channel ignored", "channel", ch)
-}
+var _ Conn = (*Pump)(nil)
 
-func (s *Server) newPump(conn *websocket.Conn, proto wsproto.Protocol, sess *session.Session, km *metrics.Kind) *Pump {
+func (s *Server) newPump(conn *websocket.Conn, proto wsproto.Protocol, km *metrics.Kind, log *slog.Logger) *Pump {
 	ctx, cancel := context.WithCancelCause(s.base)
 	p := &Pump{
-		conn: conn, proto: proto, sess: sess, km: km, log: s.sessionLog(sess, proto), cfg: &s.cfg, bufs: s.bufs,
+		conn: conn, proto: proto, km: km, log: log, cfg: &s.cfg, bufs: s.bufs,
 		ctx: ctx, cancel: cancel,
 		out:      make(chan outFrame, outQueueLen),
 		readDone: make(chan struct{}),
-		written:  make(chan struct{}),
+		b:        newBaton(),
 	}
 	p.touch()
 	return p
 }
 
+// Protocol implements Conn.
+func (p *Pump) Protocol() wsproto.Protocol { return p.proto }
+
 // Close ends the stream with cause (session.ErrClosedByAPI, ErrShutdown,
 // ...). It does not wait. It implements session.Closer.
 func (p *Pump) Close(cause error) { p.cancel(cause) }
 
-// Run runs readLoop (on the calling goroutine), writeLoop (when needed)
-// and work until the stream is over, and returns only after all of them
-// have returned. onFrame is called by readLoop for each client frame; the
-// frame's payload is valid only during the call, and an error from
-// onFrame ends the stream. work ends the stream normally by calling finish
-// and returning nil; an error from work ends it at once (no Status). work
-// must return soon after its context ends. Run returns nil after a normal
-// end, or the cause that ended the stream.
-func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error) error {
+// Fail implements Conn.
+func (p *Pump) Fail(cause error) { p.cancel(cause) }
+
+// Run runs readLoop (on the calling goroutine), the writer (when needed)
+// and work until they have all returned. onFrame gets each client frame,
+// on readLoop (see FrameHandler). work ends the stream normally by calling
+// Finish and returning nil; an error from work ends it at once (no
+// status). work must return soon after its context ends.
+//
+// ended is called once, when the stream is over for its session, with
+// nil after a normal end or the cause that ended it: when the close frame
+// has gone out, or, when a writer is stuck on a client that does not
+// read, stuckWriterGrace after the stream was cancelled. Such a client
+// still gets what was sent and then the close frame if it reads within
+// closeLinger; then its connection is dropped. Run returns after that.
+func (p *Pump) Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error)) {
+	var once sync.Once
+	end := func() { once.Do(func() { ended(p.cause()) }) }
 	p.pingTimer = time.AfterFunc(p.cfg.PingPeriod, p.pingFire)
-	// When the stream is cancelled, a writer sends the close frame; if the
-	// writer is stuck on a stalled client, the conn is closed under it.
+	var (
+		timers        sync.Mutex
+		stuck, linger *time.Timer
+		over          bool // Run is past the writing: no timers any more
+	)
 	stopWatch := context.AfterFunc(p.ctx, func() {
-		p.kick()
-		time.AfterFunc(stuckWriterGrace, func() {
-			select {
-			case <-p.written:
-			default:
-				p.conn.Close()
-			}
-		})
+		p.b.kick(p.writeLoop) // sends the close frame, unless the writer is stuck
+		lingerFor := closeLinger
+		if errors.Is(context.Cause(p.ctx), session.ErrShutdown) {
+			lingerFor = closeGrace // the gateway is going away
+		}
+		timers.Lock()
+		if !over {
+			stuck = time.AfterFunc(stuckWriterGrace, end)
+			linger = time.AfterFunc(lingerFor, func() { p.conn.Close() })
+		}
+		timers.Unlock()
 	})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -150,63 +146,47 @@ func (p *Pump) Run(onFrame func(context.Context, wsproto.Frame) error, work func
 		p.cancel(err)
 	}
 	close(p.readDone)
-	// readLoop ends when the conn is closed: by the writer at the end, or
-	// by the client, in which case the stream is cancelled just above (or
-	// was already) and the writer is kicked to wind it up.
-	<-p.written
+	// readLoop ends when the conn is closed: by the writer at the end, by
+	// the linger timer, or by the client, in which case the stream is
+	// cancelled just above (or was already) and a writer winds it up.
+	<-p.b.Done()
+	end()
 	stopWatch()
-	p.writers.Wait()
+	timers.Lock()
+	over = true
+	if stuck != nil {
+		stuck.Stop()
+		linger.Stop()
+	}
+	timers.Unlock()
+	p.b.wait()
 	wg.Wait()
-	cause := context.Cause(p.ctx)
 	p.cancel(nil)
-	if p.normalEnd {
+}
+
+// cause is why the stream ended: nil after a normal end.
+func (p *Pump) cause() error {
+	if p.normalEnd.Load() {
 		return nil
 	}
-	return cause
-}
-
-// kick starts writeLoop on a goroutine of its own unless it runs (or the
-// stream has ended).
-func (p *Pump) kick() {
-	if p.writing.CompareAndSwap(false, true) {
-		p.writers.Go(p.writeLoop)
-	}
-}
-
-// write runs writeLoop on the calling goroutine unless it runs elsewhere:
-// a producer that just queued a frame writes it itself, with no hand-off,
-// and goes back to its source once the queue is empty.
-func (p *Pump) write() {
-	if p.writing.CompareAndSwap(false, true) {
-		p.writers.Add(1)
-		p.writeLoop()
-		p.writers.Done()
-	}
+	return context.Cause(p.ctx)
 }
 
 // pingFire marks a ping due and re-arms the timer, until the end.
 func (p *Pump) pingFire() {
 	select {
-	case <-p.written:
+	case <-p.b.Done():
 		return
 	default:
 	}
 	p.pingDue.Store(true)
-	p.kick()
+	p.b.kick(p.writeLoop)
 	p.pingTimer.Reset(p.cfg.PingPeriod)
 }
 
-// idle hands the baton back when there is nothing to write. It returns
-// false if work came in meanwhile and this writer must go on.
-func (p *Pump) idle() bool {
-	p.writing.Store(false)
-	// A producer that queued work after our last look either sees writing
-	// false and starts a writer, or we see its work here and take the
-	// baton back (if no one else did).
-	if len(p.out) == 0 && !p.pingDue.Load() && p.ctx.Err() == nil {
-		return true
-	}
-	return !p.writing.CompareAndSwap(false, true)
+// pending reports whether the writer has work.
+func (p *Pump) pending() bool {
+	return len(p.out) > 0 || p.pingDue.Load() || p.ctx.Err() != nil
 }
 
 // endWrites ends the stream's writing: the baton is never handed back, so
@@ -214,32 +194,40 @@ func (p *Pump) idle() bool {
 func (p *Pump) endWrites(normal bool) {
 	p.pingTimer.Stop()
 	p.conn.Close() // ends readLoop
-	p.normalEnd = normal
-	close(p.written)
+	p.normalEnd.Store(normal)
+	p.b.end()
 }
 
-// finish queues the final Status (if the protocol sends one) and the normal
-// close. It returns false when the stream already ended.
-func (p *Pump) finish(ctx context.Context, st wsproto.Status) bool {
-	if payload := p.proto.StatusPayload(st); payload != nil && !p.proto.Raw {
-		if !p.send(ctx, outFrame{ch: wsproto.Error, b: payload}) {
-			return false
+// Finish implements Conn. A nil st sends no status (port-forward).
+func (p *Pump) Finish(ctx context.Context, st *wsproto.Status) bool {
+	if st != nil && !p.proto.Raw {
+		if payload := p.proto.StatusPayload(*st); payload != nil {
+			if !p.Send(ctx, outFrame{ch: wsproto.Error, b: payload}) {
+				return false
+			}
 		}
 	}
-	return p.send(ctx, outFrame{end: true})
+	return p.Send(ctx, outFrame{end: true})
 }
 
-// send queues a frame for writeLoop, waiting while the queue is full. It
-// returns false, and releases the frame, when the stream is over.
-func (p *Pump) send(ctx context.Context, f outFrame) bool {
+// Send implements Conn: it queues f and, unless a writer runs, writes it
+// on the calling goroutine. With the page's flow control, it then waits
+// while the page is too far behind.
+func (p *Pump) Send(ctx context.Context, f outFrame) bool {
+	checkNotHandler(ctx)
+	n := len(f.data())
 	select {
 	case p.out <- f:
-		p.write()
-		return true
+		p.b.run(p.writeLoop)
 	case <-ctx.Done():
 		p.release(f)
 		return false
 	}
+	if p.flow != nil && n > 0 && (f.ch == wsproto.Stdout || f.ch == wsproto.Stderr) {
+		p.flow.sentBytes(n)
+		return p.flow.wait(ctx)
+	}
+	return true
 }
 
 func (p *Pump) release(f outFrame) {
@@ -248,17 +236,30 @@ func (p *Pump) release(f outFrame) {
 	}
 }
 
+// SyncInput implements Conn for connections from a Listener; elsewhere it
+// returns at once.
+func (p *Pump) SyncInput(ctx context.Context) {
+	if w := watched(p.conn.NetConn()); w != nil {
+		w.caughtUp(ctx, syncInputMax)
+	}
+}
+
+// syncInputMax bounds SyncInput: a client that keeps sending does not hold
+// its process back for longer.
+const syncInputMax = 20 * time.Millisecond
+
 func (p *Pump) touch() { p.lastActive.Store(time.Now().UnixNano()) }
 
 // readLoop does every read of the conn until the client leaves, the conn is
 // closed, or onFrame fails. It keeps reading while the stream lives, so
 // pings are answered even when the process is busy.
-func (p *Pump) readLoop(onFrame func(context.Context, wsproto.Frame) error) error {
+func (p *Pump) readLoop(onFrame FrameHandler) error {
 	p.conn.SetReadLimit(p.cfg.MaxMessageSize)
 	_ = p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
 	p.conn.SetPongHandler(func(string) error {
 		return p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
 	})
+	hctx := handlerCtx{p.ctx}
 	var msg []byte
 	for {
 		_, r, err := p.conn.NextReader()
@@ -282,7 +283,9 @@ func (p *Pump) readLoop(onFrame func(context.Context, wsproto.Frame) error) erro
 			p.log.Warn("dropped malformed frame", "error", err)
 			continue
 		}
-		if err := onFrame(p.ctx, f); err != nil {
+		if f.Channel == wsproto.Ack && p.flow != nil {
+			p.onAck(f)
+		} else if err := onFrame(hctx, f); err != nil {
 			return err
 		}
 		if cap(msg) > 4*readChunk { // do not keep a huge paste around
@@ -313,10 +316,10 @@ func (p *Pump) readError(err error) error {
 	}
 }
 
-// writeLoop does every write of the conn: frames, pings, the close frame.
-// It runs until the queue is empty (then returns, see kick), or until the
-// stream is over: then it sends the close frame, closes the conn (which
-// ends readLoop) and closes p.written.
+// writeLoop does every write of the conn while it holds the baton: frames,
+// pings, the close frame. It parks the baton when there is nothing to
+// write, or ends it once the stream is over: then it has sent the close
+// frame and closed the conn (which ends readLoop).
 func (p *Pump) writeLoop() {
 	var next *outFrame // a frame taken while batching, to write first
 	for {
@@ -337,7 +340,7 @@ func (p *Pump) writeLoop() {
 					}
 					continue
 				}
-				if p.idle() {
+				if p.b.park(p.pending) {
 					return
 				}
 				continue
@@ -475,9 +478,14 @@ func (p *Pump) closeFor(cause error) {
 	}
 }
 
-// stuckWriterGrace bounds how long a cancelled stream waits for a writer
-// blocked on a client that does not read.
-const stuckWriterGrace = 3 * closeGrace
+// stuckWriterGrace bounds how long a cancelled stream's session waits for
+// a writer blocked on a client that does not read; closeLinger, how long
+// that client's connection is kept for the write to finish and the close
+// frame to follow.
+const (
+	stuckWriterGrace = closeGrace
+	closeLinger      = 10 * time.Second
+)
 
 // closeGrace is how long we wait for the client to answer our close frame
 // before dropping the connection, so the last frames are not lost in flight.

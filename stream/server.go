@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"gateway/container"
+	"gateway/internal/reqerr"
 	"gateway/metrics"
 	"gateway/sandbox"
 	"gateway/session"
@@ -22,9 +21,6 @@ import (
 
 // Config tunes streams. DefaultConfig documents the defaults.
 type Config struct {
-	// AllowedOrigins may open WebSockets besides the gateway's own origin
-	// (scheme://host:port, or "*" for any).
-	AllowedOrigins []string
 	// MaxMessageSize is the read limit: a client message over it ends the
 	// stream with close code 1009.
 	MaxMessageSize int64
@@ -34,10 +30,6 @@ type Config struct {
 	// long the client may stay silent (it must answer pings within it).
 	// PingPeriod < PongWait.
 	PingPeriod, PongWait time.Duration
-	// InitialSizeWait is how long a tty exec waits for the client's first
-	// resize before it starts the process at 80x24, so that programs start
-	// at the right size.
-	InitialSizeWait time.Duration
 }
 
 // DefaultConfig returns the defaults: pings every 25 s (which also keeps
@@ -45,11 +37,10 @@ type Config struct {
 // and the kubelet's 4 h idle timeout.
 func DefaultConfig() Config {
 	return Config{
-		MaxMessageSize:  1 << 20,
-		IdleTimeout:     4 * time.Hour,
-		PingPeriod:      25 * time.Second,
-		PongWait:        60 * time.Second,
-		InitialSizeWait: 100 * time.Millisecond,
+		MaxMessageSize: 1 << 20,
+		IdleTimeout:    4 * time.Hour,
+		PingPeriod:     25 * time.Second,
+		PongWait:       60 * time.Second,
 	}
 }
 
@@ -62,28 +53,8 @@ const (
 	CloseIdle         = 4002 // no traffic for the idle timeout
 )
 
-// Errors before the upgrade.
-var (
-	ErrBadRequest = errors.New("bad request")
-	ErrForbidden  = errors.New("forbidden")
-)
-
-// RequestError is a refused request: Err is ErrBadRequest or ErrForbidden,
-// Msg says why.
-type RequestError struct {
-	Err error
-	Msg string
-}
-
-func (e *RequestError) Error() string { return e.Msg }
-func (e *RequestError) Unwrap() error { return e.Err }
-
 func badRequest(format string, args ...any) error {
-	return &RequestError{Err: ErrBadRequest, Msg: fmt.Sprintf(format, args...)}
-}
-
-func forbidden(format string, args ...any) error {
-	return &RequestError{Err: ErrForbidden, Msg: fmt.Sprintf(format, args...)}
+	return reqerr.New(reqerr.BadRequest, format, args...)
 }
 
 // Server serves streams. Streams outlive their HTTP requests: a handler
@@ -152,40 +123,17 @@ const (
 	readBufferSize = 1 << 10
 )
 
-// negotiate checks an upgrade request and picks its subprotocol, in the
-// client's order, as the kubelet does.
-func (s *Server) negotiate(r *http.Request, supported []wsproto.Protocol) (wsproto.Protocol, error) {
-	if !websocket.IsWebSocketUpgrade(r) {
-		return wsproto.Protocol{}, badRequest("this endpoint streams over WebSocket: send GET with Connection: Upgrade and Upgrade: websocket")
-	}
-	if err := s.checkOrigin(r); err != nil {
-		return wsproto.Protocol{}, err
-	}
+// negotiate picks an upgrade request's subprotocol, in the client's
+// order, as the kubelet does. A client that offers only protocols the
+// gateway does not speak is refused with 403, as by the kubelet and the
+// API server (the wsstream handshake).
+func negotiate(r *http.Request, supported []wsproto.Protocol) (wsproto.Protocol, error) {
 	offered := wsproto.Offered(r.Header)
 	p, ok := wsproto.Negotiate(offered, supported)
 	if !ok {
-		return p, badRequest("none of the offered subprotocols %q is supported; use one of %q", offered, wsproto.Names(supported))
+		return p, reqerr.New(reqerr.Forbidden, "none of the offered subprotocols %q is supported; use one of %q", offered, wsproto.Names(supported))
 	}
 	return p, nil
-}
-
-// checkOrigin admits requests without Origin (non-browser clients), from
-// the gateway's own origin, or from an allowed one.
-func (s *Server) checkOrigin(r *http.Request) error {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return nil
-	}
-	u, err := url.Parse(origin)
-	if err == nil && strings.EqualFold(u.Host, r.Host) {
-		return nil
-	}
-	for _, a := range s.cfg.AllowedOrigins {
-		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
-			return nil
-		}
-	}
-	return forbidden("origin %q may not open streams on %s", origin, r.Host)
 }
 
 // accept upgrades the connection, echoing the chosen protocol (none when
@@ -197,64 +145,81 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, p wsproto.Protoc
 	}
 	conn, err := s.upgrader.Upgrade(w, r, h)
 	if err != nil {
-		return nil, &RequestError{Err: ErrBadRequest, Msg: "websocket handshake: " + err.Error()}
+		return nil, badRequest("websocket handshake: %v", err)
 	}
 	return conn, nil
 }
 
-// open registers a session for a checked request, upgrades it, and
-// returns the stream's Pump (with the page's flow control if asked). On
-// error nothing was written and no session remains.
-func (s *Server) open(w http.ResponseWriter, r *http.Request, kind session.Kind, target string, proto wsproto.Protocol, flow bool) (*Pump, error) {
+// transport is what serve runs: a Conn that also runs the stream, and
+// that the registry can close.
+type transport interface {
+	Conn
+	session.Closer
+	// Run serves the stream until it ends; see Pump.Run.
+	Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error))
+}
+
+// open registers a session for a checked request, upgrades it to a
+// WebSocket (with the page's flow control if asked), and returns the
+// stream's client. On error nothing was written and no session remains.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, kind session.Kind, target string, proto wsproto.Protocol, flow bool) (*client, error) {
 	sess, err := s.sessions.Register(kind, target, r.RemoteAddr)
 	if err != nil {
 		return nil, err
 	}
 	conn, err := s.accept(w, r, proto)
 	if err != nil {
-		sess.Finish(nil)
+		sess.Abandon()
 		return nil, err
 	}
-	p := s.newPump(conn, proto, sess, s.metrics.For(string(kind)))
+	c := s.newClient(sess, proto)
+	p := s.newPump(conn, proto, c.km, c.log)
 	if flow {
 		p.flow = newFlowControl()
 	}
-	return p, nil
+	c.Conn, c.t = p, p
+	return c, nil
 }
 
-// serve runs a pump as a session, on a goroutine of the Server's: metrics,
-// registry and the closing log line. outcome reports, once Run has
-// returned, the process's exit code (nil when there is none) and whether
-// the stream failed on the gateway's side after reporting it to the client.
-// It returns at once.
-func (s *Server) serve(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, outcome func() (*int, bool)) {
-	s.streams.Go(func() { s.run(p, onFrame, work, outcome) })
+// newClient is a session's client, before its transport is set.
+func (s *Server) newClient(sess *session.Session, proto wsproto.Protocol) *client {
+	return &client{sess: sess, km: s.metrics.For(string(sess.Kind)), log: s.sessionLog(sess, proto), bufs: s.bufs}
 }
 
-func (s *Server) run(p *Pump, onFrame func(context.Context, wsproto.Frame) error, work func(context.Context) error, outcome func() (*int, bool)) {
-	start := time.Now()
-	p.km.Active.Inc()
-	p.sess.Activate(p)
-	p.log.Info("session opened", "remote", p.sess.RemoteAddr)
-	cause := p.Run(onFrame, work)
-	code, failed := outcome()
+// serve runs a client's transport as its session, on a goroutine of the
+// Server's: metrics, registry and the closing log line. It returns at
+// once.
+func (s *Server) serve(c *client, onFrame FrameHandler, work func(context.Context) error) {
+	s.streams.Go(func() {
+		start := time.Now()
+		c.km.Active.Inc()
+		c.sess.Activate(c.t)
+		c.log.Info("session opened", "remote", c.sess.RemoteAddr)
+		c.t.Run(onFrame, work, func(cause error) { c.ended(cause, time.Since(start)) })
+	})
+}
+
+// ended records the end of a client's session: its result, from why the
+// stream ended and what the kind reported (see client.exited).
+func (c *client) ended(cause error, d time.Duration) {
+	code := c.exit.Load()
 	result := resultOf(cause, code)
-	if cause == nil && failed {
+	if cause == nil && c.failed.Load() {
 		result = metrics.ResultError
 	}
-	p.km.Active.Dec()
-	p.km.Ended(result, time.Since(start))
-	p.sess.Finish(code)
-	info := p.sess.Info()
+	c.km.Active.Dec()
+	c.km.Ended(result, d)
+	c.sess.Finish(code)
+	info := c.sess.Info()
 	attrs := []any{"result", result, "bytes_in", info.BytesIn, "bytes_out", info.BytesOut,
-		"duration", time.Since(start).Round(time.Millisecond)}
+		"duration", d.Round(time.Millisecond)}
 	if code != nil {
 		attrs = append(attrs, "exit_code", *code)
 	}
 	if cause != nil {
 		attrs = append(attrs, "cause", cause.Error())
 	}
-	p.log.Info("session closed", attrs...)
+	c.log.Info("session closed", attrs...)
 }
 
 func resultOf(cause error, exitCode *int) string {

@@ -294,6 +294,10 @@ func TestSessionsAPI(t *testing.T) {
 	if resp := g.do(t, "DELETE", "/api/v1/sessions/"+s.ID, nil, nil); resp.StatusCode != 204 {
 		t.Errorf("DELETE: %d", resp.StatusCode)
 	}
+	// Asked to close, it counts as closed, even before its stream ends.
+	if resp := g.do(t, "DELETE", "/api/v1/sessions/"+s.ID, nil, nil); resp.StatusCode != 409 {
+		t.Errorf("DELETE while the first close is under way: %d, want 409", resp.StatusCode)
+	}
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "4000") {
 		t.Errorf("client saw %v, want close 4000", err)
 	}

@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
@@ -238,6 +241,20 @@ func TestExecRefused(t *testing.T) {
 				t.Errorf("refusal took %v", time.Since(start))
 			}
 		})
+	}
+	// Only unknown subprotocols: 403 and a Status, as the kubelet and the
+	// API server answer.
+	d := websocket.Dialer{Subprotocols: []string{"v9.channel.k8s.io", "tty"}}
+	_, resp, derr := d.Dial("ws"+strings.TrimPrefix(g.url, "http")+"api/v1/containers/box/exec?command=true&stdout=1",
+		http.Header{"Authorization": {"Bearer " + g.token}})
+	if derr == nil {
+		t.Fatal("upgraded with unknown subprotocols")
+	}
+	var st status
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || st.Reason != "Forbidden" || !strings.Contains(st.Message, "none of the offered subprotocols") {
+		t.Errorf("unknown subprotocols: %d %+v", resp.StatusCode, st)
 	}
 	// A missing program is reported in-band, as the kubelet does.
 	err := g.exec(ctx, v5, "box", []string{"no-such-program"}, remotecommand.StreamOptions{Stdout: io.Discard})

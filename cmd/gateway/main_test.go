@@ -24,15 +24,18 @@ import (
 	"github.com/go-logr/logr"
 	"go.uber.org/goleak"
 	"k8s.io/klog/v2"
+
+	"gateway/internal/proctest"
 )
 
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == helperArg {
 		os.Exit(helperMain(os.Args[2:]))
 	}
+	cleanup := proctest.Hermetic() // no test depends on the user's HOME, shell or locale
 	// client-go logs the errors that tests provoke on purpose.
 	klog.SetLogger(logr.Discard())
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { cleanup() }),
 		// client-go's logger flushes in the background for the whole process.
 		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
 		// Idle keep-alive connections of http.DefaultTransport in tests.

@@ -61,8 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if s.ID == sandbox.HostID {
 			continue
 		}
-		spec, _ := s.Sandbox() // checked when the file was read
-		if _, err := sandboxes.Create(spec); err != nil {
+		if _, err := sandboxes.Create(s); err != nil {
 			return fmt.Errorf("config sandboxes[%d] (%s): %w", i, s.ID, err)
 		}
 	}
@@ -75,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	for i, c := range cfg.File.Containers {
-		if _, err := rt.Create(c.Container()); err != nil {
+		if _, err := rt.Create(c); err != nil {
 			stopContainers()
 			return fmt.Errorf("config containers[%d] (%s): %w", i, c.ID, err)
 		}
@@ -86,7 +85,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	sessions := session.NewRegistry(session.Config{MaxSessions: cfg.MaxSessions, Retention: cfg.Retention,
 		History: cfg.History, OutputBuffer: int(cfg.SessionBuffer)})
 	scfg := stream.DefaultConfig()
-	scfg.AllowedOrigins = cfg.AllowedOrigins
 	scfg.MaxMessageSize = int64(cfg.MaxMessage)
 	scfg.IdleTimeout = cfg.IdleTimeout
 	// Streams outlive requests and the signal: they end through CloseAll,
@@ -113,9 +111,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	serveErr := make(chan error, 1)
 	go func() {
 		if cfg.TLSCert != "" {
-			serveErr <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+			serveErr <- srv.ServeTLS(stream.Listener(ln), cfg.TLSCert, cfg.TLSKey)
 		} else {
-			serveErr <- srv.Serve(ln)
+			serveErr <- srv.Serve(stream.Listener(ln))
 		}
 	}()
 

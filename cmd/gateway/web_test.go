@@ -41,8 +41,10 @@ func skipOrFail(t *testing.T, msg string) {
 }
 
 // webGateway starts a gateway for a browser test with a bash container
-// "sh" (SHELL=/bin/bash, so "new shell" is bash too), skipping when the
-// browser or the built page is missing.
+// "sh" (SHELL is the same bash, so "new shell" is bash too), skipping when
+// the browser or the built page is missing. The bash reads no profile and
+// no rc file, and HOME is the test's own: nothing of the machine's user
+// slows it down or changes its prompt.
 func webGateway(t *testing.T) *gateway {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
@@ -60,8 +62,12 @@ func webGateway(t *testing.T) *gateway {
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET / = %d, want 200: the gateway does not serve the web terminal at /", resp.StatusCode)
 	}
-	g.createContainer(t, map[string]any{"id": "sh", "command": []string{"/bin/bash", "-l"}, "tty": true, "stdin": true,
-		"restartPolicy": "always", "env": map[string]string{"SHELL": "/bin/bash", "LANG": "C.UTF-8"}})
+	bash := filepath.Join(t.TempDir(), "bash")
+	if err := os.WriteFile(bash, []byte("#!/bin/sh\nexec /bin/bash --noprofile --norc \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g.createContainer(t, map[string]any{"id": "sh", "command": []string{bash, "-l"}, "tty": true, "stdin": true,
+		"restartPolicy": "always", "env": map[string]string{"SHELL": bash, "HOME": t.TempDir(), "LANG": "C.UTF-8"}})
 	return g
 }
 

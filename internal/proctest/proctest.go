@@ -75,3 +75,21 @@ func LiveInGroup(pgid int) []int {
 	}
 	return out
 }
+
+// Hermetic gives the test binary's processes, and every process they
+// start, an environment of their own: a fresh empty HOME (no dotfiles),
+// SHELL=/bin/sh, a known locale, and no ENV or BASH_ENV startup files. Call
+// it first in TestMain; the returned function removes the HOME.
+func Hermetic() (cleanup func()) {
+	home, err := os.MkdirTemp("", "gateway-test-home-")
+	if err != nil {
+		panic(err)
+	}
+	for k, v := range map[string]string{"HOME": home, "SHELL": "/bin/sh", "LANG": "C.UTF-8", "TERM": "dumb"} {
+		os.Setenv(k, v)
+	}
+	for _, k := range []string{"ENV", "BASH_ENV", "LC_ALL", "PROMPT_COMMAND", "ZDOTDIR", "XDG_CONFIG_HOME"} {
+		os.Unsetenv(k)
+	}
+	return func() { os.RemoveAll(home) }
+}

@@ -1,0 +1,169 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+
+	"gateway/internal/chunkio"
+	"gateway/metrics"
+	"gateway/session"
+	"gateway/stream/wsproto"
+)
+
+// Conn is a stream's client as exec, attach and port-forward see it: the
+// one interface between the stream kinds and their transport. The
+// WebSocket Pump implements it; the kinds never see a frame's wire form.
+//
+// Output goes through Send, in order, with backpressure: a slow client
+// slows its producer down. Client frames reach the kind's FrameHandler,
+// called by the transport's reading goroutine.
+type Conn interface {
+	// Protocol is the negotiated protocol.
+	Protocol() wsproto.Protocol
+	// Send queues an output frame. It blocks while the transport's queue
+	// is full, and returns false, having released the frame, once the
+	// stream is over or ctx ends. A FrameHandler must not call it: Send
+	// panics when given the handler's context.
+	Send(ctx context.Context, f outFrame) bool
+	// Finish ends the stream normally: the final status st (none when
+	// nil, or when the protocol carries none), then the close. It returns
+	// false when the stream had already ended.
+	Finish(ctx context.Context, st *wsproto.Status) bool
+	// Fail ends the stream at once with cause (no status). It does not
+	// wait.
+	Fail(cause error)
+	// SyncInput returns once every client frame that had reached the
+	// gateway when it was called has been handled, or after a short
+	// bound: a tty exec calls it so that a size the client has already
+	// sent applies before its process starts.
+	SyncInput(ctx context.Context)
+}
+
+// FrameHandler handles one client frame, on the transport's reading
+// goroutine. The payload is valid only during the call, and an error ends
+// the stream. It must not block for long or call Send: the reading
+// goroutine is what answers the client's pings.
+type FrameHandler func(ctx context.Context, f wsproto.Frame) error
+
+// handlerCtx is the context a FrameHandler gets, so that Send can refuse
+// it.
+type handlerCtx struct{ context.Context }
+
+// checkNotHandler enforces FrameHandler's contract.
+func checkNotHandler(ctx context.Context) {
+	if _, ok := ctx.(handlerCtx); ok {
+		panic("stream: a FrameHandler called Send: it would stall the reads that answer pings")
+	}
+}
+
+// outFrame is one piece of output for the client. It is small: queues of
+// them sit in every stream.
+type outFrame struct {
+	// b is the payload; with headroom, b[0] is free for the channel byte
+	// and the payload is b[1:], so that a WebSocket frame goes out
+	// without a copy.
+	b        []byte
+	ch       wsproto.Channel
+	headroom bool
+	pooled   bool // b starts a pooled buffer: return it once written
+	end      bool // the stream is over: the transport closes normally
+}
+
+// data is the frame's payload.
+func (f *outFrame) data() []byte {
+	if f.headroom {
+		return f.b[1:]
+	}
+	return f.b
+}
+
+// client is what every stream kind holds of its client: the transport,
+// and the session's counters and log.
+type client struct {
+	Conn
+	t    transport // the same transport, for the server
+	sess *session.Session
+	km   *metrics.Kind
+	log  *slog.Logger
+	bufs *bufferPool
+
+	// What the kind reports before it finishes the stream.
+	exit   atomic.Pointer[int] // the process's exit code, when it exited by itself
+	failed atomic.Bool         // the gateway failed after the stream began (a start, a wait)
+}
+
+// exited records the exit code of the stream's process.
+func (c *client) exited(code *int) {
+	if code != nil {
+		c.exit.Store(code)
+	}
+}
+
+// input counts client payload bytes for the process or port: the one
+// place they pass.
+func (c *client) input(p []byte) {
+	c.sess.AddIn(len(p))
+	c.km.BytesIn.Add(float64(len(p)))
+}
+
+// output counts payload bytes for the client and sends them: the one
+// place they pass.
+func (c *client) output(ctx context.Context, f outFrame) bool {
+	d := f.data()
+	c.sess.RecordOut(d)
+	c.km.BytesOut.Add(float64(len(d)))
+	return c.Send(ctx, f)
+}
+
+// ready sends the empty frame that opens an exec or attach stream, on the
+// lowest channel the client reads: stdout, else stderr, else the error
+// channel.
+func (c *client) ready(ctx context.Context, stdout, stderr bool) bool {
+	ch := wsproto.Error
+	switch {
+	case stdout:
+		ch = wsproto.Stdout
+	case stderr:
+		ch = wsproto.Stderr
+	}
+	return c.Send(ctx, outFrame{ch: ch})
+}
+
+// pumpOutput streams a process's output, or a socket's bytes, to the
+// client until it ends, and returns why it ended (nil at end of file).
+// Without deliver the bytes are read and dropped, so the process never
+// blocks on them.
+func (c *client) pumpOutput(ctx context.Context, src syscall.Conn, ch wsproto.Channel, deliver bool) error {
+	err := chunkio.ReadAt(src, c.bufs, 1, func(buf []byte, n int) error {
+		if !deliver {
+			c.bufs.Put(buf)
+			return nil
+		}
+		if !c.output(ctx, outFrame{ch: ch, b: buf[:1+n], headroom: true, pooled: true}) {
+			return ctx.Err()
+		}
+		return nil
+	})
+	if ctx.Err() != nil || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
+		return nil // the stream or the source was closed on purpose
+	}
+	return err
+}
+
+// logOutput pumps a process output and logs a failure.
+func (c *client) logOutput(ctx context.Context, f *os.File, ch wsproto.Channel, deliver bool) {
+	if err := c.pumpOutput(ctx, f, ch, deliver); err != nil {
+		c.log.Warn("read process output", "channel", ch, "error", err)
+	}
+}
+
+// unknownChannel counts and ignores a frame on a channel the stream lacks.
+func (c *client) unknownChannel(ch wsproto.Channel) {
+	c.km.Error(metrics.ReasonUnknownChannel)
+	c.log.Debug("frame on unknown channel ignored", "channel", ch)
+}
