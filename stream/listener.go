@@ -34,8 +34,9 @@ func (l watchedListener) Accept() (net.Conn, error) {
 // been read.
 type watchedConn struct {
 	net.Conn
-	reading atomic.Bool // a Read is waiting on the kernel
-	waiting atomic.Bool // someone waits for the next Read
+	reading atomic.Bool  // a Read is waiting on the kernel
+	waiting atomic.Bool  // someone waits for the next Read
+	read    atomic.Int64 // bytes read from the kernel so far
 
 	mu      sync.Mutex
 	waiters []chan struct{}
@@ -47,6 +48,7 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 		c.wake()
 	}
 	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
 	c.reading.Store(false)
 	return n, err
 }
@@ -64,11 +66,14 @@ func (c *watchedConn) wake() {
 // NetConn returns the connection it wraps.
 func (c *watchedConn) NetConn() net.Conn { return c.Conn }
 
-// caughtUp returns once the reader waits on an empty socket, or after max,
-// or when ctx ends. Waiters announce themselves before they look at the
-// reader, and the reader looks for waiters after it says it reads, so one
-// of the two always sees the other.
+// caughtUp returns once the reader has taken every byte the kernel held
+// when it was called and waits for more, or after max (a reader held up
+// elsewhere, by a full input queue say), or when ctx ends. Waiters
+// announce themselves before they look at the reader, and the reader
+// looks for waiters after it says it reads, so one of the two always sees
+// the other.
 func (c *watchedConn) caughtUp(ctx context.Context, max time.Duration) {
+	target := c.read.Load() + int64(c.queued())
 	var timer *time.Timer
 	for {
 		w := make(chan struct{})
@@ -76,7 +81,7 @@ func (c *watchedConn) caughtUp(ctx context.Context, max time.Duration) {
 		c.waiters = append(c.waiters, w)
 		c.waiting.Store(true)
 		c.mu.Unlock()
-		if c.reading.Load() && c.queued() == 0 {
+		if c.reading.Load() && c.read.Load() >= target {
 			c.wake()
 			return
 		}

@@ -244,9 +244,9 @@ func (p *Pump) SyncInput(ctx context.Context) {
 	}
 }
 
-// syncInputMax bounds SyncInput: a client that keeps sending does not hold
-// its process back for longer.
-const syncInputMax = 20 * time.Millisecond
+// syncInputMax bounds SyncInput, for a reader held up by a full input
+// queue (a client that sent much input before its process exists).
+const syncInputMax = 250 * time.Millisecond
 
 func (p *Pump) touch() { p.lastActive.Store(time.Now().UnixNano()) }
 
