@@ -5,7 +5,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,19 +20,21 @@ type watchedListener struct{ net.Listener }
 
 func (l watchedListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	if tc, ok := c.(*net.TCPConn); ok && err == nil {
+		return &watchedConn{TCPConn: tc}, nil
 	}
-	return &watchedConn{Conn: c}, nil
+	return c, err
 }
 
 // watchedConn knows whether its reader is waiting on the kernel. A read
 // reaches it only when the buffers above it (TLS records, the HTTP
 // server's and gorilla's readers) are empty, so "the reader waits here and
 // the socket holds nothing" means every complete frame the client sent has
-// been read.
+// been read. It embeds the *net.TCPConn itself, not a net.Conn, so that
+// gorilla's frames still go out with one writev (net.Buffers finds the
+// TCP connection's own method through it).
 type watchedConn struct {
-	net.Conn
+	*net.TCPConn
 	reading atomic.Bool  // a Read is waiting on the kernel
 	waiting atomic.Bool  // someone waits for the next Read
 	read    atomic.Int64 // bytes read from the kernel so far
@@ -47,7 +48,7 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 	if c.waiting.Load() {
 		c.wake()
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.TCPConn.Read(p)
 	c.read.Add(int64(n))
 	c.reading.Store(false)
 	return n, err
@@ -64,7 +65,7 @@ func (c *watchedConn) wake() {
 }
 
 // NetConn returns the connection it wraps.
-func (c *watchedConn) NetConn() net.Conn { return c.Conn }
+func (c *watchedConn) NetConn() net.Conn { return c.TCPConn }
 
 // caughtUp returns once the reader has taken every byte the kernel held
 // when it was called and waits for more, or after max (a reader held up
@@ -102,11 +103,7 @@ func (c *watchedConn) caughtUp(ctx context.Context, max time.Duration) {
 // queued is the number of bytes the kernel holds for the reader (0 when
 // that cannot be told).
 func (c *watchedConn) queued() int {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return 0
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := c.TCPConn.SyscallConn()
 	if err != nil {
 		return 0
 	}
