@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"gateway/internal/chunkio"
@@ -32,11 +33,14 @@ var States = []State{Created, Running, Exited}
 
 // Errors that callers tell apart.
 var (
-	ErrNotFound   = errors.New("container not found")
-	ErrExists     = errors.New("container already exists")
-	ErrInvalid    = errors.New("invalid container")
-	ErrNotRunning = errors.New("container not running")
-	ErrClosed     = errors.New("runtime shut down")
+	ErrNotFound = errors.New("container not found")
+	ErrExists   = errors.New("container already exists")
+	ErrInvalid  = errors.New("invalid container")
+	// ErrCannotStart: the command cannot run (no such program, no
+	// permission, a missing interpreter): the caller's mistake.
+	ErrCannotStart = errors.New("cannot start")
+	ErrNotRunning  = errors.New("container not running")
+	ErrClosed      = errors.New("runtime shut down")
 )
 
 // NotFoundError names the missing container.
@@ -189,16 +193,52 @@ func (c *Container) start(spec ExecSpec) (*Process, error) {
 	}
 	path, err := lookPath(spec.Command[0], env, c.spec.WorkingDir)
 	if err != nil {
-		return nil, fmt.Errorf("start %q: %w", spec.Command[0], err)
+		return nil, fmt.Errorf("%w %s", ErrCannotStart, err)
 	}
 	cmd := &exec.Cmd{Path: path, Args: slices.Clone(spec.Command), Dir: c.spec.WorkingDir, Env: env}
 	p, err := startProcess(cmd, spec, c.rt.cfg.StopGrace, c.rt.exits, func(cmd *exec.Cmd) error {
 		return c.sb.Do(cmd.Start)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("start %q: %w", spec.Command[0], err)
+		return nil, startError(spec.Command[0], path, err)
 	}
 	return p, nil
+}
+
+// startError says why a program that was found did not start: the
+// caller's mistake (ErrCannotStart) when the kernel refused the program
+// itself, the gateway's own fault otherwise.
+func startError(name, path string, err error) error {
+	for _, e := range []syscall.Errno{syscall.ENOENT, syscall.EACCES, syscall.ENOEXEC, syscall.ENOTDIR, syscall.ELOOP, syscall.E2BIG, syscall.ETXTBSY} {
+		if !errors.Is(err, e) {
+			continue
+		}
+		if e == syscall.ENOENT { // the file exists: its interpreter does not
+			if interp := interpreter(path); interp != "" {
+				return fmt.Errorf("%w %q: its interpreter %s is missing", ErrCannotStart, name, interp)
+			}
+		}
+		return fmt.Errorf("%w %q: %v", ErrCannotStart, name, e)
+	}
+	return fmt.Errorf("start %q: %w", name, err)
+}
+
+// interpreter is the program named by a script's #! line, or "".
+func interpreter(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b := make([]byte, 256)
+	n, _ := f.Read(b)
+	line, _, _ := strings.Cut(string(b[:n]), "\n")
+	if rest, ok := strings.CutPrefix(line, "#!"); ok {
+		if fields := strings.Fields(rest); len(fields) > 0 {
+			return fields[0]
+		}
+	}
+	return ""
 }
 
 // startMain starts the main process; the container is running when it

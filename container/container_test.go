@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"gateway/internal/chunkio"
+	"gateway/internal/procfs"
 	"gateway/internal/proctest"
 	"gateway/sandbox"
 
@@ -205,6 +206,70 @@ func TestTerminate(t *testing.T) {
 			}
 			if len(live) > 0 {
 				t.Errorf("process group still alive: %v", live)
+			}
+		})
+	}
+}
+
+// TestGroupOutlivesLeader: children that ignore SIGHUP and SIGTERM are
+// killed after the grace even when the leader died of the SIGTERM at once
+// and was reaped: the whole group goes, and with a tty the whole session,
+// a job in a process group of its own included. The same when the leader
+// exits by itself and leaves them behind.
+func TestGroupOutlivesLeader(t *testing.T) {
+	rt, c := newTestRuntime(t)
+	for _, tc := range []struct {
+		name    string
+		tty     bool
+		script  string
+		endSelf bool // the leader exits by itself instead of being terminated
+	}{
+		{"pipes", false, `(trap "" HUP TERM; echo started; exec sleep 120) & exec cat`, false},
+		{"tty", true, `(trap "" HUP TERM; echo started; exec sleep 120) & exec cat`, false},
+		{"tty, own process group", true, `set -m; (trap "" HUP TERM; echo started; exec sleep 120) & exec cat`, false},
+		{"leader exits", false, `(trap "" HUP TERM; echo started; exec sleep 120) & exec sleep 0.2`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := c.Exec(ExecSpec{Command: []string{"sh", "-c", tc.script}, TTY: tc.tty, Stdin: true, Stdout: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 64)
+			if n, _ := p.Stdout.Read(buf); !strings.Contains(string(buf[:n]), "started") {
+				t.Fatalf("read %q", buf[:n])
+			}
+			sid := p.Pid()
+			if !tc.endSelf {
+				p.Terminate()
+			}
+			code, _ := p.Wait()
+			if !tc.endSelf && code != 128+int(syscall.SIGTERM) && code != 128+int(syscall.SIGHUP) {
+				t.Errorf("leader exit %d, want the SIGTERM or SIGHUP it died of", code)
+			}
+			p.Close()
+			if left := procfs.InSession(sid); tc.tty && len(left) == 0 {
+				t.Fatalf("nothing left in the session right after the leader: the test proves nothing")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := rt.exits.waitKills(ctx); err != nil {
+				t.Fatal(err)
+			}
+			left := func() []int {
+				l := proctest.LiveInGroup(sid)
+				if tc.tty {
+					l = append(l, procfs.InSession(sid)...)
+				}
+				return l
+			}
+			for range 200 { // killed already; init may not have reaped them yet
+				if len(left()) == 0 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if l := left(); len(l) > 0 {
+				t.Errorf("left after the grace: %v", l)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"os"
 	"os/signal"
 	"sync"
@@ -11,82 +12,133 @@ import (
 // exitWatcher learns that child processes exited without a thread blocked
 // in wait for each (os/exec's Wait blocks one OS thread per process until
 // it exits). One goroutine waits for SIGCHLD and checks the watched
-// processes with waitid(WNOWAIT), which leaves them unreaped for their
-// owner's Wait, which then returns at once. The goroutine runs only while
-// some process is watched. Each Runtime owns one, for the processes it
-// starts.
+// processes with waitid(WNOWAIT); the exited ones are handed to their
+// callback, which reaps them at once. The goroutine runs only while some
+// process is watched. Each Runtime owns one, for the processes it starts,
+// and it also keeps count of the process groups still to be killed after
+// their grace period, so that a shutdown can wait for them.
 type exitWatcher struct {
-	mu    sync.Mutex
-	procs map[int]func() // pid → called once when it exits
-	sig   chan os.Signal
-	stop  chan struct{}
-	done  chan struct{}
+	mu      sync.Mutex
+	procs   map[int]func() // pid → called once when it exits
+	sig     chan os.Signal // SIGCHLD, while the goroutine runs
+	stop    chan struct{}  // closed to stop the goroutine
+	running bool
+
+	pendingKills int           // process groups to be killed after their grace (see Process.Terminate)
+	killsDone    chan struct{} // closed when pendingKills falls to 0; nil when none waits
 }
 
 func newExitWatcher() *exitWatcher { return &exitWatcher{procs: make(map[int]func())} }
 
-// watch calls onExit (from the watcher's goroutine; it must not block)
-// once pid has exited. pid must be an unreaped child of this process.
+// watch calls onExit (from the watcher's goroutine, or this one; it must
+// not block) once pid has exited, and forgets pid. pid must be an
+// unreaped child of this process.
 func (w *exitWatcher) watch(pid int, onExit func()) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.procs) == 0 {
-		w.sig = make(chan os.Signal, 1)
-		w.stop = make(chan struct{})
-		w.done = make(chan struct{})
+	if !w.running {
+		w.sig, w.stop, w.running = make(chan os.Signal, 1), make(chan struct{}), true
 		signal.Notify(w.sig, unix.SIGCHLD)
-		go w.loop(w.sig, w.stop, w.done)
+		go w.loop(w.sig, w.stop)
 	}
 	w.procs[pid] = onExit
-	w.checkLocked(pid) // it may have exited before SIGCHLD was watched
-}
-
-// forget stops watching pid (after its Wait). The last forget stops the
-// goroutine and waits for it.
-func (w *exitWatcher) forget(pid int) {
-	w.mu.Lock()
-	_, ok := w.procs[pid]
-	delete(w.procs, pid)
-	if !ok || len(w.procs) > 0 {
-		w.mu.Unlock()
-		return
-	}
-	signal.Stop(w.sig)
-	close(w.stop)
-	done := w.done
+	exited := w.checkLocked(pid, nil) // it may have exited before SIGCHLD was watched
+	w.stopIfIdleLocked()
 	w.mu.Unlock()
-	<-done
+	for _, f := range exited {
+		f()
+	}
 }
 
-func (w *exitWatcher) loop(sig <-chan os.Signal, stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
+// watching reports whether pid is a live process of this watcher's.
+func (w *exitWatcher) watching(pid int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.procs[pid]
+	return ok
+}
+
+func (w *exitWatcher) loop(sig <-chan os.Signal, stop <-chan struct{}) {
 	for {
 		select {
 		case <-sig:
+			var exited []func()
 			w.mu.Lock()
 			for pid := range w.procs {
-				w.checkLocked(pid)
+				exited = w.checkLocked(pid, exited)
 			}
+			w.stopIfIdleLocked()
 			w.mu.Unlock()
+			for _, f := range exited { // outside the lock: they reap, and may signal
+				f()
+			}
 		case <-stop:
 			return
 		}
 	}
 }
 
-// checkLocked calls pid's onExit if it exited, once. w.mu is held.
-func (w *exitWatcher) checkLocked(pid int) {
+// stopIfIdleLocked stops the goroutine once no process is watched. w.mu
+// is held.
+func (w *exitWatcher) stopIfIdleLocked() {
+	if w.running && len(w.procs) == 0 {
+		signal.Stop(w.sig)
+		close(w.stop)
+		w.running = false
+	}
+}
+
+// checkLocked forgets pid if it exited, and appends its onExit to
+// exited. w.mu is held.
+func (w *exitWatcher) checkLocked(pid int, exited []func()) []func() {
 	onExit, ok := w.procs[pid]
-	if !ok || onExit == nil {
-		return
+	if !ok {
+		return exited
 	}
 	// With WNOHANG, Linux leaves si_signo 0 while the child runs; any
 	// error (ECHILD: reaped elsewhere) also means there is nothing to wait.
 	var info unix.Siginfo
 	err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
 	if err == nil && info.Signo == 0 {
-		return // still running
+		return exited // still running
 	}
-	w.procs[pid] = nil // exited (or not ours any more): call once
-	onExit()
+	delete(w.procs, pid)
+	return append(exited, onExit)
+}
+
+// killPending counts a process group to be killed after its grace; each
+// call is matched by one of killDone.
+func (w *exitWatcher) killPending() {
+	w.mu.Lock()
+	w.pendingKills++
+	w.mu.Unlock()
+}
+
+func (w *exitWatcher) killDone() {
+	w.mu.Lock()
+	w.pendingKills--
+	if w.pendingKills == 0 && w.killsDone != nil {
+		close(w.killsDone)
+		w.killsDone = nil
+	}
+	w.mu.Unlock()
+}
+
+// waitKills waits until no process group waits to be killed, or ctx ends.
+func (w *exitWatcher) waitKills(ctx context.Context) error {
+	w.mu.Lock()
+	if w.pendingKills == 0 {
+		w.mu.Unlock()
+		return nil
+	}
+	if w.killsDone == nil {
+		w.killsDone = make(chan struct{})
+	}
+	done := w.killsDone
+	w.mu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

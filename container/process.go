@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gateway/internal/chunkio"
+	"gateway/internal/procfs"
 	"gateway/internal/ptyio"
 )
 
@@ -39,9 +40,13 @@ type ExecSpec struct {
 	Size Size
 }
 
-// Process is a started process. Its files are non-blocking: a read blocked
-// on Stdout or Stderr ends when the file is closed or its read deadline
-// passes. The caller must call Wait exactly once, then Close.
+// Process is a started process, the leader of a process group (with a
+// tty, of a session). It is reaped as soon as it exits, whoever waits.
+// Ending it ends its whole group: Terminate signals the group, and the
+// SIGKILL after the grace period reaches whatever is left of it (and, with
+// a tty, of its session), whatever the leader did meanwhile. Its files are
+// non-blocking: a read blocked on Stdout or Stderr ends when the file is
+// closed or its read deadline passes. The caller calls Close when done.
 type Process struct {
 	// Stdin writes to the process: the pty master with TTY, else a pipe;
 	// nil when not requested.
@@ -57,12 +62,12 @@ type Process struct {
 	grace time.Duration
 	exits *exitWatcher
 
-	exited chan struct{} // closed when the process has exited (not yet reaped)
+	exited  chan struct{} // closed when the process has exited and been reaped
+	waitErr error         // set before exited is closed
 
 	mu          sync.Mutex
-	reaped      bool
 	terminating bool
-	killTimer   *time.Timer
+	killTimer   *time.Timer // the SIGKILL after the grace; nil once it is done
 	stdinClosed bool
 }
 
@@ -140,11 +145,40 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, exits *exit
 const drainGrace = 2 * time.Second
 
 // exit runs when the process has exited, on the exit watcher's goroutine:
-// output a lingering child keeps open is read for drainGrace more, then
-// its readers stop; then Wait may reap.
+// it is reaped (at once: it is gone), output a lingering child keeps open
+// is read for drainGrace more, then its readers stop. If it was being
+// terminated and nothing is left of its group, the SIGKILL is called off.
 func (p *Process) exit() {
+	p.waitErr = p.cmd.Wait()
 	p.StopReadingAfter(drainGrace)
 	close(p.exited)
+	p.mu.Lock()
+	if p.killTimer != nil && !p.survivors(true) {
+		p.stopKill()
+	}
+	p.mu.Unlock()
+}
+
+// survivors reports whether any process of the group is left (or, with a
+// tty and full, of the session: that costs a scan of /proc, so it is done
+// only for a process being terminated). p.mu is held.
+func (p *Process) survivors(full bool) bool {
+	pgid := p.cmd.Process.Pid
+	if p.exits.watching(pgid) { // the id was reused by a new process of ours
+		return false
+	}
+	if unix.Kill(-pgid, 0) == nil {
+		return true
+	}
+	return full && p.pty != nil && len(procfs.InSession(pgid)) > 0
+}
+
+// stopKill calls off the pending SIGKILL. p.mu is held.
+func (p *Process) stopKill() {
+	if p.killTimer.Stop() {
+		p.exits.killDone()
+	}
+	p.killTimer = nil
 }
 
 // Pid returns the process id, which is also its process group id.
@@ -181,50 +215,71 @@ func (p *Process) CloseStdin() error {
 
 // Terminate asks the process group to end: SIGHUP and SIGTERM with a pty
 // (as when a terminal hangs up), SIGTERM without; SIGKILL follows after the
-// grace period. It returns at once, and does nothing after the process is
-// reaped or once already terminating.
+// grace period, to the group and, with a tty, the session, unless nothing
+// is left of them by then. It returns at once, and does nothing once
+// already terminating.
 func (p *Process) Terminate() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.reaped || p.terminating {
+	if p.terminating {
 		return
 	}
 	p.terminating = true
+	if !p.alive() && !p.survivors(true) {
+		return
+	}
 	pgid := p.cmd.Process.Pid
 	if p.pty != nil {
 		_ = unix.Kill(-pgid, unix.SIGHUP) // best effort: the group may be gone
 	}
 	_ = unix.Kill(-pgid, unix.SIGTERM)
-	p.killTimer = time.AfterFunc(p.grace, p.Kill)
+	p.exits.killPending()
+	p.killTimer = time.AfterFunc(p.grace, func() {
+		p.Kill()
+		p.mu.Lock()
+		p.killTimer = nil
+		p.mu.Unlock()
+		p.exits.killDone()
+	})
 }
 
-// Kill sends SIGKILL to the process group, unless the process was reaped.
+// alive reports whether the leader has not exited yet.
+func (p *Process) alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill sends SIGKILL to the process group and, with a tty, to every
+// process left in its session.
 func (p *Process) Kill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.reaped {
-		_ = unix.Kill(-p.cmd.Process.Pid, unix.SIGKILL)
+	pgid := p.cmd.Process.Pid
+	if !p.alive() && p.exits.watching(pgid) {
+		return // the leader is gone and its id is a new process's
+	}
+	_ = unix.Kill(-pgid, unix.SIGKILL)
+	if p.pty != nil {
+		for _, pid := range procfs.InSession(pgid) {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
 	}
 }
 
-// Wait waits for the process to exit, reaps it, and returns its exit code:
-// its exit status, or 128+n when signal n ended it, as shells and container
-// runtimes report. Call it exactly once. The wait parks the goroutine, not
-// an OS thread: the exit watcher says when the process is gone.
+// Wait waits for the process to exit and returns its exit code: its exit
+// status, or 128+n when signal n ended it, as shells and container
+// runtimes report. The wait parks the goroutine, not an OS thread: the exit
+// watcher says when the process is gone.
 func (p *Process) Wait() (int, error) {
 	<-p.exited
-	err := p.cmd.Wait()
-	p.exits.forget(p.cmd.Process.Pid)
-	p.mu.Lock()
-	p.reaped = true
-	if p.killTimer != nil {
-		p.killTimer.Stop()
-	}
-	p.mu.Unlock()
 	if st := p.cmd.ProcessState; st != nil {
 		return exitCode(st), nil
 	}
-	return -1, fmt.Errorf("wait: %w", err)
+	return -1, fmt.Errorf("wait: %w", p.waitErr)
 }
 
 // StopReadingAfter sets a read deadline on the output files. The process
@@ -239,8 +294,18 @@ func (p *Process) StopReadingAfter(d time.Duration) {
 	}
 }
 
-// Close releases the process's files. It does not signal the process.
+// Close releases the process's files. When the leader has exited and
+// members of its group are left (a background child), they are terminated
+// as the leader would have been.
 func (p *Process) Close() error {
+	if p.exited != nil && !p.alive() {
+		p.mu.Lock()
+		left := !p.terminating && p.survivors(false)
+		p.mu.Unlock()
+		if left {
+			p.Terminate()
+		}
+	}
 	var errs []error
 	closed := map[*os.File]bool{}
 	for _, f := range []*os.File{p.pty, p.Stdin, p.Stdout, p.Stderr} {

@@ -217,7 +217,8 @@ func (r *Runtime) StateCounts() map[string]int {
 	return counts
 }
 
-// Shutdown stops every container and waits for them, or for ctx.
+// Shutdown stops every container and waits for them, and for the process
+// groups still to be killed after their grace (of execs too), or for ctx.
 func (r *Runtime) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
@@ -235,6 +236,9 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	if err := r.exits.waitKills(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("processes left to kill: %w", err))
+	}
 	return errors.Join(errs...)
 }
 
