@@ -142,7 +142,64 @@ func (a *API) Handler() http.Handler {
 		}
 		a.writeError(w, r, reqerr.New(reqerr.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	return bodyDeadline(mux)
+}
+
+// Request bodies must arrive within bodyTimeout (the headers are bounded
+// by the server's ReadHeaderTimeout), or within execSyncBodyTimeout for
+// exec-sync, whose body carries up to 64 MiB of input: a client that
+// trickles a body does not hold a goroutine and a descriptor for long.
+// Streams set deadlines of their own once upgraded.
+const (
+	bodyTimeout         = 10 * time.Second
+	execSyncBodyTimeout = time.Minute
+)
+
+// bodyDeadline bounds the body read of every request that has a body and
+// is not an upgrade. The deadline is lifted once the body is read, so a
+// handler that runs long (exec-sync, a log that follows) is not cut.
+func bodyDeadline(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 && !headerHas(r.Header, "Connection", "upgrade") {
+			d := bodyTimeout
+			if strings.HasSuffix(r.URL.Path, "/exec-sync") {
+				d = execSyncBodyTimeout
+			}
+			rc := http.NewResponseController(w)
+			if rc.SetReadDeadline(time.Now().Add(d)) == nil {
+				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts the read deadline at the end of the body.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+// headerHas reports whether a comma-separated header lists token (any case).
+func headerHas(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // work refuses requests that would start new work (streams, processes,
@@ -200,7 +257,9 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) erro
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return reqerr.New(reqerr.BadRequest, "Content-Type %q: want application/json", ct)
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	body := http.MaxBytesReader(w, r.Body, limit)
+	defer io.Copy(io.Discard, body) // to its end, which lifts the body deadline
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError

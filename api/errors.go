@@ -45,6 +45,8 @@ var statusTable = []struct {
 	{session.ErrTooMany, http.StatusTooManyRequests, "TooManyRequests"},
 	{session.ErrTooManyPending, http.StatusTooManyRequests, "TooManyRequests"},
 	{reqerr.Invalid, http.StatusUnprocessableEntity, "Invalid"},
+	{container.ErrCannotStart, http.StatusUnprocessableEntity, "Invalid"},
+	{sandbox.ErrNetwork, http.StatusUnprocessableEntity, "Invalid"},
 	{reqerr.Unavailable, http.StatusServiceUnavailable, "ServiceUnavailable"},
 	{container.ErrClosed, http.StatusServiceUnavailable, "ServiceUnavailable"},
 }

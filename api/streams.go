@@ -3,8 +3,10 @@ package api
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"time"
 
+	"gateway/internal/reqerr"
 	"gateway/session"
 	"gateway/stream"
 )
@@ -29,6 +31,10 @@ type streamURL struct {
 func (a *API) stream(kind string, serve func(w http.ResponseWriter, r *http.Request, id string) error) http.HandlerFunc {
 	return a.streamChecks(func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r, kind)
+		if _, qerr := url.ParseQuery(r.URL.RawQuery); err == nil && qerr != nil {
+			// Query() would drop everything, and the request look empty.
+			err = reqerr.New(reqerr.BadRequest, "query: %v", qerr)
+		}
 		if err == nil {
 			err = serve(w, r, id)
 		}

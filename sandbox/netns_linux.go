@@ -21,7 +21,9 @@ type netns struct {
 func newNetns() (*netns, error) {
 	var ns *netns
 	err := onNewThread(func() error {
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		if err := unix.Unshare(unix.CLONE_NEWNET); errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("unshare: %w (the gateway needs CAP_SYS_ADMIN: run it as root)", err)
+		} else if err != nil {
 			return fmt.Errorf("unshare: %w", err)
 		}
 		f, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))

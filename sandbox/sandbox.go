@@ -38,6 +38,9 @@ var (
 	ErrInvalid  = errors.New("invalid sandbox")
 	ErrInUse    = errors.New("sandbox in use")
 	ErrPort     = errors.New("port not allowed")
+	// ErrNetwork: the network path names no network namespace that can be
+	// opened: the caller's mistake.
+	ErrNetwork = errors.New("not a usable network namespace")
 )
 
 // NotFoundError names the missing sandbox.
@@ -199,7 +202,7 @@ func (r *Registry) Create(spec Spec) (*Sandbox, error) {
 	default:
 		ns, err := openNetns(spec.Network)
 		if err != nil {
-			return nil, fmt.Errorf("sandbox %q: open network namespace: %w", spec.ID, err)
+			return nil, fmt.Errorf("sandbox %q: %w: %w", spec.ID, ErrNetwork, err)
 		}
 		sb.ns = ns
 	}

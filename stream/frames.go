@@ -47,7 +47,7 @@ func (c *client) closesStdin(f wsproto.Frame) (bool, error) {
 		return true, nil
 	case ch >= wsproto.ExecChannels:
 		c.km.Error(metrics.ReasonProtocol)
-		return false, &protocolError{errors.New("close signal for " + ch.String() + ", which does not exist")}
+		return false, &protocolError{err: errors.New("close signal for " + ch.String() + ", which does not exist")}
 	}
 	return false, nil
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -29,11 +30,22 @@ var (
 	errSlowConsumer = errors.New("client too slow: output queue overflowed")
 )
 
-// protocolError ends a stream because the client broke the protocol.
-type protocolError struct{ err error }
+// protocolError ends a stream because the client broke the protocol: close
+// code 1002, or code when set (1007 for a text message that is not UTF-8).
+type protocolError struct {
+	err  error
+	code int
+}
 
 func (e *protocolError) Error() string { return "protocol error: " + e.err.Error() }
 func (e *protocolError) Unwrap() error { return e.err }
+
+func (e *protocolError) closeCode() int {
+	if e.code != 0 {
+		return e.code
+	}
+	return websocket.CloseProtocolError
+}
 
 // dialError ends a raw port-forward whose one dial failed: there is no
 // error channel, so the close frame carries the message.
@@ -63,6 +75,7 @@ type Pump struct {
 	cfg   *Config
 	bufs  *bufferPool
 	flow  *flowControl // the page's pacing (flow=1), or nil
+	fc    *frameCheck  // follows the client's frames for what gorilla misses
 
 	ctx    context.Context // the stream's context; its cause says why it ended
 	cancel context.CancelCauseFunc
@@ -79,10 +92,10 @@ type Pump struct {
 
 var _ Conn = (*Pump)(nil)
 
-func (s *Server) newPump(conn *websocket.Conn, proto wsproto.Protocol, km *metrics.Kind, log *slog.Logger) *Pump {
+func (s *Server) newPump(conn *websocket.Conn, fc *frameCheck, proto wsproto.Protocol, km *metrics.Kind, log *slog.Logger) *Pump {
 	ctx, cancel := context.WithCancelCause(s.base)
 	p := &Pump{
-		conn: conn, proto: proto, km: km, log: log, cfg: &s.cfg, bufs: s.bufs,
+		conn: conn, fc: fc, proto: proto, km: km, log: log, cfg: &s.cfg, bufs: s.bufs,
 		ctx: ctx, cancel: cancel,
 		out:      make(chan outFrame, outQueueLen),
 		readDone: make(chan struct{}),
@@ -259,15 +272,20 @@ func (p *Pump) readLoop(onFrame FrameHandler) error {
 	p.conn.SetPongHandler(func(string) error {
 		return p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
 	})
+	p.conn.SetCloseHandler(p.onClose)
 	hctx := handlerCtx{p.ctx}
 	var msg []byte
 	for {
-		_, r, err := p.conn.NextReader()
+		typ, r, err := p.conn.NextReader()
 		if err != nil {
 			return p.readError(err)
 		}
 		if msg, err = chunkio.AppendAll(msg[:0], r); err != nil { // gorilla enforces the limit
 			return p.readError(err)
+		}
+		if typ == websocket.TextMessage && !utf8.Valid(msg) { // gorilla does not check
+			p.km.Error(metrics.ReasonProtocol)
+			return &protocolError{err: errors.New("a text message that is not UTF-8"), code: websocket.CloseInvalidFramePayloadData}
 		}
 		_ = p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
 		p.touch()
@@ -277,7 +295,7 @@ func (p *Pump) readLoop(onFrame FrameHandler) error {
 			continue // ignored, as by the kubelet
 		case errors.Is(err, wsproto.ErrBadCloseSignal):
 			p.km.Error(metrics.ReasonProtocol)
-			return &protocolError{err}
+			return &protocolError{err: err}
 		case err != nil: // a bad base64 frame is dropped, the stream goes on
 			p.km.Error(metrics.ReasonProtocol)
 			p.log.Warn("dropped malformed frame", "error", err)
@@ -294,8 +312,23 @@ func (p *Pump) readLoop(onFrame FrameHandler) error {
 	}
 }
 
+// onClose answers the client's close frame, as gorilla would (its code
+// back), unless the frame broke the protocol: then with 1002.
+func (p *Pump) onClose(code int, _ string) error {
+	msg := websocket.FormatCloseMessage(code, "")
+	if v := p.fc.violation(); v != "" {
+		msg = websocket.FormatCloseMessage(websocket.CloseProtocolError, v)
+	}
+	_ = p.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+	return nil
+}
+
 // readError turns a read failure into the cause that ends the stream.
 func (p *Pump) readError(err error) error {
+	if v := p.fc.violation(); v != "" && p.ctx.Err() == nil {
+		p.km.Error(metrics.ReasonProtocol)
+		return &protocolError{err: errors.New(v)}
+	}
 	switch {
 	case p.ctx.Err() != nil: // we closed the conn
 		return nil
@@ -466,7 +499,7 @@ func (p *Pump) closeFor(cause error) {
 	case errors.Is(cause, errIdle):
 		p.closeWith(CloseIdle, "idle timeout")
 	case errors.As(cause, &pe):
-		p.closeWith(websocket.CloseProtocolError, pe.Error())
+		p.closeWith(pe.closeCode(), pe.Error())
 	case errors.As(cause, &de):
 		// 1011 with the reason: 1014 ("bad gateway") would fit better,
 		// but clients such as gorilla refuse to receive it.

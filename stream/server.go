@@ -137,17 +137,18 @@ func negotiate(r *http.Request, supported []wsproto.Protocol) (wsproto.Protocol,
 }
 
 // accept upgrades the connection, echoing the chosen protocol (none when
-// the client offered none).
-func (s *Server) accept(w http.ResponseWriter, r *http.Request, p wsproto.Protocol) (*websocket.Conn, error) {
+// the client offered none), with a frameCheck on what the client sends.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, p wsproto.Protocol) (*websocket.Conn, *frameCheck, error) {
 	var h http.Header
 	if p.Name != "" {
 		h = http.Header{"Sec-Websocket-Protocol": {p.Name}}
 	}
-	conn, err := s.upgrader.Upgrade(w, r, h)
+	fc := &frameCheck{}
+	conn, err := s.upgrader.Upgrade(checkingWriter{ResponseWriter: w, fc: fc}, r, h)
 	if err != nil {
-		return nil, badRequest("websocket handshake: %v", err)
+		return nil, nil, badRequest("websocket handshake: %v", err)
 	}
-	return conn, nil
+	return conn, fc, nil
 }
 
 // transport is what serve runs: a Conn that also runs the stream, and
@@ -167,13 +168,13 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, kind session.Kind,
 	if err != nil {
 		return nil, err
 	}
-	conn, err := s.accept(w, r, proto)
+	conn, fc, err := s.accept(w, r, proto)
 	if err != nil {
 		sess.Abandon()
 		return nil, err
 	}
 	c := s.newClient(sess, proto)
-	p := s.newPump(conn, proto, c.km, c.log)
+	p := s.newPump(conn, fc, proto, c.km, c.log)
 	if flow {
 		p.flow = newFlowControl()
 	}

@@ -237,6 +237,47 @@ func TestExecSyncAPI(t *testing.T) {
 	}
 }
 
+// TestCallerMistakes: what the caller got wrong is a 4xx Status naming the
+// program or path, never a 500 (which the gateway keeps for its own
+// faults).
+func TestCallerMistakes(t *testing.T) {
+	g := startGateway(t)
+	script := filepath.Join(t.TempDir(), "script")
+	if err := os.WriteFile(script, []byte("#!/nonexistent/bin/sh\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path string
+		body       any
+		code       int
+		want       string
+	}{
+		{"missing interpreter", "/api/v1/containers", map[string]any{"id": "bad", "command": []string{script}},
+			422, `its interpreter /nonexistent/bin/sh is missing`},
+		{"exec-sync of a missing program", "/api/v1/containers/box/exec-sync", map[string]any{"command": []string{"no-such-program"}},
+			422, `"no-such-program": executable file not found`},
+		{"exec-sync of a missing interpreter", "/api/v1/containers/box/exec-sync", map[string]any{"command": []string{script}},
+			422, `its interpreter /nonexistent/bin/sh is missing`},
+		{"exec-sync of a directory", "/api/v1/containers/box/exec-sync", map[string]any{"command": []string{"/tmp"}},
+			422, `"/tmp": is a directory`},
+		{"missing network namespace", "/api/v1/sandboxes", map[string]any{"id": "lab", "network": "/nonexistent/netns"},
+			422, "/nonexistent/netns"},
+		{"not a network namespace", "/api/v1/sandboxes", map[string]any{"id": "lab", "network": "/etc/hostname"},
+			422, "/etc/hostname is not a namespace"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var st status
+			resp := g.do(t, "POST", tc.path, tc.body, &st)
+			if resp.StatusCode != tc.code || st.Reason != "Invalid" || !strings.Contains(st.Message, tc.want) {
+				t.Errorf("%d %s %q, want %d Invalid %q", resp.StatusCode, st.Reason, st.Message, tc.code, tc.want)
+			}
+		})
+	}
+	if strings.Contains(g.log.String(), "level=ERROR") {
+		t.Errorf("the gateway logged its own fault for a caller's mistake:\n%s", g.log)
+	}
+}
+
 type sessionInfo struct {
 	ID, Kind, Target, State, RemoteAddr string
 	CreatedAt                           time.Time
