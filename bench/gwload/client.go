@@ -25,6 +25,7 @@ type stream struct {
 	proto     wsproto.Protocol
 	buf       []byte // the last message read
 	closeCode int    // the server's close code, once read; 0 before
+	mint      time.Duration
 }
 
 func newStream(conn *websocket.Conn, proto wsproto.Protocol, timeout time.Duration) stream {
@@ -77,6 +78,8 @@ func (s *stream) send(ch wsproto.Channel, p []byte) error {
 	return w.Close()
 }
 
+func (s *stream) minted() time.Duration { return s.mint }
+
 // flow is one byte stream that gwload measures, as its client sees it: an
 // exec session or a tunnel through a server, or directly the process or
 // the TCP connection (the ceilings). A scenario's arms differ only in how
@@ -91,6 +94,7 @@ type flow interface {
 	// close ends the flow from this side: a tunnel with a close frame and
 	// the server's answer 1000 (checked), the others at once.
 	close() error
+	minted() time.Duration // how long minting its URL took (the CRI), or 0
 }
 
 // readEnd reads f to its end and returns how many bytes came.
@@ -119,15 +123,20 @@ type session struct {
 	rawStatus []byte
 }
 
-// open starts an exec: it dials, sends the initial size
+// open starts an exec: it gets the URL, dials, sends the initial size
 // (tty) so that the server starts the process at once rather than after a
 // wait for it (kubectl sends it too), and reads the empty ready frame.
 func (e *endpoint) open(ctx context.Context, d *websocket.Dialer, r execReq) (*session, error) {
-	conn, err := e.dial(ctx, d, e.execURL(r))
+	u, mint, err := e.execURL(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := e.dial(ctx, d, u)
 	if err != nil {
 		return nil, err
 	}
 	s := &session{stream: newStream(conn, e.proto, e.timeout)}
+	s.mint = mint
 	if r.TTY {
 		if err := s.resize(80, 24); err != nil {
 			conn.Close()
@@ -264,11 +273,16 @@ func pfDialer(bufSize int) *websocket.Dialer { return dialer(v4, bufSize+64, buf
 // portForward opens a tunnel to port on 127.0.0.1 and checks its first
 // two messages: the port prefix on the data and the error channel.
 func (e *endpoint) portForward(ctx context.Context, d *websocket.Dialer, port int) (*tunnel, error) {
-	conn, err := e.dial(ctx, d, e.pfURL(port))
+	u, mint, err := e.pfURL(ctx, port)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := e.dial(ctx, d, u)
 	if err != nil {
 		return nil, err
 	}
 	t := &tunnel{newStream(conn, v4, e.timeout)}
+	t.mint = mint
 	want := wsproto.PortPrefix(uint16(port))
 	for _, ch := range []wsproto.Channel{wsproto.DataChannel(0), wsproto.ErrorChannel(0)} {
 		f, err := t.frame()
@@ -364,8 +378,9 @@ func tcpStarter(addr string, bufSize int, timeout time.Duration) func() (flow, e
 	}
 }
 
-func (t *tcpFlow) write(p []byte) error { _, err := t.c.Write(p); return err }
-func (t *tcpFlow) close() error         { return t.c.Close() }
+func (t *tcpFlow) write(p []byte) error  { _, err := t.c.Write(p); return err }
+func (t *tcpFlow) close() error          { return t.c.Close() }
+func (t *tcpFlow) minted() time.Duration { return 0 }
 
 func (t *tcpFlow) next() ([]byte, error) {
 	n, err := t.c.Read(t.buf)

@@ -32,14 +32,19 @@ func (b *bench) throughput(tty bool) error {
 	if tty {
 		name, kind, target = "tty-throughput", "pty", 0.9
 	}
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
 	n := b.o.bytes
 	req := execReq{Command: []string{"head", "-c", strconv.FormatInt(n, 10), "/dev/zero"}, Stdout: true, TTY: tty}
-	fmt.Printf("%s, tty=%v, %d bytes, %d reps rotating; ceiling: the same command started by gwload with a %s read directly (%d-byte reads)\n",
+	fmt.Printf("%s, tty=%v, %d bytes, through the gateway and the CRI library, %d reps rotating; ceiling: the same command started by gwload with a %s read directly (%d-byte reads)\n",
 		strings.Join(req.Command, " "), tty, n, b.o.reps, kind, b.o.bufSize)
 	d := func(e *endpoint) *websocket.Dialer { return dialer(e.proto, 64<<10, 4096) }
 	arms := []*arm{
 		readArm(&arm{name: "gateway", proc: b.gw.proc}, n, b.gw.execFlow(b.ctx, d(b.gw), req), nil),
 		readArm(&arm{name: "ceiling", what: "the " + kind + " read directly"}, n, b.procStarter(req.Command, tty, false), nil),
+		readArm(&arm{name: "cri", proc: cri.proc}, n, cri.execFlow(b.ctx, d(cri), req), nil),
 	}
 	var refs []string
 	if !tty {
@@ -55,7 +60,8 @@ func (b *bench) throughput(tty bool) error {
 		return err
 	}
 	b.report(name, res, fig{label: "throughput (bytes/s at the client)", key: "rate", unit: mibps, refs: refs,
-		goals: []goal{{vs: "ceiling", bound: target}}})
+		goals: []goal{{vs: "ceiling", bound: target}}},
+		fig{label: "server CPU per MiB carried", key: "cpu", unit: msPerMiB, lower: true})
 	return nil
 }
 
@@ -120,15 +126,20 @@ func readArm(a *arm, n int64, start func() (flow, error), check func() checker) 
 // --- echo-latency -------------------------------------------------------------
 
 func (b *bench) echoLatency() error {
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
 	k := b.o.keystrokes
 	script := fmt.Sprintf("stty raw -echo; echo READY; exec dd bs=1 count=%d status=none", k)
 	req := execReq{Command: []string{"sh", "-c", script}, Stdin: true, Stdout: true, TTY: true}
-	fmt.Printf("sh -c %q, tty=1 stdin=1: %d keystrokes of one byte per rep, each timed from the write until it is read back; %d reps rotating; ceiling: the same in a pty started by gwload\n",
+	fmt.Printf("sh -c %q, tty=1 stdin=1: %d keystrokes of one byte per rep, each timed from the write until it is read back; through the gateway and the CRI library, %d reps rotating; ceiling: the same in a pty started by gwload\n",
 		script, k, b.o.reps)
 	d := func(e *endpoint) *websocket.Dialer { return dialer(e.proto, 4096, 4096) }
 	res, err := b.measure(b.o.reps,
 		typeArm(&arm{name: "gateway", proc: b.gw.proc}, k, b.gw.execFlow(b.ctx, d(b.gw), req)),
-		typeArm(&arm{name: "ceiling", what: "the same pty, in-process"}, k, b.procStarter(req.Command, true, false)))
+		typeArm(&arm{name: "ceiling", what: "the same pty, in-process"}, k, b.procStarter(req.Command, true, false)),
+		typeArm(&arm{name: "cri", proc: cri.proc}, k, cri.execFlow(b.ctx, d(cri), req)))
 	if err != nil {
 		return err
 	}
@@ -137,7 +148,7 @@ func (b *bench) echoLatency() error {
 		fig{label: "keystroke echo p99", key: "p99", unit: micros, lower: true})
 	c50 := median(res.values("ceiling", "p50"))
 	var pooled []string
-	for _, name := range []string{"gateway", "ceiling"} {
+	for _, name := range []string{"gateway", "ceiling", "cri"} {
 		lat := res.pooled(name, "echo")
 		pooled = append(pooled, fmt.Sprintf("%s p50 %.0fµs p99 %.0fµs", name, us(pct(lat, 50)), us(pct(lat, 99))))
 		if name != "ceiling" {
@@ -235,22 +246,29 @@ func (b *bench) setupRates(s setupSpec) error {
 				unit: millis, lower: true, refs: s.refs},
 		}
 		b.report(s.name, res, figs...)
+		if m := res.pooled("cri", "mint"); len(m) > 0 {
+			fmt.Printf("  cri: minting each %s's URL took p50 %.3f ms, p99 %.3f ms of its setup (the gateway needs no mint)\n", s.item, ms(pct(m, 50)), ms(pct(m, 99)))
+		}
 	}
 	return nil
 }
 
-// concurrentArm makes a's run: n calls of one, conc at a time, each timed.
-func concurrentArm(a *arm, n, conc int, one func(i int) error) *arm {
+// concurrentArm makes a's run: n calls of one, conc at a time, each timed;
+// one returns how long minting a URL took (0 when there was none).
+func concurrentArm(a *arm, n, conc int, one func(i int) (mint time.Duration, err error)) *arm {
 	a.run = func(r *rep) error {
 		var mu sync.Mutex
 		t0 := time.Now()
 		err := runConcurrently(n, conc, func(i int) error {
 			t := time.Now()
-			err := one(i)
+			mint, err := one(i)
 			d := time.Since(t)
 			mu.Lock()
 			defer mu.Unlock()
 			r.time("setup", d)
+			if mint > 0 {
+				r.time("mint", mint)
+			}
 			return err
 		})
 		if err != nil {
@@ -297,12 +315,16 @@ func runConcurrently(n, conc int, one func(i int) error) error {
 }
 
 func (b *bench) setupRate() error {
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
 	n := b.o.sessions
 	req := execReq{Command: []string{"true"}, Stdout: true}
-	fmt.Printf("%d exec sessions of \"true\" (stdout=1) in a row, each read to its close frame; %d reps rotating;\n"+
+	fmt.Printf("%d exec sessions of \"true\" (stdout=1) in a row, each read to its close frame, through the gateway and the CRI library; %d reps rotating;\n"+
 		"ceiling: %d fork/execs of \"true\" by gwload with a stdout pipe read to EOF\n", n, b.o.reps, n)
 	return b.setupRates(setupSpec{name: "setup-rate", item: "session", n: n, concs: []int{1}, arms: func(conc int) []*arm {
-		return []*arm{b.sessionsArm(b.gw, "gateway", req, n, conc), b.spawnArm(false, n, conc)}
+		return []*arm{b.sessionsArm(b.gw, "gateway", req, n, conc), b.spawnArm(false, n, conc), b.sessionsArm(cri, "cri", req, n, conc)}
 	}})
 }
 
@@ -321,16 +343,16 @@ func (b *bench) spawnArm(tty bool, n, conc int) *arm {
 
 // emptyRun is one setup of a flow that carries nothing: started and read to
 // its end.
-func emptyRun(start func() (flow, error)) func(i int) error {
-	return func(i int) error {
+func emptyRun(start func() (flow, error)) func(i int) (time.Duration, error) {
+	return func(i int) (time.Duration, error) {
 		f, err := start()
 		if err != nil {
-			return fmt.Errorf("%d: %w", i, err)
+			return 0, fmt.Errorf("%d: %w", i, err)
 		}
 		if got, err := readEnd(f); err != nil || got != 0 {
-			return fmt.Errorf("%d: %d bytes, %v", i, got, err)
+			return 0, fmt.Errorf("%d: %d bytes, %v", i, got, err)
 		}
-		return nil
+		return f.minted(), nil
 	}
 }
 
@@ -344,10 +366,14 @@ func (b *bench) idleRSS() error {
 	if err := b.fresh(); err != nil {
 		return err
 	}
-	fmt.Printf("%d idle exec sessions of \"sleep 1000000\" (tty=1 stdin=1 stdout=1), WebSockets held open and read; VmRSS of the gateway\n"+
-		"(pid %d) from /proc/PID/status; one measurement (not repeated: it needs a fresh process)\n", n, b.gw.pid)
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%d idle exec sessions of \"sleep 1000000\" (tty=1 stdin=1 stdout=1), WebSockets held open and read; VmRSS of the server\n"+
+		"(gateway pid %d, CRI pid %d) from /proc/PID/status; one measurement each (not repeated: it needs fresh processes)\n", n, b.gw.pid, cri.pid)
 	fmt.Println("(the sleep processes are the server's children, separate processes: their memory is not in its RSS; neither is kernel memory for sockets and ptys)")
-	res, err := b.measure(1, b.idleSessionsArm(b.gw, n), refIdleArm(b, n))
+	res, err := b.measure(1, b.idleSessionsArm(b.gw, n), refIdleArm(b, n), b.idleSessionsArm(cri, n))
 	if err != nil {
 		return err
 	}
@@ -372,7 +398,7 @@ func (b *bench) idleSessionsArm(e *endpoint, n int) *arm {
 		base = children(e.pid)
 		warm := emptyRun(e.execFlow(b.ctx, d, execReq{Command: []string{"true"}, Stdout: true}))
 		for i := range 3 {
-			if err := warm(i); err != nil {
+			if _, err := warm(i); err != nil {
 				return fmt.Errorf("warm-up: %w", err)
 			}
 		}
@@ -505,6 +531,7 @@ func (p *procFlow) write(b []byte) error {
 	_, err := w.Write(b)
 	return err
 }
+func (p *procFlow) minted() time.Duration { return 0 }
 
 func (p *procFlow) close() error {
 	abort(p.cmd) // after the end too: Wait closed the pipes, Kill finds no process

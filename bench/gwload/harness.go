@@ -12,7 +12,7 @@ import (
 )
 
 // The harness. A scenario declares arms, one per target (the gateway, its
-// ceiling, references such as a bare relay), each a function that does
+// ceiling, references such as the CRI library), each a function that does
 // the work once and records its values; measure runs the arms in turn for
 // every repetition; report prints each figure beside the others' and adds
 // it to the summary.
@@ -23,11 +23,13 @@ type bench struct {
 	ctx    context.Context
 	gw     *endpoint    // the gateway
 	gwProc *gatewayProc // the gateway gwload started; nil with -addr
+	cri    *criServer   // the CRI library's server, started when first needed
 	procs  []*proc      // processes whose CPU is measured, not "other load"
 	sum    []sumRow
 }
 
-// proc is a process that gwload measures: the gateway, a relay. Its CPU is its own and not part of the other load.
+// proc is a process that gwload measures: the gateway, the CRI server, a
+// relay. Its CPU is its own and not part of the other load.
 type proc struct {
 	name string
 	pid  int // 0 when unknown (a running gateway without -pid)
@@ -51,6 +53,10 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 
 // close stops the servers gwload started.
 func (b *bench) close() {
+	if b.cri != nil {
+		b.cri.stop()
+		fmt.Printf("\ncri log: %s\n", b.cri.log.Name())
+	}
 	if b.gwProc != nil {
 		b.gwProc.stop()
 		fmt.Printf("\ngateway log: %s\n", b.gwProc.logPath)
@@ -66,7 +72,7 @@ func (b *bench) disown(p *proc) {
 
 // arm is one target of a measurement.
 type arm struct {
-	name string // in the lines and figures: "gateway", "ceiling", "relay", ...
+	name string // in the lines and figures: "gateway", "ceiling", "cri", ...
 	what string // what it is, for the summary: "the pty read directly"
 	proc *proc  // the server it measures; nil when the work is gwload's own
 	run  func(r *rep) error
@@ -163,13 +169,13 @@ type fig struct {
 	pcts  []float64
 	unit  func(float64) string
 	lower bool // lower values are better (times, memory, CPU)
-	// The arms compared: the gateway ("gateway" when empty) and the
-	// ceiling ("ceiling"); an arm absent from the results leaves its column
-	// empty. refs get a summary row each.
-	main, ceil string
-	ceilWhat   string // the ceiling's description, when not its arm's
-	refs       []string
-	goals      []goal
+	// The arms compared: the gateway ("gateway" when empty), the ceiling
+	// ("ceiling"), the CRI library ("cri"); an arm absent from the results
+	// leaves its column empty. refs get a summary row each.
+	main, ceil, cri string
+	ceilWhat        string // the ceiling's description, when not its arm's
+	refs            []string
+	goals           []goal
 }
 
 // goal is a target of a figure: the gateway's performance ratio to arm vs
@@ -252,11 +258,12 @@ func (b *bench) report(scenario string, res *results, figs ...fig) {
 			ratios = append(ratios, r)
 			return cell, ratio, x, true
 		}
-		ceil := or(f.ceil, "ceiling")
+		ceil, cri := or(f.ceil, "ceiling"), or(f.cri, "cri")
 		cell, ratio, c, hasCeil := compare(ceil)
 		if hasCeil {
 			row.ceiling, row.ratio = fmt.Sprintf("%s (%s)", cell, or(f.ceilWhat, res.arms[ceil].what)), ratio
 		}
+		row.cri, row.criRatio, _, _ = compare(cri)
 		var refRows []sumRow
 		for _, name := range f.refs {
 			cell, ratio, x, ok := compare(name)
@@ -313,6 +320,7 @@ type sumRow struct {
 	scenario, figure string
 	gateway, ceiling string
 	ratio            string
+	cri, criRatio    string
 	target, met      string
 	other            string // the median other load of its measurement, in cores
 }
@@ -321,11 +329,14 @@ func (b *bench) printSummary() {
 	if len(b.sum) == 0 {
 		return
 	}
-	fmt.Printf("\n== summary (medians over %d repetitions; ratio = gateway performance / ceiling performance;\n"+
-		"other load = median CPU used by the rest of the machine during the measurements, in cores of %d)\n", b.o.reps, runtime.NumCPU())
-	fmt.Printf("| scenario | figure | gateway | ceiling | ratio | target | met | other load |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Printf("\n== summary (medians over %d repetitions; ratio = gateway performance / ceiling performance, gateway/CRI the same\n"+
+		"against the CRI streaming library; other load = median CPU used by the rest of the machine during the measurements,\n"+
+		"in cores of %d)\n", b.o.reps, runtime.NumCPU())
+	fmt.Printf("| scenario | figure | gateway | ceiling | ratio | CRI library | gateway/CRI | target | met | other load |\n" +
+		"|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range b.sum {
-		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.gateway, r.ceiling, r.ratio, r.target, r.met, r.other)
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.scenario, r.figure, r.gateway, r.ceiling, r.ratio, r.cri, r.criRatio, r.target, r.met, r.other)
 	}
 }
 

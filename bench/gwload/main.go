@@ -5,8 +5,10 @@
 //
 // The gateway's own costs are the point, so every figure comes with the
 // same work done without the gateway (the command started by gwload in a
-// pty or with a pipe, read directly). The targets take turns, repetition
-// after repetition, and the medians are compared.
+// pty or with a pipe, read directly), and the exec and tunnel figures also
+// with the same work through the Kubernetes CRI streaming library, the
+// kubelet's own code, run by gwload in a child process. The targets take
+// turns, repetition after repetition, and the medians are compared.
 //
 // Typical run (gwload starts and stops the gateway itself):
 //
@@ -73,9 +75,10 @@ var scenarios = []struct {
 }
 
 // childMains are the processes gwload runs as children of its own
-// (-internal-child NAME ARGS...): the references.
+// (-internal-child NAME ARGS...): the references and the CRI server.
 var childMains = map[string]func(o options, args []string) error{
 	"relay":       relayChild,
+	"cri":         criChild,
 	"ref-idle":    refIdleChild,
 	"ref-tunnels": refTunnelsChild,
 }
@@ -84,17 +87,20 @@ const usage = `gwload: load and benchmark tool for the gateway.
 
 Every scenario prints the gateway figure beside a ceiling measured by this
 tool in the same run (the same command started by gwload itself in a pty or
-with a pipe and read directly); the targets take turns and medians are
-compared. Exec and attach speak v5.channel.k8s.io (what kubectl uses),
-port-forward v4.channel.k8s.io.
+with a pipe and read directly), and the exec and tunnel scenarios beside the
+Kubernetes CRI streaming library (k8s.io/cri-streaming, the kubelet's
+streaming server) run by gwload in a child process around real processes;
+the targets take turns and medians are compared. The gateway is spoken to
+over v5.channel.k8s.io (what kubectl uses), the CRI library over
+v4.channel.k8s.io (it has no v5); port-forward is v4 on both.
 
 Scenarios:
   tty-throughput   head -c BYTES /dev/zero, tty=1, bytes/s at the client; ceiling: pty read in-process (target >= 0.9)
   pipe-throughput  the same with a stdout pipe; ceiling: pipe read in-process (target >= 0.6)
   echo-latency     one byte at a time through sh -c 'stty raw -echo; ...; dd bs=1' in a pty; p50/p99; ceiling: same pty in-process
   setup-rate       SESSIONS exec sessions of "true" in a row, each to its close; ceiling: fork/exec of "true" with a stdout pipe
-  idle-rss         IDLE idle "sleep" sessions (tty, stdin) held open; VmRSS delta per session of a fresh gateway;
-                   reference: a bare process holding as many ptys with one blocked reader goroutine each
+  idle-rss         IDLE idle "sleep" sessions (tty, stdin) held open; VmRSS delta per session of a fresh gateway (and CRI
+                   server); reference: a bare process holding as many ptys with one blocked reader goroutine each
   attach-fanout    K attachers (FANOUT, e.g. 1,10,100) of a fresh container writing FANOUT-BYTES as fast as it can; aggregate
                    bytes/s and gateway CPU per MiB delivered; ceiling: the same command's pipe read in-process (against K=1)
   pf-throughput    one port-forward tunnel, PF-BYTES each way (download, upload) to a TCP server in gwload; ceiling: direct
@@ -147,7 +153,7 @@ func parseFlags(args []string) (options, []string, error) {
 	fs.IntVar(&o.tunnelConc, "tunnel-concurrency", 8, "tunnels set up at once in pf-setup-rate's second measurement (the first is one at a time)")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on any one session or measurement")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write gwload's own CPU profile to this file")
-	fs.StringVar(&o.child, "internal-child", "", "internal: run one of gwload's child processes (relay, ref-idle, ref-tunnels) with the arguments that follow")
+	fs.StringVar(&o.child, "internal-child", "", "internal: run one of gwload's child processes (relay, cri, ref-idle, ref-tunnels) with the arguments that follow")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()

@@ -16,8 +16,8 @@ import (
 	"time"
 )
 
-// The port-forward scenarios: tunnels through the gateway to TCP servers
-// in gwload, beside direct connections to them.
+// The port-forward scenarios: tunnels through the gateway and the CRI
+// library to TCP servers in gwload, beside direct connections to them.
 
 // --- TCP servers run by gwload -------------------------------------------------
 
@@ -230,6 +230,10 @@ func result(res <-chan srvResult, d time.Duration) (srvResult, error) {
 // --- pf-throughput --------------------------------------------------------------
 
 func (b *bench) pfThroughput() error {
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
 	n, bs := b.o.pfBytes, b.o.bufSize
 	resDown, resUp := make(chan srvResult, 4), make(chan srvResult, 4)
 	downSrv, err := startServer(downloadHandler(n, bs, b.o.timeout, resDown))
@@ -254,9 +258,9 @@ func (b *bench) pfThroughput() error {
 	defer relayUp.close()
 	fmt.Printf("one tunnel, %d bytes each way (a random pattern, checked byte for byte), %d reps rotating; servers in gwload on 127.0.0.1;\n"+
 		"download: the server (port %d) writes the bytes in %d-byte writes and closes; upload: the client sends %d-byte frames, the server (port %d) counts\n"+
-		"the bytes and writes the count back (8 bytes) and closes; gateway: %s through sandbox %q, timed from the dial to the close\n"+
-		"(download) or to the count (upload); ceiling: gwload dials the same server directly, same sizes; reference: a bare TCP relay process\n"+
-		"(read/write, no WebSocket)\n",
+		"the bytes and writes the count back (8 bytes) and closes; gateway: %s through sandbox %q, CRI library: the same protocol, its runtime\n"+
+		"dialing 127.0.0.1; timed from the dial to the close (download) or to the count (upload); ceiling: gwload dials the same server directly,\n"+
+		"same sizes; reference: a bare TCP relay process (read/write, no WebSocket)\n",
 		n, b.o.reps, downSrv.port, bs, bs, upSrv.port, v4.Name, pfSandbox)
 	relay := fmt.Sprintf("a bare TCP relay process (read/write, %d-byte buffers)", bs)
 	d := pfDialer(bs)
@@ -268,9 +272,11 @@ func (b *bench) pfThroughput() error {
 		down(&arm{name: "gateway download", proc: b.gw.proc}, b.gw.tunnelFlow(b.ctx, d, downSrv.port)),
 		down(&arm{name: "direct download", what: "direct loopback TCP"}, tcpStarter(downSrv.addr(), bs, b.o.timeout)),
 		down(&arm{name: "relay download", what: relay, proc: relayDown.proc}, tcpStarter(relayDown.addr, bs, b.o.timeout)),
+		down(&arm{name: "cri download", proc: cri.proc}, cri.tunnelFlow(b.ctx, d, downSrv.port)),
 		up(&arm{name: "gateway upload", proc: b.gw.proc}, b.gw.tunnelFlow(b.ctx, d, upSrv.port)),
 		up(&arm{name: "direct upload", what: "direct loopback TCP"}, tcpStarter(upSrv.addr(), bs, b.o.timeout)),
-		up(&arm{name: "relay upload", what: relay, proc: relayUp.proc}, tcpStarter(relayUp.addr, bs, b.o.timeout)))
+		up(&arm{name: "relay upload", what: relay, proc: relayUp.proc}, tcpStarter(relayUp.addr, bs, b.o.timeout)),
+		up(&arm{name: "cri upload", proc: cri.proc}, cri.tunnelFlow(b.ctx, d, upSrv.port)))
 	if err != nil {
 		return err
 	}
@@ -279,9 +285,9 @@ func (b *bench) pfThroughput() error {
 		// here; CPU per MiB carried compares the hops whatever the cores.
 		b.report("pf-throughput", res,
 			fig{label: fmt.Sprintf("%s, one tunnel (%d bytes)", dir, n), key: "rate", unit: mibps, main: "gateway " + dir,
-				ceil: "direct " + dir, refs: []string{"relay " + dir}, goals: []goal{{vs: "direct " + dir, bound: 0.75}}},
+				ceil: "direct " + dir, cri: "cri " + dir, refs: []string{"relay " + dir}, goals: []goal{{vs: "direct " + dir, bound: 0.75}}},
 			fig{label: dir + ", CPU per MiB carried", key: "cpu", unit: msPerMiB, lower: true, main: "gateway " + dir,
-				ceil: "relay " + dir, ceilWhat: "the relay process"})
+				ceil: "relay " + dir, ceilWhat: "the relay process", cri: "cri " + dir})
 	}
 	return nil
 }
@@ -457,6 +463,10 @@ func copyOut(dst io.Writer, src io.Reader, bufSize int) error {
 // --- pf-setup-rate ----------------------------------------------------------------
 
 func (b *bench) pfSetupRate() error {
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
 	m := b.o.tunnels
 	echo, err := startServer(echoHandler(b.o.timeout))
 	if err != nil {
@@ -464,16 +474,16 @@ func (b *bench) pfSetupRate() error {
 	}
 	defer echo.close()
 	fmt.Printf("%d tunnels to an echo server in gwload (port %d): dial, port prefixes, 4 bytes there and back, close (close frame, the\n"+
-		"server's 1000 answer), one at a time and %d at a time; %d reps rotating;\n"+
+		"server's 1000 answer), one at a time and %d at a time, through the gateway and the CRI library; %d reps rotating;\n"+
 		"ceiling: %d direct TCP connections to the same server, 4 bytes there and back, close, at the same concurrency\n",
 		m, echo.port, b.o.tunnelConc, b.o.reps, m)
 	d := pfDialer(4096)
 	// echo is one exchange: 4 bytes there and back, then the close.
-	echoRun := func(start func() (flow, error)) func(int) error {
-		return func(i int) error {
+	echoRun := func(start func() (flow, error)) func(int) (time.Duration, error) {
+		return func(i int) (time.Duration, error) {
 			f, err := start()
 			if err != nil {
-				return fmt.Errorf("%d: %w", i, err)
+				return 0, fmt.Errorf("%d: %w", i, err)
 			}
 			msg := binary.LittleEndian.AppendUint32(nil, uint32(i)^0x5a5a5a5a)
 			err = f.write(msg)
@@ -490,9 +500,9 @@ func (b *bench) pfSetupRate() error {
 				err = cerr
 			}
 			if err != nil {
-				return fmt.Errorf("%d: %w", i, err)
+				return 0, fmt.Errorf("%d: %w", i, err)
 			}
-			return nil
+			return f.minted(), nil
 		}
 	}
 	// settled checks after each run that every upstream connection is gone
@@ -527,6 +537,7 @@ func (b *bench) pfSetupRate() error {
 			return []*arm{
 				settled(concurrentArm(&arm{name: "gateway", proc: b.gw.proc}, m, conc, echoRun(b.gw.tunnelFlow(b.ctx, d, echo.port)))),
 				settled(concurrentArm(&arm{name: "ceiling", what: "direct TCP"}, m, conc, echoRun(tcpStarter(echo.addr(), 512, b.o.timeout)))),
+				settled(concurrentArm(&arm{name: "cri", proc: cri.proc}, m, conc, echoRun(cri.tunnelFlow(b.ctx, d, echo.port)))),
 			}
 		}})
 }
@@ -538,6 +549,10 @@ func (b *bench) pfIdleRSS() error {
 	if err := b.fresh(); err != nil {
 		return err
 	}
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
 	var unexpected atomic.Int64
 	srv, err := startServer(idleHandler(&unexpected))
 	if err != nil {
@@ -545,9 +560,9 @@ func (b *bench) pfIdleRSS() error {
 	}
 	defer srv.close()
 	fmt.Printf("%d idle tunnels to a server in gwload (port %d) that accepts and never writes, WebSockets held open and read;\n"+
-		"VmRSS of the gateway (pid %d) from /proc/PID/status; target < 32 KiB per tunnel; one measurement (it needs a fresh process)\n",
-		n, srv.port, b.gw.pid)
-	res, err := b.measure(1, b.idleTunnelsArm(b.gw, srv, n), refTunnelsArm(b, n, srv.addr()))
+		"VmRSS of the server (gateway pid %d, CRI pid %d) from /proc/PID/status; target < 32 KiB per tunnel; one measurement each\n",
+		n, srv.port, b.gw.pid, cri.pid)
+	res, err := b.measure(1, b.idleTunnelsArm(b.gw, srv, n), refTunnelsArm(b, n, srv.addr()), b.idleTunnelsArm(cri, srv, n))
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,21 +25,30 @@ import (
 	"gateway/stream/wsproto"
 )
 
-// The protocols: exec and attach over v5 (what kubectl uses),
-// port-forward over v4.
+// The protocols: exec and attach over v5 on the gateway (what kubectl
+// uses) and v4 on the CRI library, which has no v5; port-forward over v4
+// on both.
 var v5, v4 = wsproto.V5, wsproto.V4
 
 // endpoint is a server of the channel protocols that gwload measures: the
-// gateway.
+// gateway, or the CRI library's streaming server (criServer).
+//
+// Setup is not alike on the two, and gwload does not hide it: the
+// gateway's exec and port-forward take the request in the query of one
+// WebSocket GET, as kubectl's requests to the API server do, while the CRI
+// flow needs a single-use URL first (the kubelet's Exec RPC, GetExec). The
+// CRI's setup figures include that mint, one loopback HTTP round trip on a
+// kept-alive connection, and the sessions record it apart.
 type endpoint struct {
 	*proc
 	addr      string // host:port
-	token     string // bearer token
-	container string // the container to exec into
+	token     string // bearer token; empty for the CRI, whose URL is the authorization
+	container string // the gateway's container to exec into
+	mint      bool   // every stream's URL is minted first (the CRI)
 	proto     wsproto.Protocol
 	metrics   bool // serves /metrics
 	timeout   time.Duration
-	hc        *http.Client // for the API
+	hc        *http.Client // kept-alive connections for the mints and the API
 }
 
 // execReq is the request of one exec.
@@ -49,19 +60,40 @@ type execReq struct {
 	TTY     bool     `json:"tty"`
 }
 
-// execURL returns the URL of an exec.
-func (e *endpoint) execURL(r execReq) string {
+// execURL returns the URL of an exec, minted on the CRI (mint says how
+// long that took).
+func (e *endpoint) execURL(ctx context.Context, r execReq) (u string, mint time.Duration, err error) {
+	if e.mint {
+		return e.mintURL(ctx, "/mint/exec", r)
+	}
 	q := url.Values{"command": r.Command}
 	for name, v := range map[string]bool{"stdin": r.Stdin, "stdout": r.Stdout, "stderr": r.Stderr, "tty": r.TTY} {
 		q.Set(name, map[bool]string{true: "1", false: "0"}[v])
 	}
-	return "ws://" + e.addr + "/api/v1/containers/" + url.PathEscape(e.container) + "/exec?" + q.Encode()
+	return "ws://" + e.addr + "/api/v1/containers/" + url.PathEscape(e.container) + "/exec?" + q.Encode(), 0, nil
 }
 
 // pfURL returns the URL of a tunnel to port on 127.0.0.1: in the gateway's
 // "host" sandbox, gwload's own network.
-func (e *endpoint) pfURL(port int) string {
-	return fmt.Sprintf("ws://%s/api/v1/sandboxes/%s/portforward?port=%d", e.addr, pfSandbox, port)
+func (e *endpoint) pfURL(ctx context.Context, port int) (string, time.Duration, error) {
+	if e.mint {
+		return e.mintURL(ctx, "/mint/portforward", map[string]int{"port": port})
+	}
+	return fmt.Sprintf("ws://%s/api/v1/sandboxes/%s/portforward?port=%d", e.addr, pfSandbox, port), 0, nil
+}
+
+// mintURL asks the CRI server for a single-use URL.
+func (e *endpoint) mintURL(ctx context.Context, path string, body any) (string, time.Duration, error) {
+	t0 := time.Now()
+	var out struct{ URL string }
+	if err := e.rest(ctx, "POST", path, body, http.StatusOK, &out); err != nil {
+		return "", 0, err
+	}
+	u, ok := strings.CutPrefix(out.URL, "http://")
+	if !ok {
+		return "", 0, fmt.Errorf("minted URL %q is not http", out.URL)
+	}
+	return "ws://" + u, time.Since(t0), nil
 }
 
 // rest does one JSON request and checks the status code; out, when not
@@ -260,8 +292,8 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// fresh restarts the gateway gwload started, so that a memory scenario
-// measures a fresh process: the heap grown by the other
+// fresh restarts the gateway gwload started and the CRI server, so that a
+// memory scenario measures fresh processes: the heap grown by the other
 // scenarios neither hides nor inflates an idle cost. A running gateway's
 // pid is given by -pid.
 func (b *bench) fresh() error {
@@ -276,13 +308,17 @@ func (b *bench) fresh() error {
 	if b.gw.pid <= 0 {
 		return errors.New("the gateway's pid is needed: use -gateway, or -pid with -addr")
 	}
+	if b.cri != nil {
+		fmt.Println("restarting the CRI server for a fresh process")
+		return b.cri.restart(b.ctx, b.o)
+	}
 	return nil
 }
 
 // --- gwload's children --------------------------------------------------------
 
-// child is a gwload child process (-internal-child): a relay or a memory
-// reference. It talks in lines on its stdout, and ends
+// child is a gwload child process (-internal-child): a relay, the CRI
+// server or a memory reference. It talks in lines on its stdout, and ends
 // when its stdin closes (or when it is done).
 type child struct {
 	cmd   *exec.Cmd
@@ -290,13 +326,18 @@ type child struct {
 	out   *bufio.Reader
 }
 
+// startChild starts a child whose stderr goes to gwload's.
 func startChild(ctx context.Context, name string, args ...string) (*child, error) {
+	return startChildLog(ctx, os.Stderr, name, args...)
+}
+
+func startChildLog(ctx context.Context, stderr io.Writer, name string, args ...string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, exe, append([]string{"-internal-child", name}, args...)...)
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -331,3 +372,81 @@ func (c *child) close() error {
 
 // waitStdin blocks until gwload closes the child's stdin (or dies).
 func waitStdin() { _, _ = io.Copy(io.Discard, os.Stdin) }
+
+// --- the CRI library's server ---------------------------------------------------
+
+// criServer is the CRI streaming library's server in a child gwload
+// (criChild), and its endpoint. Its log (the library's klog lines, such as
+// an "Error on socket receive" at the end of every exec) goes to a file.
+type criServer struct {
+	ch  *child
+	ep  *endpoint
+	log *os.File
+}
+
+// criEndpoint returns the CRI server, started on first use.
+func (b *bench) criEndpoint() (*endpoint, error) {
+	if b.cri == nil {
+		// Enough kept-alive connections for the concurrent mints.
+		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		s := &criServer{ep: &endpoint{proc: &proc{name: "cri"}, mint: true, proto: v4, timeout: b.o.timeout, hc: hc}}
+		if err := s.start(b.ctx, b.o); err != nil {
+			return nil, fmt.Errorf("the CRI server: %w", err)
+		}
+		b.cri = s
+		b.own(s.ep.proc)
+		fmt.Printf("cri: k8s.io/cri-streaming %s (streaming.NewServer) around processes of gwload's own, in a child gwload (pid %d, log %s) on %s;\n"+
+			"  exec over %s (it has no v5; the gateway's over %s, what kubectl uses), port-forward over %s on both;\n"+
+			"  each stream's single-use URL minted first (GetExec, GetPortForward; one HTTP round trip, part of the CRI's setup: the gateway's\n"+
+			"  requests need none)\n", moduleVersion("k8s.io/cri-streaming"), s.ep.pid, s.log.Name(), s.ep.addr, v4.Name, v5.Name, v4.Name)
+	}
+	return b.cri.ep, nil
+}
+
+func (s *criServer) start(ctx context.Context, o options) error {
+	if s.log == nil {
+		f, err := os.CreateTemp("", "gwload-cri-*.log")
+		if err != nil {
+			return err
+		}
+		s.log = f
+	}
+	ch, err := startChildLog(ctx, s.log, "cri", "-bufsize", strconv.Itoa(o.bufSize))
+	if err != nil {
+		return err
+	}
+	if err := ch.scan(&s.ep.addr); err != nil {
+		ch.close()
+		return err
+	}
+	s.ch, s.ep.pid = ch, ch.pid()
+	return nil
+}
+
+func (s *criServer) restart(ctx context.Context, o options) error {
+	s.stop()
+	if err := s.start(ctx, o); err != nil {
+		return err
+	}
+	fmt.Printf("cri: pid %d on %s\n", s.ep.pid, s.ep.addr)
+	return nil
+}
+
+func (s *criServer) stop() {
+	if err := s.ch.close(); err != nil {
+		fmt.Printf("cri server: %v; see %s\n", err, s.log.Name())
+	}
+	s.ep.hc.CloseIdleConnections()
+}
+
+// moduleVersion is the version of a module built into gwload.
+func moduleVersion(path string) string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == path {
+				return m.Version
+			}
+		}
+	}
+	return "(version unknown)"
+}
