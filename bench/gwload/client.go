@@ -124,8 +124,9 @@ type session struct {
 }
 
 // open starts an exec: it gets the URL, dials, sends the initial size
-// (tty) so that the server starts the process at once rather than after a
-// wait for it (kubectl sends it too), and reads the empty ready frame.
+// (tty, unless r.noSize) so that the server starts the process at once
+// rather than after a wait for it (kubectl sends it too), and reads the
+// empty ready frame.
 func (e *endpoint) open(ctx context.Context, d *websocket.Dialer, r execReq) (*session, error) {
 	u, mint, err := e.execURL(ctx, r)
 	if err != nil {
@@ -137,7 +138,7 @@ func (e *endpoint) open(ctx context.Context, d *websocket.Dialer, r execReq) (*s
 	}
 	s := &session{stream: newStream(conn, e.proto, e.timeout)}
 	s.mint = mint
-	if r.TTY {
+	if r.TTY && !r.noSize {
 		if err := s.resize(80, 24); err != nil {
 			conn.Close()
 			return nil, err

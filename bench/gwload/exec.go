@@ -214,7 +214,7 @@ func typeKeys(f flow, k int) ([]time.Duration, error) {
 	return lat, nil
 }
 
-// --- setup-rate, pf-setup-rate ----------------------------------------------
+// --- setup-rate, tty-setup-rate, pf-setup-rate ----------------------------------
 
 // setupSpec is a setup-rate measurement: n items set up and ended, at each
 // concurrency, by the arms made for it.
@@ -223,7 +223,8 @@ type setupSpec struct {
 	n          int
 	concs      []int
 	refs       []string
-	goals      func(conc int) []goal // of the rate
+	variants   []string              // more arms of the gateway, each with a rate figure of its own
+	goals      func(conc int) []goal // of the rates
 	arms       func(conc int) []*arm
 }
 
@@ -244,6 +245,9 @@ func (b *bench) setupRates(s setupSpec) error {
 			{label: rate, key: "rate", unit: perSec, refs: s.refs, goals: goals},
 			{label: fmt.Sprintf("one %s, dial to close (%d at a time)", s.item, conc), key: "setup", pcts: []float64{50, 99},
 				unit: millis, lower: true, refs: s.refs},
+		}
+		for _, v := range s.variants {
+			figs = append(figs, fig{label: rate + ", " + v, main: v, key: "rate", unit: perSec, refs: s.refs, goals: goals})
 		}
 		b.report(s.name, res, figs...)
 		if m := res.pooled("cri", "mint"); len(m) > 0 {
@@ -328,10 +332,51 @@ func (b *bench) setupRate() error {
 	}})
 }
 
+func (b *bench) ttySetupRate() error {
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
+	n := b.o.sessions
+	tty := execReq{Command: []string{"true"}, Stdin: true, Stdout: true, TTY: true}
+	pipes := execReq{Command: []string{"true"}, Stdout: true}
+	fmt.Printf("%d exec sessions of \"true\" (tty=1 stdin=1 stdout=1) in a row, each read to its close frame, one at a time and %d at a time,\n"+
+		"through the gateway and the CRI library; the client sends its size (80x24) right after the upgrade, as kubectl does, except\n"+
+		"in %q (a client that sends none: the gateway waits for one); beside the gateway's sessions of setup-rate\n"+
+		"(stdout=1, no tty); %d reps rotating; ceiling: fork/execs of \"true\" in a pty by gwload\n",
+		n, b.o.setupConc, noSize, b.o.reps)
+	return b.setupRates(setupSpec{name: "tty-setup-rate", item: "session", n: n, concs: []int{1, b.o.setupConc},
+		refs: []string{noTTY}, variants: []string{noSize},
+		goals: func(int) []goal { return []goal{{vs: noTTY, bound: 0.9}, {vs: "cri", bound: 1.5}} },
+		arms: func(conc int) []*arm {
+			return []*arm{
+				b.sessionsArm(b.gw, "gateway", tty, n, conc),
+				b.sessionsArm(b.gw, noSize, withoutSize(tty), n, conc),
+				b.sessionsArm(b.gw, noTTY, pipes, n, conc),
+				b.spawnArm(true, n, conc),
+				b.sessionsArm(cri, "cri", tty, n, conc),
+			}
+		}})
+}
+
+// The gateway's arms of tty-setup-rate and tty-idle-open beside its main
+// one.
+const (
+	noTTY  = "gateway, no tty"
+	noSize = "gateway, no size sent"
+)
+
+// withoutSize is r from a client that sends no terminal size.
+func withoutSize(r execReq) execReq {
+	r.noSize = true
+	return r
+}
+
 // sessionsArm sets up n sessions of r (which print nothing) on e, conc at
 // a time, each read to its close.
 func (b *bench) sessionsArm(e *endpoint, name string, r execReq, n, conc int) *arm {
-	return concurrentArm(&arm{name: name, proc: e.proc}, n, conc, emptyRun(e.execFlow(b.ctx, dialer(e.proto, 4096, 4096), r)))
+	what := map[string]string{noTTY: "setup-rate's sessions, no tty", noSize: "tty sessions whose client sends no size"}[name]
+	return concurrentArm(&arm{name: name, what: what, proc: e.proc}, n, conc, emptyRun(e.execFlow(b.ctx, dialer(e.proto, 4096, 4096), r)))
 }
 
 // spawnArm is the setup ceiling: n fork/execs of "true" with a stdout pipe
@@ -356,7 +401,7 @@ func emptyRun(start func() (flow, error)) func(i int) (time.Duration, error) {
 	}
 }
 
-// --- idle-rss -----------------------------------------------------------------
+// --- idle-rss, tty-idle-open --------------------------------------------------
 
 // idleReq is an idle tty session.
 var idleReq = execReq{Command: []string{"sleep", "1000000"}, Stdin: true, Stdout: true, TTY: true}
@@ -469,6 +514,98 @@ func refIdleChild(_ options, args []string) error {
 	}
 	fmt.Println(before, after)
 	return nil
+}
+
+func (b *bench) ttyIdleOpen() error {
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
+	n, conc := b.o.idle, b.o.idleConc
+	fmt.Printf("%d idle exec sessions of \"sleep 1000000\" (tty=1 stdin=1 stdout=1) opened %d at a time, each timed from the first dial until\n"+
+		"the server has started all %d (its children), then closed; through the gateway and the CRI library, each client sending its\n"+
+		"size right after the upgrade except in %q; %d reps rotating; ceiling: gwload starting as many sleep processes in ptys,\n"+
+		"%d at a time\n", n, conc, n, noSize, b.o.reps, conc)
+	res, err := b.measure(b.o.reps, b.idleOpenArm(b.gw, "gateway", idleReq, n, conc), b.idleOpenArm(b.gw, noSize, withoutSize(idleReq), n, conc),
+		ptyStartArm(n, conc), b.idleOpenArm(cri, "cri", idleReq, n, conc))
+	if err != nil {
+		return err
+	}
+	label := fmt.Sprintf("idle tty sessions opened per second (%d, %d at a time)", n, conc)
+	goals := []goal{{vs: "cri", bound: 1.5}}
+	b.report("tty-idle-open", res, fig{label: label, key: "rate", unit: perSec, goals: goals},
+		fig{label: label + ", " + noSize, main: noSize, key: "rate", unit: perSec, goals: goals})
+	return nil
+}
+
+// idleOpenArm opens n idle tty sessions on e, conc at a time, until e has
+// started all their processes; then closes them and waits for their end.
+func (b *bench) idleOpenArm(e *endpoint, name string, req execReq, n, conc int) *arm {
+	d := dialer(e.proto, 4096, 4096)
+	return &arm{name: name, proc: e.proc, run: func(r *rep) error {
+		if e.pid <= 0 {
+			return errors.New("the server's pid is needed to see its processes: use -gateway, or -pid with -addr")
+		}
+		base := children(e.pid)
+		t0 := time.Now()
+		hs, err := e.openSessions(b.ctx, d, req, n, conc)
+		open := time.Since(t0)
+		if err == nil {
+			_, err = waitChildren(e.pid, base+n, time.Minute)
+		}
+		started := time.Since(t0)
+		unexpected := received(hs)
+		closeHeld(hs)
+		if err != nil {
+			return err
+		}
+		if _, err := waitChildren(e.pid, base, time.Minute); err != nil {
+			return fmt.Errorf("after the close: %w", err)
+		}
+		if unexpected != 0 {
+			return fmt.Errorf("idle sessions received %d bytes of output", unexpected)
+		}
+		r.set("rate", rate(int64(n), started))
+		r.say("%.1f sessions/s (%d started in %.2fs)", rate(int64(n), started), n, started.Seconds())
+		r.note("the WebSockets open after %.2fs", open.Seconds())
+		return nil
+	}}
+}
+
+// ptyStartArm is tty-idle-open's ceiling: n sleep processes started in
+// ptys, conc at a time; then killed.
+func ptyStartArm(n, conc int) *arm {
+	return &arm{name: "ceiling", what: "gwload starting sleep in a pty", run: func(r *rep) error {
+		var mu sync.Mutex
+		var cmds []*exec.Cmd
+		var ptys []*os.File
+		defer func() {
+			for i, cmd := range cmds {
+				abort(cmd)
+				ptys[i].Close()
+			}
+		}()
+		t0 := time.Now()
+		err := runConcurrently(n, conc, func(int) error {
+			cmd := exec.Command("sleep", "1000000")
+			cmd.Dir = os.TempDir()
+			ptmx, err := startPty(cmd)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			cmds, ptys = append(cmds, cmd), append(ptys, ptmx)
+			mu.Unlock()
+			return nil
+		})
+		started := time.Since(t0)
+		if err != nil {
+			return err
+		}
+		r.set("rate", rate(int64(n), started))
+		r.say("%.1f starts/s (%d in %.2fs)", rate(int64(n), started), n, started.Seconds())
+		return nil
+	}}
 }
 
 // --- processes run by gwload ----------------------------------------------------

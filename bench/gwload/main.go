@@ -47,6 +47,7 @@ type options struct {
 	bufSize                int
 	keystrokes             int
 	sessions               int
+	setupConc              int
 	idle, idleConc         int
 	timeout                time.Duration
 	cpuProfile             string
@@ -67,7 +68,9 @@ var scenarios = []struct {
 	{"pipe-throughput", func(b *bench) error { return b.throughput(false) }},
 	{"echo-latency", (*bench).echoLatency},
 	{"setup-rate", (*bench).setupRate},
+	{"tty-setup-rate", (*bench).ttySetupRate},
 	{"idle-rss", (*bench).idleRSS},
+	{"tty-idle-open", (*bench).ttyIdleOpen},
 	{"attach-fanout", (*bench).attachFanout},
 	{"pf-throughput", (*bench).pfThroughput},
 	{"pf-setup-rate", (*bench).pfSetupRate},
@@ -99,8 +102,14 @@ Scenarios:
   pipe-throughput  the same with a stdout pipe; ceiling: pipe read in-process (target >= 0.6)
   echo-latency     one byte at a time through sh -c 'stty raw -echo; ...; dd bs=1' in a pty; p50/p99; ceiling: same pty in-process
   setup-rate       SESSIONS exec sessions of "true" in a row, each to its close; ceiling: fork/exec of "true" with a stdout pipe
+  tty-setup-rate   the same with tty=1 stdin=1, one at a time and SETUP-CONCURRENCY at a time; beside setup-rate's sessions
+                   (target >= 0.9 of their rate) and the CRI library's (target >= 1.5); ceiling: fork/exec of "true" in a pty;
+                   the client sends its size at once, as kubectl does, and the gateway is measured once more without it
   idle-rss         IDLE idle "sleep" sessions (tty, stdin) held open; VmRSS delta per session of a fresh gateway (and CRI
                    server); reference: a bare process holding as many ptys with one blocked reader goroutine each
+  tty-idle-open    IDLE idle "sleep" sessions (tty, stdin) opened IDLE-CONCURRENCY at a time, until the server has started
+                   every process; opens/s (target >= 1.5 of the CRI library's); ceiling: gwload starting as many in ptys;
+                   the gateway also without the client's size
   attach-fanout    K attachers (FANOUT, e.g. 1,10,100) of a fresh container writing FANOUT-BYTES as fast as it can; aggregate
                    bytes/s and gateway CPU per MiB delivered; ceiling: the same command's pipe read in-process (against K=1)
   pf-throughput    one port-forward tunnel, PF-BYTES each way (download, upload) to a TCP server in gwload; ceiling: direct
@@ -143,9 +152,10 @@ func parseFlags(args []string) (options, []string, error) {
 	fs.Int64Var(&o.bytes, "bytes", 256<<20, "bytes for the throughput scenarios (head -c BYTES /dev/zero)")
 	fs.IntVar(&o.bufSize, "bufsize", 32<<10, "read buffer of the ceilings (the gateway reads 32 KiB chunks); in pf-throughput, the read, write and frame size on all paths")
 	fs.IntVar(&o.keystrokes, "keystrokes", 2000, "keystrokes per repetition in echo-latency")
-	fs.IntVar(&o.sessions, "sessions", 200, "sessions per repetition in setup-rate")
-	fs.IntVar(&o.idle, "idle", 1000, "idle sessions held open in idle-rss, and idle tunnels in pf-idle-rss")
-	fs.IntVar(&o.idleConc, "idle-concurrency", 16, "sessions (tunnels) opened at once in idle-rss and pf-idle-rss")
+	fs.IntVar(&o.sessions, "sessions", 200, "sessions per repetition in setup-rate and tty-setup-rate")
+	fs.IntVar(&o.setupConc, "setup-concurrency", 8, "sessions set up at once in tty-setup-rate's second measurement (the first is one at a time)")
+	fs.IntVar(&o.idle, "idle", 1000, "idle sessions held open in idle-rss and opened in tty-idle-open, and idle tunnels in pf-idle-rss")
+	fs.IntVar(&o.idleConc, "idle-concurrency", 16, "sessions (tunnels) opened at once in idle-rss, tty-idle-open and pf-idle-rss")
 	fs.StringVar(&o.fanout, "fanout", "1,10,100", "attacher counts K of attach-fanout, comma-separated")
 	fs.Int64Var(&o.fanoutBytes, "fanout-bytes", 64<<20, "bytes the attach-fanout main process writes (each attacher receives them all)")
 	fs.Int64Var(&o.pfBytes, "pf-bytes", 256<<20, "bytes each way through the tunnel in pf-throughput")
@@ -185,9 +195,9 @@ func run(ctx context.Context, args []string) error {
 		}
 		return child(o, rest)
 	}
-	if o.reps < 1 || o.bytes < 1 || o.bufSize < 1 || o.keystrokes < 1 || o.sessions < 1 || o.idle < 1 ||
+	if o.reps < 1 || o.bytes < 1 || o.bufSize < 1 || o.keystrokes < 1 || o.sessions < 1 || o.setupConc < 1 || o.idle < 1 ||
 		o.idleConc < 1 || o.fanoutBytes < 1 || o.pfBytes < 1 || o.tunnels < 1 || o.tunnelConc < 1 {
-		return errors.New("-reps, -bytes, -bufsize, -keystrokes, -sessions, -idle, -idle-concurrency, -fanout-bytes, -pf-bytes, -tunnels and -tunnel-concurrency must be positive")
+		return errors.New("-reps, -bytes, -bufsize, -keystrokes, -sessions, -setup-concurrency, -idle, -idle-concurrency, -fanout-bytes, -pf-bytes, -tunnels and -tunnel-concurrency must be positive")
 	}
 	fanout, err := parseFanout(o.fanout)
 	if err != nil {
@@ -218,7 +228,7 @@ func run(ctx context.Context, args []string) error {
 	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 	fmt.Printf("gwload: %s, GOMAXPROCS %d, NumCPU %d, %s, open files %d (hard %d)\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), kernel(), lim.Cur, lim.Max)
-	need := map[string]int{"idle-rss": o.idle + 64, "pf-idle-rss": 2*o.idle + 64, "attach-fanout": slices.Max(fanout) + 64}
+	need := map[string]int{"idle-rss": o.idle + 64, "tty-idle-open": o.idle + 64, "pf-idle-rss": 2*o.idle + 64, "attach-fanout": slices.Max(fanout) + 64}
 	for name, n := range need {
 		if scen[name] && int(lim.Cur) < n {
 			return fmt.Errorf("%s needs %d open files and the limit is %d: raise ulimit -n", name, n, lim.Cur)

@@ -58,6 +58,7 @@ type execReq struct {
 	Stdout  bool     `json:"stdout"`
 	Stderr  bool     `json:"stderr"`
 	TTY     bool     `json:"tty"`
+	noSize  bool     // with TTY: the client sends no terminal size
 }
 
 // execURL returns the URL of an exec, minted on the CRI (mint says how
