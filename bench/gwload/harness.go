@@ -46,7 +46,8 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 		b.gwProc = g
 		o.addr, gwp.pid = g.addr, g.pid()
 	}
-	b.gw = &endpoint{proc: gwp, addr: o.addr, token: o.token, container: o.container, proto: v5, metrics: true, timeout: o.timeout, hc: http.DefaultClient}
+	b.gw = &endpoint{proc: gwp, addr: o.addr, token: o.token, container: o.container, proto: v5, metrics: true,
+		timeout: o.timeout, hc: http.DefaultClient}
 	b.own(gwp)
 	return b, nil
 }

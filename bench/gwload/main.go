@@ -115,8 +115,8 @@ Scenarios:
   pf-throughput    one port-forward tunnel, PF-BYTES each way (download, upload) to a TCP server in gwload; ceiling: direct
                    loopback TCP to the same server (target >= 0.75 each way); reference: a bare relay process
   pf-setup-rate    TUNNELS tunnels, each a 4-byte echo then close, one at a time and TUNNEL-CONCURRENCY at a time;
-                   per second, p50/p99; ceiling: direct TCP at the same concurrency
-                   connect + the same echo (target >= 2000/s)
+                   per second, p50/p99; ceiling: direct TCP connect + the same echo at the same concurrency
+                   (target >= 2000/s)
   pf-idle-rss      IDLE idle tunnels to a server that never writes; VmRSS delta per tunnel on a fresh gateway
                    (target < 32 KiB); reference: a bare relay process holding as many connection pairs
 
