@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -11,142 +10,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/gorilla/websocket"
 )
 
-// The kubelet's port-forward protocol (protocol.md 2): with one port, data
-// on channel 0 both ways, errors on channel 1, and each channel opened by
-// the port number in 2 little-endian bytes.
-const (
-	v4 = "v4.channel.k8s.io"
-
-	// pfSandbox is the sandbox the tunnels go through: the gateway's own
-	// network, where gwload's servers listen on 127.0.0.1.
-	pfSandbox = "host"
-)
-
-// tunnel is one port-forward WebSocket. Only one goroutine reads it and
-// only one writes it.
-type tunnel struct {
-	conn      *websocket.Conn
-	buf       []byte // the last message read
-	closeCode int    // the server's close code, once read; 0 before
-}
-
-// pfDialer returns a dialer for v4 whose buffers hold a whole frame of
-// bufSize bytes, so that a frame is one read and one write.
-func pfDialer(bufSize int) *websocket.Dialer {
-	return &websocket.Dialer{
-		Subprotocols:     []string{v4},
-		ReadBufferSize:   bufSize + 64,
-		WriteBufferSize:  bufSize + 64,
-		HandshakeTimeout: 10 * time.Second,
-	}
-}
-
-// portForward opens a tunnel to port on 127.0.0.1 of the host sandbox and
-// checks its first two messages: the port prefix on channels 0 and 1.
-func (c *client) portForward(ctx context.Context, d *websocket.Dialer, port int) (*tunnel, error) {
-	u := fmt.Sprintf("ws://%s/api/v1/sandboxes/%s/portforward?port=%d", c.addr, pfSandbox, port)
-	conn, err := c.dialWS(ctx, d, u, v4)
-	if err != nil {
-		return nil, err
-	}
-	t := &tunnel{conn: conn, buf: make([]byte, 0, 4096)}
-	_ = conn.SetReadDeadline(time.Now().Add(c.timeout))
-	_ = conn.SetWriteDeadline(time.Now().Add(c.timeout))
-	for ch := range byte(2) {
-		want := []byte{ch, byte(port), byte(port >> 8)}
-		_, p, err := t.next()
-		if err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("port prefix on channel %d: %w", ch, err)
-		}
-		if !bytes.Equal(p, want) {
-			conn.Close()
-			return nil, fmt.Errorf("message %d is % x, want the port prefix % x", ch+1, p, want)
-		}
-	}
-	return t, nil
-}
-
-// next reads one message and returns its channel and payload, valid until
-// the next call.
-func (t *tunnel) next() (byte, []byte, error) {
-	p, closeCode, err := readBinary(t.conn, t.buf[:0])
-	if closeCode != 0 {
-		t.closeCode = closeCode
-	}
-	if err != nil {
-		return 0, nil, err
-	}
-	t.buf = p
-	if len(p) == 0 {
-		return 0, nil, errors.New("empty message: no channel byte")
-	}
-	return p[0], p, nil
-}
-
-// nextData reads one message and returns its TCP bytes (channel 0), valid
-// until the next call; anything else is an error (text on the error
-// channel says why forwarding failed), as is the close (errClosed).
-func (t *tunnel) nextData() ([]byte, error) {
-	ch, msg, err := t.next()
-	switch {
-	case err != nil:
-		return nil, err
-	case ch == 0:
-		return msg[1:], nil
-	case ch == 1:
-		return nil, fmt.Errorf("error channel: %q", msg[1:])
-	}
-	return nil, fmt.Errorf("message on unexpected channel %d", ch)
-}
-
-// write sends p on the data channel, as one frame.
-func (t *tunnel) write(p []byte) error {
-	w, err := t.conn.NextWriter(websocket.BinaryMessage)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write([]byte{0}); err != nil {
-		return err
-	}
-	if _, err := w.Write(p); err != nil {
-		return err
-	}
-	return w.Close()
-}
-
-// hangUp closes the tunnel from the client side: a close frame, then the
-// server's (bounded), then the connection. The server must answer 1000.
-func (t *tunnel) hangUp(wait time.Duration) error {
-	defer t.conn.Close()
-	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-	if err := t.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait)); err != nil {
-		return err
-	}
-	_ = t.conn.SetReadDeadline(time.Now().Add(wait))
-	for {
-		_, _, err := t.next()
-		if errors.Is(err, errClosed) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("waiting for the server's close frame: %w", err)
-		}
-	}
-	if t.closeCode != websocket.CloseNormalClosure {
-		return fmt.Errorf("server answered the close with code %d, want 1000", t.closeCode)
-	}
-	return nil
-}
+// The port-forward scenarios: tunnels through the gateway and the CRI
+// library to TCP servers in gwload, beside direct connections to them.
 
 // --- TCP servers run by gwload -------------------------------------------------
 
@@ -359,290 +230,139 @@ func result(res <-chan srvResult, d time.Duration) (srvResult, error) {
 // --- pf-throughput --------------------------------------------------------------
 
 func (b *bench) pfThroughput() error {
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
 	n, bs := b.o.pfBytes, b.o.bufSize
 	resDown, resUp := make(chan srvResult, 4), make(chan srvResult, 4)
-	down, err := startServer(downloadHandler(n, bs, b.o.timeout, resDown))
+	downSrv, err := startServer(downloadHandler(n, bs, b.o.timeout, resDown))
 	if err != nil {
 		return err
 	}
-	defer down.close()
-	up, err := startServer(uploadHandler(n, bs, b.o.timeout, resUp))
+	defer downSrv.close()
+	upSrv, err := startServer(uploadHandler(n, bs, b.o.timeout, resUp))
 	if err != nil {
 		return err
 	}
-	defer up.close()
-	fmt.Printf("one tunnel, %d bytes each way (a random pattern, checked byte for byte), %d reps rotating; servers in gwload on 127.0.0.1;\n"+
-		"download: the server (port %d) writes the bytes in %d-byte writes and closes; upload: the client sends %d-byte frames, the server (port %d) counts\n"+
-		"the bytes and writes the count back (8 bytes) and closes; gateway: %s through sandbox %q, timed from the dial to the close (download)\n"+
-		"or to the count (upload); ceiling: gwload dials the same server directly, same sizes\n",
-		n, b.o.reps, down.port, bs, bs, up.port, v4, pfSandbox)
-	d := pfDialer(bs)
-	var gwDown, dirDown, gwUp, dirUp []float64
-	// CPU in ms per MiB carried, of the gateway and of the relay process.
-	var cpuGwDown, cpuGwUp, cpuRelDown, cpuRelUp []float64
-	msPerMiB := func(d time.Duration) float64 { return d.Seconds() * 1000 / (float64(n) / (1 << 20)) }
-
-	gwD := func(rep int) error {
-		cpu := b.startCPU()
-		t0 := time.Now()
-		t, err := b.c.portForward(b.ctx, d, down.port)
-		if err != nil {
-			return fmt.Errorf("download: %w", err)
-		}
-		defer t.conn.Close()
-		chk := newPatCheck()
-		var msgs int64
-		for {
-			p, err := t.nextData()
-			if errors.Is(err, errClosed) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("download after %d bytes: %w", chk.off, err)
-			}
-			chk.feed(p)
-			msgs++
-		}
-		dur := time.Since(t0)
-		r, err := result(resDown, 10*time.Second)
-		switch {
-		case err != nil:
-			return fmt.Errorf("download: %w", err)
-		case r.err != nil || r.n != n:
-			return fmt.Errorf("download: the server wrote %d bytes: %v", r.n, r.err)
-		case t.closeCode != websocket.CloseNormalClosure:
-			return fmt.Errorf("download: close code %d after %d bytes, want 1000", t.closeCode, chk.off)
-		case chk.off != n:
-			return fmt.Errorf("download: received %d bytes, want %d", chk.off, n)
-		case chk.bad >= 0:
-			return fmt.Errorf("download: wrong byte at offset %d", chk.bad)
-		}
-		rate := float64(n) / dur.Seconds()
-		gwDown = append(gwDown, rate)
-		if g, _ := cpu.used(); b.o.pid > 0 {
-			cpuGwDown = append(cpuGwDown, msPerMiB(g))
-		}
-		fmt.Printf("  rep %d gateway download: %s in %.3fs (%d messages, %.1f KiB average; %s)\n", rep+1, mibps(rate), dur.Seconds(),
-			msgs, float64(n)/float64(max(msgs, 1))/1024, cpu.stop())
-		return nil
-	}
-	// mkDirD measures a plain TCP download from addr: the server itself
-	// (the ceiling) or a bare relay in front of it (the reference).
-	mkDirD := func(addr, label string, relay *relayProc, rates, cpus *[]float64) func(int) error {
-		return func(rep int) error {
-			cpu := b.startCPUWithRelay(relay)
-			t0 := time.Now()
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(b.o.timeout))
-			chk := newPatCheck()
-			buf := make([]byte, bs)
-			var reads int64
-			for {
-				k, err := c.Read(buf)
-				chk.feed(buf[:k])
-				if k > 0 {
-					reads++
-				}
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					return fmt.Errorf("direct download after %d bytes: %w", chk.off, err)
-				}
-			}
-			dur := time.Since(t0)
-			r, err := result(resDown, 10*time.Second)
-			switch {
-			case err != nil:
-				return fmt.Errorf("direct download: %w", err)
-			case r.err != nil || r.n != n:
-				return fmt.Errorf("direct download: the server wrote %d bytes: %v", r.n, r.err)
-			case chk.off != n || chk.bad >= 0:
-				return fmt.Errorf("direct download: received %d bytes, want %d; first wrong byte at %d", chk.off, n, chk.bad)
-			}
-			rate := float64(n) / dur.Seconds()
-			*rates = append(*rates, rate)
-			if _, r := cpu.used(); relay != nil {
-				*cpus = append(*cpus, msPerMiB(r))
-			}
-			fmt.Printf("  rep %d %-7s download: %s in %.3fs (%d reads, %.1f KiB average; %s)\n", rep+1, label, mibps(rate), dur.Seconds(),
-				reads, float64(n)/float64(max(reads, 1))/1024, cpu.stop())
-			return nil
-		}
-	}
-	// checkCount checks the server's result and its 8-byte answer.
-	checkCount := func(what string, reply []byte) error {
-		r, err := result(resUp, 10*time.Second)
-		switch {
-		case err != nil:
-			return fmt.Errorf("%s: %w", what, err)
-		case r.err != nil || r.n != n:
-			return fmt.Errorf("%s: the server read %d bytes: %v", what, r.n, r.err)
-		case r.bad >= 0:
-			return fmt.Errorf("%s: the server read a wrong byte at offset %d", what, r.bad)
-		case len(reply) != 8 || binary.LittleEndian.Uint64(reply) != uint64(n):
-			return fmt.Errorf("%s: the answer is % x, want the count %d in 8 bytes", what, reply, n)
-		}
-		return nil
-	}
-	gwU := func(rep int) error {
-		cpu := b.startCPU()
-		t0 := time.Now()
-		t, err := b.c.portForward(b.ctx, d, up.port)
-		if err != nil {
-			return fmt.Errorf("upload: %w", err)
-		}
-		defer t.conn.Close()
-		// One goroutine reads (the answer, pings, the close), this one writes.
-		type answer struct {
-			reply []byte
-			at    time.Time
-			err   error
-		}
-		ans := make(chan answer, 1)
-		go func() {
-			var a answer
-			for {
-				p, err := t.nextData()
-				if errors.Is(err, errClosed) {
-					break
-				}
-				if err != nil {
-					a.err = err
-					break
-				}
-				a.reply = append(a.reply, p...)
-				if len(a.reply) >= 8 && a.at.IsZero() {
-					a.at = time.Now()
-				}
-			}
-			if a.err == nil && t.closeCode != websocket.CloseNormalClosure {
-				a.err = fmt.Errorf("close code %d, want 1000", t.closeCode)
-			}
-			ans <- a
-		}()
-		var off, frames int64
-		for off < n {
-			p := patChunk(off, int(min(int64(bs), n-off)))
-			if err := t.write(p); err != nil {
-				return fmt.Errorf("upload after %d bytes: %w", off, err)
-			}
-			off += int64(len(p))
-			frames++
-		}
-		a := <-ans // bounded by the read deadline
-		if a.err != nil {
-			return fmt.Errorf("upload: %w", a.err)
-		}
-		if err := checkCount("upload", a.reply); err != nil {
-			return err
-		}
-		dur := a.at.Sub(t0)
-		rate := float64(n) / dur.Seconds()
-		gwUp = append(gwUp, rate)
-		if g, _ := cpu.used(); b.o.pid > 0 {
-			cpuGwUp = append(cpuGwUp, msPerMiB(g))
-		}
-		fmt.Printf("  rep %d gateway upload:   %s in %.3fs (%d frames; %s)\n", rep+1, mibps(rate), dur.Seconds(), frames, cpu.stop())
-		return nil
-	}
-	mkDirU := func(addr, label string, relay *relayProc, rates, cpus *[]float64) func(int) error {
-		return func(rep int) error {
-			cpu := b.startCPUWithRelay(relay)
-			t0 := time.Now()
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(b.o.timeout))
-			var off, writes int64
-			for off < n {
-				k, err := c.Write(patChunk(off, int(min(int64(bs), n-off))))
-				off += int64(k)
-				writes++
-				if err != nil {
-					return fmt.Errorf("direct upload after %d bytes: %w", off, err)
-				}
-			}
-			reply := make([]byte, 8)
-			if _, err := io.ReadFull(c, reply); err != nil {
-				return fmt.Errorf("direct upload: the answer: %w", err)
-			}
-			dur := time.Since(t0)
-			if k, err := c.Read(make([]byte, 1)); k != 0 || err != io.EOF {
-				return fmt.Errorf("direct upload: after the answer: %d bytes, %v; want the end", k, err)
-			}
-			if err := checkCount("direct upload", reply); err != nil {
-				return err
-			}
-			rate := float64(n) / dur.Seconds()
-			*rates = append(*rates, rate)
-			if _, r := cpu.used(); relay != nil {
-				*cpus = append(*cpus, msPerMiB(r))
-			}
-			fmt.Printf("  rep %d %-7s upload:   %s in %.3fs (%d writes; %s)\n", rep+1, label, mibps(rate), dur.Seconds(), writes, cpu.stop())
-			return nil
-		}
-	}
-	relayDown, err := startRelay(b.ctx, down.addr(), bs)
+	defer upSrv.close()
+	relayDown, err := b.startRelay(downSrv.addr())
 	if err != nil {
 		return err
 	}
 	defer relayDown.close()
-	relayUp, err := startRelay(b.ctx, up.addr(), bs)
+	relayUp, err := b.startRelay(upSrv.addr())
 	if err != nil {
 		return err
 	}
 	defer relayUp.close()
-	var relDown, relUp []float64
-	if err := b.rotate(gwD, mkDirD(down.addr(), "direct", nil, &dirDown, nil), mkDirD(relayDown.addr, "relay", relayDown, &relDown, &cpuRelDown),
-		gwU, mkDirU(up.addr(), "direct", nil, &dirUp, nil), mkDirU(relayUp.addr, "relay", relayUp, &relUp, &cpuRelUp)); err != nil {
+	fmt.Printf("one tunnel, %d bytes each way (a random pattern, checked byte for byte), %d reps rotating; servers in gwload on 127.0.0.1;\n"+
+		"download: the server (port %d) writes the bytes in %d-byte writes and closes; upload: the client sends %d-byte frames, the server (port %d) counts\n"+
+		"the bytes and writes the count back (8 bytes) and closes; gateway: %s through sandbox %q, CRI library: the same protocol, its runtime\n"+
+		"dialing 127.0.0.1; timed from the dial to the close (download) or to the count (upload); ceiling: gwload dials the same server directly,\n"+
+		"same sizes; reference: a bare TCP relay process (read/write, no WebSocket)\n",
+		n, b.o.reps, downSrv.port, bs, bs, upSrv.port, v4.Name, pfSandbox)
+	relay := fmt.Sprintf("a bare TCP relay process (read/write, %d-byte buffers)", bs)
+	d := pfDialer(bs)
+	down := func(a *arm, start func() (flow, error)) *arm {
+		return readArm(a, n, start, func() checker { return &downloadCheck{newPatCheck(), resDown, n} })
+	}
+	up := func(a *arm, start func() (flow, error)) *arm { return uploadArm(a, n, bs, start, resUp) }
+	res, err := b.measure(b.o.reps,
+		down(&arm{name: "gateway download", proc: b.gw.proc}, b.gw.tunnelFlow(b.ctx, d, downSrv.port)),
+		down(&arm{name: "direct download", what: "direct loopback TCP"}, tcpStarter(downSrv.addr(), bs, b.o.timeout)),
+		down(&arm{name: "relay download", what: relay, proc: relayDown.proc}, tcpStarter(relayDown.addr, bs, b.o.timeout)),
+		down(&arm{name: "cri download", proc: cri.proc}, cri.tunnelFlow(b.ctx, d, downSrv.port)),
+		up(&arm{name: "gateway upload", proc: b.gw.proc}, b.gw.tunnelFlow(b.ctx, d, upSrv.port)),
+		up(&arm{name: "direct upload", what: "direct loopback TCP"}, tcpStarter(upSrv.addr(), bs, b.o.timeout)),
+		up(&arm{name: "relay upload", what: relay, proc: relayUp.proc}, tcpStarter(relayUp.addr, bs, b.o.timeout)),
+		up(&arm{name: "cri upload", proc: cri.proc}, cri.tunnelFlow(b.ctx, d, upSrv.port)))
+	if err != nil {
 		return err
 	}
-	const target = 0.75
-	for _, x := range []struct {
-		dir    string
-		gw, dr []float64
-	}{{"download", gwDown, dirDown}, {"upload", gwUp, dirUp}} {
-		g, c := median(x.gw), median(x.dr)
-		met := verdict(g/c >= target)
-		fmt.Printf("pf-throughput %s: gateway %s, direct TCP %s (medians), ratio %.3f, target >= %.2f: %s; per-rep ratios %s\n",
-			x.dir, mibps(g), mibps(c), g/c, target, met, pairRatios(x.gw, x.dr))
-		b.add(row{"pf-throughput", fmt.Sprintf("%s, one tunnel (%d bytes)", x.dir, n), mibps(g), mibps(c) + " (direct loopback TCP)",
-			fmt.Sprintf("%.3f", g/c), fmt.Sprintf(">= %.2f", target), met})
-	}
-	// The reference: what a user-space relay process gets here (no WebSocket).
-	for _, x := range []struct {
-		dir        string
-		gw, rl, dr []float64
-	}{{"download", gwDown, relDown, dirDown}, {"upload", gwUp, relUp, dirUp}} {
-		g, r, c := median(x.gw), median(x.rl), median(x.dr)
-		fmt.Printf("pf-throughput %s: bare TCP relay process %s (median): relay/direct %.3f, gateway/relay %.3f\n", x.dir, mibps(r), r/c, g/r)
-		b.add(row{"pf-throughput", fmt.Sprintf("%s, reference: a bare TCP relay process (read/write, %d-byte buffers)", x.dir, bs), mibps(g),
-			mibps(r) + " (relay)", fmt.Sprintf("%.3f", g/r), "", ""})
-		b.add(row{"pf-throughput", fmt.Sprintf("%s, reference: relay vs direct", x.dir), mibps(r), mibps(c) + " (direct loopback TCP)",
-			fmt.Sprintf("%.3f", r/c), "", ""})
-	}
-	// CPU per MiB carried: the cost of the gateway's hop against a bare
-	// relay's, whatever the cores the machine has.
-	for _, x := range []struct {
-		dir     string
-		gw, rel []float64
-	}{{"download", cpuGwDown, cpuRelDown}, {"upload", cpuGwUp, cpuRelUp}} {
-		if len(x.gw) == 0 || len(x.rel) == 0 {
-			continue
-		}
-		g, r := median(x.gw), median(x.rel)
-		fmt.Printf("pf-throughput %s: CPU per MiB carried: gateway %.3f ms, relay process %.3f ms (medians), relay/gateway %.3f\n", x.dir, g, r, r/g)
-		b.add(row{"pf-throughput", fmt.Sprintf("%s, CPU per MiB carried (gateway vs bare relay process)", x.dir), fmt.Sprintf("%.3f ms/MiB", g),
-			fmt.Sprintf("%.3f ms/MiB (relay)", r), fmt.Sprintf("%.3f", r/g), "", ""})
+	for _, dir := range []string{"download", "upload"} {
+		// A user-space relay process is what the tunnels can be held to
+		// here; CPU per MiB carried compares the hops whatever the cores.
+		b.report("pf-throughput", res,
+			fig{label: fmt.Sprintf("%s, one tunnel (%d bytes)", dir, n), key: "rate", unit: mibps, main: "gateway " + dir,
+				ceil: "direct " + dir, cri: "cri " + dir, refs: []string{"relay " + dir}, goals: []goal{{vs: "direct " + dir, bound: 0.75}}},
+			fig{label: dir + ", CPU per MiB carried", key: "cpu", unit: msPerMiB, lower: true, main: "gateway " + dir,
+				ceil: "relay " + dir, ceilWhat: "the relay process", cri: "cri " + dir})
 	}
 	return nil
+}
+
+// downloadCheck checks a download: the pattern, byte for byte, and the
+// server's count.
+type downloadCheck struct {
+	*patCheck
+	res <-chan srvResult
+	n   int64
+}
+
+func (c *downloadCheck) done() error {
+	r, err := result(c.res, 10*time.Second)
+	switch {
+	case err != nil:
+		return err
+	case r.err != nil || r.n != c.n:
+		return fmt.Errorf("the server wrote %d bytes: %v", r.n, r.err)
+	case c.bad >= 0:
+		return fmt.Errorf("wrong byte at offset %d", c.bad)
+	}
+	return nil
+}
+
+// uploadArm makes a's run: the pattern sent in bufSize writes through a
+// flow from start, timed until the server's answer (its count, 8 bytes
+// little-endian) arrives, then the end.
+func uploadArm(a *arm, n int64, bufSize int, start func() (flow, error), res <-chan srvResult) *arm {
+	a.run = func(r *rep) error {
+		t0 := time.Now()
+		f, err := start()
+		if err != nil {
+			return err
+		}
+		var off, writes int64
+		for off < n && err == nil {
+			p := patChunk(off, int(min(int64(bufSize), n-off)))
+			err = f.write(p)
+			off, writes = off+int64(len(p)), writes+1
+		}
+		var reply []byte
+		var at time.Time
+		for err == nil {
+			var p []byte
+			if p, err = f.next(); err == nil {
+				reply = append(reply, p...)
+				if len(reply) >= 8 && at.IsZero() {
+					at = time.Now()
+				}
+			}
+		}
+		if err != io.EOF {
+			f.close()
+			return fmt.Errorf("after %d bytes: %w", off, err)
+		}
+		sr, err := result(res, 10*time.Second)
+		switch {
+		case err != nil:
+			return err
+		case sr.err != nil || sr.n != n:
+			return fmt.Errorf("the server read %d bytes: %v", sr.n, sr.err)
+		case sr.bad >= 0:
+			return fmt.Errorf("the server read a wrong byte at offset %d", sr.bad)
+		case len(reply) != 8 || binary.LittleEndian.Uint64(reply) != uint64(n):
+			return fmt.Errorf("the answer is % x, want the count %d in 8 bytes", reply, n)
+		}
+		dur := at.Sub(t0)
+		r.set("rate", rate(n, dur))
+		r.setCPU("cpu", a.proc, mib(n))
+		r.say("%s in %.3fs", mibps(rate(n, dur)), dur.Seconds())
+		r.note("%d writes", writes)
+		return nil
+	}
+	return a
 }
 
 // relayProc is the pf-throughput reference: a child gwload that relays
@@ -651,75 +371,48 @@ func (b *bench) pfThroughput() error {
 // a process of its own, as the gateway is, so that its wake-ups cross
 // processes as the gateway's do.
 type relayProc struct {
-	cmd   *exec.Cmd
-	stdin io.Closer // closing it ends the child
-	addr  string
+	ch   *child
+	proc *proc
+	addr string
+	b    *bench
 }
 
-func (r *relayProc) pid() int { return r.cmd.Process.Pid }
-
-// close ends the child and waits for it.
-func (r *relayProc) close() {
-	r.stdin.Close()
-	_ = r.cmd.Wait()
-}
-
-// startRelay starts a relay child to target with bufSize-byte buffers.
-func startRelay(ctx context.Context, target string, bufSize int) (*relayProc, error) {
-	exe, err := os.Executable()
+// startRelay starts a relay to target.
+func (b *bench) startRelay(target string) (*relayProc, error) {
+	ch, err := startChild(b.ctx, "relay", "-bufsize", strconv.Itoa(b.o.bufSize), target)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, "-internal-relay", target, "-bufsize", strconv.Itoa(bufSize))
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
+	r := &relayProc{ch: ch, proc: &proc{name: "relay", pid: ch.pid()}, b: b}
+	if err := ch.scan(&r.addr); err != nil {
+		ch.close()
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	r := &relayProc{cmd: cmd, stdin: in}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if _, serr := fmt.Sscan(line, &r.addr); err != nil || serr != nil {
-		r.close()
-		return nil, fmt.Errorf("relay printed %q: %v %v", line, err, serr)
-	}
+	b.own(r.proc)
 	return r, nil
+}
+
+func (r *relayProc) close() {
+	r.b.disown(r.proc)
+	_ = r.ch.close()
 }
 
 // relayChild is the relay process: it listens, prints its address, and
 // relays every connection to target, half-closing each way at end of
 // file, until its stdin closes.
-func relayChild(target string, bufSize int) error {
+func relayChild(o options, args []string) error {
+	if len(args) != 1 {
+		return errors.New("relay: want the target address")
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	fmt.Println(ln.Addr())
 	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
+		waitStdin()
 		ln.Close()
 	}()
-	copyHalf := func(dst, src *net.TCPConn) {
-		buf := make([]byte, bufSize)
-		for {
-			k, err := src.Read(buf)
-			if k > 0 {
-				if _, werr := dst.Write(buf[:k]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				_ = dst.CloseWrite()
-				return
-			}
-		}
-	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -727,22 +420,53 @@ func relayChild(target string, bufSize int) error {
 		}
 		go func() {
 			defer c.Close()
-			t, err := net.Dial("tcp", target)
+			t, err := net.Dial("tcp", args[0])
 			if err != nil {
 				return
 			}
 			defer t.Close()
 			done := make(chan struct{})
-			go func() { copyHalf(t.(*net.TCPConn), c.(*net.TCPConn)); close(done) }()
-			copyHalf(c.(*net.TCPConn), t.(*net.TCPConn))
+			go func() { copyHalf(t.(*net.TCPConn), c, o.bufSize); close(done) }()
+			copyHalf(c.(*net.TCPConn), t, o.bufSize)
 			<-done
 		}()
+	}
+}
+
+// copyHalf is one direction of a relay: copyOut, then a half-close of dst.
+func copyHalf(dst *net.TCPConn, src io.Reader, bufSize int) error {
+	defer dst.CloseWrite()
+	return copyOut(dst, src, bufSize)
+}
+
+// copyOut copies src to dst with plain reads and writes of bufSize bytes
+// (no splice, no WriterTo) until src's end of file, and returns the error
+// that ended it otherwise (a pty master's EIO included).
+func copyOut(dst io.Writer, src io.Reader, bufSize int) error {
+	buf := make([]byte, bufSize)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 }
 
 // --- pf-setup-rate ----------------------------------------------------------------
 
 func (b *bench) pfSetupRate() error {
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
 	m := b.o.tunnels
 	echo, err := startServer(echoHandler(b.o.timeout))
 	if err != nil {
@@ -750,155 +474,82 @@ func (b *bench) pfSetupRate() error {
 	}
 	defer echo.close()
 	fmt.Printf("%d tunnels to an echo server in gwload (port %d): dial, port prefixes, 4 bytes there and back, close (close frame, the\n"+
-		"server's 1000 answer), one at a time and %d at a time; %d reps alternating; ceiling: %d direct TCP connections to the same server,\n"+
-		"4 bytes there and back, close, at the same concurrency\n", m, echo.port, b.o.tunnelConc, b.o.reps, m)
+		"server's 1000 answer), one at a time and %d at a time, through the gateway and the CRI library; %d reps rotating;\n"+
+		"ceiling: %d direct TCP connections to the same server, 4 bytes there and back, close, at the same concurrency\n",
+		m, echo.port, b.o.tunnelConc, b.o.reps, m)
 	d := pfDialer(4096)
-	// settle checks that every upstream connection is gone again.
-	settle := func(what string, accepted0 int64) error {
-		if err := echo.waitOpen(0, 10*time.Second); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		if got := echo.accepted.Load() - accepted0; got != int64(m) {
-			return fmt.Errorf("%s: the echo server accepted %d connections, want %d", what, got, m)
-		}
-		return nil
-	}
-	// viaGateway and direct run one exchange and return how long it took.
-	viaGateway := func(i int) (time.Duration, error) {
-		t := time.Now()
-		tn, err := b.c.portForward(b.ctx, d, echo.port)
-		if err != nil {
-			return 0, fmt.Errorf("tunnel %d: %w", i, err)
-		}
-		msg := binary.LittleEndian.AppendUint32(nil, uint32(i)^0x5a5a5a5a)
-		if err := tn.write(msg); err != nil {
-			tn.conn.Close()
-			return 0, fmt.Errorf("tunnel %d: %w", i, err)
-		}
-		var got []byte
-		for len(got) < len(msg) {
-			p, err := tn.nextData()
+	// echo is one exchange: 4 bytes there and back, then the close.
+	echoRun := func(start func() (flow, error)) func(int) (time.Duration, error) {
+		return func(i int) (time.Duration, error) {
+			f, err := start()
 			if err != nil {
-				tn.conn.Close()
-				return 0, fmt.Errorf("tunnel %d: after %q: %w", i, got, err)
+				return 0, fmt.Errorf("%d: %w", i, err)
 			}
-			got = append(got, p...)
+			msg := binary.LittleEndian.AppendUint32(nil, uint32(i)^0x5a5a5a5a)
+			err = f.write(msg)
+			var got []byte
+			for err == nil && len(got) < len(msg) {
+				var p []byte
+				p, err = f.next()
+				got = append(got, p...)
+			}
+			if err == nil && !bytes.Equal(got, msg) {
+				err = fmt.Errorf("sent % x, got back % x", msg, got)
+			}
+			if cerr := f.close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return 0, fmt.Errorf("%d: %w", i, err)
+			}
+			return f.minted(), nil
 		}
-		if !bytes.Equal(got, msg) {
-			tn.conn.Close()
-			return 0, fmt.Errorf("tunnel %d: sent % x, got back % x", i, msg, got)
-		}
-		if err := tn.hangUp(5 * time.Second); err != nil {
-			return 0, fmt.Errorf("tunnel %d: %w", i, err)
-		}
-		return time.Since(t), nil
 	}
-	direct := func(i int) (time.Duration, error) {
-		t := time.Now()
-		c, err := net.Dial("tcp", echo.addr())
-		if err != nil {
-			return 0, fmt.Errorf("direct %d: %w", i, err)
-		}
-		_ = c.SetDeadline(time.Now().Add(b.o.timeout))
-		msg := binary.LittleEndian.AppendUint32(nil, uint32(i)^0x5a5a5a5a)
-		got := make([]byte, len(msg))
-		_, err = c.Write(msg)
-		if err == nil {
-			_, err = io.ReadFull(c, got)
-		}
-		c.Close()
-		if err != nil || !bytes.Equal(got, msg) {
-			return 0, fmt.Errorf("direct %d: sent % x, got back % x: %v", i, msg, got, err)
-		}
-		return time.Since(t), nil
-	}
-	const target = 2000
-	for _, conc := range []int{1, b.o.tunnelConc} {
-		var gws, dirs []float64
-		var gwLat, dirLat []time.Duration
-		measure := func(name string, one func(int) (time.Duration, error), rates *[]float64, lat *[]time.Duration, rep int) error {
-			cpu := b.startCPU()
+	// settled checks after each run that every upstream connection is gone
+	// again.
+	settled := func(a *arm) *arm {
+		run := a.run
+		a.run = func(r *rep) error {
 			acc0 := echo.accepted.Load()
-			t0 := time.Now()
-			lats, err := runConcurrently(m, conc, one)
-			if err != nil {
+			if err := run(r); err != nil {
 				return err
 			}
-			rate := float64(m) / time.Since(t0).Seconds()
-			line := cpu.stop()
-			if err := settle(name, acc0); err != nil {
+			if err := echo.waitOpen(0, 10*time.Second); err != nil {
 				return err
 			}
-			*rates = append(*rates, rate)
-			*lat = append(*lat, lats...)
-			fmt.Printf("  rep %d %s, %d at a time: %.1f /s (%s)\n", rep+1, name, conc, rate, line)
+			if got := echo.accepted.Load() - acc0; got != int64(m) {
+				return fmt.Errorf("the echo server accepted %d connections, want %d", got, m)
+			}
 			return nil
 		}
-		err := b.alternate(
-			func(rep int) error { return measure("gateway", viaGateway, &gws, &gwLat, rep) },
-			func(rep int) error { return measure("direct", direct, &dirs, &dirLat, rep) })
-		if err != nil {
-			return err
-		}
-		g, c := median(gws), median(dirs)
-		// The target is a capacity: tunnels set up per second with
-		// several at a time. One at a time measures latency.
-		met, targetText := verdict(g >= target), fmt.Sprintf(">= %d /s", target)
-		if conc == 1 {
-			met, targetText = "n/a", "none set"
-		}
-		fmt.Printf("pf-setup-rate, %d at a time: gateway %.1f tunnels/s, direct %.1f connections/s (medians), ratio %.3f, target >= %d/s: %s;\n"+
-			"  per tunnel p50 %.3fms p99 %.3fms; per direct connection p50 %.3fms p99 %.3fms (all reps pooled)\n",
-			conc, g, c, g/c, target, met, ms(pct(gwLat, 50)), ms(pct(gwLat, 99)), ms(pct(dirLat, 50)), ms(pct(dirLat, 99)))
-		b.add(row{"pf-setup-rate", fmt.Sprintf("tunnels/s (%d, %d at a time, 4-byte echo each)", m, conc), fmt.Sprintf("%.1f /s", g),
-			fmt.Sprintf("%.1f /s (direct TCP)", c), fmt.Sprintf("%.3f", g/c), targetText, met})
-		b.add(row{"pf-setup-rate", fmt.Sprintf("one tunnel, dial to close (%d at a time)", conc),
-			fmt.Sprintf("p50 %.3f ms, p99 %.3f ms", ms(pct(gwLat, 50)), ms(pct(gwLat, 99))),
-			fmt.Sprintf("p50 %.3f ms, p99 %.3f ms", ms(pct(dirLat, 50)), ms(pct(dirLat, 99))), fmt.Sprintf("%.3f", ms(pct(dirLat, 50))/ms(pct(gwLat, 50))), "", ""})
+		return a
 	}
-	return nil
-}
-
-// runConcurrently runs one(0..n-1) with conc of them at a time and returns
-// their durations; it stops at the first error.
-func runConcurrently(n, conc int, one func(int) (time.Duration, error)) ([]time.Duration, error) {
-	var (
-		next  atomic.Int64
-		mu    sync.Mutex
-		lats  = make([]time.Duration, 0, n)
-		first error
-		wg    sync.WaitGroup
-	)
-	for range conc {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				d, err := one(i)
-				mu.Lock()
-				if err != nil && first == nil {
-					first = err
-					next.Store(int64(n)) // the others stop
-				}
-				lats = append(lats, d)
-				mu.Unlock()
-				if err != nil {
-					return
-				}
+	return b.setupRates(setupSpec{name: "pf-setup-rate", item: "tunnel", n: m, concs: []int{1, b.o.tunnelConc},
+		// The target is a capacity, with several at a time; one at a time
+		// measures latency.
+		goals: func(conc int) []goal {
+			if conc == 1 {
+				return nil
 			}
-		})
-	}
-	wg.Wait()
-	return lats, first
+			return []goal{{bound: 2000}}
+		},
+		arms: func(conc int) []*arm {
+			return []*arm{
+				settled(concurrentArm(&arm{name: "gateway", proc: b.gw.proc}, m, conc, echoRun(b.gw.tunnelFlow(b.ctx, d, echo.port)))),
+				settled(concurrentArm(&arm{name: "ceiling", what: "direct TCP"}, m, conc, echoRun(tcpStarter(echo.addr(), 512, b.o.timeout)))),
+				settled(concurrentArm(&arm{name: "cri", proc: cri.proc}, m, conc, echoRun(cri.tunnelFlow(b.ctx, d, echo.port)))),
+			}
+		}})
 }
 
 // --- pf-idle-rss --------------------------------------------------------------------
 
 func (b *bench) pfIdleRSS() error {
 	n := b.o.idle
-	pid, err := b.freshGateway()
+	if err := b.fresh(); err != nil {
+		return err
+	}
+	cri, err := b.criEndpoint()
 	if err != nil {
 		return err
 	}
@@ -909,113 +560,92 @@ func (b *bench) pfIdleRSS() error {
 	}
 	defer srv.close()
 	fmt.Printf("%d idle tunnels to a server in gwload (port %d) that accepts and never writes, WebSockets held open and read;\n"+
-		"VmRSS of gateway pid %d from /proc/%d/status; target < 32 KiB per tunnel\n", n, srv.port, pid, pid)
-	d := pfDialer(4096)
-
-	var acc0, got int64 // accepted before the measured open; bytes to the clients
-	r, err := b.measureIdle(pid, n,
-		func(k int) ([]*held, error) {
-			acc0 = srv.accepted.Load()
-			return b.openTunnels(d, srv.port, k)
-		},
-		func(k int) error { return srv.waitOpen(int64(k), time.Minute) },
-		func(hs []*held) {
-			for _, h := range hs {
-				got += h.got.Load()
-			}
-		})
-	switch {
-	case err != nil:
-		return err
-	case srv.accepted.Load()-acc0 != int64(n):
-		return fmt.Errorf("the server accepted %d connections for %d tunnels", srv.accepted.Load()-acc0, n)
-	case got != 0 || unexpected.Load() != 0:
-		return fmt.Errorf("idle tunnels carried data: %d bytes to the clients, %d to the server", got, unexpected.Load())
-	}
-	per := r.perItem()
-	r.print("tunnel", fmt.Sprintf("%d connections seen by the server, all ended after the close", n))
-
-	ref, err := b.refTunnels(n, srv.addr())
+		"VmRSS of the server (gateway pid %d, CRI pid %d) from /proc/PID/status; target < 32 KiB per tunnel; one measurement each\n",
+		n, srv.port, b.gw.pid, cri.pid)
+	res, err := b.measure(1, b.idleTunnelsArm(b.gw, srv, n), refTunnelsArm(b, n, srv.addr()), b.idleTunnelsArm(cri, srv, n))
 	if err != nil {
-		return fmt.Errorf("reference: %w", err)
+		return err
 	}
-	fmt.Printf("  reference (gwload child relaying %d idle TCP connections to the same server: 2 sockets and 2 blocked reader goroutines each, no WebSocket): %.1f KiB per tunnel\n", n, ref)
-	const target = 32.0
-	met := verdict(per < target)
-	fmt.Printf("pf-idle-rss: gateway %.1f KiB/tunnel, bare relay %.1f KiB, ratio (bare/gateway) %.3f, target < %.0f KiB: %s; one measurement (it needs a fresh gateway)\n",
-		per, ref, ref/per, target, met)
-	b.add(row{"pf-idle-rss", fmt.Sprintf("VmRSS per idle tunnel (%d open)", n), fmt.Sprintf("%.1f KiB", per),
-		fmt.Sprintf("%.1f KiB (bare TCP relay)", ref), fmt.Sprintf("%.3f", ref/per), fmt.Sprintf("< %.0f KiB", target), met})
+	if unexpected.Load() != 0 {
+		return fmt.Errorf("idle tunnels carried %d bytes to the server", unexpected.Load())
+	}
+	b.report("pf-idle-rss", res, fig{label: fmt.Sprintf("VmRSS per idle tunnel (%d open)", n), key: "kib", unit: kib, lower: true,
+		goals: []goal{{bound: 32}}})
 	return nil
 }
 
-// openTunnels opens n tunnels, each held open by a reader that counts any
-// bytes after the port prefixes.
-func (b *bench) openTunnels(d *websocket.Dialer, port, n int) ([]*held, error) {
-	return b.openHeld("tunnels", n, func() (*websocket.Conn, func() (int, error), error) {
-		t, err := b.c.portForward(b.ctx, d, port)
-		if err != nil {
-			return nil, nil, err
-		}
-		return t.conn, func() (int, error) {
-			_, msg, err := t.next()
-			return len(msg) - 1, err
-		}, nil
-	})
+// idleTunnelsArm measures the VmRSS of n idle tunnels on e to srv.
+func (b *bench) idleTunnelsArm(e *endpoint, srv *tcpServer, n int) *arm {
+	d := pfDialer(4096)
+	var acc0 int64 // accepted before the last open
+	return b.idleArm(e, idleSpec{item: "tunnel", n: n,
+		open: func(k int) ([]*held, error) {
+			acc0 = srv.accepted.Load()
+			return e.openTunnels(b.ctx, d, srv.port, k, b.o.idleConc)
+		},
+		settled: func(k int) error { return srv.waitOpen(int64(k), time.Minute) },
+		seen:    fmt.Sprintf("%d connections seen by the server, all ended after the close", n),
+		check: func() error {
+			if got := srv.accepted.Load() - acc0; got != int64(n) {
+				return fmt.Errorf("the server accepted %d connections for %d tunnels", got, n)
+			}
+			return nil
+		}})
 }
 
-// refTunnels runs the pf-idle-rss reference in a child gwload, dials it n
-// times, and returns its VmRSS per relayed connection in KiB.
-func (b *bench) refTunnels(n int, target string) (float64, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, exe, "-internal-ref-tunnels", strconv.Itoa(n), "-internal-ref-target", target)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return 0, err
-	}
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-		_ = cmd.Wait()
-	}()
-	br := bufio.NewReader(out)
-	var addr string
-	var before, after int64
-	line, err := br.ReadString('\n')
-	if _, serr := fmt.Sscan(line, &addr, &before); err != nil || serr != nil {
-		return 0, fmt.Errorf("reference printed %q: %v %v", line, err, serr)
-	}
-	for i := range n {
-		c, err := net.Dial("tcp", addr)
+// refTunnelsArm runs the pf-idle-rss reference in a child gwload
+// (refTunnelsChild), dials it n times, and records its VmRSS per relayed
+// connection.
+func refTunnelsArm(b *bench, n int, target string) *arm {
+	return &arm{name: "ceiling", what: "bare TCP relay", run: func(r *rep) error {
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
+		defer cancel()
+		ch, err := startChild(ctx, "ref-tunnels", strconv.Itoa(n), target)
 		if err != nil {
-			return 0, fmt.Errorf("reference connection %d: %w", i, err)
+			return err
 		}
-		conns = append(conns, c)
-	}
-	line, err = br.ReadString('\n')
-	if _, serr := fmt.Sscan(line, &after); err != nil || serr != nil {
-		return 0, fmt.Errorf("reference printed %q: %v %v", line, err, serr)
-	}
-	fmt.Printf("  reference VmRSS: before %d KiB, with %d relayed connections %d KiB\n", before, n, after)
-	return float64(after-before) / float64(n), nil
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+			_ = ch.close()
+		}()
+		var addr string
+		var before, after int64
+		if err := ch.scan(&addr, &before); err != nil {
+			return err
+		}
+		for i := range n {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("connection %d: %w", i, err)
+			}
+			conns = append(conns, c)
+		}
+		if err := ch.scan(&after); err != nil {
+			return err
+		}
+		fmt.Printf("  reference VmRSS: before %d KiB, with %d relayed connections %d KiB\n", before, n, after)
+		per := float64(after-before) / float64(n)
+		r.set("kib", per)
+		r.say("%.1f KiB per tunnel (a gwload child relaying %d idle TCP connections to the same server: 2 sockets and 2 blocked reader goroutines each, no WebSocket)", per, n)
+		return nil
+	}}
 }
 
-// refTunnelsChild is the reference process: it listens, prints its
-// address and VmRSS, then for each of n connections it accepts dials
+// refTunnelsChild is the pf-idle-rss reference process: it listens, prints
+// its address and VmRSS, then for each of n connections it accepts dials
 // target and blocks a reader goroutine on each of the two sockets (what a
 // bare relay holds per idle connection); then it prints its VmRSS again.
-func refTunnelsChild(n int, target string) error {
+func refTunnelsChild(_ options, args []string) error {
+	if len(args) != 2 {
+		return errors.New("ref-tunnels: want the count and the target address")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -1039,7 +669,7 @@ func refTunnelsChild(n int, target string) error {
 		if err != nil {
 			return err
 		}
-		up, err := net.Dial("tcp", target)
+		up, err := net.Dial("tcp", args[1])
 		if err != nil {
 			in.Close()
 			return err

@@ -3,139 +3,18 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"gateway/internal/ptyio"
 )
 
-// The ceilings: the same commands started by the tool itself, read
-// without any gateway in between.
-
-// startPty starts cmd in a new pty of 80x24 the way the gateway does
-// (container/process.go): a new session with the pty as controlling
-// terminal, and a non-blocking master read through Go's poller.
-func startPty(cmd *exec.Cmd) (*os.File, error) {
-	ptmx, tty, err := ptyio.Open(80, 24)
-	if err != nil {
-		return nil, err
-	}
-	defer tty.Close()
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		ptmx.Close()
-		return nil, err
-	}
-	return ptmx, nil
-}
-
-// readAll reads r to its end with a buffer of bufSize and returns the byte
-// count. A pty master's EIO (the child side is gone) is the end.
-func readAll(r io.Reader, bufSize int) (int64, error) {
-	total, _, err := readAllCount(r, bufSize)
-	return total, err
-}
-
-// readAllCount is readAll that also counts the reads that returned data.
-func readAllCount(r io.Reader, bufSize int) (total, reads int64, err error) {
-	buf := make([]byte, bufSize)
-	for {
-		n, err := r.Read(buf)
-		total += int64(n)
-		if n > 0 {
-			reads++
-		}
-		if err != nil {
-			if err == io.EOF || errors.Is(err, syscall.EIO) {
-				return total, reads, nil
-			}
-			return total, reads, err
-		}
-	}
-}
-
-// pipeRelay runs command with a stdout pipe and relays it over a loopback
-// TCP connection to a reader in this process: read bufSize, write, as any
-// gateway must at least do. It returns bytes/s at the reader and the
-// number of writes.
-func pipeRelay(command []string, want int64, bufSize int) (float64, int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer l.Close()
-	type result struct {
-		n   int64
-		end time.Time
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer c.Close()
-		_ = c.SetReadDeadline(time.Now().Add(time.Minute))
-		n, err := readAll(c, 64<<10)
-		done <- result{n, time.Now(), err}
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		return 0, 0, err
-	}
-	defer c.Close()
-	cmd := exec.Command(command[0], command[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return 0, 0, err
-	}
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		return 0, 0, err
-	}
-	buf := make([]byte, bufSize)
-	writes := 0
-	var werr error
-	for {
-		k, err := out.Read(buf)
-		if k > 0 && werr == nil {
-			_, werr = c.Write(buf[:k])
-			writes++
-		}
-		if err != nil {
-			break
-		}
-	}
-	if err := errors.Join(cmd.Wait(), werr); err != nil {
-		return 0, 0, err
-	}
-	c.Close()
-	r := <-done
-	if r.err != nil {
-		return 0, 0, r.err
-	}
-	if r.n != want {
-		return 0, 0, fmt.Errorf("relayed %d bytes, want %d", r.n, want)
-	}
-	return float64(r.n) / r.end.Sub(t0).Seconds(), writes, nil
-}
-
-// --- /proc readings -------------------------------------------------------
+// Readings of /proc, and the gateway's /metrics.
 
 // vmRSS returns the VmRSS of pid in KiB.
 func vmRSS(pid int) (int64, error) {
@@ -171,23 +50,6 @@ func procStat(pid int) ([]string, error) {
 		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	return strings.Fields(string(b[i+1:])), nil
-}
-
-// cpuTime returns the user+system CPU time of pid (not its children).
-func cpuTime(pid int) (time.Duration, error) {
-	f, err := procStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64) // utime, field 14
-	st, err2 := strconv.ParseInt(f[12], 10, 64) // stime, field 15
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(ut+st) * time.Second / clockTick, nil
 }
 
 // cpuTimeFine returns the time pid's live threads have run, to the
@@ -317,40 +179,35 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// children counts the processes whose parent is pid.
+// children counts the processes whose parent is pid: the children of each
+// of its threads.
 func children(pid int) int {
-	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
-	want := strconv.Itoa(pid)
+	paths, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/[0-9]*/children", pid))
 	n := 0
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
-		if err != nil {
-			continue // exited meanwhile
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 1 && f[1] == want {
-			n++
+		if err == nil { // else the thread ended meanwhile
+			n += len(strings.Fields(string(b)))
 		}
 	}
 	return n
 }
 
-// waitChildren waits until pid has want children, polling, at most d.
+// waitChildren waits until pid has want children, at most d. It polls
+// every 10 ms, or less often when a poll costs more than a millisecond or
+// so (a process with many threads), so that polling stays a small load.
 func waitChildren(pid, want int, d time.Duration) (int, error) {
 	deadline := time.Now().Add(d)
 	for {
+		t := time.Now()
 		n := children(pid)
 		if n == want {
 			return n, nil
 		}
 		if time.Now().After(deadline) {
-			return n, fmt.Errorf("gateway has %d child processes after %v, want %d", n, d, want)
+			return n, fmt.Errorf("pid %d has %d child processes after %v, want %d", pid, n, d, want)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(max(10*time.Millisecond, 10*time.Since(t)))
 	}
 }
 
