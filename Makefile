@@ -10,6 +10,7 @@ PROMTOOL := $(CACHE)/bin/promtool
 ARGS     ?=
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEADCODE    := golang.org/x/tools/cmd/deadcode@v0.45.0
 
 .PHONY: help run build web test test-deps packages lint fuzz bench load docker clean
 
@@ -67,10 +68,12 @@ $(PROMTOOL):
 	rm -rf $(CACHE)/deb
 	$(PROMTOOL) --version
 
-lint: ## gofmt, go vet and staticcheck
+lint: ## gofmt, go vet, staticcheck and deadcode (code no command reaches; test helpers aside)
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	@dead=$$($(GO) run $(DEADCODE) ./... | grep -v '^internal/proctest/'); \
+	  test -z "$$dead" || { echo "dead code:"; echo "$$dead"; exit 1; }
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for pkg in $$($(GO) list ./...); do \

@@ -136,11 +136,11 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allowed := allowedMethods(mux, r); len(allowed) > 0 {
 			w.Header().Set("Allow", strings.Join(allowed, ", "))
-			a.writeError(w, r, reqerr.New(reqerr.MethodNotAllowed, "%s is not allowed on %s; allowed: %s",
+			a.writeError(w, r, reqerr.New(reqerr.ErrMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
 				r.Method, r.URL.Path, strings.Join(allowed, ", ")))
 			return
 		}
-		a.writeError(w, r, reqerr.New(reqerr.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+		a.writeError(w, r, reqerr.New(reqerr.ErrNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return bodyDeadline(mux)
 }
@@ -221,9 +221,9 @@ func (a *API) streamChecks(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case !websocket.IsWebSocketUpgrade(r):
-			a.writeError(w, r, reqerr.New(reqerr.BadRequest, "this endpoint streams over WebSocket: send GET with Connection: Upgrade and Upgrade: websocket"))
+			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "this endpoint streams over WebSocket: send GET with Connection: Upgrade and Upgrade: websocket"))
 		case !a.originAllowed(r):
-			a.writeError(w, r, reqerr.New(reqerr.Forbidden, "origin %q may not open streams on %s", r.Header.Get("Origin"), r.Host))
+			a.writeError(w, r, reqerr.New(reqerr.ErrForbidden, "origin %q may not open streams on %s", r.Header.Get("Origin"), r.Host))
 		default:
 			h(w, r)
 		}
@@ -255,7 +255,7 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 // fields and trailing data.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return reqerr.New(reqerr.BadRequest, "Content-Type %q: want application/json", ct)
+		return reqerr.New(reqerr.ErrBadRequest, "Content-Type %q: want application/json", ct)
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
 	defer io.Copy(io.Discard, body) // to its end, which lifts the body deadline
@@ -264,12 +264,12 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) erro
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return reqerr.New(reqerr.BadRequest, "request body over %d bytes", limit)
+			return reqerr.New(reqerr.ErrBadRequest, "request body over %d bytes", limit)
 		}
-		return reqerr.New(reqerr.BadRequest, "request body: %v", err)
+		return reqerr.New(reqerr.ErrBadRequest, "request body: %v", err)
 	}
 	if dec.More() {
-		return reqerr.New(reqerr.BadRequest, "request body: data after the JSON object")
+		return reqerr.New(reqerr.ErrBadRequest, "request body: data after the JSON object")
 	}
 	return nil
 }
@@ -279,7 +279,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) erro
 func pathID(r *http.Request, kind string) (string, error) {
 	id := r.PathValue("id")
 	if !sandbox.IDPattern.MatchString(id) {
-		return "", reqerr.New(reqerr.BadRequest, "%s id %q does not match %s", kind, id, sandbox.IDPattern)
+		return "", reqerr.New(reqerr.ErrBadRequest, "%s id %q does not match %s", kind, id, sandbox.IDPattern)
 	}
 	return id, nil
 }

@@ -62,11 +62,11 @@ func (a *API) authenticated(h http.HandlerFunc) http.HandlerFunc {
 			if token != "" {
 				msg = "the token is not valid"
 			}
-			a.writeError(w, r, reqerr.New(reqerr.Unauthorized, "%s", msg))
+			a.writeError(w, r, reqerr.New(reqerr.ErrUnauthorized, "%s", msg))
 			return
 		}
 		if fromCookie && !a.originAllowed(r) {
-			a.writeError(w, r, reqerr.New(reqerr.Forbidden, "origin %q may not use this session", r.Header.Get("Origin")))
+			a.writeError(w, r, reqerr.New(reqerr.ErrForbidden, "origin %q may not use this session", r.Header.Get("Origin")))
 			return
 		}
 		h(w, r)
@@ -102,11 +102,11 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.validToken(body.Token) {
-		a.writeError(w, r, reqerr.New(reqerr.Unauthorized, "the token is not valid"))
+		a.writeError(w, r, reqerr.New(reqerr.ErrUnauthorized, "the token is not valid"))
 		return
 	}
 	if !a.originAllowed(r) {
-		a.writeError(w, r, reqerr.New(reqerr.Forbidden, "origin %q may not log in", r.Header.Get("Origin")))
+		a.writeError(w, r, reqerr.New(reqerr.ErrForbidden, "origin %q may not log in", r.Header.Get("Origin")))
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: body.Token, Path: "/", HttpOnly: true,

@@ -39,7 +39,7 @@ func (a *API) createContainer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if spec.ID == "" {
-		a.writeError(w, r, reqerr.New(reqerr.BadRequest, "id is required"))
+		a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "id is required"))
 		return
 	}
 	c, err := a.runtime.Create(spec)
@@ -123,7 +123,7 @@ func (a *API) deleteSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a.runtime.UsesSandbox(id) {
-		a.writeError(w, r, reqerr.New(reqerr.Conflict, "sandbox %q has containers: delete them first", id))
+		a.writeError(w, r, reqerr.New(reqerr.ErrConflict, "sandbox %q has containers: delete them first", id))
 		return
 	}
 	a.sessions.CloseTarget(id, session.ErrClosedByAPI)

@@ -14,7 +14,7 @@ import (
 )
 
 // errDraining refuses new work during a shutdown.
-var errDraining = reqerr.New(reqerr.Unavailable, "the gateway is shutting down")
+var errDraining = reqerr.New(reqerr.ErrUnavailable, "the gateway is shutting down")
 
 // statusTable maps the errors callers tell apart to HTTP answers. It is the
 // only place that chooses status codes.
@@ -23,31 +23,31 @@ var statusTable = []struct {
 	code   int
 	reason string
 }{
-	{reqerr.BadRequest, http.StatusBadRequest, "BadRequest"},
+	{reqerr.ErrBadRequest, http.StatusBadRequest, "BadRequest"},
 	{container.ErrInvalid, http.StatusBadRequest, "BadRequest"},
 	{container.ErrNotRunning, http.StatusBadRequest, "BadRequest"},
 	{sandbox.ErrInvalid, http.StatusBadRequest, "BadRequest"},
 	{wsproto.ErrBadPort, http.StatusBadRequest, "BadRequest"},
-	{reqerr.Unauthorized, http.StatusUnauthorized, "Unauthorized"},
-	{reqerr.Forbidden, http.StatusForbidden, "Forbidden"},
+	{reqerr.ErrUnauthorized, http.StatusUnauthorized, "Unauthorized"},
+	{reqerr.ErrForbidden, http.StatusForbidden, "Forbidden"},
 	{sandbox.ErrPort, http.StatusForbidden, "Forbidden"},
-	{reqerr.NotFound, http.StatusNotFound, "NotFound"},
+	{reqerr.ErrNotFound, http.StatusNotFound, "NotFound"},
 	{container.ErrNotFound, http.StatusNotFound, "NotFound"},
 	{sandbox.ErrNotFound, http.StatusNotFound, "NotFound"},
 	{session.ErrNotFound, http.StatusNotFound, "NotFound"},
 	{session.ErrTokenNotFound, http.StatusNotFound, "NotFound"},
-	{reqerr.MethodNotAllowed, http.StatusMethodNotAllowed, "MethodNotAllowed"},
-	{reqerr.Conflict, http.StatusConflict, "Conflict"},
+	{reqerr.ErrMethodNotAllowed, http.StatusMethodNotAllowed, "MethodNotAllowed"},
+	{reqerr.ErrConflict, http.StatusConflict, "Conflict"},
 	{session.ErrClosed, http.StatusConflict, "Conflict"},
 	{sandbox.ErrInUse, http.StatusConflict, "Conflict"},
 	{container.ErrExists, http.StatusConflict, "AlreadyExists"},
 	{sandbox.ErrExists, http.StatusConflict, "AlreadyExists"},
 	{session.ErrTooMany, http.StatusTooManyRequests, "TooManyRequests"},
 	{session.ErrTooManyPending, http.StatusTooManyRequests, "TooManyRequests"},
-	{reqerr.Invalid, http.StatusUnprocessableEntity, "Invalid"},
+	{reqerr.ErrInvalid, http.StatusUnprocessableEntity, "Invalid"},
 	{container.ErrCannotStart, http.StatusUnprocessableEntity, "Invalid"},
 	{sandbox.ErrNetwork, http.StatusUnprocessableEntity, "Invalid"},
-	{reqerr.Unavailable, http.StatusServiceUnavailable, "ServiceUnavailable"},
+	{reqerr.ErrUnavailable, http.StatusServiceUnavailable, "ServiceUnavailable"},
 	{container.ErrClosed, http.StatusServiceUnavailable, "ServiceUnavailable"},
 }
 

@@ -39,10 +39,10 @@ func (a *API) execSync(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case len(req.Command) == 0 || req.Command[0] == "":
-		a.writeError(w, r, reqerr.New(reqerr.BadRequest, "command is required"))
+		a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "command is required"))
 		return
 	case req.TimeoutSeconds < 0 || req.TimeoutSeconds > maxExecSyncTimeout:
-		a.writeError(w, r, reqerr.New(reqerr.BadRequest, "timeoutSeconds %d: want 0 (none) to %d", req.TimeoutSeconds, maxExecSyncTimeout))
+		a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "timeoutSeconds %d: want 0 (none) to %d", req.TimeoutSeconds, maxExecSyncTimeout))
 		return
 	}
 	c, err := a.runtime.Get(id)

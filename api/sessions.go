@@ -12,11 +12,11 @@ func (a *API) listSessions(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := session.Filter{Kind: session.Kind(q.Get("kind")), State: session.State(q.Get("state"))}
 	if f.Kind != "" && !slices.Contains(session.Kinds, f.Kind) {
-		a.writeError(w, r, reqerr.New(reqerr.BadRequest, "kind %q: want exec, attach or portforward", f.Kind))
+		a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "kind %q: want exec, attach or portforward", f.Kind))
 		return
 	}
 	if f.State != "" && !slices.Contains([]session.State{session.Pending, session.Active, session.Closed}, f.State) {
-		a.writeError(w, r, reqerr.New(reqerr.BadRequest, "state %q: want pending, active or closed", f.State))
+		a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "state %q: want pending, active or closed", f.State))
 		return
 	}
 	writeJSON(w, http.StatusOK, newList(a.sessions.List(f)))

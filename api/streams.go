@@ -33,7 +33,7 @@ func (a *API) stream(kind string, serve func(w http.ResponseWriter, r *http.Requ
 		id, err := pathID(r, kind)
 		if _, qerr := url.ParseQuery(r.URL.RawQuery); err == nil && qerr != nil {
 			// Query() would drop everything, and the request look empty.
-			err = reqerr.New(reqerr.BadRequest, "query: %v", qerr)
+			err = reqerr.New(reqerr.ErrBadRequest, "query: %v", qerr)
 		}
 		if err == nil {
 			err = serve(w, r, id)

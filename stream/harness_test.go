@@ -69,9 +69,9 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 		if err != nil {
 			code := http.StatusInternalServerError
 			switch {
-			case errors.Is(err, reqerr.BadRequest):
+			case errors.Is(err, reqerr.ErrBadRequest):
 				code = http.StatusBadRequest
-			case errors.Is(err, reqerr.Forbidden):
+			case errors.Is(err, reqerr.ErrForbidden):
 				code = http.StatusForbidden
 			case errors.Is(err, container.ErrNotFound), errors.Is(err, sandbox.ErrNotFound):
 				code = http.StatusNotFound

@@ -54,7 +54,7 @@ const (
 )
 
 func badRequest(format string, args ...any) error {
-	return reqerr.New(reqerr.BadRequest, format, args...)
+	return reqerr.New(reqerr.ErrBadRequest, format, args...)
 }
 
 // Server serves streams. Streams outlive their HTTP requests: a handler
@@ -131,7 +131,7 @@ func negotiate(r *http.Request, supported []wsproto.Protocol) (wsproto.Protocol,
 	offered := wsproto.Offered(r.Header)
 	p, ok := wsproto.Negotiate(offered, supported)
 	if !ok {
-		return p, reqerr.New(reqerr.Forbidden, "none of the offered subprotocols %q is supported; use one of %q", offered, wsproto.Names(supported))
+		return p, reqerr.New(reqerr.ErrForbidden, "none of the offered subprotocols %q is supported; use one of %q", offered, wsproto.Names(supported))
 	}
 	return p, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"gateway/internal/procfs"
 )
 
 // Readings of /proc, and the gateway's /metrics.
@@ -37,20 +38,6 @@ func vmRSS(pid int) (int64, error) {
 // clockTick is USER_HZ, which is 100 on Linux for every architecture Go
 // supports.
 const clockTick = 100
-
-// procStat returns the fields of /proc/pid/stat after the command name:
-// index 0 is the state (field 3 in proc(5)).
-func procStat(pid int) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	return strings.Fields(string(b[i+1:])), nil
-}
 
 // cpuTimeFine returns the time pid's live threads have run, to the
 // nanosecond (/proc/PID/task/*/schedstat; /proc/PID/stat counts in clock
@@ -127,7 +114,7 @@ func sysWaitid() string {
 // cpuTimeAll returns the CPU time of pid and of its children it has
 // waited for (utime+stime+cutime+cstime).
 func cpuTimeAll(pid int) (time.Duration, error) {
-	f, err := procStat(pid)
+	f, err := procfs.StatFields(pid)
 	if err != nil {
 		return 0, err
 	}

@@ -143,13 +143,23 @@ func TestExecResize(t *testing.T) {
 			outR, outW := io.Pipe()
 			done := make(chan error, 1)
 			go func() {
-				done <- g.exec(ctx, proto, "box", []string{"sh", "-c", "stty size; read x; stty size"},
+				done <- g.exec(ctx, proto, "box", []string{"sh", "-c", "read x; stty size; read x; stty size"},
 					remotecommand.StreamOptions{Stdin: stdinR, Stdout: outW, Tty: true, TerminalSizeQueue: sizes})
 				outW.Close()
 				close(sizes)
 			}()
+			// The process starts at once, as under a kubelet, and client-go
+			// sends its first size just after the upgrade: the size applies
+			// as it comes (TestTTYSizeInSocket, in package stream, checks
+			// that a size already received applies before the start).
+			time.Sleep(100 * time.Millisecond)
+			stdinW.Write([]byte("\n"))
 			ls := lines(outR)
-			if got := strings.TrimSpace(<-ls); got != "45 123" {
+			got := ""
+			for got == "" { // the tty echoes the newline first
+				got = strings.TrimSpace(<-ls)
+			}
+			if got != "45 123" {
 				t.Fatalf("first stty size = %q, want 45 123", got)
 			}
 			sizes <- &remotecommand.TerminalSize{Width: 77, Height: 11}

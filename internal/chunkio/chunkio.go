@@ -21,7 +21,8 @@ type BufferPool interface {
 // Read reads f (an *os.File or a *net.TCPConn in non-blocking mode, as Go
 // opens them) until end of file and hands each chunk to fn, which owns the
 // buffer from then on (and may Put it back). A reader blocked on an idle f
-// holds no buffer: one is taken from pool only when data is ready. A pty
+// holds no buffer: one taken for a read that finds nothing goes back to
+// pool before the reader parks. A pty
 // master's EIO (its other end is gone) is end of file. When f's read
 // deadline passes, whatever the kernel still buffers is read without
 // waiting and Read returns nil, so nothing already written is lost. It
@@ -82,7 +83,7 @@ func ReadAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n
 				draining = true
 				continue
 			}
-			return err
+			return closedError(f, err)
 		}
 		if rerr == unix.EIO || (rerr == nil && n == 0) {
 			pool.Put(buf)
@@ -100,6 +101,18 @@ func ReadAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n
 			return err
 		}
 	}
+}
+
+// closedError turns the poller's error for a closed *os.File ("use of
+// closed file", which only os.File's own methods translate) into
+// os.ErrClosed; sockets already give net.ErrClosed.
+func closedError(f syscall.Conn, err error) error {
+	if file, ok := f.(*os.File); ok {
+		if _, serr := file.Stat(); errors.Is(serr, os.ErrClosed) {
+			return os.ErrClosed
+		}
+	}
+	return err
 }
 
 // TryWrite writes as much of p as f takes now, without waiting, and

@@ -5,6 +5,7 @@ package procfs
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,16 +35,26 @@ func All() []Proc {
 	return out
 }
 
-// Stat reads one process; ok is false when it does not exist.
-func Stat(pid int) (Proc, bool) {
+// StatFields returns the fields of /proc/<pid>/stat after the command
+// name: index 0 is the state (field 3 in proc(5)).
+func StatFields(pid int) ([]string, error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return Proc{}, false
+		return nil, err
 	}
 	// pid (comm) state ppid pgrp session ...: comm may hold spaces and
 	// parentheses.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 4 {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	return strings.Fields(string(b[i+1:])), nil
+}
+
+// Stat reads one process; ok is false when it does not exist.
+func Stat(pid int) (Proc, bool) {
+	f, err := StatFields(pid)
+	if err != nil || len(f) < 4 {
 		return Proc{}, false
 	}
 	ppid, _ := strconv.Atoi(f[1])

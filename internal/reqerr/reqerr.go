@@ -10,14 +10,14 @@ import (
 
 // The kinds of refusal.
 var (
-	BadRequest       = errors.New("bad request")                  // 400
-	Unauthorized     = errors.New("unauthorized")                 // 401
-	Forbidden        = errors.New("forbidden")                    // 403
-	NotFound         = errors.New("not found")                    // 404
-	MethodNotAllowed = errors.New("method not allowed")           // 405
-	Conflict         = errors.New("conflict")                     // 409
-	Invalid          = errors.New("invalid")                      // 422: well-formed, but it cannot be done
-	Unavailable      = errors.New("the gateway is shutting down") // 503
+	ErrBadRequest       = errors.New("bad request")                  // 400
+	ErrUnauthorized     = errors.New("unauthorized")                 // 401
+	ErrForbidden        = errors.New("forbidden")                    // 403
+	ErrNotFound         = errors.New("not found")                    // 404
+	ErrMethodNotAllowed = errors.New("method not allowed")           // 405
+	ErrConflict         = errors.New("conflict")                     // 409
+	ErrInvalid          = errors.New("invalid")                      // 422: well-formed, but it cannot be done
+	ErrUnavailable      = errors.New("the gateway is shutting down") // 503
 )
 
 // Error is a refusal: Kind is one of the kinds above, Msg says why.

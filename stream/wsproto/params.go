@@ -49,14 +49,6 @@ func PortPrefix(port uint16) [2]byte {
 	return [2]byte{byte(port), byte(port >> 8)}
 }
 
-// ParsePortPrefix reads a port prefix, the inverse of PortPrefix.
-func ParsePortPrefix(b []byte) (uint16, error) {
-	if len(b) < 2 {
-		return 0, fmt.Errorf("%w: prefix of %d bytes, want 2", ErrBadPort, len(b))
-	}
-	return uint16(b[0]) | uint16(b[1])<<8, nil
-}
-
 // DataChannel and ErrorChannel are the two channels of the i-th forwarded
 // port.
 func DataChannel(i int) Channel  { return Channel(2 * i) }

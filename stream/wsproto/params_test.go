@@ -62,12 +62,6 @@ func TestPortPrefix(t *testing.T) {
 		if got := PortPrefix(port); got != want {
 			t.Errorf("PortPrefix(%d) = %x, want %x", port, got, want)
 		}
-		if got, err := ParsePortPrefix(want[:]); err != nil || got != port {
-			t.Errorf("ParsePortPrefix(%x) = %d, %v", want, got, err)
-		}
-	}
-	if _, err := ParsePortPrefix([]byte{1}); !errors.Is(err, ErrBadPort) {
-		t.Errorf("short prefix: %v", err)
 	}
 	if b := V4Base64.AppendFrame(nil, DataChannel(0), []byte{0x90, 0x1f}); string(b) != "0kB8=" {
 		t.Errorf("base64 port frame = %q, want 0kB8=", b)
