@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"gateway/internal/procfs"
 )
 
 // exitWatcher learns that child processes exited without a thread blocked
@@ -26,6 +29,9 @@ type exitWatcher struct {
 
 	pendingKills int           // process groups to be killed after their grace (see Process.Terminate)
 	killsDone    chan struct{} // closed when pendingKills falls to 0; nil when none waits
+
+	sweeps     map[int][]func(members []int) // session id → what waits for its members
+	sweepTimer *time.Timer                   // runs the next sweep; nil when none is due
 }
 
 func newExitWatcher() *exitWatcher { return &exitWatcher{procs: make(map[int]func())} }
@@ -103,6 +109,45 @@ func (w *exitWatcher) checkLocked(pid int, exited []func()) []func() {
 	}
 	delete(w.procs, pid)
 	return append(exited, onExit)
+}
+
+// sweepDelay gathers the sessions to look for into one scan of /proc
+// (about a millisecond per hundred processes).
+const sweepDelay = 20 * time.Millisecond
+
+// sweep calls fn, within about sweepDelay, with the live processes of
+// session sid. Calls made meanwhile share one scan. The pending kills wait
+// for it: a shutdown does not end before the sessions are swept.
+func (w *exitWatcher) sweep(sid int, fn func(members []int)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sweeps == nil {
+		w.sweeps = make(map[int][]func([]int))
+	}
+	w.sweeps[sid] = append(w.sweeps[sid], fn)
+	if w.sweepTimer == nil {
+		w.pendingKills++ // the sweep itself
+		w.sweepTimer = time.AfterFunc(sweepDelay, w.runSweep)
+	}
+}
+
+func (w *exitWatcher) runSweep() {
+	w.mu.Lock()
+	sweeps := w.sweeps
+	w.sweeps, w.sweepTimer = nil, nil
+	w.mu.Unlock()
+	members := map[int][]int{}
+	for _, p := range procfs.All() {
+		if _, ok := sweeps[p.Session]; ok && p.State != "Z" {
+			members[p.Session] = append(members[p.Session], p.Pid)
+		}
+	}
+	for sid, fns := range sweeps {
+		for _, fn := range fns {
+			fn(members[sid])
+		}
+	}
+	w.killDone()
 }
 
 // killPending counts a process group to be killed after its grace; each

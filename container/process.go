@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gateway/internal/chunkio"
-	"gateway/internal/procfs"
 	"gateway/internal/ptyio"
 )
 
@@ -147,30 +146,46 @@ const drainGrace = 2 * time.Second
 // exit runs when the process has exited, on the exit watcher's goroutine:
 // it is reaped (at once: it is gone), output a lingering child keeps open
 // is read for drainGrace more, then its readers stop. If it was being
-// terminated and nothing is left of its group, the SIGKILL is called off.
+// terminated and nothing is left of it, the SIGKILL is called off.
 func (p *Process) exit() {
 	p.waitErr = p.cmd.Wait()
 	p.StopReadingAfter(drainGrace)
 	close(p.exited)
 	p.mu.Lock()
-	if p.killTimer != nil && !p.survivors(true) {
-		p.stopKill()
+	defer p.mu.Unlock()
+	if p.killTimer != nil {
+		p.callOffKillIfGone()
 	}
-	p.mu.Unlock()
 }
 
-// survivors reports whether any process of the group is left (or, with a
-// tty and full, of the session: that costs a scan of /proc, so it is done
-// only for a process being terminated). p.mu is held.
-func (p *Process) survivors(full bool) bool {
+// groupAlive reports whether a process of the leader's group is left.
+// p.mu is held.
+func (p *Process) groupAlive() bool {
 	pgid := p.cmd.Process.Pid
-	if p.exits.watching(pgid) { // the id was reused by a new process of ours
-		return false
+	return !p.exits.watching(pgid) && unix.Kill(-pgid, 0) == nil // the id may be a new process's
+}
+
+// callOffKillIfGone calls off the pending SIGKILL once nothing is left:
+// of the group, and with a tty of the session, which the exit watcher's
+// sweep looks for (one scan of /proc for all the sessions that ask at
+// about the same time). p.mu is held.
+func (p *Process) callOffKillIfGone() {
+	switch {
+	case p.groupAlive():
+	case p.pty == nil:
+		p.stopKill()
+	default:
+		p.exits.sweep(p.cmd.Process.Pid, func(members []int) {
+			if len(members) > 0 {
+				return
+			}
+			p.mu.Lock()
+			if p.killTimer != nil && !p.groupAlive() {
+				p.stopKill()
+			}
+			p.mu.Unlock()
+		})
 	}
-	if unix.Kill(-pgid, 0) == nil {
-		return true
-	}
-	return full && p.pty != nil && len(procfs.InSession(pgid)) > 0
 }
 
 // stopKill calls off the pending SIGKILL. p.mu is held.
@@ -225,14 +240,15 @@ func (p *Process) Terminate() {
 		return
 	}
 	p.terminating = true
-	if !p.alive() && !p.survivors(true) {
-		return
-	}
 	pgid := p.cmd.Process.Pid
-	if p.pty != nil {
-		_ = unix.Kill(-pgid, unix.SIGHUP) // best effort: the group may be gone
+	if p.alive() || p.groupAlive() {
+		if p.pty != nil {
+			_ = unix.Kill(-pgid, unix.SIGHUP) // best effort: the group may be gone
+		}
+		_ = unix.Kill(-pgid, unix.SIGTERM)
+	} else if p.pty == nil {
+		return // nothing is left
 	}
-	_ = unix.Kill(-pgid, unix.SIGTERM)
 	p.exits.killPending()
 	p.killTimer = time.AfterFunc(p.grace, func() {
 		p.Kill()
@@ -241,6 +257,9 @@ func (p *Process) Terminate() {
 		p.mu.Unlock()
 		p.exits.killDone()
 	})
+	if !p.alive() {
+		p.callOffKillIfGone()
+	}
 }
 
 // alive reports whether the leader has not exited yet.
@@ -264,9 +283,11 @@ func (p *Process) Kill() {
 	}
 	_ = unix.Kill(-pgid, unix.SIGKILL)
 	if p.pty != nil {
-		for _, pid := range procfs.InSession(pgid) {
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
+		p.exits.sweep(pgid, func(members []int) {
+			for _, pid := range members {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		})
 	}
 }
 
@@ -300,7 +321,7 @@ func (p *Process) StopReadingAfter(d time.Duration) {
 func (p *Process) Close() error {
 	if p.exited != nil && !p.alive() {
 		p.mu.Lock()
-		left := !p.terminating && p.survivors(false)
+		left := !p.terminating && p.groupAlive()
 		p.mu.Unlock()
 		if left {
 			p.Terminate()

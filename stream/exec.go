@@ -226,6 +226,7 @@ func (e *execStream) run(ctx context.Context) error {
 	}
 	stderr.Wait()
 	code, err := proc.Wait()
+	stop() // the leader is gone: Close takes care of what it left
 	// Closing the files ends a stdin write blocked on a child that keeps
 	// the input open without reading it.
 	proc.Close()

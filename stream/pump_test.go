@@ -144,3 +144,30 @@ func BenchmarkTunnelDownload(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExecSetup: one exec of true at a time, dial to close, with
+// pipes and with a tty (the client sends its size at once, as kubectl).
+func BenchmarkExecSetup(b *testing.B) {
+	h := newHarness(b, nil)
+	for _, tty := range []bool{false, true} {
+		b.Run(fmt.Sprintf("tty=%v", tty), func(b *testing.B) {
+			flags := "stdout"
+			if tty {
+				flags = "stdin,stdout,tty"
+			}
+			q := execQuery(flags, "true")
+			b.ReportAllocs()
+			for b.Loop() {
+				c, _, err := h.dial(b, q, nil, "v5.channel.k8s.io")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if tty {
+					c.WriteMessage(websocket.BinaryMessage, []byte("\x04{\"Width\":80,\"Height\":24}"))
+				}
+				channelBytes(c, 1)
+				c.Close()
+			}
+		})
+	}
+}
