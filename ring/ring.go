@@ -68,3 +68,10 @@ func (b *Buffer) appendTo(dst []byte) []byte {
 	dst = append(dst, b.buf[b.start:]...)
 	return append(dst, b.buf[:b.start]...)
 }
+
+// Len reports how many bytes are kept.
+func (b *Buffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.buf)
+}

@@ -46,13 +46,17 @@ type Config struct {
 	History int
 	// OutputBuffer is how many bytes of recent output each session keeps.
 	OutputBuffer int
+	// ClosedOutput bounds the output that closed sessions keep, all
+	// together: beyond it the oldest ones' output is dropped (they stay
+	// listed). Zero means the default; less than zero keeps none.
+	ClosedOutput int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 // DefaultConfig is what the gateway uses unless told otherwise.
 func DefaultConfig() Config {
-	return Config{MaxSessions: 4096, Retention: 5 * time.Minute, History: 1000, OutputBuffer: 16 << 10}
+	return Config{MaxSessions: 4096, Retention: 5 * time.Minute, History: 1000, OutputBuffer: 16 << 10, ClosedOutput: 1 << 20}
 }
 
 // Registry tracks sessions. It is safe for concurrent use and starts no
@@ -65,7 +69,9 @@ type Registry struct {
 	mu       sync.Mutex
 	sessions map[string]*Session
 	closed   []*Session // closed sessions still listed, in the order they closed
+	kept     int        // output bytes the closed sessions keep
 	live     int        // pending + active
+	opened   uint64     // sessions ever registered
 	done     chan struct{}
 }
 
@@ -78,6 +84,9 @@ func NewRegistry(cfg Config) *Registry {
 	if cfg.History == 0 {
 		cfg.History = DefaultConfig().History
 	}
+	if cfg.ClosedOutput == 0 {
+		cfg.ClosedOutput = DefaultConfig().ClosedOutput
+	}
 	return &Registry{cfg: cfg, now: now, sessions: make(map[string]*Session)}
 }
 
@@ -89,10 +98,10 @@ func (r *Registry) Register(kind Kind, target, remoteAddr string) (*Session, err
 		Kind:       kind,
 		Target:     target,
 		RemoteAddr: remoteAddr,
-		output:     ring.New(r.cfg.OutputBuffer),
 		reg:        r,
 		state:      Pending,
 	}
+	s.output.Store(ring.New(r.cfg.OutputBuffer))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sweep()
@@ -102,6 +111,7 @@ func (r *Registry) Register(kind Kind, target, remoteAddr string) (*Session, err
 	s.CreatedAt = r.now()
 	r.sessions[s.ID] = s
 	r.live++
+	r.opened++
 	return s, nil
 }
 
@@ -109,6 +119,11 @@ func (r *Registry) Register(kind Kind, target, remoteAddr string) (*Session, err
 func (r *Registry) finished(s *Session) {
 	r.mu.Lock()
 	r.closed = append(r.closed, s)
+	s.keptLen = s.outputLen()
+	r.kept += s.keptLen
+	for i := 0; r.kept > max(r.cfg.ClosedOutput, 0) && i < len(r.closed); i++ {
+		r.dropOutput(r.closed[i]) // oldest first
+	}
 	r.sweep()
 	r.live--
 	if r.live == 0 && r.done != nil {
@@ -196,6 +211,14 @@ func (r *Registry) CloseTarget(target string, cause error) {
 	}
 }
 
+// Counts reports the live (pending or active) sessions, and how many were
+// ever registered.
+func (r *Registry) Counts() (live int, opened uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live, r.opened
+}
+
 // CountActive reports the live (pending or active) sessions.
 func (r *Registry) CountActive() int {
 	r.mu.Lock()
@@ -244,12 +267,20 @@ func (r *Registry) sweep() {
 		if !old && len(r.closed)-n <= r.cfg.History {
 			break
 		}
+		r.dropOutput(s)
 		delete(r.sessions, s.ID)
 		n++
 	}
 	if n > 0 {
 		clear(r.closed[:n])
 		r.closed = r.closed[n:]
+	}
+}
+
+// dropOutput releases a closed session's output. r.mu is held.
+func (r *Registry) dropOutput(s *Session) {
+	if s.output.Swap(nil) != nil {
+		r.kept -= s.keptLen
 	}
 }
 

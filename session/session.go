@@ -48,11 +48,12 @@ type Session struct {
 	RemoteAddr string
 	CreatedAt  time.Time
 
-	bytesIn  atomic.Int64 // client to process or port
-	bytesOut atomic.Int64 // process or port to client
-	output   *ring.Buffer // most recent output
+	bytesIn  atomic.Int64                // client to process or port
+	bytesOut atomic.Int64                // process or port to client
+	output   atomic.Pointer[ring.Buffer] // most recent output; nil once dropped (see Config.ClosedOutput)
 
-	reg *Registry
+	reg     *Registry
+	keptLen int // the output it kept when it closed (the registry's, under its mu)
 
 	mu       sync.Mutex
 	state    State
@@ -156,11 +157,27 @@ func (s *Session) AddIn(n int) { s.bytesIn.Add(int64(n)) }
 // them in the session's output buffer.
 func (s *Session) RecordOut(p []byte) {
 	s.bytesOut.Add(int64(len(p)))
-	s.output.Write(p)
+	if b := s.output.Load(); b != nil {
+		b.Write(p)
+	}
 }
 
-// Output returns a copy of the most recent output.
-func (s *Session) Output() []byte { return s.output.Bytes() }
+// Output returns a copy of the most recent output (none once the
+// registry dropped it: see Config.ClosedOutput).
+func (s *Session) Output() []byte {
+	if b := s.output.Load(); b != nil {
+		return b.Bytes()
+	}
+	return nil
+}
+
+// outputLen is how many bytes of output the session keeps.
+func (s *Session) outputLen() int {
+	if b := s.output.Load(); b != nil {
+		return b.Len()
+	}
+	return 0
+}
 
 // close asks the live stream to end; see Registry.Close.
 func (s *Session) close(cause error) error {

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -289,5 +290,32 @@ func TestStore(t *testing.T) {
 	}
 	if _, err := st.Consume("made-up"); err == nil || err.Error() != "stream URL not found, used or expired" {
 		t.Errorf("unknown token error = %v", err)
+	}
+}
+
+// TestClosedOutputBudget: closed sessions together keep at most
+// ClosedOutput bytes of output; the oldest lose theirs first and stay
+// listed.
+func TestClosedOutputBudget(t *testing.T) {
+	r := NewRegistry(Config{MaxSessions: 10, Retention: time.Minute, History: 10, OutputBuffer: 100, ClosedOutput: 250})
+	var ids []string
+	for range 4 {
+		s, _ := r.Register(Exec, "c", "")
+		s.RecordOut(bytes.Repeat([]byte("x"), 100))
+		s.Finish(nil)
+		ids = append(ids, s.ID)
+	}
+	for i, id := range ids {
+		s, err := r.Get(id)
+		if err != nil {
+			t.Fatalf("session %d is no longer listed: %v", i, err)
+		}
+		want := 100
+		if i < 2 {
+			want = 0 // the two oldest gave theirs up
+		}
+		if n := len(s.Output()); n != want {
+			t.Errorf("session %d keeps %d bytes, want %d", i, n, want)
+		}
 	}
 }

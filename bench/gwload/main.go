@@ -57,6 +57,9 @@ type options struct {
 	tunnels                int
 	tunnelConc             int
 	child                  string // internal: run this child of gwload (see children)
+	soakSessions           int
+	soakTime               time.Duration
+	many                   int
 }
 
 // scenarios in the order they run.
@@ -75,7 +78,13 @@ var scenarios = []struct {
 	{"pf-throughput", (*bench).pfThroughput},
 	{"pf-setup-rate", (*bench).pfSetupRate},
 	{"pf-idle-rss", (*bench).pfIdleRSS},
+	// Run only when named:
+	{"soak", (*bench).soak},
+	{"many-sessions", (*bench).manySessions},
 }
+
+// longScenarios are not part of "all".
+var longScenarios = []string{"soak", "many-sessions"}
 
 // childMains are the processes gwload runs as children of its own
 // (-internal-child NAME ARGS...): the references and the CRI server.
@@ -120,6 +129,13 @@ Scenarios:
   pf-idle-rss      IDLE idle tunnels to a server that never writes; VmRSS delta per tunnel on a fresh gateway
                    (target < 32 KiB); reference: a bare relay process holding as many connection pairs
 
+Run only when named (not by "all"):
+  soak             SOAK-SESSIONS streams for SOAK-TIME (execs of cat, tty and pipes, tunnels), every byte echoed and
+                   checked, half ended by a reset and replaced; the gateway's goroutines, descriptors, children and RSS
+                   at the start, under load, after, and idle 40 s later (it returns free memory after 30 s without a stream)
+  many-sessions    MANY streams at once (tty execs of cat and tunnels), a keystroke echoed by each, checked; RSS per
+                   stream and CPU while idle
+
 attach-fanout creates and deletes its containers through the API (they run sh and head). The pf-* scenarios
 forward into the "host" sandbox to TCP servers that gwload runs on 127.0.0.1, so the gateway must run on this host.
 
@@ -162,6 +178,9 @@ func parseFlags(args []string) (options, []string, error) {
 	fs.IntVar(&o.tunnels, "tunnels", 2000, "tunnels per repetition in pf-setup-rate")
 	fs.IntVar(&o.tunnelConc, "tunnel-concurrency", 8, "tunnels set up at once in pf-setup-rate's second measurement (the first is one at a time)")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on any one session or measurement")
+	fs.IntVar(&o.soakSessions, "soak-sessions", 200, "streams held at once in soak")
+	fs.DurationVar(&o.soakTime, "soak-time", 5*time.Minute, "how long soak runs")
+	fs.IntVar(&o.many, "many", 10000, "streams held at once in many-sessions")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write gwload's own CPU profile to this file")
 	fs.StringVar(&o.child, "internal-child", "", "internal: run one of gwload's child processes (relay, cri, ref-idle, ref-tunnels) with the arguments that follow")
 	fs.Usage = func() {
@@ -228,7 +247,7 @@ func run(ctx context.Context, args []string) error {
 	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 	fmt.Printf("gwload: %s, GOMAXPROCS %d, NumCPU %d, %s, open files %d (hard %d)\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), kernel(), lim.Cur, lim.Max)
-	need := map[string]int{"idle-rss": o.idle + 64, "tty-idle-open": o.idle + 64, "pf-idle-rss": 2*o.idle + 64, "attach-fanout": slices.Max(fanout) + 64}
+	need := map[string]int{"many-sessions": 2*o.many + 64, "soak": 2*o.soakSessions + 64, "idle-rss": o.idle + 64, "tty-idle-open": o.idle + 64, "pf-idle-rss": 2*o.idle + 64, "attach-fanout": slices.Max(fanout) + 64}
 	for name, n := range need {
 		if scen[name] && int(lim.Cur) < n {
 			return fmt.Errorf("%s needs %d open files and the limit is %d: raise ulimit -n", name, n, lim.Cur)
@@ -262,7 +281,7 @@ func pickScenarios(s string) (map[string]bool, error) {
 		switch name = strings.TrimSpace(name); {
 		case name == "all":
 			for _, n := range names {
-				m[n] = true
+				m[n] = !slices.Contains(longScenarios, n)
 			}
 		case name == "":
 		case slices.Contains(names, name):

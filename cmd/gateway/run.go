@@ -38,6 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	log := newLogger(cfg, stderr)
+	raiseFileLimit(log, cfg.MaxSessions)
 
 	generated := false
 	if cfg.Token == "" {
@@ -126,6 +127,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		readyLog.Info("gateway ready", "url", url)
 	}
+
+	idleCtx, stopIdle := context.WithCancel(ctx)
+	idleDone := make(chan struct{})
+	go func() { defer close(idleDone); returnIdleMemory(idleCtx, sessions.Counts) }()
+	defer func() { stopIdle(); <-idleDone }()
 
 	select {
 	case err = <-serveErr:
