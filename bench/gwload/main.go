@@ -247,7 +247,7 @@ func run(ctx context.Context, args []string) error {
 	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 	fmt.Printf("gwload: %s, GOMAXPROCS %d, NumCPU %d, %s, open files %d (hard %d)\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), kernel(), lim.Cur, lim.Max)
-	need := map[string]int{"many-sessions": 2*o.many + 64, "soak": 2*o.soakSessions + 64, "idle-rss": o.idle + 64, "tty-idle-open": o.idle + 64, "pf-idle-rss": 2*o.idle + 64, "attach-fanout": slices.Max(fanout) + 64}
+	need := map[string]int{"many-sessions": 3*o.many/2 + 64, "soak": 2*o.soakSessions + 64, "idle-rss": o.idle + 64, "tty-idle-open": o.idle + 64, "pf-idle-rss": 2*o.idle + 64, "attach-fanout": slices.Max(fanout) + 64}
 	for name, n := range need {
 		if scen[name] && int(lim.Cur) < n {
 			return fmt.Errorf("%s needs %d open files and the limit is %d: raise ulimit -n", name, n, lim.Cur)
