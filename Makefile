@@ -7,6 +7,7 @@ GO       ?= go
 BIN      := bin/gateway
 CACHE    := $(CURDIR)/.cache
 PROMTOOL := $(CACHE)/bin/promtool
+KUBECTL  := $(CACHE)/bin/kubectl
 ARGS     ?=
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -40,7 +41,7 @@ web/dist/index.html: $(WEB_SRC)
 
 test: test-deps web ## install test tools, build the page, then vet and run every test with -race
 	$(GO) vet ./...
-	GATEWAY_REQUIRE_TOOLS=1 PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 -timeout 15m ./...
+	GATEWAY_REQUIRE_TOOLS=1 PROMTOOL=$(PROMTOOL) KUBECTL=$(KUBECTL) $(GO) test -race -count=1 -timeout 15m ./...
 
 # Tools the tests use, installed by package name. promtool comes out of
 # Debian's prometheus package without installing it (no daemon is started).
@@ -48,7 +49,7 @@ test: test-deps web ## install test tools, build the page, then vet and run ever
 # the browser for the web terminal's tests, npm to build the page.
 TEST_PACKAGES := ip:iproute2 chromium:chromium npm:npm
 
-test-deps: $(PROMTOOL) packages
+test-deps: $(PROMTOOL) $(KUBECTL) packages
 
 packages:
 	@missing=""; for cp in $(TEST_PACKAGES); do \
@@ -67,6 +68,18 @@ $(PROMTOOL):
 	cp $(CACHE)/deb/root/usr/bin/promtool $(PROMTOOL)
 	rm -rf $(CACHE)/deb
 	$(PROMTOOL) --version
+
+# kubectl itself, from the module proxy (tools/kubectl pins k8s.io/kubectl),
+# with its version stamped as kubernetes' own build stamps it. Built once
+# (about two minutes), then kept until tools/kubectl changes.
+KUBECTL_VERSION := v1.37.2
+KUBECTL_LDFLAGS := $(foreach p,k8s.io/client-go/pkg/version k8s.io/component-base/version,\
+  -X $(p).gitVersion=$(KUBECTL_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=37 -X $(p).gitTreeState=clean)
+
+$(KUBECTL): tools/kubectl/go.mod tools/kubectl/go.sum tools/kubectl/main.go
+	@mkdir -p $(CACHE)/bin
+	cd tools/kubectl && $(GO) build -trimpath -ldflags "$(KUBECTL_LDFLAGS)" -o $(KUBECTL) .
+	$(KUBECTL) version --client
 
 lint: ## gofmt, go vet, staticcheck and deadcode (code no command reaches; test helpers aside)
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }

@@ -35,6 +35,8 @@ type Config struct {
 	ExecSyncMaxOutput int
 	// StopGrace is the runtime's grace period, to bound DELETE requests.
 	StopGrace time.Duration
+	// Node names the gateway in the pods it serves.
+	Node string
 }
 
 // DefaultConfig is the API's defaults but the token: exec-sync keeps 16 MiB
@@ -105,10 +107,10 @@ func (a *API) Handler() http.Handler {
 	route("GET", "/api/v1/containers/{id}", auth(a.getContainer))
 	route("DELETE", "/api/v1/containers/{id}", auth(a.deleteContainer))
 	route("GET", "/api/v1/containers/{id}/exec", auth(work(a.stream("container", a.execStream))))
-	route("POST", "/api/v1/containers/{id}/exec", auth(work(mint(a, "container", a.checkExec))))
+	route("POST", "/api/v1/containers/{id}/exec", auth(work(spdyOr(a.stream("container", a.execStream), mint(a, "container", a.checkExec)))))
 	route("POST", "/api/v1/containers/{id}/exec-sync", auth(work(a.execSync)))
 	route("GET", "/api/v1/containers/{id}/attach", auth(work(a.stream("container", a.attachStream))))
-	route("POST", "/api/v1/containers/{id}/attach", auth(work(mint(a, "container", a.checkAttach))))
+	route("POST", "/api/v1/containers/{id}/attach", auth(work(spdyOr(a.stream("container", a.attachStream), mint(a, "container", a.checkAttach)))))
 
 	route("GET", "/api/v1/sandboxes", auth(a.listSandboxes))
 	route("POST", "/api/v1/sandboxes", auth(work(a.createSandbox)))
@@ -124,6 +126,9 @@ func (a *API) Handler() http.Handler {
 
 	// The token in the path is the authorization, as in the CRI.
 	route("GET", "/stream/{token}", work(a.streamChecks(a.serveStreamURL)))
+	route("POST", "/stream/{token}", work(a.streamChecks(a.serveStreamURL)))
+
+	a.kubeRoutes(route)
 
 	// The web terminal: the page logs in by itself (POST /login).
 	if a.web != nil {
@@ -202,6 +207,18 @@ func headerHas(h http.Header, name, token string) bool {
 	return false
 }
 
+// spdyOr serves a POST that asks for SPDY/3.1 as a stream, and any other
+// POST with h.
+func spdyOr(streamHandler, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if stream.IsSPDYUpgrade(r) {
+			streamHandler(w, r)
+			return
+		}
+		h(w, r)
+	}
+}
+
 // work refuses requests that would start new work (streams, processes,
 // containers, sandboxes, stream URLs) while the gateway drains.
 func (a *API) work(h http.HandlerFunc) http.HandlerFunc {
@@ -215,13 +232,13 @@ func (a *API) work(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // streamChecks refuses what cannot become a stream before anything else
-// happens: a request that is not a WebSocket upgrade (400), and one from a
-// browser origin that may not open streams (403).
+// happens: a request that is not a WebSocket (GET) or SPDY (POST) upgrade
+// (400), and one from a browser origin that may not open streams (403).
 func (a *API) streamChecks(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case !websocket.IsWebSocketUpgrade(r):
-			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "this endpoint streams over WebSocket: send GET with Connection: Upgrade and Upgrade: websocket"))
+		case !(r.Method == http.MethodGet && websocket.IsWebSocketUpgrade(r)) && !(r.Method == http.MethodPost && stream.IsSPDYUpgrade(r)):
+			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "this endpoint streams: send GET with Connection: Upgrade and Upgrade: websocket (or POST with Upgrade: SPDY/3.1)"))
 		case !a.originAllowed(r):
 			a.writeError(w, r, reqerr.New(reqerr.ErrForbidden, "origin %q may not open streams on %s", r.Header.Get("Origin"), r.Host))
 		default:

@@ -38,7 +38,7 @@ func (a *API) stream(kind string, serve func(w http.ResponseWriter, r *http.Requ
 		if err == nil {
 			err = serve(w, r, id)
 		}
-		if err != nil {
+		if err != nil && !stream.IsAnswered(err) {
 			a.writeError(w, r, err)
 		}
 	})
@@ -131,7 +131,7 @@ func (a *API) serveStreamURL(w http.ResponseWriter, r *http.Request) {
 	default:
 		err = errors.New("unknown stream kind " + string(req.kind))
 	}
-	if err != nil {
+	if err != nil && !stream.IsAnswered(err) {
 		a.writeError(w, r, err)
 	}
 }

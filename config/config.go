@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,10 @@ import (
 // Config is the gateway's whole configuration.
 type Config struct {
 	Listen          string
+	KubeListen      string
+	StateDir        string
+	Kubeconfig      string
+	Node            string
 	Token           string
 	TokenFile       string
 	ConfigFile      string
@@ -70,6 +75,10 @@ func (c *Config) register(fs *flag.FlagSet) []flagSpec {
 		specs = append(specs, flagSpec{name: name, env: env, arg: arg, help: help})
 	}
 	add((*stringValue)(&c.Listen), "listen", "ADDR", "address to serve on; a non-loopback address requires a token")
+	add((*stringValue)(&c.KubeListen), "kube-listen", "ADDR", "address of the Kubernetes API for kubectl (HTTPS); empty turns it off")
+	add((*stringValue)(&c.StateDir), "state-dir", "DIR", "where the gateway keeps its CA, certificate and kubeconfig")
+	add((*stringValue)(&c.Kubeconfig), "kubeconfig", "FILE", "write a kubeconfig for the Kubernetes API here (mode 0600); default: in --state-dir")
+	add((*stringValue)(&c.Node), "node", "NAME", "the gateway's name: its kubeconfig context, and the node of its pods")
 	add((*stringValue)(&c.Token), "token", "TOKEN", "bearer token that clients must send; generated and printed when unset on loopback")
 	add((*stringValue)(&c.TokenFile), "token-file", "FILE", "read the token from FILE (trailing newline ignored)")
 	add((*stringValue)(&c.ConfigFile), "config", "FILE", "YAML file of sandboxes and containers; default: a host sandbox and a shell container")
@@ -101,6 +110,9 @@ func Default() Config {
 	sess, rt, st, ap := session.DefaultConfig(), container.DefaultConfig(), stream.DefaultConfig(), api.DefaultConfig()
 	return Config{
 		Listen:          "127.0.0.1:8080",
+		KubeListen:      "127.0.0.1:6443",
+		StateDir:        defaultStateDir(),
+		Node:            hostname(),
 		MaxSessions:     sess.MaxSessions,
 		MaxPendingURLs:  session.DefaultMaxPending,
 		URLTTL:          session.DefaultTokenTTL,
@@ -132,6 +144,25 @@ a flag on the command line wins. Durations look like 30s, 5m or 4h; sizes
 like 65536, 64KiB or 16MiB.
 
 `
+
+// defaultStateDir is the user's state directory: $XDG_STATE_HOME/gateway,
+// else ~/.local/state/gateway.
+func defaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "gateway")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "gateway")
+	}
+	return filepath.Join(os.TempDir(), "gateway-state")
+}
+
+func hostname() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return strings.ToLower(h)
+	}
+	return "gateway"
+}
 
 // Parse reads the environment (through getenv) and then args. --help
 // prints the usage to out and returns flag.ErrHelp.
@@ -209,6 +240,12 @@ Config file (--config), YAML; unknown keys are errors:
 func (c *Config) check() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("--listen %q: want host:port, like 127.0.0.1:8080", c.Listen)
+	}
+	if _, _, err := net.SplitHostPort(c.KubeListen); c.KubeListen != "" && err != nil {
+		return fmt.Errorf("--kube-listen %q: want host:port, like 127.0.0.1:6443, or empty", c.KubeListen)
+	}
+	if c.Kubeconfig == "" {
+		c.Kubeconfig = filepath.Join(c.StateDir, "kubeconfig")
 	}
 	if c.Token != "" && c.TokenFile != "" {
 		return errors.New("--token and --token-file are both set: choose one")

@@ -99,14 +99,15 @@ type Info struct {
 // Container is a supervised main process and the context of its execs. Its
 // spec, environment and sandbox are static after construction.
 type Container struct {
-	spec   Spec
-	env    []string
-	ttyEnv []string // env with TERM, for processes in a pty
-	sb     *sandbox.Sandbox
-	rt     *Runtime
-	log    *slog.Logger
-	out    *output
-	done   chan struct{} // closed when the supervisor has exited
+	spec    Spec
+	env     []string
+	ttyEnv  []string // env with TERM, for processes in a pty
+	sb      *sandbox.Sandbox
+	rt      *Runtime
+	log     *slog.Logger
+	out     *output
+	done    chan struct{} // closed when the supervisor has exited
+	created time.Time
 
 	mu         sync.Mutex
 	state      State
@@ -136,6 +137,9 @@ func (c *Container) Spec() Spec {
 	s.Env = maps.Clone(s.Env)
 	return s
 }
+
+// Created is when the container was created.
+func (c *Container) Created() time.Time { return c.created }
 
 // Sandbox returns the sandbox the container runs in.
 func (c *Container) Sandbox() *sandbox.Sandbox { return c.sb }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"gateway/internal/chunkio"
-	"gateway/internal/procfs"
 	"gateway/internal/proctest"
 	"gateway/sandbox"
 
@@ -247,7 +246,7 @@ func TestGroupOutlivesLeader(t *testing.T) {
 				t.Errorf("leader exit %d, want the SIGTERM or SIGHUP it died of", code)
 			}
 			p.Close()
-			if left := procfs.InSession(sid); tc.tty && len(left) == 0 {
+			if left := proctest.InSession(sid); tc.tty && len(left) == 0 {
 				t.Fatalf("nothing left in the session right after the leader: the test proves nothing")
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -258,7 +257,7 @@ func TestGroupOutlivesLeader(t *testing.T) {
 			left := func() []int {
 				l := proctest.LiveInGroup(sid)
 				if tc.tty {
-					l = append(l, procfs.InSession(sid)...)
+					l = append(l, proctest.InSession(sid)...)
 				}
 				return l
 			}

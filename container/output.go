@@ -126,14 +126,17 @@ type output struct {
 	scroll   scrollback
 	total    int64 // bytes ever published
 	watchers map[*Attachment]struct{}
-	ended    *int // the exit code, once the process ended for good
+	ended    *int       // the exit code, once the process ended for good
+	marks    []timeMark // when the kept output was published, for logs
+	runs     [2]int64   // where the previous run's output and the current run's start; -1 none
 }
 
 // attachQueueLen bounds each attacher's queue, in chunks of at most 32 KiB.
 const attachQueueLen = 64
 
 func newOutput(limit int, lagLimit time.Duration) *output {
-	return &output{lagLimit: lagLimit, scroll: scrollback{limit: limit}, watchers: make(map[*Attachment]struct{})}
+	return &output{lagLimit: lagLimit, scroll: scrollback{limit: limit}, watchers: make(map[*Attachment]struct{}),
+		runs: [2]int64{-1, -1}}
 }
 
 // Attachment is one attacher's view of a container's output: the
@@ -203,6 +206,7 @@ func (o *output) publish(st Stream, framed []byte) {
 	o.pub.Lock()
 	defer o.pub.Unlock()
 	o.mu.Lock()
+	o.mark(o.total, time.Now())
 	o.scroll.append(st, p)
 	o.total += int64(len(p))
 	watchers := make([]*Attachment, 0, len(o.watchers))
@@ -255,6 +259,7 @@ func (o *output) end(code int, final bool) {
 func (o *output) begin() {
 	o.mu.Lock()
 	o.ended = nil
+	o.runs = [2]int64{o.runs[1], o.total}
 	o.mu.Unlock()
 }
 

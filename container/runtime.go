@@ -121,16 +121,17 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 		return nil, fmt.Errorf("%w: workingDir %q is not a directory", ErrInvalid, spec.WorkingDir)
 	}
 	c := &Container{
-		spec:  spec,
-		env:   baseEnv(spec.Env),
-		sb:    sb,
-		rt:    r,
-		log:   r.log.With("container", spec.ID),
-		out:   newOutput(r.cfg.Scrollback, r.cfg.AttachLagLimit),
-		done:  make(chan struct{}),
-		stop:  make(chan struct{}),
-		stdin: make(chan []byte, stdinQueueLen),
-		state: Created,
+		spec:    spec,
+		env:     baseEnv(spec.Env),
+		sb:      sb,
+		rt:      r,
+		log:     r.log.With("container", spec.ID),
+		out:     newOutput(r.cfg.Scrollback, r.cfg.AttachLagLimit),
+		done:    make(chan struct{}),
+		stop:    make(chan struct{}),
+		stdin:   make(chan []byte, stdinQueueLen),
+		state:   Created,
+		created: time.Now(),
 	}
 	c.ttyEnv = withTerm(c.env, spec.Env)
 	env := c.env

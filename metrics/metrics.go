@@ -45,6 +45,18 @@ const (
 var Reasons = []string{ReasonProtocol, ReasonFrameTooLarge, ReasonBadResize, ReasonUnknownChannel,
 	ReasonWrite, ReasonRead, ReasonStart, ReasonDial, ReasonSlowConsumer, ReasonIdleTimeout}
 
+// Transports are what streams travel on (the "transport" label): a
+// WebSocket, SPDY/3.1 (kubectl with WebSockets off, older clients), or
+// SPDY inside a WebSocket (kubectl's port-forward).
+const (
+	TransportWebSocket     = "websocket"
+	TransportSPDY          = "spdy"
+	TransportSPDYWebSocket = "spdy-websocket"
+)
+
+// Transports lists every transport.
+var Transports = []string{TransportWebSocket, TransportSPDY, TransportSPDYWebSocket}
+
 // ContainerStates are the values of the "state" label of gateway_containers.
 var ContainerStates = []string{"created", "running", "exited"}
 
@@ -55,6 +67,7 @@ type Metrics struct {
 	StreamBytes     *prometheus.CounterVec   // kind, direction
 	SessionDuration *prometheus.HistogramVec // kind
 	StreamErrors    *prometheus.CounterVec   // kind, reason
+	SessionsOpened  *prometheus.CounterVec   // kind, transport
 
 	kinds map[string]*Kind
 }
@@ -95,6 +108,10 @@ func New(reg prometheus.Registerer, containerStates func() map[string]int) *Metr
 			Name: "gateway_stream_errors_total",
 			Help: "Errors in streams, by kind and reason.",
 		}, []string{"kind", "reason"}),
+		SessionsOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_sessions_opened_total",
+			Help: "Streams opened, by kind and the transport they travel on.",
+		}, []string{"kind", "transport"}),
 		kinds: make(map[string]*Kind),
 	}
 	for _, k := range Kinds {
@@ -112,8 +129,11 @@ func New(reg prometheus.Registerer, containerStates func() map[string]int) *Metr
 		for _, r := range Reasons {
 			m.StreamErrors.WithLabelValues(k, r)
 		}
+		for _, t := range Transports {
+			m.SessionsOpened.WithLabelValues(k, t)
+		}
 	}
-	reg.MustRegister(m.SessionsActive, m.SessionsTotal, m.StreamBytes, m.SessionDuration, m.StreamErrors,
+	reg.MustRegister(m.SessionsActive, m.SessionsTotal, m.StreamBytes, m.SessionDuration, m.StreamErrors, m.SessionsOpened,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
@@ -143,6 +163,14 @@ func (k *Kind) Error(reason string) {
 		panic(fmt.Sprintf("metrics: unknown reason %q", reason))
 	}
 	k.m.StreamErrors.WithLabelValues(k.name, reason).Inc()
+}
+
+// Opened counts a stream opened on a transport (one of Transports).
+func (k *Kind) Opened(transport string) {
+	if !slices.Contains(Transports, transport) {
+		panic(fmt.Sprintf("metrics: unknown transport %q", transport))
+	}
+	k.m.SessionsOpened.WithLabelValues(k.name, transport).Inc()
 }
 
 // Ended records a finished session: its result (one of Results) and how long

@@ -104,9 +104,13 @@ func (r PortRange) String() string {
 
 // Sandbox is one network context. Its spec is static after construction.
 type Sandbox struct {
-	spec Spec
-	ns   *netns // nil for the host network
+	spec    Spec
+	ns      *netns // nil for the host network
+	created time.Time
 }
+
+// Created is when the sandbox was created.
+func (s *Sandbox) Created() time.Time { return s.created }
 
 // ID returns the sandbox id.
 func (s *Sandbox) ID() string { return s.spec.ID }
@@ -146,14 +150,12 @@ func (s *Sandbox) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 type Registry struct {
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox
-	createdAt map[string]time.Time
 }
 
 // NewRegistry returns a registry holding only the host sandbox.
 func NewRegistry() *Registry {
-	r := &Registry{sandboxes: make(map[string]*Sandbox), createdAt: make(map[string]time.Time)}
-	r.sandboxes[HostID] = &Sandbox{spec: Spec{ID: HostID, Network: NetworkHost}}
-	r.createdAt[HostID] = time.Now()
+	r := &Registry{sandboxes: make(map[string]*Sandbox)}
+	r.sandboxes[HostID] = &Sandbox{spec: Spec{ID: HostID, Network: NetworkHost}, created: time.Now()}
 	return r
 }
 
@@ -190,7 +192,7 @@ func (r *Registry) Create(spec Spec) (*Sandbox, error) {
 	if _, ok := r.sandboxes[spec.ID]; ok {
 		return nil, fmt.Errorf("%w: %q", ErrExists, spec.ID)
 	}
-	sb := &Sandbox{spec: spec}
+	sb := &Sandbox{spec: spec, created: time.Now()}
 	switch spec.Network {
 	case NetworkHost:
 	case NetworkNew:
@@ -207,7 +209,6 @@ func (r *Registry) Create(spec Spec) (*Sandbox, error) {
 		sb.ns = ns
 	}
 	r.sandboxes[spec.ID] = sb
-	r.createdAt[spec.ID] = time.Now()
 	return sb, nil
 }
 
@@ -246,7 +247,6 @@ func (r *Registry) Remove(id string) error {
 		return fmt.Errorf("%w: the host sandbox cannot be removed", ErrInUse)
 	}
 	delete(r.sandboxes, id)
-	delete(r.createdAt, id)
 	if sb.ns != nil {
 		return sb.ns.close()
 	}

@@ -48,11 +48,7 @@ func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID stri
 	if err != nil {
 		return err
 	}
-	proto, err := negotiate(r, wsproto.ExecProtocols)
-	if err != nil {
-		return err
-	}
-	cl, err := s.open(w, r, session.Attach, containerID, proto, opts.Flow)
+	cl, err := s.openStream(w, r, session.Attach, containerID, opts.Streams)
 	if err != nil {
 		return err
 	}

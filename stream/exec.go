@@ -89,11 +89,7 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 	if err != nil {
 		return err
 	}
-	proto, err := negotiate(r, wsproto.ExecProtocols)
-	if err != nil {
-		return err
-	}
-	cl, err := s.open(w, r, session.Exec, containerID, proto, opts.Flow)
+	cl, err := s.openStream(w, r, session.Exec, containerID, opts.Streams)
 	if err != nil {
 		return err
 	}

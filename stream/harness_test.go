@@ -66,7 +66,7 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 	h.srv = NewServer(context.Background(), cfg, log, h.rt, sandboxes, h.sessions, h.metrics)
 	mux := http.NewServeMux()
 	serve := func(w http.ResponseWriter, r *http.Request, err error) {
-		if err != nil {
+		if err != nil && !IsAnswered(err) {
 			code := http.StatusInternalServerError
 			switch {
 			case errors.Is(err, reqerr.ErrBadRequest):
@@ -81,18 +81,31 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 			http.Error(w, err.Error(), code)
 		}
 	}
-	mux.HandleFunc("GET /exec/{id}", func(w http.ResponseWriter, r *http.Request) {
+	for _, m := range []string{"GET", "POST"} { // WebSocket GETs, SPDY POSTs
+		mux.HandleFunc(m+" /exec/{id}", func(w http.ResponseWriter, r *http.Request) {
+			serve(w, r, h.srv.Exec(w, r, r.PathValue("id"), ParseExecQuery(r.URL.Query())))
+		})
+		mux.HandleFunc(m+" /attach/{id}", func(w http.ResponseWriter, r *http.Request) {
+			serve(w, r, h.srv.Attach(w, r, r.PathValue("id"), ParseAttachQuery(r.URL.Query())))
+		})
+		mux.HandleFunc(m+" /portforward/{id}", func(w http.ResponseWriter, r *http.Request) {
+			if IsSPDYPortForward(r) {
+				serve(w, r, h.srv.PortForwardSPDY(w, r, r.PathValue("id")))
+				return
+			}
+			opts, err := ParsePortForwardQuery(r.URL.Query())
+			if err == nil {
+				err = h.srv.PortForward(w, r, r.PathValue("id"), opts)
+			}
+			serve(w, r, err)
+		})
+	}
+	// Exec that refuses WebSockets, for client-go's fallback to SPDY.
+	mux.HandleFunc("GET /spdy-only/{id}", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "WebSockets are not served here", http.StatusBadRequest)
+	})
+	mux.HandleFunc("POST /spdy-only/{id}", func(w http.ResponseWriter, r *http.Request) {
 		serve(w, r, h.srv.Exec(w, r, r.PathValue("id"), ParseExecQuery(r.URL.Query())))
-	})
-	mux.HandleFunc("GET /attach/{id}", func(w http.ResponseWriter, r *http.Request) {
-		serve(w, r, h.srv.Attach(w, r, r.PathValue("id"), ParseAttachQuery(r.URL.Query())))
-	})
-	mux.HandleFunc("GET /portforward/{id}", func(w http.ResponseWriter, r *http.Request) {
-		opts, err := ParsePortForwardQuery(r.URL.Query())
-		if err == nil {
-			err = h.srv.PortForward(w, r, r.PathValue("id"), opts)
-		}
-		serve(w, r, err)
 	})
 	h.ts = httptest.NewUnstartedServer(mux)
 	h.ts.Listener = Listener(h.ts.Listener)

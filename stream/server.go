@@ -30,6 +30,10 @@ type Config struct {
 	// long the client may stay silent (it must answer pings within it).
 	// PingPeriod < PongWait.
 	PingPeriod, PongWait time.Duration
+	// StreamCreationTimeout bounds how long a SPDY client may take to open
+	// the streams of an exec or attach, and those of a port-forward pair,
+	// as in the kubelet.
+	StreamCreationTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults: pings every 25 s (which also keeps
@@ -41,6 +45,8 @@ func DefaultConfig() Config {
 		IdleTimeout:    4 * time.Hour,
 		PingPeriod:     25 * time.Second,
 		PongWait:       60 * time.Second,
+
+		StreamCreationTimeout: 30 * time.Second,
 	}
 }
 
@@ -174,12 +180,26 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, kind session.Kind,
 		return nil, err
 	}
 	c := s.newClient(sess, proto)
+	c.km.Opened(metrics.TransportWebSocket)
 	p := s.newPump(conn, fc, proto, c.km, c.log)
 	if flow {
 		p.flow = newFlowControl()
 	}
 	c.Conn, c.t = p, p
 	return c, nil
+}
+
+// openStream opens an exec or an attach on the transport the request asks
+// for: a WebSocket (its subprotocol negotiated), or SPDY/3.1.
+func (s *Server) openStream(w http.ResponseWriter, r *http.Request, kind session.Kind, target string, want Streams) (*client, error) {
+	if IsSPDYUpgrade(r) {
+		return s.openSPDY(w, r, kind, target, want)
+	}
+	proto, err := negotiate(r, wsproto.ExecProtocols)
+	if err != nil {
+		return nil, err
+	}
+	return s.open(w, r, kind, target, proto, want.Flow)
 }
 
 // newClient is a session's client, before its transport is set.

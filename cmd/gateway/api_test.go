@@ -604,7 +604,7 @@ func TestShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--token", testToken, "--config", cfgFile}, noEnv, io.Discard, logs)
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--kube-listen", "", "--token", testToken, "--config", cfgFile}, noEnv, io.Discard, logs)
 	}()
 	g := &gateway{url: <-ready, token: testToken}
 	execDone := make(chan error, 1)

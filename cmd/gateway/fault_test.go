@@ -304,7 +304,7 @@ func TestFaultShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--token", testToken, "--config", cfgFile, "--stop-grace", "1s"}, noEnv, io.Discard, logs)
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--token", testToken, "--config", cfgFile, "--stop-grace", "1s", "--kube-listen", ""}, noEnv, io.Discard, logs)
 	}()
 	g := &gateway{url: <-ready, token: testToken}
 	echo := echoServer(t)

@@ -47,10 +47,12 @@ func TestMain(m *testing.M) {
 
 // gateway is a gateway started by run in this process.
 type gateway struct {
-	url   string // http://127.0.0.1:PORT/
-	token string
-	dir   string // the box container's working directory
-	log   *logBuffer
+	url        string // http://127.0.0.1:PORT/
+	token      string
+	dir        string // the box container's working directory
+	log        *logBuffer
+	kubeURL    string // https://127.0.0.1:PORT, the Kubernetes API
+	kubeconfig string // the kubeconfig it wrote
 }
 
 // logBuffer collects the gateway's log and reports the ready line.
@@ -79,6 +81,9 @@ func (l *logBuffer) String() string {
 
 var readyLine = regexp.MustCompile(`msg="gateway ready" url=(\S+)`)
 
+// kubeLine finds the Kubernetes API's URL and kubeconfig in the ready line.
+var kubeLine = regexp.MustCompile(`kubernetes=(\S+) kubeconfig=(\S+)`)
+
 const testToken = "test-token-0123456789"
 
 // startGateway runs the gateway on a free loopback port with a "box"
@@ -97,10 +102,13 @@ func startGateway(t *testing.T, args ...string) *gateway {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	all := append([]string{"--listen", "127.0.0.1:0", "--token", testToken, "--config", cfgFile,
-		"--stop-grace", "1s", "--log-level", "debug"}, args...)
+		"--stop-grace", "1s", "--log-level", "debug", "--kube-listen", "127.0.0.1:0", "--state-dir", filepath.Join(dir, ".state")}, args...)
 	go func() { done <- run(ctx, all, noEnv, io.Discard, g.log) }()
 	select {
 	case g.url = <-ready:
+		if m := kubeLine.FindStringSubmatch(g.log.String()); m != nil {
+			g.kubeURL, g.kubeconfig = m[1], m[2]
+		}
 	case err := <-done:
 		cancel()
 		t.Fatalf("gateway did not start: %v\n%s", err, g.log)
@@ -209,7 +217,9 @@ func TestGeneratedToken(t *testing.T) {
 	ready := logs.ready
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--listen", "127.0.0.1:0"}, noEnv, io.Discard, logs) }()
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--kube-listen", "127.0.0.1:0"}, noEnv, io.Discard, logs)
+	}()
 	defer func() { cancel(); <-done }()
 	url := <-ready
 	m := regexp.MustCompile(`token=(\S+) open="(\S+)"`).FindStringSubmatch(logs.String())

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -10,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +22,7 @@ import (
 	"gateway/api"
 	"gateway/config"
 	"gateway/container"
+	"gateway/kube"
 	"gateway/metrics"
 	"gateway/sandbox"
 	"gateway/session"
@@ -42,9 +46,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	generated := false
 	if cfg.Token == "" {
-		if !config.IsLoopback(cfg.Listen) {
-			return fmt.Errorf("refusing to listen on %s without a token: anyone who can reach it could run commands; "+
-				"set --token, --token-file or GATEWAY_TOKEN, or listen on 127.0.0.1", cfg.Listen)
+		for _, addr := range []string{cfg.Listen, cfg.KubeListen} {
+			if addr != "" && !config.IsLoopback(addr) {
+				return fmt.Errorf("refusing to listen on %s without a token: anyone who can reach it could run commands; "+
+					"set --token, --token-file or GATEWAY_TOKEN, or listen on 127.0.0.1", addr)
+			}
 		}
 		cfg.Token = newToken()
 		generated = true
@@ -93,7 +99,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	streams := stream.NewServer(context.WithoutCancel(ctx), scfg, log, rt, sandboxes, sessions, m)
 	a := api.New(api.Config{
 		Token: cfg.Token, AllowedOrigins: cfg.AllowedOrigins, MetricsAuth: cfg.MetricsAuth,
-		SecureCookie: cfg.TLSCert != "", ExecSyncMaxOutput: int(cfg.ExecSyncOutput), StopGrace: cfg.StopGrace,
+		SecureCookie: cfg.TLSCert != "", ExecSyncMaxOutput: int(cfg.ExecSyncOutput), StopGrace: cfg.StopGrace, Node: cfg.Node,
 	}, log, api.Deps{
 		Runtime: rt, Sandboxes: sandboxes, Sessions: sessions,
 		URLs:    session.NewStore(cfg.URLTTL, cfg.MaxPendingURLs, nil),
@@ -102,14 +108,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Web:     web.Handler(),
 	})
 
-	srv := &http.Server{
-		Handler: a.Handler(),
-		// Bounds slow handshakes; upgraded streams set their own deadlines.
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	handler := a.Handler()
+	newServer := func() *http.Server {
+		return &http.Server{
+			Handler: handler,
+			// Bounds slow handshakes; upgraded streams set their own deadlines.
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
 	}
-	serveErr := make(chan error, 1)
+	srv := newServer()
+	serveErr := make(chan error, 2)
 	go func() {
 		if cfg.TLSCert != "" {
 			serveErr <- srv.ServeTLS(stream.Listener(ln), cfg.TLSCert, cfg.TLSKey)
@@ -117,16 +127,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			serveErr <- srv.Serve(stream.Listener(ln))
 		}
 	}()
+	var kubeSrv *http.Server
+	kubeURL := ""
+	if cfg.KubeListen != "" {
+		kubeSrv = newServer()
+		if kubeURL, err = serveKube(cfg, kubeSrv, serveErr); err != nil {
+			srv.Close()
+			stopContainers()
+			return err
+		}
+	}
 
 	// The ready line is printed whatever the log level: it says where to
-	// connect, and with which token when one was generated.
+	// connect, and with which token when one was generated, and where
+	// kubectl's kubeconfig is.
 	url := baseURL(ln.Addr(), cfg.TLSCert != "")
 	readyLog := newLogger(&config.Config{LogLevel: "info", LogFormat: cfg.LogFormat}, stderr)
+	attrs := []any{"url", url}
 	if generated {
-		readyLog.Info("gateway ready", "url", url, "token", cfg.Token, "open", url+"#token="+cfg.Token)
-	} else {
-		readyLog.Info("gateway ready", "url", url)
+		attrs = append(attrs, "token", cfg.Token, "open", url+"#token="+cfg.Token)
 	}
+	if kubeURL != "" {
+		attrs = append(attrs, "kubernetes", kubeURL, "kubeconfig", cfg.Kubeconfig, "try", "KUBECONFIG="+cfg.Kubeconfig+" kubectl get pods")
+	}
+	readyLog.Info("gateway ready", attrs...)
 
 	idleCtx, stopIdle := context.WithCancel(ctx)
 	idleDone := make(chan struct{})
@@ -144,8 +168,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	a.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if serr := srv.Shutdown(sctx); serr != nil {
-		log.Warn("http shutdown", "error", serr)
+	for _, s := range []*http.Server{srv, kubeSrv} {
+		if s == nil {
+			continue
+		}
+		if serr := s.Shutdown(sctx); serr != nil {
+			log.Warn("http shutdown", "error", serr)
+		}
 	}
 	// 2. End every stream with a close frame, and wait for them.
 	if cerr := sessions.CloseAll(sctx); cerr != nil {
@@ -161,6 +190,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = nil
 	}
 	return err
+}
+
+// serveKube serves the Kubernetes API on --kube-listen, over TLS with
+// --tls-cert or else with the state directory's own certificate, writes
+// the kubeconfig, and returns the server's URL.
+func serveKube(cfg *config.Config, srv *http.Server, serveErr chan<- error) (string, error) {
+	kln, err := net.Listen("tcp", cfg.KubeListen)
+	if err != nil {
+		return "", fmt.Errorf("--kube-listen: %w", err)
+	}
+	host, _, _ := net.SplitHostPort(cfg.KubeListen)
+	var cert tls.Certificate
+	var caPEM []byte
+	if cfg.TLSCert != "" {
+		if cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err == nil {
+			caPEM, err = os.ReadFile(cfg.TLSCert) // the chain: kubectl trusts it as given
+		}
+	} else {
+		var c *kube.Cert
+		if c, err = kube.EnsureCert(cfg.StateDir, kube.Hosts(host)); err == nil {
+			cert, caPEM = c.TLS, c.CAPEM
+		}
+	}
+	if err != nil {
+		kln.Close()
+		return "", fmt.Errorf("kubernetes API certificate: %w", err)
+	}
+	url := strings.TrimSuffix(baseURL(kln.Addr(), true), "/")
+	if err := kube.WriteKubeconfig(cfg.Kubeconfig, kube.Kubeconfig{Name: cfg.Node, Server: url, CAPEM: caPEM,
+		Token: cfg.Token, Namespace: api.Namespace}); err != nil {
+		kln.Close()
+		return "", fmt.Errorf("--kubeconfig: %w", err)
+	}
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	go func() { serveErr <- srv.ServeTLS(stream.Listener(kln), "", "") }()
+	return url, nil
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {

@@ -62,14 +62,3 @@ func Stat(pid int) (Proc, bool) {
 	sid, _ := strconv.Atoi(f[3])
 	return Proc{Pid: pid, PPid: ppid, PGid: pgid, Session: sid, State: f[0]}, true
 }
-
-// InSession lists the live (not zombie) processes of a session.
-func InSession(sid int) []int {
-	var out []int
-	for _, p := range All() {
-		if p.Session == sid && p.State != "Z" {
-			out = append(out, p.Pid)
-		}
-	}
-	return out
-}

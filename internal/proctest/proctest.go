@@ -37,6 +37,17 @@ func LiveInGroup(pgid int) []int {
 	return out
 }
 
+// InSession lists the live (not zombie) processes of a session.
+func InSession(sid int) []int {
+	var out []int
+	for _, p := range procfs.All() {
+		if p.Session == sid && p.State != "Z" {
+			out = append(out, p.Pid)
+		}
+	}
+	return out
+}
+
 // Hermetic gives the test binary's processes, and every process they
 // start, an environment of their own: a fresh empty HOME (no dotfiles),
 // SHELL=/bin/sh, a known locale, and no ENV or BASH_ENV startup files. Call

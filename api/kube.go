@@ -1,0 +1,454 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/duration"
+
+	"gateway/container"
+	"gateway/internal/reqerr"
+	"gateway/sandbox"
+	"gateway/stream"
+)
+
+// The Kubernetes API, for kubectl and client-go straight at the gateway:
+// discovery, and the gateway's sandboxes as pods of namespace default
+// (their containers are the pod's containers, as in the CRI, where the pod
+// sandbox holds the network), with the exec, attach, portforward and log
+// subresources. Only what kubectl reads of a pod is filled in.
+
+// Namespace is the one namespace: every sandbox is a pod in it.
+const Namespace = "default"
+
+// DefaultContainerAnnotation names the container kubectl picks without -c.
+const DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
+
+// kubeVersion is what /version says: the Kubernetes minor version whose
+// kubectl the gateway is tested with, so that kubectl sees no skew.
+var kubeVersion = map[string]string{"major": "1", "minor": "37", "gitVersion": "v1.37.0+gateway",
+	"platform": "linux/amd64", "goVersion": "", "compiler": "gc"}
+
+func (a *API) kubeRoutes(route func(method, path string, h http.HandlerFunc)) {
+	auth := a.authenticated
+	route("GET", "/api", auth(a.apiVersions))
+	route("GET", "/apis", auth(a.apiGroups))
+	route("GET", "/api/v1", auth(a.apiResources))
+	route("GET", "/version", auth(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, kubeVersion) }))
+	route("GET", "/api/v1/pods", auth(a.listPods))
+	route("GET", "/api/v1/namespaces/{ns}/pods", auth(a.listPods))
+	route("GET", "/api/v1/namespaces/{ns}/pods/{pod}", auth(a.getPod))
+	route("GET", "/api/v1/namespaces/{ns}/events", auth(a.listEvents))
+	route("GET", "/api/v1/namespaces", auth(a.listNamespaces))
+	route("GET", "/api/v1/namespaces/{ns}", auth(a.getNamespace))
+	for _, m := range []string{"GET", "POST"} { // WebSocket GETs, SPDY POSTs
+		route(m, "/api/v1/namespaces/{ns}/pods/{pod}/exec", auth(a.work(a.podStream(a.podExec))))
+		route(m, "/api/v1/namespaces/{ns}/pods/{pod}/attach", auth(a.work(a.podStream(a.podAttach))))
+		route(m, "/api/v1/namespaces/{ns}/pods/{pod}/portforward", auth(a.work(a.podStream(a.podPortForward))))
+	}
+	route("GET", "/api/v1/namespaces/{ns}/pods/{pod}/log", auth(a.podLog))
+}
+
+func (a *API) apiVersions(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},
+		ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: r.Host}}})
+}
+
+func (a *API) apiGroups(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{}})
+}
+
+func (a *API) apiResources(w http.ResponseWriter, r *http.Request) {
+	sub := func(name string, verbs ...string) metav1.APIResource {
+		return metav1.APIResource{Name: "pods/" + name, Namespaced: true, Kind: kindOf(name), Verbs: verbs}
+	}
+	writeJSON(w, http.StatusOK, metav1.APIResourceList{
+		TypeMeta:     metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"},
+		GroupVersion: "v1",
+		APIResources: []metav1.APIResource{
+			{Name: "pods", SingularName: "pod", Namespaced: true, Kind: "Pod", Verbs: []string{"get", "list"},
+				ShortNames: []string{"po"}, Categories: []string{"all"}},
+			sub("attach", "create", "get"), sub("exec", "create", "get"), sub("log", "get"), sub("portforward", "create", "get"),
+			{Name: "events", SingularName: "event", Namespaced: true, Kind: "Event", Verbs: []string{"list"}, ShortNames: []string{"ev"}},
+			{Name: "namespaces", SingularName: "namespace", Kind: "Namespace", Verbs: []string{"get", "list"}, ShortNames: []string{"ns"}},
+		},
+	})
+}
+
+func kindOf(sub string) string {
+	switch sub {
+	case "attach":
+		return "PodAttachOptions"
+	case "exec":
+		return "PodExecOptions"
+	case "log":
+		return "Pod"
+	}
+	return "PodPortForwardOptions"
+}
+
+// podNotFound is the Status kubectl prints for an unknown pod.
+type podNotFound struct{ name string }
+
+func (e podNotFound) Error() string                 { return fmt.Sprintf("pods %q not found", e.name) }
+func (e podNotFound) Unwrap() error                 { return reqerr.ErrNotFound }
+func (e podNotFound) Resource() (kind, name string) { return "pods", e.name }
+
+// pod finds the sandbox that is pod name in namespace ns.
+func (a *API) pod(ns, name string) (*sandbox.Sandbox, error) {
+	if ns != Namespace || !sandbox.IDPattern.MatchString(name) {
+		return nil, podNotFound{name}
+	}
+	sb, err := a.sandboxes.Get(name)
+	if err != nil {
+		return nil, podNotFound{name}
+	}
+	return sb, nil
+}
+
+// podContainers are a sandbox's containers, oldest first: the first is
+// the pod's default.
+func (a *API) podContainers(sb *sandbox.Sandbox) []*container.Container {
+	var out []*container.Container
+	for _, c := range a.runtime.List() {
+		if c.Spec().Sandbox == sb.ID() {
+			out = append(out, c)
+		}
+	}
+	slices.SortStableFunc(out, func(x, y *container.Container) int { return x.Created().Compare(y.Created()) })
+	return out
+}
+
+// podObject is the pod of a sandbox, as kubectl reads one.
+func (a *API) podObject(sb *sandbox.Sandbox) corev1.Pod {
+	cs := a.podContainers(sb)
+	uid := sha256.Sum256([]byte(a.cfg.Node + "/" + sb.ID() + "/" + sb.Created().String()))
+	pod := corev1.Pod{
+		TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: sb.ID(), Namespace: Namespace, UID: types.UID(fmt.Sprintf("%x", uid[:16])),
+			CreationTimestamp: metav1.NewTime(sb.Created()), ResourceVersion: "1",
+			Labels: map[string]string{"gateway/sandbox": sb.ID(), "gateway/network": networkLabel(sb)}},
+		Spec: corev1.PodSpec{NodeName: a.cfg.Node, HostNetwork: sb.Spec().Network == sandbox.NetworkHost,
+			RestartPolicy: corev1.RestartPolicyNever},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, HostIP: "127.0.0.1", StartTime: ptr(metav1.NewTime(sb.Created()))},
+	}
+	if pod.Spec.HostNetwork {
+		pod.Status.PodIP = "127.0.0.1"
+	}
+	running, finished, failed := 0, 0, 0
+	for _, c := range cs {
+		spec, info := c.Spec(), c.Info()
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{DefaultContainerAnnotation: spec.ID}
+		}
+		ct := corev1.Container{Name: spec.ID, Image: spec.Command[0], Command: spec.Command, WorkingDir: spec.WorkingDir,
+			TTY: spec.TTY, Stdin: spec.Stdin}
+		for _, k := range slices.Sorted(mapsKeys(spec.Env)) {
+			ct.Env = append(ct.Env, corev1.EnvVar{Name: k, Value: spec.Env[k]})
+		}
+		pod.Spec.Containers = append(pod.Spec.Containers, ct)
+		st := corev1.ContainerStatus{Name: spec.ID, Image: spec.Command[0], ImageID: spec.Command[0],
+			ContainerID: "gateway://" + spec.ID, RestartCount: int32(info.Restarts)}
+		switch info.State {
+		case container.Running:
+			running++
+			st.Ready, st.Started = true, ptr(true)
+			st.State.Running = &corev1.ContainerStateRunning{StartedAt: timeOf(info.StartedAt)}
+		case container.Exited:
+			term := &corev1.ContainerStateTerminated{StartedAt: timeOf(info.StartedAt), FinishedAt: timeOf(info.FinishedAt),
+				Reason: "Completed", Message: info.Message}
+			if info.ExitCode != nil {
+				term.ExitCode = int32(*info.ExitCode)
+			}
+			if term.ExitCode != 0 {
+				term.Reason = "Error"
+			}
+			if spec.RestartPolicy == container.RestartNever || (spec.RestartPolicy == container.RestartOnFailure && term.ExitCode == 0) {
+				st.State.Terminated = term
+				finished++
+				if term.ExitCode != 0 {
+					failed++
+				}
+			} else { // waiting for its restart
+				st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off restarting the container"}
+				st.LastTerminationState.Terminated = term
+			}
+		default:
+			st.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		}
+		pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, st)
+	}
+	switch {
+	case running > 0 || len(cs) == 0: // a sandbox without containers is its network, up
+	case finished == len(cs) && failed == 0:
+		pod.Status.Phase = corev1.PodSucceeded
+	case finished == len(cs):
+		pod.Status.Phase = corev1.PodFailed
+	default:
+		pod.Status.Phase = corev1.PodPending
+	}
+	ready := corev1.ConditionFalse
+	if running == len(cs) {
+		ready = corev1.ConditionTrue
+	}
+	for _, t := range []corev1.PodConditionType{corev1.PodInitialized, corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled} {
+		s := corev1.ConditionTrue
+		if t == corev1.PodReady || t == corev1.ContainersReady {
+			s = ready
+		}
+		pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{Type: t, Status: s,
+			LastTransitionTime: metav1.NewTime(sb.Created())})
+	}
+	return pod
+}
+
+func networkLabel(sb *sandbox.Sandbox) string {
+	switch n := sb.Spec().Network; n {
+	case sandbox.NetworkHost, sandbox.NetworkNew:
+		return n
+	}
+	return "path"
+}
+
+func timeOf(t *time.Time) metav1.Time {
+	if t == nil {
+		return metav1.Time{}
+	}
+	return metav1.NewTime(*t)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func mapsKeys(m map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func (a *API) getPod(w http.ResponseWriter, r *http.Request) {
+	sb, err := a.pod(r.PathValue("ns"), r.PathValue("pod"))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	pod := a.podObject(sb)
+	if wantsTable(r) {
+		writeJSON(w, http.StatusOK, podTable(r, []corev1.Pod{pod}))
+		return
+	}
+	writeJSON(w, http.StatusOK, pod)
+}
+
+func (a *API) listPods(w http.ResponseWriter, r *http.Request) {
+	if ns := r.PathValue("ns"); ns != "" && ns != Namespace {
+		a.writePods(w, r, nil)
+		return
+	}
+	var pods []corev1.Pod
+	for _, sb := range a.sandboxes.List() {
+		pods = append(pods, a.podObject(sb))
+	}
+	a.writePods(w, r, pods)
+}
+
+func (a *API) writePods(w http.ResponseWriter, r *http.Request, pods []corev1.Pod) {
+	if wantsTable(r) {
+		writeJSON(w, http.StatusOK, podTable(r, pods))
+		return
+	}
+	if pods == nil {
+		pods = []corev1.Pod{}
+	}
+	writeJSON(w, http.StatusOK, corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"},
+		ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: pods})
+}
+
+// namespace is the one namespace's object; kubectl reads it to explain a
+// pod that is not found.
+func (a *API) namespace() corev1.Namespace {
+	return corev1.Namespace{TypeMeta: metav1.TypeMeta{Kind: "Namespace", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: Namespace, UID: "default", ResourceVersion: "1"},
+		Status:     corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}
+}
+
+type namespaceNotFound struct{ name string }
+
+func (e namespaceNotFound) Error() string                 { return fmt.Sprintf("namespaces %q not found", e.name) }
+func (e namespaceNotFound) Unwrap() error                 { return reqerr.ErrNotFound }
+func (e namespaceNotFound) Resource() (kind, name string) { return "namespaces", e.name }
+
+func (a *API) getNamespace(w http.ResponseWriter, r *http.Request) {
+	if ns := r.PathValue("ns"); ns != Namespace {
+		a.writeError(w, r, namespaceNotFound{ns})
+		return
+	}
+	writeJSON(w, http.StatusOK, a.namespace())
+}
+
+func (a *API) listNamespaces(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, corev1.NamespaceList{TypeMeta: metav1.TypeMeta{Kind: "NamespaceList", APIVersion: "v1"},
+		ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: []corev1.Namespace{a.namespace()}})
+}
+
+// listEvents answers kubectl describe: the gateway keeps no events.
+func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, corev1.EventList{TypeMeta: metav1.TypeMeta{Kind: "EventList", APIVersion: "v1"},
+		ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: []corev1.Event{}})
+}
+
+// wantsTable reports whether the client asks for the Table form, as kubectl
+// get does for what it prints.
+func wantsTable(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		if strings.Contains(v, "as=Table") {
+			return true
+		}
+	}
+	return false
+}
+
+// podTable is the Table kubectl get pods prints: the columns of the API
+// server's pod printer (the wide ones at priority 1).
+func podTable(r *http.Request, pods []corev1.Pod) metav1.Table {
+	t := metav1.Table{TypeMeta: metav1.TypeMeta{Kind: "Table", APIVersion: "meta.k8s.io/v1"}, ListMeta: metav1.ListMeta{ResourceVersion: "1"},
+		ColumnDefinitions: []metav1.TableColumnDefinition{
+			{Name: "Name", Type: "string", Format: "name", Description: "the sandbox"},
+			{Name: "Ready", Type: "string", Description: "containers running, of all"},
+			{Name: "Status", Type: "string", Description: "the pod's phase, or why it is not running"},
+			{Name: "Restarts", Type: "string", Description: "restarts of its containers"},
+			{Name: "Age", Type: "string", Description: "since the sandbox was created"},
+			{Name: "IP", Type: "string", Priority: 1, Description: "the pod's address"},
+			{Name: "Node", Type: "string", Priority: 1, Description: "the gateway serving it"},
+			{Name: "Nominated Node", Type: "string", Priority: 1},
+			{Name: "Readiness Gates", Type: "string", Priority: 1},
+		},
+		Rows: []metav1.TableRow{},
+	}
+	include := r.URL.Query().Get("includeObject")
+	for _, p := range pods {
+		ready, restarts, status := 0, int32(0), string(p.Status.Phase)
+		var last time.Time
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.Ready {
+				ready++
+			}
+			restarts += cs.RestartCount
+			if cs.State.Waiting != nil {
+				status = cs.State.Waiting.Reason
+			} else if cs.State.Terminated != nil && p.Status.Phase != corev1.PodRunning {
+				status = cs.State.Terminated.Reason
+			}
+			if lt := cs.LastTerminationState.Terminated; lt != nil && lt.FinishedAt.After(last) {
+				last = lt.FinishedAt.Time
+			}
+		}
+		restartCell := fmt.Sprint(restarts)
+		if !last.IsZero() {
+			restartCell += fmt.Sprintf(" (%s ago)", duration.HumanDuration(time.Since(last)))
+		}
+		ip := p.Status.PodIP
+		if ip == "" {
+			ip = "<none>"
+		}
+		row := metav1.TableRow{Cells: []any{p.Name, fmt.Sprintf("%d/%d", ready, len(p.Spec.Containers)), status, restartCell,
+			duration.HumanDuration(time.Since(p.CreationTimestamp.Time)), ip, p.Spec.NodeName, "<none>", "<none>"}}
+		switch include {
+		case "None":
+		case "Object":
+			b, _ := json.Marshal(p)
+			row.Object = runtime.RawExtension{Raw: b}
+		default: // Metadata, the API server's default
+			b, _ := json.Marshal(metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{Kind: "PartialObjectMetadata",
+				APIVersion: "meta.k8s.io/v1"}, ObjectMeta: p.ObjectMeta})
+			row.Object = runtime.RawExtension{Raw: b}
+		}
+		t.Rows = append(t.Rows, row)
+	}
+	return t
+}
+
+// podContainer resolves a request's pod and container: the container
+// parameter, or the pod's default.
+func (a *API) podContainer(r *http.Request, q url.Values) (*sandbox.Sandbox, *container.Container, error) {
+	sb, err := a.pod(r.PathValue("ns"), r.PathValue("pod"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cs := a.podContainers(sb)
+	name := q.Get("container")
+	for _, c := range cs {
+		if name == "" || c.ID() == name {
+			return sb, c, nil
+		}
+	}
+	if name == "" {
+		return nil, nil, reqerr.New(reqerr.ErrBadRequest, "pod %q has no container", sb.ID())
+	}
+	return nil, nil, reqerr.New(reqerr.ErrBadRequest, "container %s is not valid for pod %s", name, sb.ID())
+}
+
+// podStream serves a pod's streaming subresource: the checks of every
+// stream (a WebSocket or SPDY upgrade, from an allowed origin), then
+// serve, whose refusals get a Status (unless already answered).
+func (a *API) podStream(serve func(w http.ResponseWriter, r *http.Request, q url.Values) error) http.HandlerFunc {
+	return a.streamChecks(func(w http.ResponseWriter, r *http.Request) {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			err = reqerr.New(reqerr.ErrBadRequest, "query: %v", err)
+		} else {
+			err = serve(w, r, q)
+		}
+		if err != nil && !stream.IsAnswered(err) {
+			a.writeError(w, r, err)
+		}
+	})
+}
+
+func (a *API) podExec(w http.ResponseWriter, r *http.Request, q url.Values) error {
+	_, c, err := a.podContainer(r, q)
+	if err != nil {
+		return err
+	}
+	return a.streams.Exec(w, r, c.ID(), stream.ParseExecQuery(q))
+}
+
+func (a *API) podAttach(w http.ResponseWriter, r *http.Request, q url.Values) error {
+	_, c, err := a.podContainer(r, q)
+	if err != nil {
+		return err
+	}
+	opts := stream.ParseAttachQuery(q)
+	if opts.Replay == nil { // kubectl attach shows what comes, as with a kubelet
+		opts.Replay = ptr(false)
+	}
+	return a.streams.Attach(w, r, c.ID(), opts)
+}
+
+func (a *API) podPortForward(w http.ResponseWriter, r *http.Request, q url.Values) error {
+	sb, err := a.pod(r.PathValue("ns"), r.PathValue("pod"))
+	if err != nil {
+		return err
+	}
+	if stream.IsSPDYPortForward(r) {
+		return a.streams.PortForwardSPDY(w, r, sb.ID())
+	}
+	opts, err := stream.ParsePortForwardQuery(q) // the kubelet's channel protocol, ports in the query
+	if err != nil {
+		return err
+	}
+	return a.streams.PortForward(w, r, sb.ID(), opts)
+}

@@ -1,0 +1,424 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// The real kubectl against the gateway's Kubernetes API. make test builds
+// it from the module proxy (tools/kubectl) and names it in $KUBECTL.
+
+// kubectlPath is the kubectl to run, or a skip (a failure under make test).
+func kubectlPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("KUBECTL")
+	if p == "" {
+		skipOrFail(t, "$KUBECTL is not set: make test builds kubectl from the module proxy and sets it")
+	}
+	if _, err := os.Stat(p); err != nil {
+		skipOrFail(t, "kubectl: "+err.Error())
+	}
+	return p
+}
+
+// kubectl is a kubectl for a gateway, with a HOME of its own (its
+// discovery cache) and the gateway's kubeconfig.
+type kubectl struct {
+	t    *testing.T
+	path string
+	env  []string
+}
+
+func (g *gateway) kubectl(t *testing.T, env ...string) *kubectl {
+	t.Helper()
+	p := kubectlPath(t)
+	if g.kubeconfig == "" {
+		t.Fatal("the gateway wrote no kubeconfig")
+	}
+	return &kubectl{t: t, path: p, env: append([]string{"KUBECONFIG=" + g.kubeconfig, "HOME=" + t.TempDir()}, env...)}
+}
+
+func (k *kubectl) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, k.path, args...)
+	c.Env = append(os.Environ(), k.env...)
+	return c
+}
+
+// run runs kubectl with stdin, and returns its outputs and exit code.
+func (k *kubectl) run(stdin io.Reader, args ...string) (stdout, stderr string, code int) {
+	k.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := k.cmd(ctx, args...)
+	var out, errOut bytes.Buffer
+	c.Stdin, c.Stdout, c.Stderr = stdin, &out, &errOut
+	err := c.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		k.t.Fatalf("kubectl %v: %v", args, err)
+	}
+	if strings.Contains(errOut.String(), "Unknown stream") {
+		k.t.Errorf("kubectl %v was sent frames it does not know: %s", args, errOut.String())
+	}
+	return out.String(), errOut.String(), code
+}
+
+// onPty runs kubectl in a pty of rows×cols, and returns the pty's master.
+func (k *kubectl) onPty(rows, cols uint16, args ...string) (*os.File, func() error) {
+	k.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	c := k.cmd(ctx, args...)
+	master, err := pty.StartWithSize(c, &pty.Winsize{Rows: rows, Cols: cols})
+	if err != nil {
+		cancel()
+		k.t.Fatal(err)
+	}
+	k.t.Cleanup(func() { master.Close(); cancel() })
+	return master, func() error { defer cancel(); return c.Wait() }
+}
+
+// readTo reads r until re matches what came; it returns what came.
+func readTo(t *testing.T, r io.Reader, re *regexp.Regexp) string {
+	t.Helper()
+	var got bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for !re.Match(got.Bytes()) {
+			n, err := r.Read(buf)
+			got.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("waiting for %s, got %q", re, got.String())
+	}
+	if !re.Match(got.Bytes()) {
+		t.Fatalf("the stream ended waiting for %s, after %q", re, got.String())
+	}
+	return got.String()
+}
+
+// TestKubectlGet: kubectl get (its table, wide, JSON), describe, a
+// missing pod, a wrong token.
+func TestKubectlGet(t *testing.T) {
+	g := startGateway(t)
+	k := g.kubectl(t)
+	out, errOut, code := k.run(nil, "get", "pods")
+	if code != 0 || !regexp.MustCompile(`(?m)^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s*$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^host\s+1/1\s+Running\s+0\s+\S+\s*$`).MatchString(out) {
+		t.Errorf("get pods: %d\n%s%s", code, out, errOut)
+	}
+	out, _, _ = k.run(nil, "get", "pods", "-o", "wide")
+	if !regexp.MustCompile(`(?m)^host\s+1/1\s+Running\s+0\s+\S+\s+127\.0\.0\.1\s+\S+\s+<none>\s+<none>\s*$`).MatchString(out) {
+		t.Errorf("get pods -o wide:\n%s", out)
+	}
+	out, _, _ = k.run(nil, "get", "pod", "host", "-o", "json")
+	var pod struct {
+		Metadata struct {
+			Annotations map[string]string
+		}
+		Spec   struct{ Containers []struct{ Name string } }
+		Status struct{ Phase string }
+	}
+	if err := json.Unmarshal([]byte(out), &pod); err != nil || pod.Status.Phase != "Running" || len(pod.Spec.Containers) != 1 ||
+		pod.Spec.Containers[0].Name != "box" || pod.Metadata.Annotations["kubectl.kubernetes.io/default-container"] != "box" {
+		t.Errorf("get pod -o json: %v %+v", err, pod)
+	}
+	out, errOut, code = k.run(nil, "describe", "pod", "host")
+	for _, want := range []string{"Name:         host", "Namespace:    default", "Status:       Running", "Containers:", "  box:", "Restart Count:  0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe lacks %q: %d\n%s%s", want, code, out, errOut)
+		}
+	}
+	if _, errOut, code = k.run(nil, "get", "pod", "nope"); code == 0 || !strings.Contains(errOut, `Error from server (NotFound): pods "nope" not found`) {
+		t.Errorf("a missing pod: %d %s", code, errOut)
+	}
+	if _, errOut, code = k.run(nil, "-n", "other", "get", "pod", "host"); code == 0 || !strings.Contains(errOut, `NotFound`) {
+		t.Errorf("another namespace: %d %s", code, errOut)
+	}
+	if _, errOut, code = k.run(nil, "--token", "wrong", "get", "pods"); code == 0 || !strings.Contains(errOut, "You must be logged in to the server") {
+		t.Errorf("a wrong token: %d %s", code, errOut)
+	}
+}
+
+// kubectlTransports are kubectl's two transports for exec and attach.
+var kubectlTransports = []struct {
+	name string
+	env  []string
+}{{"websocket", nil}, {"spdy", []string{"KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false"}}}
+
+// TestKubectlExec: kubectl exec over WebSocket (v5) and over SPDY (v4):
+// output, exit codes, 1 MiB of stdin, and a tty whose size follows the
+// pty kubectl runs in.
+func TestKubectlExec(t *testing.T) {
+	g := startGateway(t)
+	in := make([]byte, 1<<20)
+	rand.Read(in)
+	sum := sha256.Sum256(in)
+	for _, tr := range kubectlTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			k := g.kubectl(t, tr.env...)
+			if out, errOut, code := k.run(nil, "exec", "host", "--", "echo", "hi"); out != "hi\n" || code != 0 {
+				t.Errorf("echo hi: %q %d %s", out, code, errOut)
+			}
+			if out, errOut, code := k.run(nil, "exec", "host", "--", "sh", "-c", "echo e >&2; exit 3"); out != "" || code != 3 ||
+				!strings.HasPrefix(errOut, "e\n") || !strings.Contains(errOut, "command terminated with exit code 3") {
+				t.Errorf("exit 3: %q %d %q", out, code, errOut)
+			}
+			if out, errOut, code := k.run(bytes.NewReader(in), "exec", "-i", "host", "--", "sha256sum"); code != 0 ||
+				!strings.HasPrefix(out, hex.EncodeToString(sum[:])) {
+				t.Errorf("1 MiB of stdin: %q %d %s", out, code, errOut)
+			}
+			master, wait := k.onPty(33, 101, "exec", "-it", "host", "--", "sh", "-c", "stty size; read x; stty size")
+			readTo(t, master, regexp.MustCompile(`33 101`))
+			if err := pty.Setsize(master, &pty.Winsize{Rows: 40, Cols: 120}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // kubectl's SIGWINCH, then its resize, before the newline
+			master.Write([]byte("\n"))
+			readTo(t, master, regexp.MustCompile(`40 120`))
+			if err := wait(); err != nil {
+				t.Errorf("kubectl exec -it: %v", err)
+			}
+		})
+	}
+}
+
+// TestKubectlAttach: kubectl attach -it to a container's main process: a
+// line typed comes back.
+func TestKubectlAttach(t *testing.T) {
+	g := startGateway(t)
+	g.createContainer(t, map[string]any{"id": "repl", "command": []string{"cat"}, "tty": true, "stdin": true, "workingDir": g.dir})
+	for _, tr := range kubectlTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			k := g.kubectl(t, tr.env...)
+			master, _ := k.onPty(24, 80, "attach", "-it", "host", "-c", "repl")
+			readTo(t, master, regexp.MustCompile(`try pressing enter`))
+			marker := fmt.Sprintf("typed-%s-%d", tr.name, time.Now().UnixNano())
+			master.Write([]byte(marker + "\r"))
+			readTo(t, master, regexp.MustCompile(regexp.QuoteMeta(marker)+`\r\n`+regexp.QuoteMeta(marker)))
+		})
+	}
+}
+
+// portServers are two TCP servers for port-forward: one sends n random
+// bytes and closes, one reads to the end and answers with the sha256 of
+// what it read.
+type portServers struct {
+	down, up int
+	sum      [sha256.Size]byte // of what down sends
+}
+
+func startPortServers(t *testing.T, n int) *portServers {
+	t.Helper()
+	data := make([]byte, n)
+	rand.Read(data)
+	s := &portServers{sum: sha256.Sum256(data)}
+	var wg sync.WaitGroup
+	var lns []net.Listener
+	t.Cleanup(func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		wg.Wait()
+	})
+	serve := func(handle func(net.Conn)) int {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		wg.Go(func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				wg.Go(func() { defer c.Close(); handle(c) })
+			}
+		})
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	s.down = serve(func(c net.Conn) { c.Write(data) })
+	s.up = serve(func(c net.Conn) {
+		h := sha256.New()
+		io.Copy(h, c)
+		fmt.Fprintf(c, "%x\n", h.Sum(nil))
+	})
+	return s
+}
+
+// TestKubectlPortForward: kubectl port-forward, over SPDY in a WebSocket
+// (its default) and over plain SPDY: 64 MiB each way with equal digests,
+// and 20 local connections at once.
+func TestKubectlPortForward(t *testing.T) {
+	g := startGateway(t)
+	srv := startPortServers(t, 64<<20)
+	for _, tr := range []struct {
+		name string
+		env  []string
+	}{{"spdy-websocket", nil}, {"spdy", []string{"KUBECTL_PORT_FORWARD_WEBSOCKETS=false"}}} {
+		t.Run(tr.name, func(t *testing.T) {
+			k := g.kubectl(t, tr.env...)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			c := k.cmd(ctx, "port-forward", "--address", "127.0.0.1", "pod/host", fmt.Sprintf(":%d", srv.down), fmt.Sprintf(":%d", srv.up))
+			out, _ := c.StdoutPipe()
+			c.Stderr = os.Stderr
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Wait()
+			defer cancel()
+			ports := map[int]int{} // remote to local
+			sc := bufio.NewScanner(out)
+			re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)`)
+			for len(ports) < 2 && sc.Scan() {
+				if m := re.FindStringSubmatch(sc.Text()); m != nil {
+					l, _ := strconv.Atoi(m[1])
+					r, _ := strconv.Atoi(m[2])
+					ports[r] = l
+				}
+			}
+			go io.Copy(io.Discard, out) // "Handling connection for ..."
+			dial := func(remote int) net.Conn {
+				c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[remote])))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}
+			// Download.
+			dc := dial(srv.down)
+			h := sha256.New()
+			if n, err := io.Copy(h, dc); err != nil || n != 64<<20 || !bytes.Equal(h.Sum(nil), srv.sum[:]) {
+				t.Errorf("download: %d bytes %v, digest equal %v", n, err, bytes.Equal(h.Sum(nil), srv.sum[:]))
+			}
+			dc.Close()
+			// Upload.
+			up := make([]byte, 64<<20)
+			rand.Read(up)
+			want := sha256.Sum256(up)
+			uc := dial(srv.up)
+			if _, err := uc.Write(up); err != nil {
+				t.Fatal(err)
+			}
+			uc.(*net.TCPConn).CloseWrite()
+			got, _ := io.ReadAll(uc)
+			uc.Close()
+			if strings.TrimSpace(string(got)) != hex.EncodeToString(want[:]) {
+				t.Errorf("upload: the server read %q, want %x", got, want)
+			}
+			// 20 at once.
+			var wg sync.WaitGroup
+			for i := range 20 {
+				wg.Go(func() {
+					c := dial(srv.up)
+					defer c.Close()
+					msg := bytes.Repeat([]byte{byte(i)}, 100000)
+					c.Write(msg)
+					c.(*net.TCPConn).CloseWrite()
+					got, _ := io.ReadAll(c)
+					if sum := sha256.Sum256(msg); strings.TrimSpace(string(got)) != hex.EncodeToString(sum[:]) {
+						t.Errorf("connection %d: %q", i, got)
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
+
+// TestKubectlCp: kubectl cp, a 32 MiB file each way (tar through exec).
+func TestKubectlCp(t *testing.T) {
+	g := startGateway(t)
+	k := g.kubectl(t)
+	dir := t.TempDir()
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	src := filepath.Join(dir, "up.bin")
+	os.WriteFile(src, data, 0o600)
+	remote := filepath.Join(g.dir, "in-pod.bin")
+	if _, errOut, code := k.run(nil, "cp", src, "host:"+remote); code != 0 {
+		t.Fatalf("cp up: %d %s", code, errOut)
+	}
+	if b, err := os.ReadFile(remote); err != nil || !bytes.Equal(b, data) {
+		t.Errorf("cp up: %d bytes %v, equal %v", len(b), err, bytes.Equal(b, data))
+	}
+	back := filepath.Join(dir, "back.bin")
+	if _, errOut, code := k.run(nil, "cp", "host:"+remote, back); code != 0 {
+		t.Fatalf("cp down: %d %s", code, errOut)
+	}
+	if b, err := os.ReadFile(back); err != nil || sha256.Sum256(b) != sha256.Sum256(data) {
+		t.Errorf("cp down: %d bytes %v", len(b), err)
+	}
+}
+
+// TestKubectlLogs: kubectl logs --tail, --timestamps, -f, --previous.
+func TestKubectlLogs(t *testing.T) {
+	g := startGateway(t)
+	g.createContainer(t, map[string]any{"id": "talker", "stdin": true, "workingDir": g.dir,
+		"command": []string{"sh", "-c", `seq 1 20 | sed 's/^/line /'; while read x; do echo "said $x"; done`}})
+	k := g.kubectl(t)
+	var out string
+	for range 100 { // until all 20 lines are in
+		if out, _, _ = k.run(nil, "logs", "host", "-c", "talker"); strings.Count(out, "\n") == 20 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, errOut, code := k.run(nil, "logs", "host", "-c", "talker", "--tail", "5"); out != "line 16\nline 17\nline 18\nline 19\nline 20\n" || code != 0 {
+		t.Errorf("--tail 5: %q %d %s", out, code, errOut)
+	}
+	out, _, _ = k.run(nil, "logs", "host", "-c", "talker", "--tail", "1", "--timestamps")
+	if !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z line 20\n$`).MatchString(out) {
+		t.Errorf("--timestamps: %q", out)
+	}
+	if _, errOut, code := k.run(nil, "logs", "host", "-c", "talker", "--previous"); code == 0 || !strings.Contains(errOut, `previous terminated container "talker"`) {
+		t.Errorf("--previous without a restart: %d %s", code, errOut)
+	}
+	// -f: a line written after kubectl started following shows up.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := k.cmd(ctx, "logs", "-f", "--tail", "0", "host", "-c", "talker")
+	pr, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	defer c.Wait()
+	defer cancel()
+	attach := g.dialWS(t, "/api/v1/containers/talker/attach?stdin=1&replay=0", "v5.channel.k8s.io")
+	time.Sleep(500 * time.Millisecond) // kubectl is following
+	attach.WriteMessage(2, []byte("\x00hello from the test\n"))
+	readTo(t, pr, regexp.MustCompile(`said hello from the test\n`))
+}
