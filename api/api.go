@@ -58,6 +58,7 @@ type API struct {
 	metrics   http.Handler
 	web       http.Handler
 	draining  atomic.Bool
+	started   time.Time
 }
 
 // Deps are the parts the API serves.
@@ -75,7 +76,7 @@ type Deps struct {
 func New(cfg Config, log *slog.Logger, d Deps) *API {
 	return &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), log: log,
 		runtime: d.Runtime, sandboxes: d.Sandboxes, sessions: d.Sessions, urls: d.URLs,
-		streams: d.Streams, metrics: d.Metrics, web: d.Web}
+		streams: d.Streams, metrics: d.Metrics, web: d.Web, started: time.Now()}
 }
 
 // Drain makes /readyz fail and refuses new streams and stream URLs, for a

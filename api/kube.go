@@ -281,7 +281,7 @@ func (a *API) writePods(w http.ResponseWriter, r *http.Request, pods []corev1.Po
 // pod that is not found.
 func (a *API) namespace() corev1.Namespace {
 	return corev1.Namespace{TypeMeta: metav1.TypeMeta{Kind: "Namespace", APIVersion: "v1"},
-		ObjectMeta: metav1.ObjectMeta{Name: Namespace, UID: "default", ResourceVersion: "1"},
+		ObjectMeta: metav1.ObjectMeta{Name: Namespace, UID: "default", ResourceVersion: "1", CreationTimestamp: metav1.NewTime(a.started)},
 		Status:     corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}
 }
 
