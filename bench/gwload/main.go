@@ -57,6 +57,7 @@ type options struct {
 	tunnels                int
 	tunnelConc             int
 	child                  string // internal: run this child of gwload (see children)
+	kubectl                string
 	soakSessions           int
 	soakTime               time.Duration
 	many                   int
@@ -78,6 +79,8 @@ var scenarios = []struct {
 	{"pf-throughput", (*bench).pfThroughput},
 	{"pf-setup-rate", (*bench).pfSetupRate},
 	{"pf-idle-rss", (*bench).pfIdleRSS},
+	{"kubectl-pf-throughput", (*bench).kubectlPFThroughput},
+	{"kubectl-exec", (*bench).kubectlExec},
 	// Run only when named:
 	{"soak", (*bench).soak},
 	{"many-sessions", (*bench).manySessions},
@@ -128,6 +131,11 @@ Scenarios:
                    (target >= 2000/s)
   pf-idle-rss      IDLE idle tunnels to a server that never writes; VmRSS delta per tunnel on a fresh gateway
                    (target < 32 KiB); reference: a bare relay process holding as many connection pairs
+
+  kubectl-pf-throughput  one connection through kubectl port-forward (SPDY in a WebSocket), PF-BYTES each way,
+                   beside the gateway's own v4 tunnel and direct TCP (needs -kubectl)
+  kubectl-exec     wall time of kubectl exec of "true", over WebSocket and SPDY, beside gwload's own exec and
+                   kubectl starting alone (needs -kubectl)
 
 Run only when named (not by "all"):
   soak             SOAK-SESSIONS streams for SOAK-TIME (execs of cat, tty and pipes, tunnels), every byte echoed and
@@ -181,6 +189,7 @@ func parseFlags(args []string) (options, []string, error) {
 	fs.IntVar(&o.soakSessions, "soak-sessions", 200, "streams held at once in soak")
 	fs.DurationVar(&o.soakTime, "soak-time", 5*time.Minute, "how long soak runs")
 	fs.IntVar(&o.many, "many", 10000, "streams held at once in many-sessions")
+	fs.StringVar(&o.kubectl, "kubectl", "", "kubectl binary for the kubectl scenarios (make test builds .cache/bin/kubectl); without it they are skipped")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write gwload's own CPU profile to this file")
 	fs.StringVar(&o.child, "internal-child", "", "internal: run one of gwload's child processes (relay, cri, ref-idle, ref-tunnels) with the arguments that follow")
 	fs.Usage = func() {

@@ -184,7 +184,12 @@ type gatewayProc struct {
 	logPath string
 	logFile *os.File
 	done    chan struct{}
+
+	kubeAddr string // the Kubernetes API, for kubectl
 }
+
+// kubeconfig is the kubeconfig the gateway writes for kubectl.
+func (g *gatewayProc) kubeconfig() string { return filepath.Join(g.dir, "state", "kubeconfig") }
 
 // startGateway writes a config with one container, starts the gateway on
 // a free loopback port and waits until it serves and the container runs.
@@ -221,7 +226,13 @@ func (g *gatewayProc) start(ctx context.Context, cfg string) error {
 		return err
 	}
 	g.logFile = lf
-	args := []string{"--listen", g.addr, "--token", g.o.token, "--config", cfg}
+	kport, err := freePort()
+	if err != nil {
+		return err
+	}
+	g.kubeAddr = fmt.Sprintf("127.0.0.1:%d", kport)
+	args := []string{"--listen", g.addr, "--token", g.o.token, "--config", cfg,
+		"--kube-listen", g.kubeAddr, "--state-dir", filepath.Join(g.dir, "state")}
 	args = append(args, strings.Fields(g.o.gatewayArgs)...)
 	cmd := exec.Command(g.o.gateway, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
