@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"gateway/internal/tooltest"
 )
 
 // The real kubectl against the gateway's Kubernetes API. make test builds
@@ -33,10 +35,10 @@ func kubectlPath(t *testing.T) string {
 	t.Helper()
 	p := os.Getenv("KUBECTL")
 	if p == "" {
-		skipOrFail(t, "$KUBECTL is not set: make test builds kubectl from the module proxy and sets it")
+		tooltest.SkipOrFail(t, "$KUBECTL is not set: make test builds kubectl from the module proxy and sets it")
 	}
 	if _, err := os.Stat(p); err != nil {
-		skipOrFail(t, "kubectl: "+err.Error())
+		tooltest.SkipOrFail(t, "kubectl: "+err.Error())
 	}
 	return p
 }

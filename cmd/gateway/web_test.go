@@ -22,23 +22,13 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"gateway/internal/tooltest"
 )
 
 // The web terminal's tests drive the embedded page in a headless Chromium
 // against a gateway started in this process. They need the page built
 // (make web) and /usr/bin/chromium (make test installs both).
-
-const chromiumPath = "/usr/bin/chromium"
-
-// skipOrFail skips the test, or fails it under make test, where every tool
-// must be there.
-func skipOrFail(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("GATEWAY_REQUIRE_TOOLS") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
 
 // webGateway starts a gateway for a browser test with a bash container
 // "sh" (SHELL is the same bash, so "new shell" is bash too), skipping when
@@ -47,8 +37,8 @@ func skipOrFail(t *testing.T, msg string) {
 // slows it down or changes its prompt.
 func webGateway(t *testing.T) *gateway {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		skipOrFail(t, chromiumPath+" not found: make test installs it (apt-get install chromium)")
+	if _, err := os.Stat(tooltest.Chromium); err != nil {
+		tooltest.SkipOrFail(t, tooltest.Chromium+" not found: make test installs it (apt-get install chromium)")
 	}
 	g := startGateway(t)
 	resp, err := http.Get(g.url)
@@ -57,7 +47,7 @@ func webGateway(t *testing.T) *gateway {
 	}
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusServiceUnavailable {
-		skipOrFail(t, "the web terminal is not built into this test binary: run make web (npm and esbuild)")
+		tooltest.SkipOrFail(t, "the web terminal is not built into this test binary: run make web (npm and esbuild)")
 	}
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET / = %d, want 200: the gateway does not serve the web terminal at /", resp.StatusCode)
@@ -104,41 +94,14 @@ type browser struct {
 
 func newBrowser(t *testing.T, g *gateway) *browser {
 	t.Helper()
-	dataDir := t.TempDir() // removed after the browser has stopped (cleanups run last in, first out)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.NoSandbox,
-		chromedp.Headless,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(dataDir),
-		chromedp.WindowSize(1280, 800),
-	)
-	// Everything the browser does, its start included, ends within this.
-	life, stop := context.WithTimeout(context.Background(), 4*time.Minute)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(life, opts...)
-	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
-	t.Cleanup(func() {
-		cancelTab()
-		cancelAlloc() // waits for the browser process to end
-		stop()
-	})
-	b := &browser{t: t, g: g, ctx: ctx}
-	// The first Run starts the browser and must not have a shorter timeout
-	// than the tab's life.
-	if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+	ctx := tooltest.StartChromium(t, 1280, 800, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 		if _, err := cdp.Call(ctx, tg, cdplog.Enable, cdp.Empty{}); err != nil {
 			return err
 		}
 		_, err := cdp.Call(ctx, tg, performance.Enable, performance.EnableParams{})
 		return err
-	})); err != nil {
-		t.Fatalf("start %s: %v", chromiumPath, err)
-	}
+	}))
+	b := &browser{t: t, g: g, ctx: ctx}
 	if err := chromedp.Listen(ctx, b.onEvent); err != nil {
 		t.Fatal(err)
 	}
