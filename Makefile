@@ -85,7 +85,7 @@ lint: ## gofmt, go vet, staticcheck and deadcode (code no command reaches; test 
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
-	@dead=$$($(GO) run $(DEADCODE) ./... | grep -v '^internal/proctest/'); \
+	@dead=$$($(GO) run $(DEADCODE) ./... | grep -Ev '^internal/(proctest|tooltest)/'); \
 	  test -z "$$dead" || { echo "dead code:"; echo "$$dead"; exit 1; }
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)

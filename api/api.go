@@ -124,6 +124,11 @@ func (a *API) Handler() http.Handler {
 	route("GET", "/api/v1/sessions/{id}", auth(a.getSession))
 	route("DELETE", "/api/v1/sessions/{id}", auth(a.deleteSession))
 	route("GET", "/api/v1/sessions/{id}/output", auth(a.sessionOutput))
+	// Joining a shared exec: the one route a share link's token opens.
+	route("GET", "/api/v1/sessions/{id}/attach", a.authOrShare(work(a.stream("session", a.joinStream))))
+	route("GET", "/api/v1/sessions/{id}/shares", auth(a.listShares))
+	route("POST", "/api/v1/sessions/{id}/shares", auth(work(a.createShare)))
+	route("DELETE", "/api/v1/sessions/{id}/shares/{share}", auth(a.revokeShare))
 
 	// The token in the path is the authorization, as in the CRI.
 	route("GET", "/stream/{token}", work(a.streamChecks(a.serveStreamURL)))

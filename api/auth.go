@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"gateway/internal/reqerr"
+	"gateway/stream"
 	"gateway/stream/wsproto"
 )
 
@@ -58,11 +60,7 @@ func (a *API) authenticated(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		token, fromCookie := credential(r)
 		if !a.validToken(token) {
-			msg := "a valid bearer token is required: send Authorization: Bearer <token>"
-			if token != "" {
-				msg = "the token is not valid"
-			}
-			a.writeError(w, r, reqerr.New(reqerr.ErrUnauthorized, "%s", msg))
+			a.refuse(w, r, token)
 			return
 		}
 		if fromCookie && !a.originAllowed(r) {
@@ -71,6 +69,47 @@ func (a *API) authenticated(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// refuse answers a request whose token is not the gateway's: 403 for a
+// share link's (it opens one route only), else 401.
+func (a *API) refuse(w http.ResponseWriter, r *http.Request, token string) {
+	switch _, share := a.streams.CheckShare(token); {
+	case share:
+		a.writeError(w, r, reqerr.New(reqerr.ErrForbidden, "a share link lets its bearer join its session, and nothing else"))
+	case token != "":
+		a.writeError(w, r, reqerr.New(reqerr.ErrUnauthorized, "the token is not valid"))
+	default:
+		a.writeError(w, r, reqerr.New(reqerr.ErrUnauthorized, "a valid bearer token is required: send Authorization: Bearer <token>"))
+	}
+}
+
+// grantKey carries a share link's Grant in a request's context.
+type grantKey struct{}
+
+// authOrShare is authenticated, but a share link's token passes too, with
+// its Grant in the context: the route must hold it to its session.
+func (a *API) authOrShare(h http.HandlerFunc) http.HandlerFunc {
+	authed := a.authenticated(h)
+	return func(w http.ResponseWriter, r *http.Request) {
+		token, _ := credential(r)
+		if a.validToken(token) {
+			authed(w, r)
+			return
+		}
+		g, ok := a.streams.CheckShare(token)
+		if !ok {
+			a.refuse(w, r, token)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, &g)))
+	}
+}
+
+// grant is the share link that let a request in, or nil.
+func grant(r *http.Request) *stream.Grant {
+	g, _ := r.Context().Value(grantKey{}).(*stream.Grant)
+	return g
 }
 
 // originAllowed reports whether the request's Origin, if any, is the

@@ -1,11 +1,15 @@
 package api
 
 import (
+	"math"
 	"net/http"
+	"net/url"
 	"slices"
+	"time"
 
 	"gateway/internal/reqerr"
 	"gateway/session"
+	"gateway/stream"
 )
 
 func (a *API) listSessions(w http.ResponseWriter, r *http.Request) {
@@ -15,8 +19,8 @@ func (a *API) listSessions(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "kind %q: want exec, attach or portforward", f.Kind))
 		return
 	}
-	if f.State != "" && !slices.Contains([]session.State{session.Pending, session.Active, session.Closed}, f.State) {
-		a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "state %q: want pending, active or closed", f.State))
+	if f.State != "" && !slices.Contains(append(session.States, session.Closed), f.State) {
+		a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "state %q: want pending, active, detached or closed", f.State))
 		return
 	}
 	writeJSON(w, http.StatusOK, newList(a.sessions.List(f)))
@@ -40,6 +44,61 @@ func (a *API) deleteSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("session close requested", "session", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// shareRequest is the body of POST /api/v1/sessions/{id}/shares.
+type shareRequest struct {
+	Mode       string `json:"mode"`
+	TTLSeconds int64  `json:"ttlSeconds"`
+}
+
+// shareCreated answers it: the token is shown this once, and url opens
+// the page on the session with it.
+type shareCreated struct {
+	stream.ShareInfo
+	Token string `json:"token"`
+	URL   string `json:"url"`
+}
+
+func (a *API) createShare(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var req shareRequest
+	if err := decodeJSON(w, r, &req, 4<<10); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if req.TTLSeconds < 0 || req.TTLSeconds > int64(time.Duration(math.MaxInt64)/time.Second) {
+		a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "ttlSeconds %d: want a positive number of seconds", req.TTLSeconds))
+		return
+	}
+	info, token, err := a.streams.CreateShare(id, req.Mode, time.Duration(req.TTLSeconds)*time.Second)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	u := scheme + "://" + r.Host + "/#session=" + url.QueryEscape(id) + "&share=" + url.QueryEscape(token)
+	writeJSON(w, http.StatusCreated, shareCreated{ShareInfo: info, Token: token, URL: u})
+}
+
+func (a *API) listShares(w http.ResponseWriter, r *http.Request) {
+	shares, err := a.streams.Shares(r.PathValue("id"))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, newList(shares))
+}
+
+func (a *API) revokeShare(w http.ResponseWriter, r *http.Request) {
+	if err := a.streams.RevokeShare(r.PathValue("id"), r.PathValue("share")); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -52,6 +52,17 @@ func (a *API) attachStream(w http.ResponseWriter, r *http.Request, id string) er
 	return a.streams.Attach(w, r, id, stream.ParseAttachQuery(r.URL.Query()))
 }
 
+// joinStream joins a shared exec, as the gateway's token or a share link
+// allows.
+func (a *API) joinStream(w http.ResponseWriter, r *http.Request, id string) error {
+	opts, err := stream.ParseJoinQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	opts.Grant = grant(r)
+	return a.streams.Join(w, r, id, opts)
+}
+
 func (a *API) portForwardStream(w http.ResponseWriter, r *http.Request, id string) error {
 	opts, err := stream.ParsePortForwardQuery(r.URL.Query())
 	if err != nil {

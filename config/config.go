@@ -47,6 +47,8 @@ type Config struct {
 	ExecSyncOutput  ByteSize
 	StopGrace       time.Duration
 	IdleTimeout     time.Duration
+	MaxDetach       time.Duration
+	DetachKeep      ByteSize
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
@@ -97,6 +99,8 @@ func (c *Config) register(fs *flag.FlagSet) []flagSpec {
 	add(&c.ExecSyncOutput, "exec-sync-max-output", "SIZE", "exec-sync keeps at most this much of stdout and of stderr")
 	add((*durationValue)(&c.StopGrace), "stop-grace", "DURATION", "time between SIGTERM and SIGKILL when stopping a process")
 	add((*durationValue)(&c.IdleTimeout), "idle-timeout", "DURATION", "close streams that carry no data for this long; 0 never")
+	add((*durationValue)(&c.MaxDetach), "max-detach", "DURATION", "longest an exec opened with detach= outlives its last client (0: no detached shells)")
+	add(&c.DetachKeep, "detach-keep", "SIZE", "output of each detachable exec kept for clients that rejoin with since=")
 	add((*durationValue)(&c.ShutdownTimeout), "shutdown-timeout", "DURATION", "how long a shutdown waits for streams and processes to end")
 	add((*stringValue)(&c.LogLevel), "log-level", "LEVEL", "debug, info, warn or error")
 	add((*stringValue)(&c.LogFormat), "log-format", "FORMAT", "text or json (logs go to standard error)")
@@ -124,6 +128,8 @@ func Default() Config {
 		ExecSyncOutput:  ByteSize(ap.ExecSyncMaxOutput),
 		StopGrace:       rt.StopGrace,
 		IdleTimeout:     st.IdleTimeout,
+		MaxDetach:       st.MaxDetach,
+		DetachKeep:      ByteSize(st.SharedKeep),
 		ShutdownTimeout: 10 * time.Second,
 		LogLevel:        "info",
 		LogFormat:       "text",
@@ -282,7 +288,8 @@ func (c *Config) check() error {
 		name string
 		v    int64
 	}{{"session-retention", int64(c.Retention)}, {"idle-timeout", int64(c.IdleTimeout)},
-		{"session-buffer", int64(c.SessionBuffer)}, {"scrollback", int64(c.Scrollback)}} {
+		{"session-buffer", int64(c.SessionBuffer)}, {"scrollback", int64(c.Scrollback)},
+		{"max-detach", int64(c.MaxDetach)}, {"detach-keep", int64(c.DetachKeep)}} {
 		if p.v < 0 {
 			return fmt.Errorf("--%s must not be negative", p.name)
 		}

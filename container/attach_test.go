@@ -12,7 +12,18 @@ import (
 	"time"
 
 	"gateway/sandbox"
+	"gateway/vt"
 )
+
+// attach attaches to the container, failing the test on an error.
+func attach(t *testing.T, c *Container, j Join) *Attachment {
+	t.Helper()
+	a, err := c.Attach(j, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
 
 // drain collects an attachment's replay and live output until it ends,
 // and returns them with the exit code and why it ended.
@@ -39,7 +50,7 @@ func TestAttachGapFree(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, delay := range []time.Duration{300 * time.Millisecond, 900 * time.Millisecond} {
 		time.Sleep(delay)
-		a := c.Attach(true, nil)
+		a := attach(t, c, Replay)
 		wg.Go(func() {
 			out, code, err := drain(a)
 			if err != nil || code == nil || *code != 0 {
@@ -59,11 +70,11 @@ func TestAttachGapFree(t *testing.T) {
 	}
 	wg.Wait()
 	// Attaching after the end: the replay, then the end at once.
-	out, code, err := drain(c.Attach(true, nil))
+	out, code, err := drain(attach(t, c, Replay))
 	if !strings.HasPrefix(string(out), "0\n1\n") || err != nil || code == nil || *code != 0 {
 		t.Errorf("late attach: %d bytes %v %v", len(out), err, code)
 	}
-	if a := c.Attach(false, nil); len(a.Replay) != 0 {
+	if a := attach(t, c, Live); len(a.Replay) != 0 {
 		t.Errorf("replay=false replayed %d chunks", len(a.Replay))
 	}
 }
@@ -77,8 +88,8 @@ func TestSlowAttacherCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slow := c.Attach(false, nil)
-	fast := c.Attach(false, nil)
+	slow := attach(t, c, Live)
+	fast := attach(t, c, Live)
 	defer slow.Detach()
 	c.WriteStdin([]byte("go\n"), nil)
 	var n int
@@ -105,9 +116,9 @@ func TestDetachDoesNotStall(t *testing.T) {
 	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 16, AttachLagLimit: time.Minute}, sandbox.NewRegistry())
 	defer rt.Shutdown(context.Background())
 	c, _ := rt.Create(Spec{ID: "f", Command: []string{"sh", "-c", "read x; head -c 20000000 /dev/zero"}, Stdin: true})
-	gone := c.Attach(false, nil)
+	gone := attach(t, c, Live)
 	gone.Detach()
-	a := c.Attach(false, nil)
+	a := attach(t, c, Live)
 	c.WriteStdin([]byte("\n"), nil)
 	out, _, err := drain(a)
 	if len(out) != 20000000 || err != nil {
@@ -125,7 +136,7 @@ func TestStdinFromTwoWriters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := c.Attach(false, nil)
+	a := attach(t, c, Live)
 	var wg sync.WaitGroup
 	for w := range 2 {
 		wg.Go(func() {
@@ -224,7 +235,7 @@ func TestStopDuringBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return c.State() == Exited })
-	a := c.Attach(false, nil) // waiting for the next run
+	a := attach(t, c, Live) // waiting for the next run
 	ended := make(chan struct{})
 	go func() {
 		for range a.C {
@@ -241,5 +252,35 @@ func TestStopDuringBackoff(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the attachment outlived its container")
+	}
+}
+
+// TestAttachTTYScreen: a late attacher of a tty container running a
+// full-screen program gets its screen, not a replay of raw bytes.
+func TestAttachTTYScreen(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 20}, sandbox.NewRegistry())
+	defer rt.Shutdown(context.Background())
+	c, err := rt.Create(Spec{ID: "full", TTY: true, Command: []string{"sh", "-c",
+		`i=0; while [ $i -lt 100 ]; do echo noise $i; i=$((i+1)); done; printf '\033[?1049h\033[2J\033[3;4Hfull screen\033[1;1H'; sleep 30`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		a := attach(t, c, Replay)
+		a.Detach()
+		term := vt.New(int(DefaultSize.Cols), int(DefaultSize.Rows), vt.DefaultConfig())
+		term.Write(a.Replay[0].Data)
+		if rows := term.Text(); term.AltScreen() && rows[2] == "   full screen" {
+			if strings.Contains(strings.Join(rows, "\n"), "noise") {
+				t.Fatalf("the alternate screen shows the main screen's text: %q", rows)
+			}
+			if x, y, _ := term.Cursor(); x != 0 || y != 0 {
+				t.Fatalf("cursor at %d,%d, want 0,0", x, y)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("screen: alt %v %q", term.AltScreen(), term.Text())
+		}
 	}
 }

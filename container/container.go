@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"gateway/internal/chunkio"
 	"gateway/sandbox"
 )
 
@@ -118,6 +117,7 @@ type Container struct {
 	startedAt  time.Time
 	finishedAt time.Time
 	restarts   int
+	size       Size // the pty's, kept for the next run
 	stopping   bool
 	stop       chan struct{} // closed when the container is being stopped
 
@@ -248,8 +248,11 @@ func interpreter(path string) string {
 // startMain starts the main process; the container is running when it
 // returns nil.
 func (c *Container) startMain() (*Process, error) {
+	c.mu.Lock()
+	size := c.size
+	c.mu.Unlock()
 	proc, err := c.start(ExecSpec{
-		Command: c.spec.Command, TTY: c.spec.TTY, Stdin: c.spec.Stdin, Stdout: true, Stderr: true,
+		Command: c.spec.Command, TTY: c.spec.TTY, Stdin: c.spec.Stdin, Stdout: true, Stderr: true, Size: size,
 	})
 	if err != nil {
 		return nil, err
@@ -320,69 +323,13 @@ func (c *Container) backoff(failures *int) bool {
 	}
 }
 
-// handoffMin is the smallest read that keeps its buffer rather than being
-// copied: pty reads (about 4 KiB) are copied, pipe floods are not.
-const handoffMin = 8 << 10
-
-// handoffBuffers is the main process reader's buffer: the same one for
-// every read until a chunk takes it.
-type handoffBuffers struct{ cur []byte }
-
-func (h *handoffBuffers) Get() []byte {
-	if h.cur == nil {
-		h.cur = make([]byte, 1+32<<10)
-	}
-	return h.cur
-}
-
-func (h *handoffBuffers) Put([]byte) {}
-
 // stableRun is how long a run must last to reset the restart backoff.
 const stableRun = 10 * time.Second
 
 // runMain pumps one run of the main process until it exits and is reaped,
 // and returns its exit code.
 func (c *Container) runMain(proc *Process) int {
-	var pub sync.Mutex // stdout and stderr reach the output in one order
-	read := func(st Stream, f *os.File) {
-		var bufs handoffBuffers
-		err := chunkio.ReadAt(f, &bufs, 1, func(b []byte, n int) error {
-			// Chunks are shared with attachers and sent as frames: the byte
-			// before the data holds the stream number. A large read keeps its
-			// buffer (the next read gets a new one); a small one is copied.
-			var framed []byte
-			if n >= handoffMin {
-				framed = b[:1+n]
-				bufs.cur = nil
-			} else {
-				framed = make([]byte, 1+n)
-				copy(framed[1:], b[1:1+n])
-			}
-			framed[0] = byte(st)
-			pub.Lock()
-			c.out.publish(st, framed)
-			pub.Unlock()
-			return nil
-		})
-		if err != nil && !errors.Is(err, os.ErrClosed) {
-			c.log.Warn("container output", "error", err)
-		}
-	}
-	var workers sync.WaitGroup
-	runDone := make(chan struct{})
-	if proc.Stdin != nil {
-		workers.Go(func() { c.writeStdin(proc, runDone) })
-	}
-	var stderr sync.WaitGroup
-	if proc.Stderr != nil {
-		stderr.Go(func() { read(Stderr, proc.Stderr) })
-	}
-	read(Stdout, proc.Stdout)
-	stderr.Wait()
-	code, err := proc.Wait()
-	proc.Close() // ends a write blocked on a child that holds stdin open
-	close(runDone)
-	workers.Wait()
+	code, err := c.out.pump(proc, c.stdin, c.log)
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -422,21 +369,6 @@ func (c *Container) shouldRestart(code int) bool {
 // stdinQueueLen bounds the input chunks waiting for the main process.
 const stdinQueueLen = 16
 
-// writeStdin writes queued input to one run of the main process until the
-// run ends. Input the process refuses is dropped.
-func (c *Container) writeStdin(proc *Process, runDone <-chan struct{}) {
-	for {
-		select {
-		case p := <-c.stdin:
-			if _, err := proc.Write(p); err != nil {
-				c.log.Debug("stdin write", "error", err)
-			}
-		case <-runDone:
-			return
-		}
-	}
-}
-
 // WriteStdin queues input for the main process; it reaches the process
 // whole, never interleaved with other writers' input. It waits while the
 // queue is full, until done is closed. p must not be modified afterwards.
@@ -454,16 +386,28 @@ func (c *Container) WriteStdin(p []byte, done <-chan struct{}) error {
 	}
 }
 
-// Resize sets the size of the main process's pty, if it has one.
+// Resize sets the size of the main process's pty, if it has one (and of
+// the runs after it).
 func (c *Container) Resize(s Size) error {
+	if !c.spec.TTY {
+		return nil
+	}
 	c.mu.Lock()
 	proc := c.proc
+	c.size = s
 	c.mu.Unlock()
+	c.out.resize(s)
 	if proc == nil {
 		return nil
 	}
 	return proc.Resize(s)
 }
+
+// TTY reports whether the main process runs in a pty.
+func (c *Container) TTY() bool { return c.spec.TTY }
+
+// Command is the main process's command.
+func (c *Container) Command() []string { return slices.Clone(c.spec.Command) }
 
 // terminate stops the container: no more restarts, and the main process
 // gets SIGTERM (SIGKILL after the grace period).

@@ -437,12 +437,17 @@ func TestScrollback(t *testing.T) {
 	if got := s.snapshot(); len(got) != 1 || string(got[0].Data) != "23456789XY" || s.size != 10 {
 		t.Errorf("after a write over the limit: %q size %d", got, s.size)
 	}
-	// A flood of one-byte writes packs into few blocks.
+	// A flood of one-byte writes packs into few blocks (which grow from
+	// 512 bytes to 32 KiB), and a little output takes little room.
 	s = scrollback{limit: 1 << 20}
+	s.append(Stdout, []byte("user@host:~$ "))
+	if n := cap(s.blocks[0].base); n > scrollbackFirst {
+		t.Errorf("a prompt takes a block of %d bytes", n)
+	}
 	for range 100000 {
 		s.append(Stdout, []byte("x"))
 	}
-	if len(s.blocks) > 4 {
+	if len(s.blocks) > 10 {
 		t.Errorf("%d blocks for 100000 bytes", len(s.blocks))
 	}
 	// A flood beyond the limit reuses the dropped blocks.

@@ -2,8 +2,15 @@ package container
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
 	"sync"
 	"time"
+
+	"gateway/internal/chunkio"
+	"gateway/vt"
 )
 
 // Stream names an output of a main process.
@@ -38,6 +45,8 @@ var ErrSlowConsumer = errors.New("attacher too slow: its output queue stayed ful
 // bytes, with each byte's stream. Output is packed into blocks of one
 // stream each, so a flood of tiny writes costs no more than a few large
 // ones; the oldest bytes are dropped first, and a dropped block is reused.
+// Blocks start small and grow with what is kept, so that a quiet process
+// (an idle shell) holds little.
 type scrollback struct {
 	limit  int
 	blocks []block // oldest first
@@ -53,7 +62,12 @@ type block struct {
 	base   []byte
 }
 
-const scrollbackBlock = 32 << 10
+// Block sizes: the first is scrollbackFirst, then each doubles up to
+// scrollbackBlock.
+const (
+	scrollbackFirst = 512
+	scrollbackBlock = 32 << 10
+)
 
 func (s *scrollback) append(st Stream, p []byte) {
 	if s.limit <= 0 {
@@ -69,7 +83,7 @@ func (s *scrollback) append(st Stream, p []byte) {
 			base := s.spare
 			s.spare = nil
 			if base == nil {
-				base = make([]byte, min(scrollbackBlock, s.limit))
+				base = make([]byte, min(scrollbackBlock, s.limit, max(scrollbackFirst, s.size)))
 			}
 			s.blocks = append(s.blocks, block{stream: st, data: base[:0], base: base})
 			last++
@@ -95,9 +109,19 @@ func (s *scrollback) append(st Stream, p []byte) {
 
 // snapshot returns copies of the kept output, oldest first, merged into as
 // few chunks as the streams allow.
-func (s *scrollback) snapshot() []Chunk {
+func (s *scrollback) snapshot() []Chunk { return s.last(s.size) }
+
+// last returns copies of the last n kept bytes (n at most size), as
+// snapshot does.
+func (s *scrollback) last(n int) []Chunk {
 	var out []Chunk
+	skip := s.size - n
 	for _, b := range s.blocks {
+		if skip >= len(b.data) {
+			skip -= len(b.data)
+			continue
+		}
+		b.data, skip = b.data[skip:], 0
 		if n := len(out); n > 0 && out[n-1].Stream == b.stream {
 			out[n-1].Data = append(out[n-1].Data, b.data...)
 			continue
@@ -107,8 +131,9 @@ func (s *scrollback) snapshot() []Chunk {
 	return out
 }
 
-// output is a container's output: the scrollback, and the attachments
-// that see each chunk as it is published.
+// output is the output of a process that clients share (a container's
+// main process, or a Job): the scrollback, with a tty the terminal's state,
+// and the attachments that see each chunk as it is published.
 //
 // Policy for attachers: each has a queue of attachQueueLen chunks. While
 // an attacher's queue is full, publishing waits for it, for at most the lag
@@ -120,11 +145,13 @@ func (s *scrollback) snapshot() []Chunk {
 type output struct {
 	pub sync.Mutex // serializes publish and end: one order for everyone
 
-	lagLimit time.Duration // static
+	lagLimit  time.Duration     // static
+	onPublish func(data []byte) // static; called with each chunk, under mu
 
 	mu       sync.Mutex
 	scroll   scrollback
-	total    int64 // bytes ever published
+	term     *vt.Terminal // a tty's screen, fed every chunk; nil without a tty
+	total    int64        // bytes ever published
 	watchers map[*Attachment]struct{}
 	ended    *int       // the exit code, once the process ended for good
 	marks    []timeMark // when the kept output was published, for logs
@@ -134,18 +161,62 @@ type output struct {
 // attachQueueLen bounds each attacher's queue, in chunks of at most 32 KiB.
 const attachQueueLen = 64
 
-func newOutput(limit int, lagLimit time.Duration) *output {
-	return &output{lagLimit: lagLimit, scroll: scrollback{limit: limit}, watchers: make(map[*Attachment]struct{}),
-		runs: [2]int64{-1, -1}}
+// newOutput returns an output that keeps limit bytes and, when term is
+// not nil, the screen of a tty.
+func newOutput(limit int, lagLimit time.Duration, term *vt.Terminal) *output {
+	return &output{lagLimit: lagLimit, scroll: scrollback{limit: limit}, term: term,
+		watchers: make(map[*Attachment]struct{}), runs: [2]int64{-1, -1}}
 }
 
-// Attachment is one attacher's view of a container's output: the
-// scrollback at the moment it attached, then every chunk published after,
-// on C, without a gap or a repeat. C is closed at the end: Err then says
-// why (nil when the process exited, with ExitCode).
+// newTerminal is the screen state of a pty of the given size.
+func newTerminal(s Size) *vt.Terminal {
+	if s.Cols == 0 || s.Rows == 0 {
+		s = DefaultSize
+	}
+	return vt.New(int(s.Cols), int(s.Rows), vt.DefaultConfig())
+}
+
+// Join says where an attachment's output starts.
+type Join struct {
+	// From, when not negative, starts right after the first From bytes
+	// of output, without a gap or a repeat: it fails with a *GoneError
+	// once they are no longer kept.
+	From int64
+	// Replay (when From is negative) first gives what there is to see:
+	// with a tty the screen as it is now, else the kept output.
+	Replay bool
+}
+
+// Live joins with the output to come only; Replay with what there is to
+// see first.
+var (
+	Live   = Join{From: -1}
+	Replay = Join{From: -1, Replay: true}
+)
+
+// ErrGone is what every GoneError is.
+var ErrGone = errors.New("output no longer kept")
+
+// GoneError refuses a join from an offset that is no longer kept.
+type GoneError struct{ From, Kept, Total int64 }
+
+func (e *GoneError) Is(target error) bool { return target == ErrGone }
+
+func (e *GoneError) Error() string {
+	return fmt.Sprintf("output from byte %d is no longer kept: bytes %d to %d are", e.From, e.Kept, e.Total)
+}
+
+// Attachment is one attacher's view of a process's output: Replay, then
+// every chunk published after, on C, without a gap or a repeat. C is
+// closed at the end: Err then says why (nil when the process exited, with
+// ExitCode).
 type Attachment struct {
-	// Replay is the scrollback, to send before anything from C.
+	// Replay comes before anything from C: kept output, or a screen.
 	Replay []Chunk
+	// Offset is how many bytes of output came before C's first chunk.
+	Offset int64
+	// Screen: Replay is a tty's screen (drawn from a reset), not output.
+	Screen bool
 	// C delivers live output; closed when the attachment ends.
 	C <-chan Chunk
 
@@ -164,8 +235,7 @@ type Attachment struct {
 // ExitCode), ErrSlowConsumer when the attacher fell behind.
 func (a *Attachment) Err() error { return a.err }
 
-// ExitCode is the exit code of the main process once C is closed by its
-// exit.
+// ExitCode is the exit code of the process once C is closed by its exit.
 func (a *Attachment) ExitCode() *int { return a.exitCode }
 
 // Detach stops the attachment; C is not closed by it. Call it when the
@@ -179,23 +249,62 @@ func (a *Attachment) Detach() {
 	})
 }
 
-// attach snapshots the scrollback (when replay is set) and subscribes, in
-// one step.
-func (o *output) attach(replay bool, onCut func()) *Attachment {
+// attach takes what the join asks for and subscribes, in one step.
+func (o *output) attach(j Join, onCut func()) (*Attachment, error) {
 	c := make(chan Chunk, attachQueueLen)
 	a := &Attachment{C: c, c: c, o: o, gone: make(chan struct{}), onCut: onCut}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if replay {
+	if err := o.check(j); err != nil {
+		return nil, err
+	}
+	switch {
+	case j.From >= 0:
+		a.Replay = o.scroll.last(int(o.total - j.From))
+	case j.Replay && o.term != nil:
+		a.Replay, a.Screen = []Chunk{{Stream: Stdout, Data: o.restore()}}, true
+	case j.Replay:
 		a.Replay = o.scroll.snapshot()
 	}
+	a.Offset = o.total
 	if o.ended != nil {
 		a.exitCode = o.ended
 		close(c)
-		return a
+		return a, nil
 	}
 	o.watchers[a] = struct{}{}
-	return a
+	return a, nil
+}
+
+// check refuses a join from an offset not kept, or not reached. o.mu is
+// held.
+func (o *output) check(j Join) error {
+	switch kept := o.total - int64(o.scroll.size); {
+	case j.From > o.total:
+		return fmt.Errorf("%w: output from byte %d: there have been only %d", ErrInvalid, j.From, o.total)
+	case j.From >= 0 && j.From < kept:
+		return &GoneError{From: j.From, Kept: kept, Total: o.total}
+	}
+	return nil
+}
+
+// restore is the output that draws the screen as it is: its size first
+// (xterm's window sizing, which terminals that allow it follow), then the
+// terminal's restore. o.mu is held.
+func (o *output) restore() []byte {
+	cols, rows := o.term.Size()
+	b := append([]byte("\x1b[8;"), strconv.Itoa(rows)...)
+	b = append(append(append(b, ';'), strconv.Itoa(cols)...), 't')
+	return o.term.AppendRestore(b)
+}
+
+// resize follows a resize of the pty.
+func (o *output) resize(s Size) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.term != nil {
+		o.term.Resize(int(s.Cols), int(s.Rows))
+	}
 }
 
 // publish records a chunk and hands it to every attachment, waiting for
@@ -208,7 +317,13 @@ func (o *output) publish(st Stream, framed []byte) {
 	o.mu.Lock()
 	o.mark(o.total, time.Now())
 	o.scroll.append(st, p)
+	if o.term != nil {
+		o.term.Write(p)
+	}
 	o.total += int64(len(p))
+	if o.onPublish != nil {
+		o.onPublish(p)
+	}
 	watchers := make([]*Attachment, 0, len(o.watchers))
 	for a := range o.watchers {
 		watchers = append(watchers, a)
@@ -280,12 +395,96 @@ func (o *output) close(a *Attachment, err error, code *int) {
 	}
 }
 
-// Attach subscribes to the container's output; see Attachment. With
-// replay, the scrollback comes first. onCut, when not nil, is called once
-// if the attacher is cut for falling behind (on the publisher's
-// goroutine: it must not block).
-func (c *Container) Attach(replay bool, onCut func()) *Attachment {
-	return c.out.attach(replay, onCut)
+// handoffMin is the smallest read that keeps its buffer rather than being
+// copied: pty reads (about 4 KiB) are copied, pipe floods are not.
+const handoffMin = 8 << 10
+
+// handoffBuffers is a process reader's buffer: the same one for every read
+// until a chunk takes it.
+type handoffBuffers struct{ cur []byte }
+
+func (h *handoffBuffers) Get() []byte {
+	if h.cur == nil {
+		h.cur = make([]byte, 1+32<<10)
+	}
+	return h.cur
+}
+
+func (h *handoffBuffers) Put([]byte) {}
+
+// pump runs one process into the output: it reads its output (stdout and
+// stderr in one order), writes the input queued on stdin to it, and
+// returns its exit code once it has exited and been reaped.
+func (o *output) pump(proc *Process, stdin <-chan []byte, log *slog.Logger) (int, error) {
+	var pub sync.Mutex // stdout and stderr reach the output in one order
+	read := func(st Stream, f *os.File) {
+		var bufs handoffBuffers
+		err := chunkio.ReadAt(f, &bufs, 1, func(b []byte, n int) error {
+			// Chunks are shared with attachers and sent as frames: the byte
+			// before the data holds the stream number. A large read keeps its
+			// buffer (the next read gets a new one); a small one is copied.
+			var framed []byte
+			if n >= handoffMin {
+				framed = b[:1+n]
+				bufs.cur = nil
+			} else {
+				framed = make([]byte, 1+n)
+				copy(framed[1:], b[1:1+n])
+			}
+			framed[0] = byte(st)
+			pub.Lock()
+			o.publish(st, framed)
+			pub.Unlock()
+			return nil
+		})
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			log.Warn("process output", "error", err)
+		}
+	}
+	var workers sync.WaitGroup
+	runDone := make(chan struct{})
+	if proc.Stdin != nil {
+		workers.Go(func() { writeInput(proc, stdin, runDone, log) })
+	}
+	var stderr sync.WaitGroup
+	if proc.Stderr != nil {
+		stderr.Go(func() { read(Stderr, proc.Stderr) })
+	}
+	read(Stdout, proc.Stdout)
+	stderr.Wait()
+	code, err := proc.Wait()
+	proc.Close() // ends a write blocked on a child that holds stdin open
+	close(runDone)
+	workers.Wait()
+	return code, err
+}
+
+// writeInput writes queued input to one run of a process until the run
+// ends. Input the process refuses is dropped; a nil chunk closes its input.
+func writeInput(proc *Process, stdin <-chan []byte, runDone <-chan struct{}, log *slog.Logger) {
+	for {
+		select {
+		case p := <-stdin:
+			if p == nil {
+				if err := proc.CloseStdin(); err != nil {
+					log.Debug("stdin close", "error", err)
+				}
+				continue
+			}
+			if _, err := proc.Write(p); err != nil {
+				log.Debug("stdin write", "error", err)
+			}
+		case <-runDone:
+			return
+		}
+	}
+}
+
+// Attach subscribes to the container's output; see Attachment and Join.
+// onCut, when not nil, is called once if the attacher is cut for falling
+// behind (on the publisher's goroutine: it must not block).
+func (c *Container) Attach(j Join, onCut func()) (*Attachment, error) {
+	return c.out.attach(j, onCut)
 }
 
 // Scrollback returns a copy of the container's most recent output.

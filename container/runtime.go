@@ -126,7 +126,7 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 		sb:      sb,
 		rt:      r,
 		log:     r.log.With("container", spec.ID),
-		out:     newOutput(r.cfg.Scrollback, r.cfg.AttachLagLimit),
+		out:     newOutput(r.cfg.Scrollback, r.cfg.AttachLagLimit, nil),
 		done:    make(chan struct{}),
 		stop:    make(chan struct{}),
 		stdin:   make(chan []byte, stdinQueueLen),
@@ -134,6 +134,9 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 		created: time.Now(),
 	}
 	c.ttyEnv = withTerm(c.env, spec.Env)
+	if spec.TTY {
+		c.out.term = newTerminal(DefaultSize)
+	}
 	env := c.env
 	if spec.TTY {
 		env = c.ttyEnv

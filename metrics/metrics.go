@@ -57,6 +57,10 @@ const (
 // Transports lists every transport.
 var Transports = []string{TransportWebSocket, TransportSPDY, TransportSPDYWebSocket}
 
+// Ignored says what a view-only client sent that was dropped (the "what"
+// label).
+var Ignored = []string{"input", "resize"}
+
 // ContainerStates are the values of the "state" label of gateway_containers.
 var ContainerStates = []string{"created", "running", "exited"}
 
@@ -68,6 +72,14 @@ type Metrics struct {
 	SessionDuration *prometheus.HistogramVec // kind
 	StreamErrors    *prometheus.CounterVec   // kind, reason
 	SessionsOpened  *prometheus.CounterVec   // kind, transport
+
+	// Shared sessions (exec with detach): those with no client, the
+	// clients of them all, what view-only clients sent that was dropped,
+	// and the share links that are valid.
+	SessionsDetached prometheus.Gauge
+	Viewers          prometheus.Gauge
+	ViewOnlyIgnored  *prometheus.CounterVec // what
+	Shares           prometheus.Gauge
 
 	kinds map[string]*Kind
 }
@@ -112,7 +124,26 @@ func New(reg prometheus.Registerer, containerStates func() map[string]int) *Metr
 			Name: "gateway_sessions_opened_total",
 			Help: "Streams opened, by kind and the transport they travel on.",
 		}, []string{"kind", "transport"}),
+		SessionsDetached: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_sessions_detached",
+			Help: "Shared exec sessions whose process runs with no client connected.",
+		}),
+		Viewers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_session_viewers",
+			Help: "Clients connected to shared exec sessions.",
+		}),
+		ViewOnlyIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_view_only_ignored_total",
+			Help: "Frames from view-only clients (share links) that were dropped, by what they carried.",
+		}, []string{"what"}),
+		Shares: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_shares",
+			Help: "Share links that are valid now.",
+		}),
 		kinds: make(map[string]*Kind),
+	}
+	for _, w := range Ignored {
+		m.ViewOnlyIgnored.WithLabelValues(w)
 	}
 	for _, k := range Kinds {
 		m.kinds[k] = &Kind{
@@ -134,6 +165,7 @@ func New(reg prometheus.Registerer, containerStates func() map[string]int) *Metr
 		}
 	}
 	reg.MustRegister(m.SessionsActive, m.SessionsTotal, m.StreamBytes, m.SessionDuration, m.StreamErrors, m.SessionsOpened,
+		m.SessionsDetached, m.Viewers, m.ViewOnlyIgnored, m.Shares,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),

@@ -26,10 +26,14 @@ type State string
 
 // The session states.
 const (
-	Pending State = "pending" // registered, stream not yet upgraded
-	Active  State = "active"  // streaming
-	Closed  State = "closed"  // ended; kept for the retention period
+	Pending  State = "pending"  // registered, stream not yet upgraded
+	Active   State = "active"   // streaming
+	Detached State = "detached" // its process runs with no client, until ReapAt
+	Closed   State = "closed"   // ended; kept for the retention period
 )
+
+// States lists every live state, for metrics that must exist from the start.
+var States = []State{Pending, Active, Detached}
 
 // Closer ends a live stream. Close must not block for long: it asks the
 // stream to end, and the stream reports its end with Session.Finish. cause
@@ -61,6 +65,12 @@ type Session struct {
 	closedAt time.Time
 	exitCode *int
 	closing  bool // Close was asked; Finish not yet called
+
+	// Of a shared session (see Share): how long it outlives its clients,
+	// how many are connected, and when a detached one is reaped.
+	detach  time.Duration
+	viewers int
+	reapAt  time.Time
 }
 
 // Info is a snapshot of a session, as the REST API shows it.
@@ -75,6 +85,11 @@ type Info struct {
 	BytesOut   int64      `json:"bytesOut"`
 	ExitCode   *int       `json:"exitCode,omitempty"`
 	RemoteAddr string     `json:"remoteAddr"`
+	// Of a shared session: how long its process outlives its last client
+	// (seconds), the clients connected, and when a detached one is reaped.
+	Detach  float64    `json:"detach,omitempty"`
+	Viewers int        `json:"viewers"`
+	ReapAt  *time.Time `json:"reapAt,omitempty"`
 }
 
 // Info returns a snapshot of the session.
@@ -90,6 +105,12 @@ func (s *Session) Info() Info {
 		BytesIn:    s.bytesIn.Load(),
 		BytesOut:   s.bytesOut.Load(),
 		RemoteAddr: s.RemoteAddr,
+		Detach:     s.detach.Seconds(),
+		Viewers:    s.viewers,
+	}
+	if s.state == Detached {
+		t := s.reapAt
+		info.ReapAt = &t
 	}
 	if !s.closedAt.IsZero() {
 		t := s.closedAt
@@ -119,6 +140,42 @@ func (s *Session) Activate(c Closer) {
 	}
 }
 
+// Share makes an active session a shared one, which c now ends on
+// request, and which outlives its clients by detach. It reports false when
+// the session was asked to close meanwhile (c should end at once).
+func (s *Session) Share(c Closer, detach time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != Active || s.closing {
+		return false
+	}
+	s.closer, s.detach, s.viewers = c, detach, 1
+	return true
+}
+
+// SetViewers records how many clients a shared session has: with none it
+// is detached until reapAt, else active.
+func (s *Session) SetViewers(n int, reapAt time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == Closed {
+		return
+	}
+	s.viewers = n
+	if n == 0 {
+		s.state, s.reapAt = Detached, reapAt
+	} else {
+		s.state, s.reapAt = Active, time.Time{}
+	}
+}
+
+// Live reports whether the session has not finished.
+func (s *Session) Live() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state != Closed
+}
+
 // Finish marks the session closed. exitCode is nil when there is none (no
 // process, or it did not exit on its own). Finishing twice is harmless.
 func (s *Session) Finish(exitCode *int) {
@@ -129,6 +186,7 @@ func (s *Session) Finish(exitCode *int) {
 	}
 	s.state = Closed
 	s.closer = nil
+	s.viewers = 0
 	s.closedAt = s.reg.now()
 	if exitCode != nil {
 		c := *exitCode

@@ -38,11 +38,11 @@ func (o *AttachOptions) Validate() error { return o.Streams.validate() }
 func (o *AttachOptions) replay() bool { return o.Replay == nil || *o.Replay }
 
 // Attach serves an attach WebSocket: the client joins the container's main
-// process, first receiving its scrollback (unless replay is off), then its
-// live output; its input and resizes go to the process. When the process
-// exits, the client gets its status and a normal close. An error means the
-// request was refused before the upgrade. Attach returns once the stream
-// runs.
+// process, first receiving what there is to see (unless replay is off: a
+// tty's screen as it is, else the kept output), then its live output; its
+// input and resizes go to the process. When the process exits, the client
+// gets its status and a normal close. An error means the request was
+// refused before the upgrade. Attach returns once the stream runs.
 func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID string, opts AttachOptions) error {
 	c, err := s.AttachTarget(containerID, &opts)
 	if err != nil {
@@ -52,7 +52,11 @@ func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID stri
 	if err != nil {
 		return err
 	}
-	a := &attachStream{client: cl, c: c, tty: c.Spec().TTY, opts: opts, stdin: newInputQueue()}
+	join := container.Live
+	if opts.replay() {
+		join = container.Replay
+	}
+	a := &attachStream{client: cl, src: c, join: join, opts: opts.Streams, stdin: newInputQueue()}
 	s.serve(cl, a.onFrame, a.run)
 	return nil
 }
@@ -74,84 +78,131 @@ func (s *Server) AttachTarget(containerID string, opts *AttachOptions) (*contain
 	return c, nil
 }
 
-// attachStream is one attacher: the transport feeds it client frames
-// (onFrame), and run forwards the container's output.
+// source is a process that clients share and attach to: a container's
+// main process, or the Job of a shared exec.
+type source interface {
+	Attach(j container.Join, onCut func()) (*container.Attachment, error)
+	WriteStdin(p []byte, done <-chan struct{}) error
+	Resize(s container.Size) error
+	TTY() bool
+	Command() []string
+}
+
+// attachStream is one client of a shared process: the transport feeds it
+// client frames (onFrame), and run forwards the process's output.
 type attachStream struct {
 	*client
-	c     *container.Container
-	tty   bool // the container has a pty
-	opts  AttachOptions
+	src   source
+	join  container.Join
+	opts  Streams
 	stdin *inputQueue
+	// closeStdin, when set, is what the client's end of input does (the
+	// shared exec's first client closes the process's input); else it ends
+	// only this client's input.
+	closeStdin func(done <-chan struct{}) error
 
 	// Used by onFrame only.
 	resize    resizes
 	stdinDone bool
 }
 
-// onFrame handles one client frame. A resize applies to the container's
-// pty at once: with several attachers, the last one to resize sets the
-// size.
+// onFrame handles one client frame. A resize applies to the pty at once:
+// with several clients, the last one to resize sets the size. A view-only
+// client's input and resizes are counted and dropped.
 func (a *attachStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 	switch f.Channel {
 	case wsproto.Stdin:
 		a.input(f.Payload)
+		if a.viewOnly {
+			a.ignored("input")
+			return nil
+		}
 		if a.opts.Stdin && !a.stdinDone {
 			a.stdin.push(ctx, f.Payload)
 		}
 	case wsproto.Resize:
-		if a.tty {
+		if a.viewOnly {
+			a.ignored("resize")
+			return nil
+		}
+		if a.src.TTY() {
 			a.resize.handle(a.client, f.Payload, func(sz wsproto.TerminalSize) {
-				if err := a.c.Resize(container.Size{Cols: sz.Width, Rows: sz.Height}); err != nil {
+				if err := a.src.Resize(container.Size{Cols: sz.Width, Rows: sz.Height}); err != nil {
 					a.log.Warn("resize failed", "error", err)
 				}
 			})
 		}
 	case wsproto.Close:
-		// Only this attacher's input ends: the process's stdin is shared.
 		stdin, err := a.closesStdin(f)
 		if err != nil {
 			return err
 		}
-		a.stdinDone = a.stdinDone || stdin
+		if stdin && !a.stdinDone {
+			a.stdinDone = true
+			if a.closeStdin != nil && a.opts.Stdin && !a.viewOnly {
+				a.stdin.closeInput(ctx)
+			}
+		}
 	default:
 		a.otherFrame(f)
 	}
 	return nil
 }
 
-// attachInput sends one attacher's input to the container, giving up when
-// the attacher leaves.
+// attachInput sends one client's input to the shared process, giving up
+// when the client leaves.
 type attachInput struct {
-	c    *container.Container
+	a    *attachStream
 	done <-chan struct{}
 }
 
 func (in attachInput) Write(p []byte) (int, error) {
-	if err := in.c.WriteStdin(p, in.done); err != nil {
+	if err := in.a.src.WriteStdin(p, in.done); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// CloseStdin does nothing: one attacher's end of input is not the
-// process's.
-func (attachInput) CloseStdin() error { return nil }
+// CloseStdin ends the process's input only for the client that owns it:
+// one attacher's end of input is not the process's.
+func (in attachInput) CloseStdin() error {
+	if in.a.closeStdin == nil {
+		return nil
+	}
+	return in.a.closeStdin(in.done)
+}
 
-// run forwards the scrollback and then the live output until the process
-// exits (status, then a normal close), the attacher falls too far behind
-// (close 4001: the output hub cuts it, which ends the stream at once), or
-// the stream ends.
+// run subscribes, sends the replay, then the live output until the
+// process exits (status, then a normal close), the client falls too far
+// behind (close 4001: the output hub cuts it, which ends the stream at
+// once), or the stream ends.
 func (a *attachStream) run(ctx context.Context) error {
 	defer a.stdin.close()
 	// Subscribe first: once the client has the ready frame, it misses
 	// nothing, even without a replay, and no output of its own input.
-	att := a.c.Attach(a.opts.replay(), a.cut)
+	att, err := a.src.Attach(a.join, a.cut)
+	if err != nil { // an offset dropped since Join checked it
+		a.failed.Store(true)
+		st := wsproto.InternalError(err)
+		a.Finish(ctx, &st)
+		return nil
+	}
 	defer att.Detach()
-	if a.opts.Stdin {
-		a.stdin.start(attachInput{c: a.c, done: a.stdin.stop}, a.log)
+	if a.opts.Stdin && !a.viewOnly {
+		a.stdin.start(attachInput{a: a, done: a.stdin.stop}, a.log)
 	}
 	if !a.ready(ctx, a.opts.Stdout, a.opts.Stderr) {
 		return nil
+	}
+	return a.follow(ctx, att)
+}
+
+// follow sends an attachment's replay and live output; see run.
+func (a *attachStream) follow(ctx context.Context, att *container.Attachment) error {
+	if a.opts.Info {
+		if !a.sendInfo(ctx, att, a.join) {
+			return nil
+		}
 	}
 	for _, ch := range att.Replay {
 		for data := ch.Data; len(data) > 0; {
@@ -177,14 +228,14 @@ func (a *attachStream) run(ctx context.Context) error {
 	}
 }
 
-// cut ends the stream of an attacher that fell too far behind.
+// cut ends the stream of a client that fell too far behind.
 func (a *attachStream) cut() {
 	a.km.Error(metrics.ReasonSlowConsumer)
 	a.log.Warn("attacher cut: it fell too far behind")
 	a.Fail(errSlowConsumer)
 }
 
-// forward sends a chunk on the channel the attacher asked for, or drops it
+// forward sends a chunk on the channel the client asked for, or drops it
 // when it asked for none.
 func (a *attachStream) forward(ctx context.Context, ch container.Chunk) bool {
 	wch := wsproto.Stdout
@@ -209,7 +260,7 @@ func (a *attachStream) frame(wch wsproto.Channel, ch container.Chunk) outFrame {
 }
 
 // end finishes the stream when the attachment ended: with the exit status,
-// unless the attacher was cut (the stream is ending already).
+// unless the client was cut (the stream is ending already).
 func (a *attachStream) end(ctx context.Context, att *container.Attachment) error {
 	if errors.Is(att.Err(), container.ErrSlowConsumer) {
 		return nil
@@ -218,7 +269,7 @@ func (a *attachStream) end(ctx context.Context, att *container.Attachment) error
 	a.exited(code)
 	st := wsproto.Success()
 	if code != nil && *code != 0 {
-		st = wsproto.ExitCode(*code, a.c.Spec().Command)
+		st = wsproto.ExitCode(*code, a.src.Command())
 	}
 	a.Finish(ctx, &st)
 	return nil

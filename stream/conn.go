@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"gateway/container"
 	"gateway/internal/chunkio"
 	"gateway/metrics"
 	"gateway/session"
@@ -87,6 +89,7 @@ func (f *outFrame) data() []byte {
 type client struct {
 	Conn
 	t    transport // the same transport, for the server
+	srv  *Server
 	sess *session.Session
 	km   *metrics.Kind
 	log  *slog.Logger
@@ -95,6 +98,13 @@ type client struct {
 	// What the kind reports before it finishes the stream.
 	exit   atomic.Pointer[int] // the process's exit code, when it exited by itself
 	failed atomic.Bool         // the gateway failed after the stream began (a start, a wait)
+
+	// Of a client of a shared exec (see shared): the session it is in,
+	// set once the process runs; whether it only watches (a view share),
+	// and the share that let it in.
+	shared   atomic.Pointer[shared]
+	viewOnly bool
+	share    string
 }
 
 // exited records the exit code of the stream's process.
@@ -112,12 +122,43 @@ func (c *client) input(p []byte) {
 }
 
 // output counts payload bytes for the client and sends them: the one
-// place they pass.
+// place they pass. (A shared session counts its process's output once, as
+// it is printed: see shared.)
 func (c *client) output(ctx context.Context, f outFrame) bool {
 	d := f.data()
-	c.sess.RecordOut(d)
+	if c.shared.Load() == nil {
+		c.sess.RecordOut(d)
+	}
 	c.km.BytesOut.Add(float64(len(d)))
 	return c.Send(ctx, f)
+}
+
+// ignored counts a view-only client's frame that was dropped.
+func (c *client) ignored(what string) {
+	if sh := c.shared.Load(); sh != nil {
+		sh.srv.metrics.ViewOnlyIgnored.WithLabelValues(what).Inc()
+	}
+}
+
+// sendInfo sends the session information frame (see wsproto.Info).
+func (c *client) sendInfo(ctx context.Context, att *container.Attachment, j container.Join) bool {
+	info := wsproto.SessionInfo{Session: c.sess.ID, Offset: att.Offset, ViewOnly: c.viewOnly, Join: "live"}
+	if sh := c.shared.Load(); sh != nil {
+		info.Detach = sh.detach.Seconds()
+	}
+	switch {
+	case j.From >= 0:
+		info.Join = "since"
+	case att.Screen:
+		info.Join = "screen"
+	case j.Replay:
+		info.Join = "replay"
+	}
+	b, err := json.Marshal(info)
+	if err != nil {
+		return false
+	}
+	return c.Send(ctx, outFrame{ch: wsproto.Info, b: b})
 }
 
 // ready sends the empty frame that opens an exec or attach stream, on the

@@ -2,9 +2,13 @@ package stream
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
+	"time"
 
 	"gateway/container"
 	"gateway/metrics"
@@ -21,6 +25,8 @@ type Streams struct {
 	TTY    bool `json:"tty"`
 	// Flow turns on the web page's flow control (see wsproto.Ack).
 	Flow bool `json:"flow,omitempty"`
+	// Info asks for the session information frame (see wsproto.Info).
+	Info bool `json:"info,omitempty"`
 }
 
 // parseStreams reads the stream flags as the API server and the kubelet
@@ -33,6 +39,7 @@ func parseStreams(q url.Values) Streams {
 		Stderr: flag(q, "stderr", "error"),
 		TTY:    flag(q, "tty", "tty"),
 		Flow:   wsproto.ParseBool(q["flow"]),
+		Info:   wsproto.ParseBool(q["info"]),
 	}
 }
 
@@ -60,13 +67,57 @@ func (o *Streams) validate() error {
 type ExecOptions struct {
 	Command []string `json:"command"`
 	Streams
+	// Detach, when positive, keeps the process running for that long
+	// after its last client leaves (see Server.Join); the server's
+	// Config.MaxDetach caps it. Without it the process ends with its
+	// client, as in the kubelet.
+	Detach Duration `json:"detach,omitempty"`
 }
 
-// ParseExecQuery reads exec parameters: command (repeated) and the
-// streams.
+// ParseExecQuery reads exec parameters: command (repeated), the streams,
+// and detach (a duration: "90s", "1h", or seconds).
 func ParseExecQuery(q url.Values) ExecOptions {
-	return ExecOptions{Command: q["command"], Streams: parseStreams(q)}
+	o := ExecOptions{Command: q["command"], Streams: parseStreams(q)}
+	if v := q.Get("detach"); v != "" {
+		o.Detach.parse(v)
+	}
+	return o
 }
+
+// Duration is a duration given as Go writes them ("90s", "1h30m") or in
+// seconds, in a query or in JSON (a string or a number).
+type Duration struct {
+	time.Duration
+	err error // why the text did not parse
+}
+
+func (d *Duration) parse(s string) {
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		d.Duration = time.Duration(n * float64(time.Second))
+	} else if d.Duration, err = time.ParseDuration(s); err != nil {
+		d.err = fmt.Errorf("%q is not a duration (say 90s, 15m or 1h)", s)
+	}
+	if d.err == nil && d.Duration < 0 {
+		d.err = fmt.Errorf("%q is negative", s)
+	}
+}
+
+// UnmarshalJSON reads "90s" or 90.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var n float64
+		if err := json.Unmarshal(b, &n); err != nil {
+			return fmt.Errorf("a duration is a string such as \"15m\" or a number of seconds")
+		}
+		s = strconv.FormatFloat(n, 'f', -1, 64)
+	}
+	d.parse(s)
+	return d.err
+}
+
+// MarshalJSON writes the duration as Go does.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.Duration.String()) }
 
 // Validate checks the options and normalizes them (see Streams).
 func (o *ExecOptions) Validate(needCommand bool) error {
@@ -75,6 +126,9 @@ func (o *ExecOptions) Validate(needCommand bool) error {
 	}
 	if needCommand && o.Command[0] == "" {
 		return badRequest("command: the program name is empty")
+	}
+	if o.Detach.err != nil {
+		return badRequest("detach: %v", o.Detach.err)
 	}
 	return o.Streams.validate()
 }
@@ -92,6 +146,10 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 	cl, err := s.openStream(w, r, session.Exec, containerID, opts.Streams)
 	if err != nil {
 		return err
+	}
+	if opts.Detach.Duration > 0 && s.cfg.MaxDetach > 0 {
+		s.serveShared(cl, c, opts)
+		return nil
 	}
 	e := &execStream{client: cl, c: c, opts: opts, stdin: newInputQueue()}
 	s.serve(cl, e.onFrame, e.run)

@@ -77,6 +77,14 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 				code = http.StatusNotFound
 			case errors.Is(err, sandbox.ErrPort):
 				code = http.StatusForbidden
+			case errors.Is(err, session.ErrNotFound):
+				code = http.StatusNotFound
+			case errors.Is(err, reqerr.ErrConflict):
+				code = http.StatusConflict
+			case errors.Is(err, container.ErrGone):
+				code = http.StatusGone
+			case errors.Is(err, container.ErrInvalid):
+				code = http.StatusBadRequest
 			}
 			http.Error(w, err.Error(), code)
 		}
@@ -100,6 +108,22 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 			serve(w, r, err)
 		})
 	}
+	// Joins a shared exec; a share token in X-Share is its grant.
+	mux.HandleFunc("GET /join/{id}", func(w http.ResponseWriter, r *http.Request) {
+		opts, err := ParseJoinQuery(r.URL.Query())
+		if tok := r.Header.Get("X-Share"); err == nil && tok != "" {
+			g, ok := h.srv.CheckShare(tok)
+			if !ok {
+				http.Error(w, "share not valid", http.StatusUnauthorized)
+				return
+			}
+			opts.Grant = &g
+		}
+		if err == nil {
+			err = h.srv.Join(w, r, r.PathValue("id"), opts)
+		}
+		serve(w, r, err)
+	})
 	// Exec that refuses WebSockets, for client-go's fallback to SPDY.
 	mux.HandleFunc("GET /spdy-only/{id}", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "WebSockets are not served here", http.StatusBadRequest)

@@ -496,6 +496,8 @@ func (p *Pump) closeFor(cause error) {
 		p.closeWith(websocket.CloseGoingAway, "gateway shutting down")
 	case errors.Is(cause, errSlowConsumer):
 		p.closeWith(CloseSlowConsumer, "client too slow: output queue overflowed")
+	case errors.Is(cause, errShareRevoked):
+		p.closeWith(CloseShareRevoked, "the share link was revoked")
 	case errors.Is(cause, errIdle):
 		p.closeWith(CloseIdle, "idle timeout")
 	case errors.As(cause, &pe):

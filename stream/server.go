@@ -34,6 +34,16 @@ type Config struct {
 	// the streams of an exec or attach, and those of a port-forward pair,
 	// as in the kubelet.
 	StreamCreationTimeout time.Duration
+	// MaxDetach caps how long an exec opened with detach outlives its last
+	// client.
+	MaxDetach time.Duration
+	// SharedKeep is how many bytes of a shared exec's output are kept for
+	// clients that rejoin from where they were (since=).
+	SharedKeep int
+	// MaxShares bounds the share links of one session, and MaxShareTTL
+	// their life.
+	MaxShares   int
+	MaxShareTTL time.Duration
 }
 
 // DefaultConfig returns the defaults: pings every 25 s (which also keeps
@@ -47,6 +57,11 @@ func DefaultConfig() Config {
 		PongWait:       60 * time.Second,
 
 		StreamCreationTimeout: 30 * time.Second,
+
+		MaxDetach:   time.Hour,
+		SharedKeep:  256 << 10,
+		MaxShares:   10,
+		MaxShareTTL: 24 * time.Hour,
 	}
 }
 
@@ -57,6 +72,7 @@ const (
 	CloseByAPI        = 4000 // DELETE /api/v1/sessions/{id}
 	CloseSlowConsumer = 4001 // an attacher fell too far behind
 	CloseIdle         = 4002 // no traffic for the idle timeout
+	CloseShareRevoked = 4003 // the share link that let the client in was revoked
 )
 
 func badRequest(format string, args ...any) error {
@@ -78,7 +94,11 @@ type Server struct {
 	upgrader  websocket.Upgrader
 	base      context.Context
 	bufs      *bufferPool
-	streams   sync.WaitGroup // one per running stream
+	streams   sync.WaitGroup // one per running stream, and one per shared exec's process
+
+	sharedMu sync.Mutex
+	shared   map[string]*shared // shared execs by session id
+	shares   map[string]*share  // their share links by id
 }
 
 // Wait blocks until every stream has ended, or ctx ends.
@@ -99,7 +119,9 @@ func NewServer(base context.Context, cfg Config, log *slog.Logger, rt *container
 	sessions *session.Registry, m *metrics.Metrics) *Server {
 	return &Server{
 		cfg: cfg, log: log, runtime: rt, sandboxes: sb, sessions: sessions, metrics: m, base: base,
-		bufs: newBufferPool(),
+		bufs:   newBufferPool(),
+		shared: make(map[string]*shared),
+		shares: make(map[string]*share),
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 10 * time.Second,
 			// A small read buffer: it holds frame headers and small frames,
@@ -174,9 +196,19 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, kind session.Kind,
 	if err != nil {
 		return nil, err
 	}
-	conn, fc, err := s.accept(w, r, proto)
+	c, err := s.upgrade(w, r, sess, proto, flow)
 	if err != nil {
 		sess.Abandon()
+		return nil, err
+	}
+	return c, nil
+}
+
+// upgrade upgrades a checked request to a WebSocket for a session, as
+// open does.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, sess *session.Session, proto wsproto.Protocol, flow bool) (*client, error) {
+	conn, fc, err := s.accept(w, r, proto)
+	if err != nil {
 		return nil, err
 	}
 	c := s.newClient(sess, proto)
@@ -189,22 +221,38 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, kind session.Kind,
 	return c, nil
 }
 
-// openStream opens an exec or an attach on the transport the request asks
-// for: a WebSocket (its subprotocol negotiated), or SPDY/3.1.
+// openStream registers an exec or an attach and opens it on the transport
+// the request asks for (see openFor). On error nothing was written and no
+// session remains.
 func (s *Server) openStream(w http.ResponseWriter, r *http.Request, kind session.Kind, target string, want Streams) (*client, error) {
+	sess, err := s.sessions.Register(kind, target, r.RemoteAddr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.openFor(w, r, sess, want)
+	if err != nil {
+		sess.Abandon()
+		return nil, err
+	}
+	return c, nil
+}
+
+// openFor upgrades a checked request for a session, to a WebSocket (its
+// subprotocol negotiated) or SPDY/3.1.
+func (s *Server) openFor(w http.ResponseWriter, r *http.Request, sess *session.Session, want Streams) (*client, error) {
 	if IsSPDYUpgrade(r) {
-		return s.openSPDY(w, r, kind, target, want)
+		return s.openSPDY(w, r, sess, want)
 	}
 	proto, err := negotiate(r, wsproto.ExecProtocols)
 	if err != nil {
 		return nil, err
 	}
-	return s.open(w, r, kind, target, proto, want.Flow)
+	return s.upgrade(w, r, sess, proto, want.Flow)
 }
 
 // newClient is a session's client, before its transport is set.
 func (s *Server) newClient(sess *session.Session, proto wsproto.Protocol) *client {
-	return &client{sess: sess, km: s.metrics.For(string(sess.Kind)), log: s.sessionLog(sess, proto), bufs: s.bufs}
+	return &client{srv: s, sess: sess, km: s.metrics.For(string(sess.Kind)), log: s.sessionLog(sess, proto), bufs: s.bufs}
 }
 
 // serve runs a client's transport as its session, on a goroutine of the
@@ -213,25 +261,37 @@ func (s *Server) newClient(sess *session.Session, proto wsproto.Protocol) *clien
 func (s *Server) serve(c *client, onFrame FrameHandler, work func(context.Context) error) {
 	s.streams.Go(func() {
 		start := time.Now()
-		c.km.Active.Inc()
-		c.sess.Activate(c.t)
-		c.log.Info("session opened", "remote", c.sess.RemoteAddr)
-		c.t.Run(onFrame, work, func(cause error) { c.ended(cause, time.Since(start)) })
+		if c.shared.Load() == nil { // a client joining a shared exec is not a session of its own
+			c.km.Active.Inc()
+			c.sess.Activate(c.t)
+			c.log.Info("session opened", "remote", c.sess.RemoteAddr)
+		}
+		c.t.Run(onFrame, work, func(cause error) { c.ended(cause, start) })
 	})
 }
 
 // ended records the end of a client's session: its result, from why the
-// stream ended and what the kind reported (see client.exited).
-func (c *client) ended(cause error, d time.Duration) {
+// stream ended and what the kind reported (see client.exited). The client
+// of a shared exec leaves it instead: the session goes on.
+func (c *client) ended(cause error, start time.Time) {
+	if sh := c.shared.Load(); sh != nil {
+		sh.leave(c, cause)
+		return
+	}
 	code := c.exit.Load()
 	result := resultOf(cause, code)
 	if cause == nil && c.failed.Load() {
 		result = metrics.ResultError
 	}
-	c.km.Active.Dec()
-	c.km.Ended(result, d)
-	c.sess.Finish(code)
-	info := c.sess.Info()
+	finished(c.sess, c.km, c.log, result, code, cause, time.Since(start))
+}
+
+// finished records the end of a session.
+func finished(sess *session.Session, km *metrics.Kind, log *slog.Logger, result string, code *int, cause error, d time.Duration) {
+	km.Active.Dec()
+	km.Ended(result, d)
+	sess.Finish(code)
+	info := sess.Info()
 	attrs := []any{"result", result, "bytes_in", info.BytesIn, "bytes_out", info.BytesOut,
 		"duration", d.Round(time.Millisecond)}
 	if code != nil {
@@ -240,7 +300,7 @@ func (c *client) ended(cause error, d time.Duration) {
 	if cause != nil {
 		attrs = append(attrs, "cause", cause.Error())
 	}
-	c.log.Info("session closed", attrs...)
+	log.Info("session closed", attrs...)
 }
 
 func resultOf(cause error, exitCode *int) string {

@@ -325,14 +325,9 @@ func (c *spdyConn) cause() error {
 
 // openSPDY is open for a SPDY request: the session, the upgrade, the
 // client.
-func (s *Server) openSPDY(w http.ResponseWriter, r *http.Request, kind session.Kind, target string, want Streams) (*client, error) {
-	sess, err := s.sessions.Register(kind, target, r.RemoteAddr)
-	if err != nil {
-		return nil, err
-	}
+func (s *Server) openSPDY(w http.ResponseWriter, r *http.Request, sess *session.Session, want Streams) (*client, error) {
 	sc, err := s.acceptSPDY(w, r, want)
 	if err != nil {
-		sess.Abandon()
 		return nil, err
 	}
 	c := s.newClient(sess, sc.proto)

@@ -184,7 +184,7 @@ loop:
 	if errors.Is(cause, errClientGone) {
 		cause = nil // the client ends a port-forward by leaving
 	}
-	f.ended(cause, time.Since(start))
+	f.ended(cause, start)
 }
 
 // add puts a stream in its pair, and forwards the pair once complete; a

@@ -94,6 +94,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	scfg := stream.DefaultConfig()
 	scfg.MaxMessageSize = int64(cfg.MaxMessage)
 	scfg.IdleTimeout = cfg.IdleTimeout
+	scfg.MaxDetach = cfg.MaxDetach
+	scfg.SharedKeep = int(cfg.DetachKeep)
 	// Streams outlive requests and the signal: they end through CloseAll,
 	// with a close frame, during the shutdown below.
 	streams := stream.NewServer(context.WithoutCancel(ctx), scfg, log, rt, sandboxes, sessions, m)
