@@ -356,7 +356,7 @@ func TestContainerLifecycle(t *testing.T) {
 	<-c.done
 	sb := c.Scrollback()
 	if len(sb) != 1 || string(sb[0].Data) != "456789abcdefXYZ\n" { // the last 16 bytes
-		t.Errorf("scrollback %q", sb)
+		t.Errorf("scrollback %+v", sb)
 	}
 	if _, err := c.Exec(ExecSpec{Command: []string{"true"}}); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("exec into exited: %v", err)
@@ -431,11 +431,11 @@ func TestScrollback(t *testing.T) {
 	got := s.snapshot()
 	want := []Chunk{{Stream: Stdout, Data: []byte("bcdef")}, {Stream: Stderr, Data: []byte("gh")}, {Stream: Stdout, Data: []byte("ijk")}}
 	if !slices.EqualFunc(got, want, func(a, b Chunk) bool { return a.Stream == b.Stream && bytes.Equal(a.Data, b.Data) }) {
-		t.Errorf("snapshot %q, want %q", got, want)
+		t.Errorf("snapshot %+v, want %+v", got, want)
 	}
 	s.append(Stderr, []byte("0123456789XY"))
 	if got := s.snapshot(); len(got) != 1 || string(got[0].Data) != "23456789XY" || s.size != 10 {
-		t.Errorf("after a write over the limit: %q size %d", got, s.size)
+		t.Errorf("after a write over the limit: %+v size %d", got, s.size)
 	}
 	// A flood of one-byte writes packs into few blocks (which grow from
 	// 512 bytes to 32 KiB), and a little output takes little room.

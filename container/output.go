@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -16,10 +15,13 @@ import (
 // Stream names an output of a main process.
 type Stream uint8
 
-// The output streams. With a pty everything is Stdout.
+// The output streams. With a pty everything is Stdout. Resized is no
+// output: a chunk of it says that the pty took a new size (Chunk.Size),
+// at that point of the output.
 const (
-	Stdout Stream = 1
-	Stderr Stream = 2
+	Stdout  Stream = 1
+	Stderr  Stream = 2
+	Resized Stream = 0
 )
 
 // Chunk is a piece of output. Its bytes are shared by every reader and must
@@ -27,6 +29,7 @@ const (
 type Chunk struct {
 	Stream Stream
 	Data   []byte
+	Size   Size // of a Resized chunk
 
 	// framed, for live chunks, is Data with one byte before it holding the
 	// stream number, so a reader can send it as a channel frame (stdout 1,
@@ -217,6 +220,8 @@ type Attachment struct {
 	Offset int64
 	// Screen: Replay is a tty's screen (drawn from a reset), not output.
 	Screen bool
+	// Size is the pty's size when it attached (zero without a pty).
+	Size Size
 	// C delivers live output; closed when the attachment ends.
 	C <-chan Chunk
 
@@ -267,6 +272,10 @@ func (o *output) attach(j Join, onCut func()) (*Attachment, error) {
 		a.Replay = o.scroll.snapshot()
 	}
 	a.Offset = o.total
+	if o.term != nil {
+		cols, rows := o.term.Size()
+		a.Size = Size{Cols: uint16(cols), Rows: uint16(rows)}
+	}
 	if o.ended != nil {
 		a.exitCode = o.ended
 		close(c)
@@ -288,23 +297,30 @@ func (o *output) check(j Join) error {
 	return nil
 }
 
-// restore is the output that draws the screen as it is: its size first
-// (xterm's window sizing, which terminals that allow it follow), then the
-// terminal's restore. o.mu is held.
-func (o *output) restore() []byte {
-	cols, rows := o.term.Size()
-	b := append([]byte("\x1b[8;"), strconv.Itoa(rows)...)
-	b = append(append(append(b, ';'), strconv.Itoa(cols)...), 't')
-	return o.term.AppendRestore(b)
-}
+// restore is the output that draws the screen as it is. o.mu is held.
+func (o *output) restore() []byte { return o.term.AppendRestore(nil) }
 
-// resize follows a resize of the pty.
+// resize follows a resize of the pty: the screen takes the size, and the
+// attachments see a Resized chunk where it falls in the output.
 func (o *output) resize(s Size) {
+	o.pub.Lock()
+	defer o.pub.Unlock()
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if o.term != nil {
 		o.term.Resize(int(s.Cols), int(s.Rows))
 	}
+	watchers := o.watching()
+	o.mu.Unlock()
+	o.deliver(watchers, Chunk{Stream: Resized, Size: s})
+}
+
+// watching lists the attachments. o.mu is held.
+func (o *output) watching() []*Attachment {
+	watchers := make([]*Attachment, 0, len(o.watchers))
+	for a := range o.watchers {
+		watchers = append(watchers, a)
+	}
+	return watchers
 }
 
 // publish records a chunk and hands it to every attachment, waiting for
@@ -324,13 +340,14 @@ func (o *output) publish(st Stream, framed []byte) {
 	if o.onPublish != nil {
 		o.onPublish(p)
 	}
-	watchers := make([]*Attachment, 0, len(o.watchers))
-	for a := range o.watchers {
-		watchers = append(watchers, a)
-	}
+	watchers := o.watching()
 	o.mu.Unlock()
+	o.deliver(watchers, Chunk{Stream: st, Data: p, framed: framed})
+}
 
-	chunk := Chunk{Stream: st, Data: p, framed: framed}
+// deliver hands a chunk to the attachments, waiting for full queues as the
+// policy says. o.pub is held.
+func (o *output) deliver(watchers []*Attachment, chunk Chunk) {
 	var timer *time.Timer
 	for _, a := range watchers {
 		select {

@@ -236,8 +236,12 @@ func (a *attachStream) cut() {
 }
 
 // forward sends a chunk on the channel the client asked for, or drops it
-// when it asked for none.
+// when it asked for none; a resize becomes an info frame for a client that
+// asked for them.
 func (a *attachStream) forward(ctx context.Context, ch container.Chunk) bool {
+	if ch.Stream == container.Resized {
+		return !a.opts.Info || a.sendInfoFrame(ctx, a.info("resize", ch.Size))
+	}
 	wch := wsproto.Stdout
 	want := a.opts.Stdout
 	if ch.Stream == container.Stderr {

@@ -142,10 +142,8 @@ func (c *client) ignored(what string) {
 
 // sendInfo sends the session information frame (see wsproto.Info).
 func (c *client) sendInfo(ctx context.Context, att *container.Attachment, j container.Join) bool {
-	info := wsproto.SessionInfo{Session: c.sess.ID, Offset: att.Offset, ViewOnly: c.viewOnly, Join: "live"}
-	if sh := c.shared.Load(); sh != nil {
-		info.Detach = sh.detach.Seconds()
-	}
+	info := c.info("live", att.Size)
+	info.Offset = att.Offset
 	switch {
 	case j.From >= 0:
 		info.Join = "since"
@@ -154,6 +152,20 @@ func (c *client) sendInfo(ctx context.Context, att *container.Attachment, j cont
 	case j.Replay:
 		info.Join = "replay"
 	}
+	return c.sendInfoFrame(ctx, info)
+}
+
+// info is the session information of the client, as a join or a resize
+// tells it.
+func (c *client) info(join string, size container.Size) wsproto.SessionInfo {
+	info := wsproto.SessionInfo{Session: c.sess.ID, ViewOnly: c.viewOnly, Join: join, Cols: size.Cols, Rows: size.Rows}
+	if sh := c.shared.Load(); sh != nil {
+		info.Detach = sh.detach.Seconds()
+	}
+	return info
+}
+
+func (c *client) sendInfoFrame(ctx context.Context, info wsproto.SessionInfo) bool {
 	b, err := json.Marshal(info)
 	if err != nil {
 		return false

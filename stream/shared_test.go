@@ -24,10 +24,11 @@ const v5 = "v5.channel.k8s.io"
 // sharedClient reads a shared exec's stream: its info frame, and its
 // output.
 type sharedClient struct {
-	t    *testing.T
-	c    *websocket.Conn
-	info wsproto.SessionInfo
-	out  bytes.Buffer
+	t     *testing.T
+	c     *websocket.Conn
+	info  wsproto.SessionInfo
+	out   bytes.Buffer
+	later []wsproto.SessionInfo // info frames after the first
 }
 
 // openShared opens an exec with detach and info=1 and reads up to its
@@ -66,6 +67,11 @@ func (sc *sharedClient) readUntil(want string) {
 		}
 		if len(data) > 0 && (data[0] == 1 || data[0] == 2) {
 			sc.out.Write(data[1:])
+		}
+		if len(data) > 0 && data[0] == byte(wsproto.Info) {
+			var info wsproto.SessionInfo
+			json.Unmarshal(data[1:], &info)
+			sc.later = append(sc.later, info)
 		}
 	}
 }
@@ -193,7 +199,7 @@ func TestSharedScreen(t *testing.T) {
 	first.readUntil("hello screen")
 
 	second := h.mustJoin(t, first.info.Session, "stdin=1&stdout=1&tty=1&info=1", nil)
-	if second.info.Join != "screen" {
+	if second.info.Join != "screen" || second.info.Cols != 40 || second.info.Rows != 10 {
 		t.Fatalf("info %+v", second.info)
 	}
 	second.readUntil("hello screen")
@@ -202,12 +208,18 @@ func TestSharedScreen(t *testing.T) {
 	if !term.AltScreen() || term.Text()[0] != "hello screen" {
 		t.Fatalf("joined screen: alt %v %q", term.AltScreen(), term.Text())
 	}
-	if !bytes.HasPrefix(second.out.Bytes(), []byte("\x1b[8;10;40t\x1bc")) {
-		t.Fatalf("the screen does not start with its size and a reset: %q", second.out.Bytes()[:20])
+	if !bytes.HasPrefix(second.out.Bytes(), []byte("\x1bc")) {
+		t.Fatalf("the screen does not start with a reset: %q", second.out.Bytes()[:20])
 	}
+	// A resize by one client reaches the other as an info frame, where it
+	// falls in the output.
+	first.c.WriteMessage(websocket.BinaryMessage, append([]byte{4}, `{"Width":50,"Height":12}`...))
 	second.c.WriteMessage(websocket.BinaryMessage, []byte("\x00abc\r"))
 	first.readUntil("got abc")
 	second.readUntil("got abc")
+	if n := len(second.later); n != 1 || second.later[0].Join != "resize" || second.later[0].Cols != 50 || second.later[0].Rows != 12 {
+		t.Fatalf("info frames after the join: %+v", second.later)
+	}
 	first.c.WriteMessage(websocket.BinaryMessage, []byte("\x00\r"))
 	for _, sc := range []*sharedClient{first, second} {
 		msgs, ce := readUntilClose(t, sc.c)

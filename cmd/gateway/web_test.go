@@ -435,17 +435,13 @@ func TestWebShell(t *testing.T) {
 		t.Errorf("tabs %v", tabs)
 	}
 
-	// The sessions list's close button ends the stream (4000): the page
-	// reconnects, to a new shell.
+	// The sessions list's close button ends the shell (4000): there is
+	// nothing to join again, and Enter starts a new shell.
 	b.do(10*time.Second, chromedp.Click(chromedp.CSS(`#sessions tr.session button.close`)))
-	b.waitFor("reconnecting", 10*time.Second, func() bool {
-		return strings.Contains(strings.Join(mustEval[[]string](b, "gatewayDebug.history()"), " "), "reconnecting")
-	})
-	b.waitLine("[new shell]", 10*time.Second)
+	b.waitStatus("exited", 10*time.Second)
+	b.waitLine("[connection closed: session closed through the API; press Enter for a new shell]", 10*time.Second)
+	b.typeKeys("\r")
 	b.waitShell()
-	if !strings.Contains(b.tail(0), "[connection closed: session closed through the API; reconnecting starts a new shell]") {
-		t.Errorf("no notice of the lost connection:\n%s", b.tail(0))
-	}
 
 	// An exit is the end: its code shows, and the page does not reconnect.
 	b.run("exit 3")
@@ -553,11 +549,13 @@ func TestWebDeepLink(t *testing.T) {
 	want := fmt.Sprintf("deep-%d", rand.IntN(1e9))
 	b.run("echo " + want)
 	b.waitLine(want, 10*time.Second)
-	if tabs := mustEval[[]map[string]any](b, "gatewayDebug.tabs()"); len(tabs) != 1 || tabs[0]["kind"] != "exec" || tabs[0]["container"] != "sh" {
-		t.Errorf("tabs %v", tabs)
+	tabs := mustEval[[]map[string]any](b, "gatewayDebug.tabs()")
+	if len(tabs) != 1 || tabs[0]["kind"] != "exec" || tabs[0]["container"] != "sh" {
+		t.Fatalf("tabs %v", tabs)
 	}
-	if h := mustEval[string](b, "location.hash"); h != "#/exec/sh" {
-		t.Errorf("location.hash %q", h)
+	// The URL now names the shell's session, so a reload joins it.
+	if h, want := mustEval[string](b, "location.hash"), fmt.Sprintf("#/session/%v", tabs[0]["session"]); h != want {
+		t.Errorf("location.hash %q, want %q", h, want)
 	}
 }
 

@@ -20,8 +20,15 @@ type SessionInfo struct {
 	Offset int64 `json:"offset"`
 	// Join says what came before the live output: "screen" (a tty's
 	// screen, drawn from a reset), "replay" (kept output), "since" (the
-	// output after the offset asked for) or "live" (nothing).
+	// output after the offset asked for) or "live" (nothing); "resize" in
+	// the frames after the first.
 	Join string `json:"join"`
 	// ViewOnly: the client's input and resizes are dropped (a view share).
 	ViewOnly bool `json:"viewOnly,omitempty"`
+	// Cols and Rows are the pty's size (none without a pty). The gateway
+	// sends the frame again, with Join "resize", where the pty takes a new
+	// size in the output: a client that does not set the size (a view
+	// share) follows it.
+	Cols uint16 `json:"cols,omitempty"`
+	Rows uint16 `json:"rows,omitempty"`
 }

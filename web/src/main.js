@@ -2,11 +2,19 @@
 // and the live sessions, and open terminals (exec: a new login shell;
 // attach: the container's main process) over the gateway's WebSocket
 // streams, in the Kubernetes v5.channel.k8s.io framing plus the gateway's
-// flow-control extension (channel 5, see stream/wsproto/ack.go).
+// extensions: flow control (channel 5, see stream/wsproto/ack.go) and the
+// session information frame (channel 6, stream/wsproto/info.go).
+//
+// A new shell is a detachable exec: when the connection drops, the page
+// joins the same shell again and the gateway draws its screen as it is;
+// after a reload, the sessions list offers the shells left running. A
+// share link (#session=…&share=…) opens one session, read-only, with no
+// login.
 //
 // The token never appears in a URL the page requests: POST /login turns it
 // into an HttpOnly cookie, which authenticates every later request and
-// WebSocket (same origin).
+// WebSocket (same origin). A share link's token travels in the WebSocket's
+// bearer subprotocol.
 
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
@@ -20,6 +28,7 @@ const STDERR = 2;
 const STATUS = 3;
 const RESIZE = 4;
 const ACK = 5;
+const INFO = 6;
 
 const PROTOCOL = "v5.channel.k8s.io";
 // The gateway stops reading the process at 512 KiB unacknowledged; ack
@@ -34,6 +43,12 @@ const POLL_MS = 3000;
 const INPUT_CHUNK = 32 << 10;
 // The command of "new shell": the user's login shell, or sh.
 const SHELL_COMMAND = ["/bin/sh", "-c", "exec ${SHELL:-/bin/sh} -l"];
+// How long a new shell outlives a dropped connection (the gateway caps it
+// with --max-detach, and says what it granted).
+const DETACH = "1h";
+// How long a share link made with the share button is valid.
+const SHARE_TTL_SECONDS = 3600;
+const BEARER_PROTOCOL = "base64url.bearer.authorization.k8s.io.";
 
 const CLOSE_REASONS = {
   1001: "the gateway is shutting down",
@@ -44,6 +59,7 @@ const CLOSE_REASONS = {
   4000: "session closed through the API",
   4001: "too slow: the terminal fell too far behind",
   4002: "idle for too long",
+  4003: "the share link was revoked",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -99,6 +115,7 @@ async function statusMessage(resp) {
 
 const app = {
   loggedIn: false,
+  viewing: false, // a share link's page: one session, read-only
   containers: new Map(), // id → container info
   tabs: [],
   active: null,
@@ -203,7 +220,7 @@ function showAPIError(e) {
 }
 
 async function poll() {
-  if (!app.loggedIn || document.hidden) return;
+  if (!app.loggedIn || app.viewing || document.hidden) return;
   try {
     await Promise.all([refreshContainers(), refreshSessions()]);
     showAPIError(null);
@@ -264,14 +281,19 @@ function updateContainerRow(row, c) {
   row.querySelector("button.attach").disabled = !running;
 }
 
+// refreshSessions lists the live sessions: the streams open now, and the
+// shells that outlive their connection (detached ones wait to be joined).
 async function refreshSessions() {
-  const list = await api("GET", "/api/v1/sessions?state=active");
-  const items = (list && list.items) || [];
+  if (app.viewing) return;
+  const list = await api("GET", "/api/v1/sessions");
+  const items = ((list && list.items) || []).filter((s) => s.state === "active" || s.state === "detached");
   syncRows($("sessions").tBodies[0], items, sessionRow, updateSessionRow);
   $("sessions-empty").hidden = items.length > 0;
 }
 
 function sessionRow(s) {
+  const join = el("button", { type: "button", class: "join", textContent: "join", title: "open this shell here" });
+  join.addEventListener("click", () => openSession(s.id, s.target));
   const close = el("button", { type: "button", class: "close", textContent: "close", title: "close this stream" });
   close.addEventListener("click", async () => {
     close.disabled = true;
@@ -289,15 +311,25 @@ function sessionRow(s) {
     el("td", { class: "age" }),
     el("td", { class: "in num" }),
     el("td", { class: "out num" }),
-    el("td", { class: "actions" }, close));
+    el("td", { class: "actions" }, join, close));
 }
 
 function updateSessionRow(row, s) {
-  const [, , age, bin, bout] = row.cells;
+  const [kind, , age, bin, bout] = row.cells;
+  const shared = s.detach > 0;
+  let k = shared ? "shell" : s.kind;
+  if (s.state === "detached") k += " · detached";
+  else if (shared && s.viewers > 1) k += ` · ${s.viewers} clients`;
+  kind.textContent = k;
+  row.dataset.state = s.state;
   age.textContent = formatAge(Date.now() - Date.parse(s.createdAt));
   bin.textContent = formatBytes(s.bytesIn);
   bout.textContent = formatBytes(s.bytesOut);
-  row.title = `${s.id} from ${s.remoteAddr || "?"}`;
+  let title = `${s.id} from ${s.remoteAddr || "?"}`;
+  if (s.reapAt) title += `; ends ${formatAge(Date.parse(s.reapAt) - Date.now())} from now unless joined`;
+  row.title = title;
+  // A shell can be joined, unless a tab here shows it already.
+  row.querySelector("button.join").hidden = !shared || app.tabs.some((t) => t.session === s.id);
 }
 
 function formatAge(ms) {
@@ -350,12 +382,18 @@ let tabSeq = 0;
 
 // Tab is one terminal and its stream. A stream that ends with close code
 // 1000 has ended for good (the process exited); any other close reconnects
-// with exponential backoff.
+// with exponential backoff. A shell (exec) is a detachable session: once
+// the gateway has said which (the info frame), reconnecting joins it again,
+// and the gateway draws its screen as it is.
 class Tab {
-  constructor(kind, container) {
+  constructor(kind, container, opts = {}) {
     this.kind = kind; // "exec" or "attach"
     this.cid = container.id;
     this.info = container;
+    this.session = opts.session || null; // the shell's session, once known
+    this.share = opts.share || null; // a share link's token: joins with it
+    this.viewOnly = !!opts.viewOnly;
+    this.detach = 0; // seconds the shell outlives a drop
     this.seq = ++tabSeq;
     this.conn = null; // the current connection, see connect
     this.attempt = 0; // failed connections in a row
@@ -370,7 +408,7 @@ class Tab {
 
     this.pane = el("div", { class: "term-pane", dataset: { kind, container: this.cid } });
     $("terminal").append(this.pane);
-    const stdin = kind === "exec" || !!container.stdin;
+    const stdin = (kind === "exec" || !!container.stdin) && !this.viewOnly;
     // Without a pty (attach to a container without tty) nothing turns the
     // output's \n into \r\n, nor the input's \r (Enter) into \n.
     this.pipes = kind === "attach" && !container.tty;
@@ -391,7 +429,7 @@ class Tab {
     this.term.onResize(() => this.sendResize());
     this.term.onTitleChange((title) => { this.tabButton.title = title; });
 
-    const label = el("span", { class: "label", textContent: `${kind === "exec" ? "shell" : "attach"} · ${this.cid}` });
+    const label = el("span", { class: "label", textContent: `${this.viewOnly ? "view" : kind === "exec" ? "shell" : "attach"} · ${this.cid}` });
     const closeBtn = el("span", { class: "tab-close", textContent: "×", title: "close this terminal", role: "button" });
     closeBtn.addEventListener("click", (ev) => {
       ev.stopPropagation();
@@ -405,11 +443,17 @@ class Tab {
 
   url() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    if (this.session) {
+      // Join the shell again: with no since, a tty's screen comes first.
+      const q = ["stdout=1", "tty=1", "flow=1", "info=1"];
+      if (!this.viewOnly) q.push("stdin=1");
+      return `${proto}//${location.host}/api/v1/sessions/${encodeURIComponent(this.session)}/attach?${q.join("&")}`;
+    }
     const base = `${proto}//${location.host}/api/v1/containers/${encodeURIComponent(this.cid)}`;
     const q = [];
     if (this.kind === "exec") {
       for (const a of SHELL_COMMAND) q.push(`command=${encodeURIComponent(a)}`);
-      q.push("stdin=1", "stdout=1", "tty=1");
+      q.push("stdin=1", "stdout=1", "tty=1", `detach=${DETACH}`, "info=1");
     } else {
       // With a tty, stderr is part of the pty's output; without one, it
       // is shown too. (tty=1 on a container without a pty would drop it.)
@@ -429,15 +473,22 @@ class Tab {
     this.pane.classList.add("active");
     this.tabButton.classList.add("active");
     document.body.classList.add("has-terminal");
-    history.replaceState(null, "", `#/${this.kind}/${encodeURIComponent(this.cid)}`);
-    document.title = `${this.kind === "exec" ? "shell" : "attach"} ${this.cid} · gateway`;
+    if (!app.viewing) this.setHash();
+    document.title = `${this.viewOnly ? "view" : this.kind === "exec" ? "shell" : "attach"} ${this.cid} · gateway`;
     this.refit();
     this.term.focus();
     renderStatus();
   }
 
+  // setHash names the tab in the URL: a shell by its session, so that a
+  // reload joins it again.
+  setHash() {
+    const h = this.session ? `#/session/${encodeURIComponent(this.session)}` : `#/${this.kind}/${encodeURIComponent(this.cid)}`;
+    if (location.hash !== h) history.replaceState(null, "", h);
+  }
+
   refit() {
-    if (this.closed || !this.pane.classList.contains("active") || !app.loggedIn) return;
+    if (this.closed || !this.pane.classList.contains("active") || !app.loggedIn || this.viewOnly) return;
     try {
       this.fit.fit(); // fires onResize, which tells the gateway
     } catch (_) {
@@ -457,14 +508,42 @@ class Tab {
     if (app.active === this) renderStatus();
   }
 
+  // keptText says how long the shell outlives a drop.
+  keptText() {
+    if (!(this.detach > 0)) return "";
+    return `shell kept ${formatAge(this.detach * 1000)} after a disconnect`;
+  }
+
+  // onInfo takes the gateway's session information: the shell to join
+  // after a drop, and how long it is kept.
+  onInfo(conn, info) {
+    // A watcher's terminal takes the shell's size (the driver's), from the
+    // start and at each resize, where it falls in the output.
+    if (this.viewOnly && info.cols > 0 && info.rows > 0) this.term.resize(info.cols, info.rows);
+    if (info.join === "resize") return;
+    this.session = info.session || this.session;
+    this.detach = info.detach || 0;
+    this.viewOnly = this.viewOnly || !!info.viewOnly;
+    this.tabButton.title = this.keptText();
+    if (app.active === this && !app.viewing) this.setHash();
+    if (conn.opened) {
+      const parts = [this.viewOnly ? "watching (read-only)" : "connected"];
+      if (this.detach > 0 && !this.viewOnly) parts.push(this.keptText());
+      this.setState("connected", parts.join(" · "));
+    }
+    renderShare();
+  }
+
   // connect opens a new stream. The connection object carries the
   // per-stream counters, so late callbacks of an old stream change nothing.
   connect() {
     this.stopRetry();
     if (this.closed) return;
     let ws;
+    const protocols = [PROTOCOL];
+    if (this.share) protocols.push(BEARER_PROTOCOL + base64url(this.share));
     try {
-      ws = new WebSocket(this.url(), [PROTOCOL]);
+      ws = new WebSocket(this.url(), protocols);
     } catch (e) {
       this.setState("exited", `failed: ${e.message}`);
       return;
@@ -482,7 +561,9 @@ class Tab {
     if (this.conn !== conn) return;
     conn.opened = true;
     conn.openedAt = Date.now();
-    if (this.everConnected) {
+    if (this.everConnected && !this.session) {
+      // (A shell joined again needs nothing: the gateway draws its screen
+      // from a reset.)
       if (this.kind === "attach") {
         // The gateway replays the recent output: start from a clean screen
         // so nothing shows twice.
@@ -496,8 +577,8 @@ class Tab {
       }
     }
     this.everConnected = true;
-    this.setState("connected", "connected");
-    this.sendResize(); // right away: a tty exec starts at its first size
+    this.setState("connected", this.viewOnly ? "watching (read-only)" : "connected");
+    if (!this.viewOnly) this.sendResize(); // right away: a tty exec starts at its first size
     refreshSessions().catch(showAPIError);
   }
 
@@ -516,6 +597,13 @@ class Tab {
           conn.status = JSON.parse(decoder.decode(payload));
         } catch (_) {
           conn.status = { status: "Failure", message: decoder.decode(payload) };
+        }
+        break;
+      case INFO:
+        try {
+          this.onInfo(conn, JSON.parse(decoder.decode(payload)));
+        } catch (_) {
+          // not for this page
         }
         break;
       default:
@@ -559,11 +647,13 @@ class Tab {
       return;
     }
     // After the end, Enter starts again.
-    if (this.state === "exited" && bytes.length === 1 && (bytes[0] === 13 || bytes[0] === 10)) this.restart();
+    if (this.state === "exited" && !this.viewOnly && bytes.length === 1 && (bytes[0] === 13 || bytes[0] === 10)) this.restart();
   }
 
-  // restart opens a fresh stream after the end, on a clean screen.
+  // restart opens a fresh stream after the end, on a clean screen: a new
+  // shell, for a shell.
   restart() {
+    if (this.kind === "exec") this.session = null;
     this.attempt = 0;
     this.everConnected = false;
     this.term.write("\x1bc");
@@ -572,7 +662,7 @@ class Tab {
 
   sendResize() {
     const conn = this.conn;
-    if (!conn || !conn.opened || conn.ws.readyState !== WebSocket.OPEN) return;
+    if (!conn || !conn.opened || conn.ws.readyState !== WebSocket.OPEN || this.viewOnly) return;
     this.send(conn, RESIZE, encoder.encode(JSON.stringify({ Width: this.term.cols, Height: this.term.rows })));
   }
 
@@ -586,6 +676,19 @@ class Tab {
       return;
     }
     const reason = ev.reason || CLOSE_REASONS[ev.code] || `closed with code ${ev.code}`;
+    if (ev.code === 4003 || (ev.code === 4000 && this.session)) {
+      // The shell was ended (or the link that showed it revoked): there
+      // is nothing to join again.
+      let again = "";
+      if (!this.viewOnly) {
+        this.session = null;
+        again = "; press Enter for a new shell";
+      }
+      this.notice(`connection closed: ${reason}${again}`);
+      this.setState("exited", reason);
+      renderShare();
+      return;
+    }
     if (conn.opened && Date.now() - conn.openedAt >= STABLE_MS) this.attempt = 0;
     if (!conn.opened) {
       // Refused before the upgrade (the browser does not say why): ask the
@@ -593,7 +696,8 @@ class Tab {
       this.diagnose();
       return;
     }
-    const next = this.kind === "exec" ? "reconnecting starts a new shell" : "reconnecting";
+    let next = "reconnecting";
+    if (this.kind === "exec") next = this.session ? "joining the same shell again" : "reconnecting starts a new shell";
     this.notice(`connection closed: ${reason}; ${next}`);
     this.retry(reason);
   }
@@ -617,10 +721,13 @@ class Tab {
       }
     }
     let again = "";
-    if (this.kind === "exec") again = "; press Enter for a new shell";
+    if (this.viewOnly) again = "";
+    else if (this.kind === "exec") again = "; press Enter for a new shell";
     else if (!this.term.options.disableStdin) again = "; press Enter to attach again";
+    if (this.kind === "exec" && !this.viewOnly) this.session = null;
     this.notice(line + again);
     this.setState("exited", text);
+    renderShare();
   }
 
   notice(msg) {
@@ -628,6 +735,10 @@ class Tab {
   }
 
   async diagnose() {
+    if (this.session) {
+      this.diagnoseSession();
+      return;
+    }
     let info;
     try {
       info = await api("GET", `/api/v1/containers/${encodeURIComponent(this.cid)}`);
@@ -658,6 +769,44 @@ class Tab {
     this.retry(info.state === "running" ? "could not connect" : `container is ${info.state}`);
   }
 
+  // diagnoseSession finds out why a join failed: the shell has ended (or
+  // the share link no longer works), or the gateway was unreachable.
+  async diagnoseSession() {
+    if (this.share) {
+      // A share link cannot ask the API: a few tries, then give up.
+      if (this.attempt < 3) {
+        this.retry("could not join");
+        return;
+      }
+      this.notice("the session has ended, or the share link no longer works");
+      this.setState("exited", "failed: the session is not available");
+      return;
+    }
+    let s;
+    try {
+      s = await api("GET", `/api/v1/sessions/${encodeURIComponent(this.session)}`);
+    } catch (e) {
+      if (this.closed) return;
+      if (e instanceof Unauthorized) {
+        this.setState("logged-out", "logged out: log in to reconnect");
+        return;
+      }
+      if (!/not found/.test(e.message)) {
+        this.retry("could not connect");
+        return;
+      }
+    }
+    if (this.closed) return;
+    if (!s || s.state === "closed") {
+      this.session = null;
+      this.notice("the shell has ended; press Enter for a new shell");
+      this.setState("exited", "the shell has ended");
+      renderShare();
+      return;
+    }
+    this.retry("could not connect");
+  }
+
   // retry reconnects after an exponential, jittered delay.
   retry(reason) {
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
@@ -685,6 +834,11 @@ class Tab {
     if (this.closed) return;
     this.closed = true;
     this.stopRetry();
+    // Closing a shell's tab ends the shell (a dropped connection or a
+    // reload keeps it); a watcher only leaves.
+    if (this.kind === "exec" && this.session && !this.share && this.state !== "exited") {
+      api("DELETE", `/api/v1/sessions/${encodeURIComponent(this.session)}`).catch(() => {});
+    }
     if (this.conn) {
       this.conn.ws.close(1000);
       this.conn = null;
@@ -705,7 +859,79 @@ class Tab {
         renderStatus();
       }
     }
+    renderShare();
   }
+}
+
+function base64url(s) {
+  const bytes = encoder.encode(s);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+// openSession opens a tab on a shell left running (from the sessions
+// list): it joins it, and the gateway draws its screen.
+async function openSession(id, cid) {
+  const open = app.tabs.find((t) => t.session === id);
+  if (open) {
+    open.activate();
+    return open;
+  }
+  let c = app.containers.get(cid);
+  if (!c) c = { id: cid, tty: true, stdin: true };
+  const tab = new Tab("exec", c, { session: id });
+  app.tabs.push(tab);
+  tab.activate();
+  tab.connect();
+  refreshSessions().catch(showAPIError);
+  return tab;
+}
+
+// renderShare shows the share button for a shell this page drives.
+function renderShare() {
+  const t = app.active;
+  $("share").hidden = !(t && t.session && !t.viewOnly && !t.share && t.state !== "exited" && !app.viewing);
+  if ($("share").hidden) $("share-box").hidden = true;
+}
+
+// onShare makes a view-only link to the active shell and shows it.
+async function onShare() {
+  const t = app.active;
+  if (!t || !t.session) return;
+  try {
+    const s = await api("POST", `/api/v1/sessions/${encodeURIComponent(t.session)}/shares`, { mode: "view", ttlSeconds: SHARE_TTL_SECONDS });
+    const input = $("share-url");
+    input.value = s.url;
+    $("share-box").hidden = false;
+    $("share-box").dataset.share = s.id;
+    input.focus();
+    input.select();
+  } catch (e) {
+    showAPIError(e);
+  }
+}
+
+// viewShared opens the page of a share link: the one session, read-only,
+// with no login.
+function viewShared(session, token) {
+  app.viewing = true;
+  app.loggedIn = true; // nothing to log in to: the link is the grant
+  document.body.classList.add("viewing");
+  $("login").hidden = true;
+  $("app").hidden = false;
+  const tab = new Tab("exec", { id: "shared session", tty: true, stdin: false }, { session, share: token, viewOnly: true });
+  app.tabs.push(tab);
+  tab.activate();
+  tab.connect();
+}
+
+// shareLink reads a #session=…&share=… link.
+function shareLink() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const session = p.get("session");
+  const share = p.get("share");
+  return session && share ? { session, share } : null;
 }
 
 async function openTab(kind, cid) {
@@ -737,8 +963,22 @@ async function openTab(kind, cid) {
   return tab;
 }
 
-// route opens the terminal of a #/exec/{id} or #/attach/{id} link.
+// route opens the terminal of a #/exec/{id} or #/attach/{id} link, or
+// joins the shell of a #/session/{id} one.
 function route() {
+  const s = /^#\/session\/([^/]+)$/.exec(location.hash);
+  if (s && app.loggedIn) {
+    const id = decodeURIComponent(s[1]);
+    if (app.active && app.active.session === id) return;
+    api("GET", `/api/v1/sessions/${encodeURIComponent(id)}`).then((info) => {
+      if (info.state === "closed" || !(info.detach > 0)) {
+        history.replaceState(null, "", location.pathname + location.search);
+        return;
+      }
+      openSession(id, info.target);
+    }).catch(showAPIError);
+    return;
+  }
   const m = /^#\/(exec|attach)\/([^/]+)$/.exec(location.hash);
   if (!m || !app.loggedIn) return;
   const kind = m[1];
@@ -748,6 +988,7 @@ function route() {
 }
 
 function renderStatus() {
+  renderShare();
   const s = $("status");
   const t = app.active;
   let state = "idle";
@@ -817,16 +1058,46 @@ window.gatewayDebug = {
     return app.active ? { cols: app.active.term.cols, rows: app.active.term.rows } : null;
   },
   tabs() {
-    return app.tabs.map((t) => ({ kind: t.kind, container: t.cid, state: t.state, active: t === app.active }));
+    return app.tabs.map((t) => ({ kind: t.kind, container: t.cid, state: t.state, active: t === app.active,
+      session: t.session, viewOnly: t.viewOnly, detach: t.detach }));
+  },
+  // rows is the text of each row on the active terminal's screen.
+  rows() {
+    const t = app.active;
+    if (!t) return [];
+    const b = t.term.buffer.active;
+    const out = [];
+    for (let y = 0; y < t.term.rows; y++) {
+      const line = b.getLine(b.viewportY + y);
+      out.push(line ? line.translateToString(true) : "");
+    }
+    return out;
+  },
+  // screen is rows with the cursor and which buffer is shown.
+  screen() {
+    const t = app.active;
+    if (!t) return null;
+    const b = t.term.buffer.active;
+    return { rows: this.rows(), cursor: [b.cursorX, b.cursorY], alt: b.type === "alternate", cols: t.term.cols, rows_: t.term.rows };
   },
 };
 
 async function main() {
   $("login-form").addEventListener("submit", onLoginSubmit);
   $("logout").addEventListener("click", onLogout);
+  $("share").addEventListener("click", onShare);
+  $("share-close").addEventListener("click", () => { $("share-box").hidden = true; });
+  $("share-copy").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText($("share-url").value);
+    } catch (_) {
+      $("share-url").select();
+    }
+  });
   window.addEventListener("resize", refitSoon);
   new ResizeObserver(refitSoon).observe($("terminal"));
   window.addEventListener("hashchange", () => {
+    if (app.viewing) return;
     if (linkToken()) loginWithLink().then((ok) => ok && enter());
     else route();
   });
@@ -834,6 +1105,11 @@ async function main() {
     if (!document.hidden) poll();
   });
 
+  const shared = shareLink();
+  if (shared) {
+    viewShared(shared.session, shared.share);
+    return;
+  }
   if (linkToken() && !(await loginWithLink())) return;
   await enter();
 }
