@@ -458,6 +458,29 @@ func TestScrollback(t *testing.T) {
 	if allocs > 0.1 {
 		t.Errorf("%.2f allocations per append once full", allocs)
 	}
+
+	// compact keeps every byte in blocks of their size, and the next
+	// write starts a small block again.
+	s = scrollback{limit: 1 << 20}
+	var want2 []byte
+	for i := range 5000 {
+		p := []byte(fmt.Sprintf("line %d\r\n", i))
+		s.append(Stdout, p)
+		want2 = append(want2, p...)
+	}
+	s.append(Stderr, []byte("oops"))
+	s.compact()
+	room := 0
+	for _, b := range s.blocks {
+		room += cap(b.base) - len(b.data)
+	}
+	if got := s.snapshot(); len(got) != 2 || !bytes.Equal(got[0].Data, want2) || string(got[1].Data) != "oops" || room != 0 {
+		t.Errorf("after compact: %d chunks, %d bytes spare", len(got), room)
+	}
+	s.append(Stderr, []byte("!"))
+	if n := cap(s.blocks[len(s.blocks)-1].base); n != scrollbackFirst {
+		t.Errorf("the block after a compact has %d bytes", n)
+	}
 }
 
 func TestLookPath(t *testing.T) {

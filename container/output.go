@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -55,6 +56,7 @@ type scrollback struct {
 	blocks []block // oldest first
 	size   int
 	spare  []byte // a dropped block's storage, for the next block
+	next   int    // the size of the next new block, 0 for scrollbackFirst
 }
 
 // block is a run of one stream's output: data is the part still kept of
@@ -66,7 +68,7 @@ type block struct {
 }
 
 // Block sizes: the first is scrollbackFirst, then each doubles up to
-// scrollbackBlock.
+// scrollbackBlock (and again from the first after a compact).
 const (
 	scrollbackFirst = 512
 	scrollbackBlock = 32 << 10
@@ -86,7 +88,9 @@ func (s *scrollback) append(st Stream, p []byte) {
 			base := s.spare
 			s.spare = nil
 			if base == nil {
-				base = make([]byte, min(scrollbackBlock, s.limit, max(scrollbackFirst, s.size)))
+				n := max(s.next, scrollbackFirst)
+				s.next = min(2*n, scrollbackBlock)
+				base = make([]byte, min(n, s.limit))
 			}
 			s.blocks = append(s.blocks, block{stream: st, data: base[:0], base: base})
 			last++
@@ -108,6 +112,42 @@ func (s *scrollback) append(st Stream, p []byte) {
 			s.size -= drop
 		}
 	}
+}
+
+// compact gives back the blocks' spare room: the kept bytes of each run of
+// one stream's blocks move into blocks of their exact size (up to
+// scrollbackBlock each), and new blocks start small again.
+func (s *scrollback) compact() {
+	s.spare, s.next = nil, 0
+	var out []block
+	for i := 0; i < len(s.blocks); {
+		j, n, room := i, 0, 0
+		for ; j < len(s.blocks) && s.blocks[j].stream == s.blocks[i].stream; j++ {
+			n += len(s.blocks[j].data)
+			room += cap(s.blocks[j].base) - len(s.blocks[j].data)
+		}
+		if room < scrollbackFirst {
+			out = append(out, s.blocks[i:j]...)
+			i = j
+			continue
+		}
+		var cur []byte
+		for _, b := range s.blocks[i:j] {
+			for data := b.data; len(data) > 0; {
+				if len(cur) == cap(cur) {
+					if cur != nil {
+						out = append(out, block{stream: b.stream, data: cur, base: cur})
+					}
+					cur = make([]byte, 0, min(n, scrollbackBlock))
+				}
+				k := copy(cur[len(cur):cap(cur)], data)
+				cur, data, n = cur[:len(cur)+k], data[k:], n-k
+			}
+		}
+		out = append(out, block{stream: s.blocks[i].stream, data: cur, base: cur})
+		i = j
+	}
+	s.blocks = slices.Clip(out)
 }
 
 // snapshot returns copies of the kept output, oldest first, merged into as
@@ -156,9 +196,26 @@ type output struct {
 	term     *vt.Terminal // a tty's screen, fed every chunk; nil without a tty
 	total    int64        // bytes ever published
 	watchers map[*Attachment]struct{}
-	ended    *int       // the exit code, once the process ended for good
-	marks    []timeMark // when the kept output was published, for logs
-	runs     [2]int64   // where the previous run's output and the current run's start; -1 none
+	ended    *int        // the exit code, once the process ended for good
+	marks    []timeMark  // when the kept output was published, for logs
+	runs     [2]int64    // where the previous run's output and the current run's start; -1 none
+	quiet    *time.Timer // compacts the kept state once output has been quiet for compactAfter
+}
+
+// compactAfter is how long output is quiet before the state kept for
+// joins is compacted (a tty's cells packed, the scrollback's spare room
+// given back): an idle shell costs about what its screen's text does.
+const compactAfter = 2 * time.Second
+
+// compact compacts the state kept for joins.
+func (o *output) compact() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.term != nil {
+		o.term.Compact()
+	}
+	o.scroll.compact()
+	o.marks = slices.Clip(o.marks)
 }
 
 // attachQueueLen bounds each attacher's queue, in chunks of at most 32 KiB.
@@ -337,6 +394,11 @@ func (o *output) publish(st Stream, framed []byte) {
 		o.term.Write(p)
 	}
 	o.total += int64(len(p))
+	if o.quiet == nil {
+		o.quiet = time.AfterFunc(compactAfter, o.compact)
+	} else {
+		o.quiet.Reset(compactAfter)
+	}
 	if o.onPublish != nil {
 		o.onPublish(p)
 	}
@@ -416,18 +478,17 @@ func (o *output) close(a *Attachment, err error, code *int) {
 // copied: pty reads (about 4 KiB) are copied, pipe floods are not.
 const handoffMin = 8 << 10
 
-// handoffBuffers is a process reader's buffer: the same one for every read
-// until a chunk takes it.
-type handoffBuffers struct{ cur []byte }
+// readBuffers are the process readers' buffers, shared: a reader holds one
+// only while it reads (chunkio gives it back when the read finds nothing),
+// so an idle process costs none.
+var readBuffers = sync.Pool{New: func() any { return make([]byte, 1+32<<10) }}
 
-func (h *handoffBuffers) Get() []byte {
-	if h.cur == nil {
-		h.cur = make([]byte, 1+32<<10)
-	}
-	return h.cur
-}
+type pooledBuffers struct{}
 
-func (h *handoffBuffers) Put([]byte) {}
+func (pooledBuffers) Get() []byte { return readBuffers.Get().([]byte) }
+
+//lint:ignore SA6002 the slice header's allocation is small next to its 32 KiB
+func (pooledBuffers) Put(b []byte) { readBuffers.Put(b) }
 
 // pump runs one process into the output: it reads its output (stdout and
 // stderr in one order), writes the input queued on stdin to it, and
@@ -435,18 +496,18 @@ func (h *handoffBuffers) Put([]byte) {}
 func (o *output) pump(proc *Process, stdin <-chan []byte, log *slog.Logger) (int, error) {
 	var pub sync.Mutex // stdout and stderr reach the output in one order
 	read := func(st Stream, f *os.File) {
-		var bufs handoffBuffers
-		err := chunkio.ReadAt(f, &bufs, 1, func(b []byte, n int) error {
+		var bufs pooledBuffers
+		err := chunkio.ReadAt(f, bufs, 1, func(b []byte, n int) error {
 			// Chunks are shared with attachers and sent as frames: the byte
 			// before the data holds the stream number. A large read keeps its
-			// buffer (the next read gets a new one); a small one is copied.
+			// buffer (the next read gets another); a small one is copied.
 			var framed []byte
 			if n >= handoffMin {
 				framed = b[:1+n]
-				bufs.cur = nil
 			} else {
 				framed = make([]byte, 1+n)
 				copy(framed[1:], b[1:1+n])
+				bufs.Put(b)
 			}
 			framed[0] = byte(st)
 			pub.Lock()

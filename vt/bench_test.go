@@ -34,7 +34,7 @@ func BenchmarkWrite(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		data []byte
-	}{{"plain", plainOutput(1 << 20)}, {"colour", colourOutput(1 << 20)}} {
+	}{{"plain", plainOutput(1 << 20)}, {"colour", colourOutput(1 << 20)}, {"zeros", make([]byte, 1<<20)}} {
 		b.Run(c.name, func(b *testing.B) {
 			t := New(200, 50, DefaultConfig())
 			b.SetBytes(int64(len(c.data)))

@@ -23,6 +23,21 @@ func FuzzRestore(f *testing.F) {
 		if got, want := snapshot(r), snapshot(term); got != want {
 			t.Fatalf("restored state differs\n got: %s\nwant: %s", got, want)
 		}
+		// Compacting halfway changes nothing: not the restore of the
+		// compact terminal, nor the state after the rest.
+		twin := New(int(cols%40)+2, int(rows%12)+1, Config{Scrollback: 20, ScrollbackBytes: 4096})
+		half := New(int(cols%40)+2, int(rows%12)+1, Config{Scrollback: 20, ScrollbackBytes: 4096})
+		k := len(out) / 2
+		twin.Write(out[:k])
+		half.Write(out[:k])
+		twin.Compact()
+		if got, want := string(twin.AppendRestore(nil)), string(half.AppendRestore(nil)); got != want || !twin.packed {
+			t.Fatalf("the compact terminal's restore differs (still compact: %v)\n got: %q\nwant: %q", twin.packed, got, want)
+		}
+		twin.Write(out[k:])
+		if got, want := snapshot(twin), snapshot(term); got != want {
+			t.Fatalf("compacting halfway changed the state\n got: %s\nwant: %s", got, want)
+		}
 	})
 }
 

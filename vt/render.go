@@ -12,6 +12,7 @@ import (
 // active, and sets the scroll regions, saved cursors, tab stops, cursor,
 // style, modes, character sets and title.
 func (t *Terminal) AppendRestore(b []byte) []byte {
+	defer t.thawed()()
 	b = append(b, "\x1bc"...)
 	m := t.main
 	nh := t.hist.len()
@@ -317,6 +318,7 @@ func (t *Terminal) appendChar(b []byte, c cell) []byte {
 // trailing blank cells (blanks inside show as spaces), as xterm.js's
 // translateToString(true) gives them.
 func (t *Terminal) Text() []string {
+	defer t.thawed()()
 	out := make([]string, t.rows)
 	for y, l := range t.scr.lines {
 		out[y] = t.lineText(l)
@@ -392,6 +394,7 @@ func (t *Terminal) Resize(cols, rows int) {
 	if cols == t.cols && rows == t.rows {
 		return
 	}
+	t.unpack()
 	for _, s := range []*screen{t.main, t.alt} {
 		for len(s.lines) > rows {
 			if s.y < len(s.lines)-1 {

@@ -23,7 +23,8 @@ func (c cell) isHead() bool { return c.r > 0 && c.r&wideHead != 0 }
 // the rest are blank in the default style, so an idle screen costs little.
 type line struct {
 	cells   []cell
-	wrapped bool // continues the line above (a soft wrap)
+	packed  []byte // the cells while the terminal is compact (see Compact)
+	wrapped bool   // continues the line above (a soft wrap)
 }
 
 // grow makes the line at least n columns long.

@@ -48,6 +48,8 @@ type Terminal struct {
 	cs       byte
 
 	p parser
+
+	packed bool // Compact packed the lines
 }
 
 // modes are the modes a program sets that a restore must set again.
@@ -104,6 +106,7 @@ func (t *Terminal) Size() (cols, rows int) { return t.cols, t.rows }
 
 // Write feeds the terminal a program's output. It never fails.
 func (t *Terminal) Write(p []byte) (int, error) {
+	t.unpack()
 	n := len(p)
 	for len(p) > 0 {
 		if t.p.state == stGround && t.p.need == 0 {
@@ -113,6 +116,15 @@ func (t *Terminal) Write(p []byte) (int, error) {
 			}
 			if i > 0 {
 				t.printASCII(p[:i])
+				p = p[i:]
+				continue
+			}
+			// A run of NULs (head -c N /dev/zero) does what one does.
+			for i < len(p) && p[i] == 0 {
+				i++
+			}
+			if i > 1 {
+				t.advance(0)
 				p = p[i:]
 				continue
 			}

@@ -230,3 +230,29 @@ func TestResize(t *testing.T) {
 		t.Fatalf("restore after resize differs:\n%s\n%s", got, snapshot(term))
 	}
 }
+
+// TestCompact: an idle screen of text packs to about a byte a column, and
+// unpacks to the same cells, styles and wide characters.
+func TestCompact(t *testing.T) {
+	out := strings.Repeat("x", 200*100) + "\x1b[31;1mred\x1b[0m 日本 e\u0301\x1b[5;3H\x1b[44m  \x1b[0m"
+	term, twin := feed(200, 50, out), feed(200, 50, out)
+	term.Compact()
+	packed := 0
+	for _, l := range term.main.lines {
+		if l.cells != nil {
+			t.Fatal("a compact line keeps its cells")
+		}
+		packed += len(l.packed)
+	}
+	if packed > 200*50+300 {
+		t.Errorf("the screen packs to %d bytes", packed)
+	}
+	if got, want := rows(term), rows(twin); got != want || !term.packed {
+		t.Fatalf("Text of the compact screen differs (compact: %v):\n%s\nwant\n%s", term.packed, got, want)
+	}
+	term.Write([]byte("!"))
+	twin.Write([]byte("!"))
+	if got, want := snapshot(term), snapshot(twin); got != want {
+		t.Fatalf("after a write\n got: %s\nwant: %s", got, want)
+	}
+}

@@ -139,7 +139,11 @@ func (e *endpoint) open(ctx context.Context, d *websocket.Dialer, r execReq) (*s
 	s := &session{stream: newStream(conn, e.proto, e.timeout)}
 	s.mint = mint
 	if r.TTY && !r.noSize {
-		if err := s.resize(80, 24); err != nil {
+		cols, rows := r.cols, r.rows
+		if cols == 0 {
+			cols, rows = 80, 24
+		}
+		if err := s.resize(cols, rows); err != nil {
 			conn.Close()
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -47,6 +48,14 @@ func (b *bench) throughput(tty bool) error {
 		readArm(&arm{name: "cri", proc: cri.proc}, n, cri.execFlow(b.ctx, d(cri), req), nil),
 	}
 	var refs []string
+	if tty {
+		// The same with the session's terminal state kept, as a
+		// detachable shell's is, to restore its screen.
+		kept := req
+		kept.detach = time.Hour
+		arms = append(arms, readArm(&arm{name: screenKept, what: "tty session kept for a rejoin (detach=1h): terminal state on", proc: b.gw.proc},
+			n, b.gw.execFlow(b.ctx, d(b.gw), kept), nil))
+	}
 	if !tty {
 		// The least any relay of the pipe over loopback TCP costs: one
 		// goroutine reading the pipe and writing a TCP socket, another
@@ -59,11 +68,19 @@ func (b *bench) throughput(tty bool) error {
 	if err != nil {
 		return err
 	}
-	b.report(name, res, fig{label: "throughput (bytes/s at the client)", key: "rate", unit: mibps, refs: refs,
+	figs := []fig{{label: "throughput (bytes/s at the client)", key: "rate", unit: mibps, refs: refs,
 		goals: []goal{{vs: "ceiling", bound: target}}},
-		fig{label: "server CPU per MiB carried", key: "cpu", unit: msPerMiB, lower: true})
+		{label: "server CPU per MiB carried", key: "cpu", unit: msPerMiB, lower: true}}
+	if tty {
+		figs = append(figs, fig{label: "throughput with the terminal state on (bytes/s at the client)", main: screenKept, key: "rate", unit: mibps,
+			refs: []string{"gateway"}, goals: []goal{{vs: "gateway", bound: 0.8}}})
+	}
+	b.report(name, res, figs...)
 	return nil
 }
+
+// screenKept is the gateway arm whose tty sessions keep a terminal state.
+const screenKept = "gateway, screen kept"
 
 // checker checks the bytes of one run of a readArm and, at the end, the
 // rest.
@@ -424,6 +441,145 @@ func (b *bench) idleRSS() error {
 	}
 	b.report("idle-rss", res, fig{label: fmt.Sprintf("VmRSS per idle session (%d open)", n), key: "kib", unit: kib, lower: true})
 	return nil
+}
+
+// --- detached-rss ---------------------------------------------------------
+
+// detachedReq is a detachable shell's session: at 200x50 it fills the
+// screen and 50 lines of scrollback with text, then sits idle.
+var detachedReq = execReq{Command: []string{"sh", "-c", "head -c " + strconv.Itoa(detachedOut) + " /dev/zero | tr '\\0' x; exec sleep 1000000"},
+	Stdin: true, Stdout: true, TTY: true, cols: 200, rows: 50, detach: time.Hour}
+
+const detachedOut = 200 * 100
+
+func (b *bench) detachedRSS() error {
+	n := b.o.idle
+	fmt.Printf("%d detached tty sessions (detach=1h, 200x50, each drew %d bytes of text: a full screen and 50 lines above it, then sleeps),\n"+
+		"their clients gone; VmRSS of a fresh gateway per session, beside %d idle exec sessions (idle-rss's) held open on another fresh\n"+
+		"gateway; one measurement each\n", n, detachedOut, n)
+	idle := b.idleSessionsArm(b.gw, n)
+	idle.what = "idle exec sessions, idle-rss's"
+	res, err := b.measure(1, b.onFresh(idle), b.onFresh(b.detachedArm(n)))
+	if err != nil {
+		return err
+	}
+	b.report("detached-rss", res, fig{label: fmt.Sprintf("VmRSS per detached 200x50 tty session (%d held)", n), main: "detached",
+		key: "kib", unit: kib, lower: true, refs: []string{"gateway"}, goals: []goal{{vs: "gateway", above: 64}}})
+	return nil
+}
+
+// onFresh has a start on a fresh gateway.
+func (b *bench) onFresh(a *arm) *arm {
+	run := a.run
+	a.run = func(r *rep) error {
+		if err := b.fresh(); err != nil {
+			return err
+		}
+		return run(r)
+	}
+	return a
+}
+
+// detachedArm measures the gateway's VmRSS per detached session: each
+// opened, its output read, its client gone. It closes them through the
+// API at the end.
+func (b *bench) detachedArm(n int) *arm {
+	e, d := b.gw, dialer(b.gw.proto, 4096, 4096)
+	detach := func(k int) error {
+		hs, err := e.openSessions(b.ctx, d, detachedReq, k, b.o.idleConc)
+		if err == nil {
+			deadline := time.Now().Add(time.Minute)
+			for received(hs) < int64(k*detachedOut) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if got := received(hs); got < int64(k*detachedOut) {
+				err = fmt.Errorf("%d sessions printed %d bytes, want %d", k, got, k*detachedOut)
+			}
+		}
+		closeHeld(hs)
+		if err != nil {
+			return err
+		}
+		return b.waitDetached(k)
+	}
+	return &arm{name: "detached", what: "detached sessions", proc: e.proc, run: func(r *rep) error {
+		base := children(e.pid)
+		if err := detach(16); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		if err := b.endDetached(base); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		time.Sleep(2 * time.Second)
+		rss0, err := vmRSS(e.pid)
+		if err != nil {
+			return err
+		}
+		m0, _ := metricsSnapshot(e.addr)
+		t0 := time.Now()
+		if err := detach(n); err != nil {
+			return err
+		}
+		if _, err := waitChildren(e.pid, base+n, time.Minute); err != nil {
+			return err
+		}
+		took := time.Since(t0)
+		// The kept state compacts after 2 s of quiet; the gateway collects
+		// and gives the burst's free pages back once it has seen no
+		// collection for 30 s (checked every 5 s).
+		time.Sleep(45 * time.Second)
+		rss1, err := vmRSS(e.pid)
+		if err != nil {
+			return err
+		}
+		m1, _ := metricsSnapshot(e.addr)
+		if err := b.endDetached(base); err != nil {
+			return err
+		}
+		rss2, _ := vmRSS(e.pid)
+		fmt.Printf("  detached VmRSS: before %d KiB, with %d detached sessions %d KiB, after ending them %d KiB\n", rss0, n, rss1, rss2)
+		per := float64(rss1-rss0) / float64(n)
+		r.set("kib", per)
+		r.say("%.1f KiB per detached session (%d opened, drawn and left in %.2fs; VmRSS 45 s after)", per, n, took.Seconds())
+		if k := "go_memstats_heap_inuse_bytes"; m0 != nil && m1 != nil {
+			r.note("%.1f KiB heap in use per session", (m1[k]-m0[k])/1024/float64(n))
+		}
+		return nil
+	}}
+}
+
+// waitDetached waits until the gateway lists n detached sessions.
+func (b *bench) waitDetached(n int) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var list struct{ Items []struct{ ID string } }
+		if err := b.gw.rest(b.ctx, "GET", "/api/v1/sessions?state=detached", nil, http.StatusOK, &list); err != nil {
+			return err
+		}
+		if len(list.Items) == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d detached sessions after a minute, want %d", len(list.Items), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// endDetached closes the detached sessions through the API and waits
+// until the gateway has base children again.
+func (b *bench) endDetached(base int) error {
+	var list struct{ Items []struct{ ID string } }
+	if err := b.gw.rest(b.ctx, "GET", "/api/v1/sessions?state=detached", nil, http.StatusOK, &list); err != nil {
+		return err
+	}
+	for _, s := range list.Items {
+		if err := b.gw.rest(b.ctx, "DELETE", "/api/v1/sessions/"+s.ID, nil, http.StatusNoContent, nil); err != nil {
+			return err
+		}
+	}
+	_, err := waitChildren(b.gw.pid, base, time.Minute)
+	return err
 }
 
 // idleSessionsArm measures the VmRSS of n idle sessions on e.

@@ -181,10 +181,12 @@ type fig struct {
 
 // goal is a target of a figure: the gateway's performance ratio to arm vs
 // (its value itself when vs is empty) is at least bound, or for a value
-// that is better lower, under bound.
+// that is better lower, under bound. With above set, the gateway's value
+// is no more than above over vs's (a lower-is-better figure).
 type goal struct {
 	vs    string
 	bound float64
+	above float64
 }
 
 // value returns the figure of an arm: the median over its repetitions and
@@ -293,6 +295,9 @@ func (b *bench) report(scenario string, res *results, figs ...fig) {
 					continue
 				}
 				t, met = fmt.Sprintf(">= %g× %s", gl.bound, gl.vs), f.ratio(g, x) >= gl.bound
+				if gl.above > 0 {
+					t, met = fmt.Sprintf("<= %s + %s", gl.vs, f.unit(gl.above)), g <= x+gl.above
+				}
 			}
 			targets, mets = append(targets, t), append(mets, verdict(met))
 		}

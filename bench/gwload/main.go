@@ -75,6 +75,7 @@ var scenarios = []struct {
 	{"tty-setup-rate", (*bench).ttySetupRate},
 	{"idle-rss", (*bench).idleRSS},
 	{"tty-idle-open", (*bench).ttyIdleOpen},
+	{"detached-rss", (*bench).detachedRSS},
 	{"attach-fanout", (*bench).attachFanout},
 	{"pf-throughput", (*bench).pfThroughput},
 	{"pf-setup-rate", (*bench).pfSetupRate},
@@ -110,7 +111,8 @@ over v5.channel.k8s.io (what kubectl uses), the CRI library over
 v4.channel.k8s.io (it has no v5); port-forward is v4 on both.
 
 Scenarios:
-  tty-throughput   head -c BYTES /dev/zero, tty=1, bytes/s at the client; ceiling: pty read in-process (target >= 0.9)
+  tty-throughput   head -c BYTES /dev/zero, tty=1, bytes/s at the client; ceiling: pty read in-process (target >= 0.9);
+                   also with the terminal state kept (detach=1h, as a detachable shell: target >= 0.8 of without)
   pipe-throughput  the same with a stdout pipe; ceiling: pipe read in-process (target >= 0.6)
   echo-latency     one byte at a time through sh -c 'stty raw -echo; ...; dd bs=1' in a pty; p50/p99; ceiling: same pty in-process
   setup-rate       SESSIONS exec sessions of "true" in a row, each to its close; ceiling: fork/exec of "true" with a stdout pipe
@@ -122,6 +124,8 @@ Scenarios:
   tty-idle-open    IDLE idle "sleep" sessions (tty, stdin) opened IDLE-CONCURRENCY at a time, until the server has started
                    every process; opens/s (target >= 1.5 of the CRI library's); ceiling: gwload starting as many in ptys;
                    the gateway also without the client's size
+  detached-rss     IDLE detached tty sessions (detach=1h, 200x50, a full screen and 50 lines above drawn, the client gone);
+                   VmRSS per session of a fresh gateway beside idle-rss's sessions on another (target: at most 64 KiB more)
   attach-fanout    K attachers (FANOUT, e.g. 1,10,100) of a fresh container writing FANOUT-BYTES as fast as it can; aggregate
                    bytes/s and gateway CPU per MiB delivered; ceiling: the same command's pipe read in-process (against K=1)
   pf-throughput    one port-forward tunnel, PF-BYTES each way (download, upload) to a TCP server in gwload; ceiling: direct

@@ -59,6 +59,11 @@ type execReq struct {
 	Stderr  bool     `json:"stderr"`
 	TTY     bool     `json:"tty"`
 	noSize  bool     // with TTY: the client sends no terminal size
+	// With TTY: the size the client sends (80x24 when zero).
+	cols, rows uint16
+	// detach keeps the session (and its screen) for that long after its
+	// client leaves: the gateway only (detach=).
+	detach time.Duration
 }
 
 // execURL returns the URL of an exec, minted on the CRI (mint says how
@@ -70,6 +75,9 @@ func (e *endpoint) execURL(ctx context.Context, r execReq) (u string, mint time.
 	q := url.Values{"command": r.Command}
 	for name, v := range map[string]bool{"stdin": r.Stdin, "stdout": r.Stdout, "stderr": r.Stderr, "tty": r.TTY} {
 		q.Set(name, map[bool]string{true: "1", false: "0"}[v])
+	}
+	if r.detach > 0 {
+		q.Set("detach", r.detach.String())
 	}
 	return "ws://" + e.addr + "/api/v1/containers/" + url.PathEscape(e.container) + "/exec?" + q.Encode(), 0, nil
 }

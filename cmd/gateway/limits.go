@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -50,17 +51,28 @@ func raiseFileLimit(log *slog.Logger, maxSessions int) {
 	}
 }
 
-// returnIdleMemory gives the heap's free pages back to the system once
-// the gateway has had no stream for idleFor after some had come: a burst
-// of sessions leaves the RSS about where it was before the burst. counts
-// reports the live sessions and how many ever opened. It returns when ctx
-// ends.
+// returnIdleMemory gives the heap's free pages back to the system when
+// a burst is over: once the gateway has had no stream for idleFor after
+// some had come; and, at most once a minute, when it holds over heldFree
+// of heap and either more of it is free than live or no collection has
+// run for idleFor (a quiet process collects only every two minutes, so
+// the garbage of 1,000 shells' screens, compacted once they went quiet,
+// would wait that long, and Go's scavenger then keeps about twice the
+// live heap). counts reports the live sessions and how many ever opened.
+// It returns when ctx ends.
 func returnIdleMemory(ctx context.Context, counts func() (live int, opened uint64)) {
-	const tick, idleFor = 5 * time.Second, 30 * time.Second
+	const tick, idleFor, every, heldFree = 5 * time.Second, 30 * time.Second, time.Minute, 64 << 20
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	var freedAt uint64 // opened at the last return
-	var idleSince time.Time
+	var freedAt, cycles uint64 // opened at the last return; GC cycles at the last tick
+	var idleSince, lastFree, lastGC time.Time
+	heap := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/cycles/total:gc-cycles"}}
+	free := func(now time.Time) {
+		runtime.GC() // the pools' buffers survive one collection
+		debug.FreeOSMemory()
+		lastFree = now
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -73,9 +85,17 @@ func returnIdleMemory(ctx context.Context, counts func() (live int, opened uint6
 			case idleSince.IsZero():
 				idleSince = now
 			case now.Sub(idleSince) >= idleFor:
-				runtime.GC() // the pools' buffers survive one collection
-				debug.FreeOSMemory()
+				free(now)
 				freedAt, idleSince = opened, time.Time{}
+				continue
+			}
+			metrics.Read(heap)
+			f, objs, n := heap[0].Value.Uint64(), heap[1].Value.Uint64(), heap[2].Value.Uint64()
+			if n != cycles || lastGC.IsZero() {
+				cycles, lastGC = n, now
+			}
+			if f+objs > heldFree && (f > objs || now.Sub(lastGC) >= idleFor) && now.Sub(lastFree) >= every {
+				free(now)
 			}
 		}
 	}
