@@ -13,8 +13,10 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"gateway/audit"
 	"gateway/container"
 	"gateway/internal/reqerr"
+	"gateway/record"
 	"gateway/sandbox"
 	"gateway/session"
 	"gateway/stream"
@@ -55,6 +57,8 @@ type API struct {
 	sessions  *session.Registry
 	urls      *session.Store
 	streams   *stream.Server
+	records   *record.Store // nil: no recordings
+	audit     *audit.Log
 	metrics   http.Handler
 	web       http.Handler
 	draining  atomic.Bool
@@ -68,15 +72,19 @@ type Deps struct {
 	Sessions  *session.Registry
 	URLs      *session.Store
 	Streams   *stream.Server
-	Metrics   http.Handler // /metrics
-	Web       http.Handler // the web terminal at /; nil serves none
+	// Recordings is the store of session recordings (nil: none); Audit
+	// the audit trail (nil: none).
+	Recordings *record.Store
+	Audit      *audit.Log
+	Metrics    http.Handler // /metrics
+	Web        http.Handler // the web terminal at /; nil serves none
 }
 
 // New returns the API.
 func New(cfg Config, log *slog.Logger, d Deps) *API {
 	return &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), log: log,
 		runtime: d.Runtime, sandboxes: d.Sandboxes, sessions: d.Sessions, urls: d.URLs,
-		streams: d.Streams, metrics: d.Metrics, web: d.Web, started: time.Now()}
+		streams: d.Streams, records: d.Recordings, audit: d.Audit, metrics: d.Metrics, web: d.Web, started: time.Now()}
 }
 
 // Drain makes /readyz fail and refuses new streams and stream URLs, for a
@@ -130,9 +138,13 @@ func (a *API) Handler() http.Handler {
 	route("POST", "/api/v1/sessions/{id}/shares", auth(work(a.createShare)))
 	route("DELETE", "/api/v1/sessions/{id}/shares/{share}", auth(a.revokeShare))
 
+	route("GET", "/api/v1/recordings", auth(a.listRecordings))
+	route("GET", "/api/v1/recordings/{id}", auth(a.getRecording))
+	route("DELETE", "/api/v1/recordings/{id}", auth(a.deleteRecording))
+
 	// The token in the path is the authorization, as in the CRI.
-	route("GET", "/stream/{token}", work(a.streamChecks(a.serveStreamURL)))
-	route("POST", "/stream/{token}", work(a.streamChecks(a.serveStreamURL)))
+	route("GET", "/stream/{token}", work(a.streamChecks(byURL(a.serveStreamURL))))
+	route("POST", "/stream/{token}", work(a.streamChecks(byURL(a.serveStreamURL))))
 
 	a.kubeRoutes(route)
 

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 
+	"gateway/audit"
 	"gateway/internal/reqerr"
 	"gateway/stream"
 	"gateway/stream/wsproto"
@@ -67,7 +68,18 @@ func (a *API) authenticated(h http.HandlerFunc) http.HandlerFunc {
 			a.writeError(w, r, reqerr.New(reqerr.ErrForbidden, "origin %q may not use this session", r.Header.Get("Origin")))
 			return
 		}
-		h(w, r)
+		how := audit.AuthBearer
+		if fromCookie {
+			how = audit.AuthCookie
+		}
+		h(w, r.WithContext(audit.WithAuth(r.Context(), how)))
+	}
+}
+
+// byURL marks requests that a single-use stream URL authorizes.
+func byURL(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		h(w, r.WithContext(audit.WithAuth(r.Context(), audit.AuthURL)))
 	}
 }
 
@@ -102,7 +114,7 @@ func (a *API) authOrShare(h http.HandlerFunc) http.HandlerFunc {
 			a.refuse(w, r, token)
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, &g)))
+		h(w, r.WithContext(audit.WithAuth(context.WithValue(r.Context(), grantKey{}, &g), audit.AuthShare)))
 	}
 }
 
@@ -141,13 +153,16 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.validToken(body.Token) {
+		a.audit.Record(audit.Event{Event: audit.LoginFailed, Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Reason: "the token is not valid"})
 		a.writeError(w, r, reqerr.New(reqerr.ErrUnauthorized, "the token is not valid"))
 		return
 	}
 	if !a.originAllowed(r) {
+		a.audit.Record(audit.Event{Event: audit.LoginFailed, Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Reason: "origin " + r.Header.Get("Origin")})
 		a.writeError(w, r, reqerr.New(reqerr.ErrForbidden, "origin %q may not log in", r.Header.Get("Origin")))
 		return
 	}
+	a.audit.Record(audit.Event{Event: audit.Login, Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Auth: audit.AuthCookie})
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: body.Token, Path: "/", HttpOnly: true,
 		Secure: a.cfg.SecureCookie, SameSite: http.SameSiteStrictMode})
 	w.WriteHeader(http.StatusNoContent)

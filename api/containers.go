@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"gateway/audit"
 	"gateway/container"
 	"gateway/internal/reqerr"
 	"gateway/sandbox"
@@ -48,6 +49,8 @@ func (a *API) createContainer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("container created", "container", spec.ID)
+	a.audit.Record(audit.Event{Event: audit.ContainerCreate, Container: spec.ID, Sandbox: c.Info().Sandbox, Command: c.Command(),
+		Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Auth: audit.AuthOf(r.Context())})
 	writeJSON(w, http.StatusCreated, c.Info())
 }
 
@@ -70,6 +73,7 @@ func (a *API) deleteContainer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("container removed", "container", id)
+	a.audit.Record(audit.Event{Event: audit.ContainerDelete, Container: id, Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Auth: audit.AuthOf(r.Context())})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -107,6 +111,7 @@ func (a *API) createSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("sandbox created", "sandbox", spec.ID, "network", sb.Spec().Network)
+	a.audit.Record(audit.Event{Event: audit.SandboxCreate, Sandbox: spec.ID, Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Auth: audit.AuthOf(r.Context())})
 	writeJSON(w, http.StatusCreated, sb.Spec())
 }
 
@@ -132,5 +137,6 @@ func (a *API) deleteSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("sandbox removed", "sandbox", id)
+	a.audit.Record(audit.Event{Event: audit.SandboxDelete, Sandbox: id, Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Auth: audit.AuthOf(r.Context())})
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"gateway/audit"
 	"gateway/internal/reqerr"
 	"gateway/session"
 	"gateway/stream"
@@ -82,6 +83,8 @@ func (a *API) createShare(w http.ResponseWriter, r *http.Request) {
 		scheme = "https"
 	}
 	u := scheme + "://" + r.Host + "/#session=" + url.QueryEscape(id) + "&share=" + url.QueryEscape(token)
+	a.audit.Record(audit.Event{Event: audit.ShareCreate, Session: id, Share: info.ID, Mode: info.Mode,
+		Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Auth: audit.AuthOf(r.Context())})
 	writeJSON(w, http.StatusCreated, shareCreated{ShareInfo: info, Token: token, URL: u})
 }
 

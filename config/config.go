@@ -49,6 +49,12 @@ type Config struct {
 	IdleTimeout     time.Duration
 	MaxDetach       time.Duration
 	DetachKeep      ByteSize
+	RecordDir       string
+	RecordInput     bool
+	RecordMaxAge    time.Duration
+	RecordMaxSize   ByteSize
+	AuditLog        string
+	AuditMaxSize    ByteSize
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
@@ -101,6 +107,12 @@ func (c *Config) register(fs *flag.FlagSet) []flagSpec {
 	add((*durationValue)(&c.IdleTimeout), "idle-timeout", "DURATION", "close streams that carry no data for this long; 0 never")
 	add((*durationValue)(&c.MaxDetach), "max-detach", "DURATION", "longest an exec opened with detach= outlives its last client (0: no detached shells)")
 	add(&c.DetachKeep, "detach-keep", "SIZE", "output of each detachable exec kept for clients that rejoin with since=")
+	add((*stringValue)(&c.RecordDir), "record-dir", "DIR", "record sessions (asciicast v2) into DIR; unset: those whose container says record: true, in --state-dir")
+	add((*boolValue)(&c.RecordInput), "record-input", "", "record what clients type too (off by default: it carries passwords)")
+	add((*durationValue)(&c.RecordMaxAge), "record-max-age", "DURATION", "remove recordings older than this (0: keep)")
+	add(&c.RecordMaxSize, "record-max-size", "SIZE", "keep at most this much of recordings, the oldest removed first (0: no bound)")
+	add((*stringValue)(&c.AuditLog), "audit-log", "FILE", "write the audit trail (JSON lines) to FILE, or - for standard error")
+	add(&c.AuditMaxSize, "audit-max-size", "SIZE", "rotate the audit log past this size (FILE.1 ... FILE.5)")
 	add((*durationValue)(&c.ShutdownTimeout), "shutdown-timeout", "DURATION", "how long a shutdown waits for streams and processes to end")
 	add((*stringValue)(&c.LogLevel), "log-level", "LEVEL", "debug, info, warn or error")
 	add((*stringValue)(&c.LogFormat), "log-format", "FORMAT", "text or json (logs go to standard error)")
@@ -130,6 +142,8 @@ func Default() Config {
 		IdleTimeout:     st.IdleTimeout,
 		MaxDetach:       st.MaxDetach,
 		DetachKeep:      ByteSize(st.SharedKeep),
+		RecordMaxSize:   10 << 30,
+		AuditMaxSize:    100 << 20,
 		ShutdownTimeout: 10 * time.Second,
 		LogLevel:        "info",
 		LogFormat:       "text",
@@ -289,7 +303,9 @@ func (c *Config) check() error {
 		v    int64
 	}{{"session-retention", int64(c.Retention)}, {"idle-timeout", int64(c.IdleTimeout)},
 		{"session-buffer", int64(c.SessionBuffer)}, {"scrollback", int64(c.Scrollback)},
-		{"max-detach", int64(c.MaxDetach)}, {"detach-keep", int64(c.DetachKeep)}} {
+		{"max-detach", int64(c.MaxDetach)}, {"detach-keep", int64(c.DetachKeep)},
+		{"record-max-age", int64(c.RecordMaxAge)}, {"record-max-size", int64(c.RecordMaxSize)},
+		{"audit-max-size", int64(c.AuditMaxSize)}} {
 		if p.v < 0 {
 			return fmt.Errorf("--%s must not be negative", p.name)
 		}

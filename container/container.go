@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"gateway/record"
 	"gateway/sandbox"
 )
 
@@ -67,6 +68,10 @@ type Spec struct {
 	// exits: "never" (the default), "on-failure" (non-zero exit) or
 	// "always", with exponential backoff.
 	RestartPolicy string `json:"restartPolicy,omitempty" yaml:"restartPolicy"`
+	// Record says whether its exec and attach sessions are recorded: true,
+	// false, or required (a session that cannot be recorded is refused or
+	// ended); unset follows the sandbox, then the server.
+	Record record.Mode `json:"record,omitempty" yaml:"record"`
 }
 
 // Restart policies.
@@ -460,6 +465,16 @@ func baseEnv(extra map[string]string) []string {
 	return out
 }
 
+// Term is the TERM of its ptys.
+func (c *Container) Term() string {
+	if t, ok := c.spec.Env["TERM"]; ok {
+		return t
+	}
+	return defaultTerm
+}
+
+const defaultTerm = "xterm-256color"
+
 // withTerm sets TERM for a pty unless the container chose its own.
 func withTerm(env []string, own map[string]string) []string {
 	if _, ok := own["TERM"]; ok {
@@ -471,5 +486,5 @@ func withTerm(env []string, own map[string]string) []string {
 			out = append(out, kv)
 		}
 	}
-	return append(out, "TERM=xterm-256color")
+	return append(out, "TERM="+defaultTerm)
 }

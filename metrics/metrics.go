@@ -81,6 +81,13 @@ type Metrics struct {
 	ViewOnlyIgnored  *prometheus.CounterVec // what
 	Shares           prometheus.Gauge
 
+	// Session recordings: being written, bytes written, failed writes,
+	// and recordings cut short (a slow or full disk).
+	RecordingsActive    prometheus.Gauge
+	RecordingBytes      prometheus.Counter
+	RecordingErrors     prometheus.Counter
+	RecordingsTruncated prometheus.Counter
+
 	kinds map[string]*Kind
 }
 
@@ -140,6 +147,22 @@ func New(reg prometheus.Registerer, containerStates func() map[string]int) *Metr
 			Name: "gateway_shares",
 			Help: "Share links that are valid now.",
 		}),
+		RecordingsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_recordings_active",
+			Help: "Session recordings being written now.",
+		}),
+		RecordingBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_recording_bytes_total",
+			Help: "Bytes written to session recordings.",
+		}),
+		RecordingErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_recording_write_errors_total",
+			Help: "Failed writes of session recordings.",
+		}),
+		RecordingsTruncated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_recordings_truncated_total",
+			Help: "Session recordings cut short because the disk could not keep up or failed.",
+		}),
 		kinds: make(map[string]*Kind),
 	}
 	for _, w := range Ignored {
@@ -166,6 +189,7 @@ func New(reg prometheus.Registerer, containerStates func() map[string]int) *Metr
 	}
 	reg.MustRegister(m.SessionsActive, m.SessionsTotal, m.StreamBytes, m.SessionDuration, m.StreamErrors, m.SessionsOpened,
 		m.SessionsDetached, m.Viewers, m.ViewOnlyIgnored, m.Shares,
+		m.RecordingsActive, m.RecordingBytes, m.RecordingErrors, m.RecordingsTruncated,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),

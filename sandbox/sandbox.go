@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"gateway/record"
 )
 
 // Network values besides a namespace path.
@@ -60,6 +62,9 @@ type Spec struct {
 	Network string `json:"network" yaml:"network"`
 	// Ports limits port-forward to these ports; empty allows all.
 	Ports []PortRange `json:"ports,omitempty" yaml:"ports"`
+	// Record is the recording mode of its containers' sessions (see
+	// container.Spec.Record).
+	Record record.Mode `json:"record,omitempty" yaml:"record"`
 }
 
 // PortRange is an inclusive range of ports; a single port has First == Last.

@@ -55,6 +55,7 @@ type Session struct {
 	bytesIn  atomic.Int64                // client to process or port
 	bytesOut atomic.Int64                // process or port to client
 	output   atomic.Pointer[ring.Buffer] // most recent output; nil once dropped (see Config.ClosedOutput)
+	rec      atomic.Pointer[recorder]    // its recording, if any
 
 	reg     *Registry
 	keptLen int // the output it kept when it closed (the registry's, under its mu)
@@ -71,6 +72,28 @@ type Session struct {
 	detach  time.Duration
 	viewers int
 	reapAt  time.Time
+}
+
+// Recorder records a session: its output, its clients' input, the
+// terminal's resizes, and its end with the exit code.
+type Recorder interface {
+	ID() string
+	Output(p []byte)
+	Input(p []byte)
+	Resize(cols, rows int)
+	End(exitCode *int)
+}
+
+type recorder struct{ Recorder }
+
+// SetRecorder records the session from now on.
+func (s *Session) SetRecorder(r Recorder) { s.rec.Store(&recorder{r}) }
+
+// Resized records a new terminal size.
+func (s *Session) Resized(cols, rows int) {
+	if r := s.rec.Load(); r != nil {
+		r.Resize(cols, rows)
+	}
 }
 
 // Info is a snapshot of a session, as the REST API shows it.
@@ -90,6 +113,8 @@ type Info struct {
 	Detach  float64    `json:"detach,omitempty"`
 	Viewers int        `json:"viewers"`
 	ReapAt  *time.Time `json:"reapAt,omitempty"`
+	// Recording is the id of its recording, if it is recorded.
+	Recording string `json:"recording,omitempty"`
 }
 
 // Info returns a snapshot of the session.
@@ -107,6 +132,9 @@ func (s *Session) Info() Info {
 		RemoteAddr: s.RemoteAddr,
 		Detach:     s.detach.Seconds(),
 		Viewers:    s.viewers,
+	}
+	if r := s.rec.Load(); r != nil {
+		info.Recording = r.ID()
 	}
 	if s.state == Detached {
 		t := s.reapAt
@@ -193,6 +221,9 @@ func (s *Session) Finish(exitCode *int) {
 		s.exitCode = &c
 	}
 	s.mu.Unlock()
+	if r := s.rec.Load(); r != nil {
+		r.End(exitCode) // flushed and synced before the session shows closed
+	}
 	s.reg.finished(s)
 }
 
@@ -208,15 +239,24 @@ func (s *Session) Abandon() {
 	}
 }
 
-// AddIn counts bytes from the client to the process or port.
-func (s *Session) AddIn(n int) { s.bytesIn.Add(int64(n)) }
+// RecordIn counts bytes from the client to the process or port, and
+// records them when the session is recorded.
+func (s *Session) RecordIn(p []byte) {
+	s.bytesIn.Add(int64(len(p)))
+	if r := s.rec.Load(); r != nil {
+		r.Input(p)
+	}
+}
 
-// RecordOut counts bytes from the process or port to the client and keeps
-// them in the session's output buffer.
+// RecordOut counts bytes from the process or port to the client, keeps
+// them in the session's output buffer and records them.
 func (s *Session) RecordOut(p []byte) {
 	s.bytesOut.Add(int64(len(p)))
 	if b := s.output.Load(); b != nil {
 		b.Write(p)
+	}
+	if r := s.rec.Load(); r != nil {
+		r.Output(p)
 	}
 }
 

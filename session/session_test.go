@@ -54,7 +54,7 @@ func TestSessionLifecycle(t *testing.T) {
 	if got := s.Info().State; got != Active {
 		t.Errorf("state = %s, want active", got)
 	}
-	s.AddIn(3)
+	s.RecordIn([]byte("abc"))
 	s.RecordOut([]byte("hello"))
 	if got := string(s.Output()); got != "ello" {
 		t.Errorf("output = %q, want the last 4 bytes", got)

@@ -56,7 +56,8 @@ func (s *Server) Attach(w http.ResponseWriter, r *http.Request, containerID stri
 	if opts.replay() {
 		join = container.Replay
 	}
-	a := &attachStream{client: cl, src: c, join: join, opts: opts.Streams, stdin: newInputQueue()}
+	cl.command = c.Command()
+	a := &attachStream{client: cl, src: c, join: join, opts: opts.Streams, stdin: newInputQueue(), recorded: c}
 	s.serve(cl, a.onFrame, a.run)
 	return nil
 }
@@ -100,6 +101,10 @@ type attachStream struct {
 	// shared exec's first client closes the process's input); else it ends
 	// only this client's input.
 	closeStdin func(done <-chan struct{}) error
+	// recorded is the container whose main process this attach records
+	// (nil for a client joining a shared exec: its session is recorded
+	// already).
+	recorded *container.Container
 
 	// Used by onFrame only.
 	resize    resizes
@@ -188,6 +193,12 @@ func (a *attachStream) run(ctx context.Context) error {
 		return nil
 	}
 	defer att.Detach()
+	if a.recorded != nil {
+		if err := a.record(a.recorded, a.recorded.Command(), a.src.TTY(), att.Size); err != nil {
+			a.fail(ctx, err)
+			return nil
+		}
+	}
 	if a.opts.Stdin && !a.viewOnly {
 		a.stdin.start(attachInput{a: a, done: a.stdin.stop}, a.log)
 	}

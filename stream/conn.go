@@ -105,6 +105,12 @@ type client struct {
 	shared   atomic.Pointer[shared]
 	viewOnly bool
 	share    string
+
+	// For the audit trail: how the request authenticated and who sent it;
+	// the command and tty of an exec or attach.
+	auth, userAgent string
+	command         []string
+	tty             *bool
 }
 
 // exited records the exit code of the stream's process.
@@ -117,7 +123,7 @@ func (c *client) exited(code *int) {
 // input counts client payload bytes for the process or port: the one
 // place they pass.
 func (c *client) input(p []byte) {
-	c.sess.AddIn(len(p))
+	c.sess.RecordIn(p)
 	c.km.BytesIn.Add(float64(len(p)))
 }
 

@@ -147,6 +147,7 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 	if err != nil {
 		return err
 	}
+	cl.command = opts.Command
 	if opts.Detach.Duration > 0 && s.cfg.MaxDetach > 0 {
 		s.serveShared(cl, c, opts)
 		return nil
@@ -251,6 +252,11 @@ func (e *execStream) run(ctx context.Context) error {
 	spec := container.ExecSpec{Command: e.opts.Command, TTY: e.opts.TTY, Stdin: e.opts.Stdin, Stdout: e.opts.Stdout, Stderr: e.opts.Stderr}
 	if e.pendingSize != nil {
 		spec.Size = container.Size{Cols: e.pendingSize.Width, Rows: e.pendingSize.Height}
+	}
+	if err := e.record(e.c, spec.Command, spec.TTY, spec.Size); err != nil {
+		e.mu.Unlock()
+		e.fail(ctx, err)
+		return nil
 	}
 	proc, err := e.c.Exec(spec)
 	e.proc = proc

@@ -30,6 +30,9 @@ func (r *resizes) handle(c *client, payload []byte, apply func(wsproto.TerminalS
 			return
 		}
 		apply(sz)
+		// After apply: a size held for the start is the recording's
+		// first (its header), one applied to a running process an event.
+		c.sess.Resized(int(sz.Width), int(sz.Height))
 	})
 	if err != nil {
 		r.dead = true

@@ -500,6 +500,8 @@ func (p *Pump) closeFor(cause error) {
 		p.closeWith(CloseShareRevoked, "the share link was revoked")
 	case errors.Is(cause, errIdle):
 		p.closeWith(CloseIdle, "idle timeout")
+	case errors.Is(cause, errRecordingFailed):
+		p.closeWith(websocket.CloseInternalServerErr, errRecordingFailed.Error())
 	case errors.As(cause, &pe):
 		p.closeWith(pe.closeCode(), pe.Error())
 	case errors.As(cause, &de):

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"gateway/audit"
 	"gateway/container"
 	"gateway/internal/reqerr"
 	"gateway/metrics"
@@ -44,6 +45,10 @@ type Config struct {
 	// their life.
 	MaxShares   int
 	MaxShareTTL time.Duration
+	// Record says where and which sessions are recorded; Audit is the
+	// audit trail (nil: none).
+	Record RecordConfig
+	Audit  *audit.Log
 }
 
 // DefaultConfig returns the defaults: pings every 25 s (which also keeps
@@ -201,6 +206,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, kind session.Kind,
 		sess.Abandon()
 		return nil, err
 	}
+	c.from(r)
 	return c, nil
 }
 
@@ -234,6 +240,8 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, kind session
 		sess.Abandon()
 		return nil, err
 	}
+	c.from(r)
+	c.tty = audit.Bool(want.TTY)
 	return c, nil
 }
 
@@ -265,6 +273,7 @@ func (s *Server) serve(c *client, onFrame FrameHandler, work func(context.Contex
 			c.km.Active.Inc()
 			c.sess.Activate(c.t)
 			c.log.Info("session opened", "remote", c.sess.RemoteAddr)
+			c.auditStart()
 		}
 		c.t.Run(onFrame, work, func(cause error) { c.ended(cause, start) })
 	})
@@ -283,14 +292,16 @@ func (c *client) ended(cause error, start time.Time) {
 	if cause == nil && c.failed.Load() {
 		result = metrics.ResultError
 	}
-	finished(c.sess, c.km, c.log, result, code, cause, time.Since(start))
+	c.srv.finished(c.sess, c.km, c.log, result, code, cause, time.Since(start))
 }
 
-// finished records the end of a session.
-func finished(sess *session.Session, km *metrics.Kind, log *slog.Logger, result string, code *int, cause error, d time.Duration) {
+// finished records the end of a session: metrics, registry (its
+// recording ends there), log and audit trail.
+func (s *Server) finished(sess *session.Session, km *metrics.Kind, log *slog.Logger, result string, code *int, cause error, d time.Duration) {
 	km.Active.Dec()
 	km.Ended(result, d)
 	sess.Finish(code)
+	auditEnd(s.cfg.Audit, sess, result, cause)
 	info := sess.Info()
 	attrs := []any{"result", result, "bytes_in", info.BytesIn, "bytes_out", info.BytesOut,
 		"duration", d.Round(time.Millisecond)}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"gateway/audit"
 	"gateway/internal/reqerr"
 )
 
@@ -168,6 +169,7 @@ func (s *Server) revoke(sr *share, why string) {
 	delete(s.shares, sr.id)
 	s.sharedMu.Unlock()
 	sh.log.Info("share link "+why, "share", sr.id, "clients_cut", len(cut))
+	s.cfg.Audit.Record(audit.Event{Event: audit.ShareRevoke, Session: sh.sess.ID, Share: sr.id, Reason: why})
 	for _, c := range cut {
 		c.t.Close(errShareRevoked)
 	}

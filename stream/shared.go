@@ -119,6 +119,11 @@ func (e *sharedExec) run(ctx context.Context) error {
 	if e.pendingSize != nil {
 		spec.Size = container.Size{Cols: e.pendingSize.Width, Rows: e.pendingSize.Height}
 	}
+	if err := e.record(e.c, spec.Command, spec.TTY, spec.Size); err != nil {
+		e.mu.Unlock()
+		e.fail(ctx, err)
+		return nil
+	}
 	job, err := e.c.StartJob(spec, container.JobConfig{Keep: s.cfg.SharedKeep, OnOutput: e.sess.RecordOut})
 	e.job = job
 	e.mu.Unlock()
@@ -198,7 +203,7 @@ func (sh *shared) run() {
 			result = metrics.ResultNonZeroExit
 		}
 	}
-	finished(sh.sess, sh.km, sh.log, result, exit, cause, time.Since(sh.start))
+	s.finished(sh.sess, sh.km, sh.log, result, exit, cause, time.Since(sh.start))
 }
 
 // Close ends the shared session (session.Closer): the process is

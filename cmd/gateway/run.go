@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -20,10 +21,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"gateway/api"
+	"gateway/audit"
 	"gateway/config"
 	"gateway/container"
 	"gateway/kube"
 	"gateway/metrics"
+	"gateway/record"
 	"gateway/sandbox"
 	"gateway/session"
 	"gateway/stream"
@@ -96,6 +99,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	scfg.IdleTimeout = cfg.IdleTimeout
 	scfg.MaxDetach = cfg.MaxDetach
 	scfg.SharedKeep = int(cfg.DetachKeep)
+	trail, recordings, err := openRecords(cfg, m, log)
+	if err != nil {
+		stopContainers()
+		return err
+	}
+	defer trail.Close()
+	scfg.Record, scfg.Audit = recordings, trail
 	// Streams outlive requests and the signal: they end through CloseAll,
 	// with a close frame, during the shutdown below.
 	streams := stream.NewServer(context.WithoutCancel(ctx), scfg, log, rt, sandboxes, sessions, m)
@@ -103,7 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Token: cfg.Token, AllowedOrigins: cfg.AllowedOrigins, MetricsAuth: cfg.MetricsAuth,
 		SecureCookie: cfg.TLSCert != "", ExecSyncMaxOutput: int(cfg.ExecSyncOutput), StopGrace: cfg.StopGrace, Node: cfg.Node,
 	}, log, api.Deps{
-		Runtime: rt, Sandboxes: sandboxes, Sessions: sessions,
+		Runtime: rt, Sandboxes: sandboxes, Sessions: sessions, Recordings: recordings.Store, Audit: trail,
 		URLs:    session.NewStore(cfg.URLTTL, cfg.MaxPendingURLs, nil),
 		Streams: streams,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
@@ -265,4 +275,34 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// openRecords opens the audit trail and the recordings' store: in
+// --record-dir, where every session is recorded unless its container or
+// sandbox says otherwise, or else in the state directory, for those that
+// ask.
+func openRecords(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*audit.Log, stream.RecordConfig, error) {
+	var trail *audit.Log
+	if cfg.AuditLog != "" {
+		var err error
+		if trail, err = audit.Open(cfg.AuditLog, int64(cfg.AuditMaxSize), 5); err != nil {
+			return nil, stream.RecordConfig{}, err
+		}
+	}
+	rc := record.Config{Dir: cfg.RecordDir, Input: cfg.RecordInput, MaxAge: cfg.RecordMaxAge, MaxBytes: int64(cfg.RecordMaxSize)}
+	mode := record.On
+	if rc.Dir == "" {
+		rc.Dir, mode = filepath.Join(cfg.StateDir, "recordings"), record.Off
+	}
+	store, err := record.Open(rc, record.Counters{Active: m.RecordingsActive, Bytes: m.RecordingBytes,
+		Errors: m.RecordingErrors, Truncated: m.RecordingsTruncated}, log)
+	if err != nil {
+		if mode == record.On {
+			trail.Close()
+			return nil, stream.RecordConfig{}, err
+		}
+		log.Warn("no recordings: containers that ask to be recorded will not be", "error", err)
+		store = nil
+	}
+	return trail, stream.RecordConfig{Store: store, Default: mode}, nil
 }

@@ -1,0 +1,125 @@
+package api
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"gateway/internal/reqerr"
+	"gateway/record"
+	"gateway/stream/wsproto"
+)
+
+// castType is the media type of asciicast files.
+const castType = "application/x-asciicast"
+
+// recordings is the store, or the error of a gateway that has none.
+func (a *API) recordings() (*record.Store, error) {
+	if a.records == nil {
+		return nil, reqerr.New(reqerr.ErrNotFound, "this gateway keeps no recordings")
+	}
+	return a.records, nil
+}
+
+func (a *API) listRecordings(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := record.Filter{Container: q.Get("container"), Session: q.Get("session")}
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "since %q: want a time such as 2026-12-01T10:00:00Z", s))
+			return
+		}
+		f.Since = t
+	}
+	items := []record.Meta{}
+	if a.records != nil {
+		var err error
+		if items, err = a.records.List(f); err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, newList(items))
+}
+
+// getRecording serves the .cast file. With follow=1, a recording still
+// being written is followed: the response goes on with what is appended
+// until the recording ends.
+func (a *API) getRecording(w http.ResponseWriter, r *http.Request) {
+	store, err := a.recordings()
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	f, md, err := store.File(id)
+	if err != nil {
+		a.writeError(w, r, recordingError(id, err))
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", castType)
+	w.Header().Set("Cache-Control", "no-store")
+	if !md.Active || !wsproto.ParseBool(r.URL.Query()["follow"]) {
+		http.ServeContent(w, r, id+".cast", time.Time{}, f)
+		return
+	}
+	follow(w, r, f, func() bool {
+		md, err := store.Get(id)
+		return err == nil && md.Active
+	})
+}
+
+// follow copies f to w as it grows, while active holds, then what is left.
+func follow(w http.ResponseWriter, r *http.Request, f *os.File, active func() bool) {
+	flush := func() {
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+	}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		going := active()
+		if _, err := io.Copy(w, f); err != nil {
+			return
+		}
+		flush()
+		if !going {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *API) deleteRecording(w http.ResponseWriter, r *http.Request) {
+	store, err := a.recordings()
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	if err := store.Delete(id); err != nil {
+		a.writeError(w, r, recordingError(id, err))
+		return
+	}
+	a.log.Info("recording removed", "recording", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func recordingError(id string, err error) error {
+	switch {
+	case errors.Is(err, record.ErrNotFound):
+		return reqerr.New(reqerr.ErrNotFound, "recording %q not found", id)
+	case errors.Is(err, record.ErrActive):
+		return reqerr.New(reqerr.ErrConflict, "recording %q is still being written: end its session first", id)
+	}
+	return err
+}
