@@ -1,7 +1,10 @@
 package api
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -45,9 +48,10 @@ func (a *API) listRecordings(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, newList(items))
 }
 
-// getRecording serves the .cast file. With follow=1, a recording still
-// being written is followed: the response goes on with what is appended
-// until the recording ends.
+// getRecording serves the .cast file. With follow=1 it is a stream of
+// server-sent events, one asciicast line each (what asciinema-player's
+// eventsource driver plays), followed as the recording grows, then a
+// "done" event once it has ended.
 func (a *API) getRecording(w http.ResponseWriter, r *http.Request) {
 	store, err := a.recordings()
 	if err != nil {
@@ -55,40 +59,54 @@ func (a *API) getRecording(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	f, md, err := store.File(id)
+	f, _, err := store.File(id)
 	if err != nil {
 		a.writeError(w, r, recordingError(id, err))
 		return
 	}
 	defer f.Close()
-	w.Header().Set("Content-Type", castType)
 	w.Header().Set("Cache-Control", "no-store")
-	if !md.Active || !wsproto.ParseBool(r.URL.Query()["follow"]) {
+	if !wsproto.ParseBool(r.URL.Query()["follow"]) {
+		w.Header().Set("Content-Type", castType)
 		http.ServeContent(w, r, id+".cast", time.Time{}, f)
 		return
 	}
+	w.Header().Set("Content-Type", "text/event-stream")
 	follow(w, r, f, func() bool {
 		md, err := store.Get(id)
 		return err == nil && md.Active
 	})
 }
 
-// follow copies f to w as it grows, while active holds, then what is left.
+// follow sends f's lines as events as f grows, while active holds; then
+// the rest, and "done".
 func follow(w http.ResponseWriter, r *http.Request, f *os.File, active func() bool) {
-	flush := func() {
-		if fl, ok := w.(http.Flusher); ok {
-			fl.Flush()
-		}
-	}
+	fl, _ := w.(http.Flusher)
+	rd := bufio.NewReaderSize(f, 64<<10)
+	var partial []byte
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		going := active()
-		if _, err := io.Copy(w, f); err != nil {
-			return
+		going := active() // asked before reading: what it wrote before ending is read below
+		for {
+			line, err := rd.ReadSlice('\n')
+			partial = append(partial, line...)
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err != nil { // io.EOF: the rest of the line is not written yet
+				break
+			}
+			if _, err := fmt.Fprintf(w, "data: %s\n\n", bytes.TrimSuffix(partial, []byte("\n"))); err != nil {
+				return
+			}
+			partial = partial[:0]
 		}
-		flush()
+		if fl != nil {
+			fl.Flush()
+		}
 		if !going {
+			io.WriteString(w, "event: done\ndata: ended\n\n")
 			return
 		}
 		select {

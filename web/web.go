@@ -17,8 +17,10 @@ var dist embed.FS
 
 // ContentSecurityPolicy allows the page its own scripts, styles (xterm.js
 // sets element styles), and connections to its own origin, and nothing
-// else: no inline scripts, no framing.
-const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
+// else: no inline scripts, no framing. 'wasm-unsafe-eval' lets the
+// recordings' player compile the terminal emulator it carries as
+// WebAssembly; it allows no JavaScript eval.
+const ContentSecurityPolicy = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; " +
 	"connect-src 'self'; img-src 'self' data:; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 // Handler serves the page at / and its files under /assets/.

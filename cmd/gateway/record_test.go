@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
 	"gateway/internal/ptyio"
@@ -266,4 +267,60 @@ func TestRecording(t *testing.T) {
 	if starts != 3 || ends != 3 {
 		t.Errorf("%d starts and %d ends in the trail:\n%s", starts, ends, b)
 	}
+}
+
+// TestWebRecordings: the page lists a recording and plays it, and a seek
+// to the end shows the final screen's text; a recording still being
+// written is followed live.
+func TestWebRecordings(t *testing.T) {
+	g := webGateway(t, "--record-dir", t.TempDir())
+	b := newBrowser(t, g)
+	b.loginOK()
+
+	// A finished session: its last screen holds the marker.
+	marker := fmt.Sprintf("final-%d", time.Now().UnixNano())
+	r := runRecorded(t, g, []string{"sh", "-c", "printf 'first\\n'; sleep 0.5; printf '" + marker + "\\n'"})
+	if !bytes.Contains(r.out, []byte(marker)) {
+		t.Fatalf("output %q", r.out)
+	}
+	play := fmt.Sprintf(`#recordings tr.recording[data-id=%q][data-active="false"] button.play`, r.session)
+	b.do(20*time.Second, chromedp.WaitVisible(chromedp.CSS(play)), chromedp.Click(chromedp.CSS(play)))
+	b.waitFor("the player", 20*time.Second, func() bool {
+		p, err := eval[map[string]any](b, "gatewayDebug.player()")
+		return err == nil && p != nil && p["duration"] != nil
+	})
+	if _, err := eval[any](b, "gatewayDebug.seekEnd().then(() => true)"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor("the final screen in the player", 20*time.Second, func() bool {
+		s, _ := eval[string](b, "gatewayDebug.playerText()")
+		return strings.Contains(s, marker) && strings.Contains(s, "first")
+	})
+
+	// A session still running: followed as it goes.
+	c := g.dialWS(t, execPath("box", "stdout", "sh", "-c", "echo live-1; read x; echo live-2; sleep 60"), "v5.channel.k8s.io")
+	defer c.Close()
+	readUntil(t, c, func(b []byte) bool { return bytes.Contains(b, []byte("live-1")) })
+	var list struct {
+		Items []struct {
+			ID     string
+			Active bool
+		}
+	}
+	g.do(t, "GET", "/api/v1/recordings?container=box", nil, &list)
+	id := list.Items[len(list.Items)-1].ID
+	if !list.Items[len(list.Items)-1].Active {
+		t.Fatalf("recordings %+v", list.Items)
+	}
+	follow := fmt.Sprintf(`#recordings tr.recording[data-id=%q][data-active="true"] button.play`, id)
+	b.do(20*time.Second, chromedp.WaitVisible(chromedp.CSS(follow)), chromedp.Click(chromedp.CSS(follow)))
+	b.waitFor("live-1 in the player", 20*time.Second, func() bool {
+		s, _ := eval[string](b, "gatewayDebug.playerText()")
+		return strings.Contains(s, "live-1")
+	})
+	c.WriteMessage(websocket.BinaryMessage, []byte("\x00go\n"))
+	b.waitFor("live-2 in the player", 20*time.Second, func() bool {
+		s, _ := eval[string](b, "gatewayDebug.playerText()")
+		return strings.Contains(s, "live-2")
+	})
 }

@@ -35,12 +35,12 @@ import (
 // the browser or the built page is missing. The bash reads no profile and
 // no rc file, and HOME is the test's own: nothing of the machine's user
 // slows it down or changes its prompt.
-func webGateway(t *testing.T) *gateway {
+func webGateway(t *testing.T, args ...string) *gateway {
 	t.Helper()
 	if _, err := os.Stat(tooltest.Chromium); err != nil {
 		tooltest.SkipOrFail(t, tooltest.Chromium+" not found: make test installs it (apt-get install chromium)")
 	}
-	g := startGateway(t)
+	g := startGateway(t, args...)
 	resp, err := http.Get(g.url)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,8 @@
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import "@xterm/xterm/css/xterm.css";
+import * as AsciinemaPlayer from "asciinema-player";
+import "asciinema-player/dist/bundle/asciinema-player.css";
 import "./style.css";
 
 // Channels of the Kubernetes framing, and the gateway's ack channel.
@@ -120,6 +122,8 @@ const app = {
   tabs: [],
   active: null,
   pollTimer: 0,
+  player: null, // the recording player, when one is open
+  playerID: null,
 };
 
 async function login(token) {
@@ -222,7 +226,7 @@ function showAPIError(e) {
 async function poll() {
   if (!app.loggedIn || app.viewing || document.hidden) return;
   try {
-    await Promise.all([refreshContainers(), refreshSessions()]);
+    await Promise.all([refreshContainers(), refreshSessions(), refreshRecordings()]);
     showAPIError(null);
   } catch (e) {
     showAPIError(e);
@@ -330,6 +334,68 @@ function updateSessionRow(row, s) {
   row.title = title;
   // A shell can be joined, unless a tab here shows it already.
   row.querySelector("button.join").hidden = !shared || app.tabs.some((t) => t.session === s.id);
+}
+
+// refreshRecordings lists the recordings, newest first: a finished one
+// plays, one still being written is followed live.
+async function refreshRecordings() {
+  const list = await api("GET", "/api/v1/recordings");
+  const items = ((list && list.items) || []).slice().reverse();
+  syncRows($("recordings").tBodies[0], items, recordingRow, updateRecordingRow);
+  $("recordings-empty").hidden = items.length > 0;
+}
+
+function recordingRow(r) {
+  const play = el("button", { type: "button", class: "play", textContent: "play" });
+  play.addEventListener("click", () => playRecording(row.dataset.id, row.dataset.active === "true"));
+  const del = el("button", { type: "button", class: "delete", textContent: "delete", title: "remove this recording" });
+  del.addEventListener("click", async () => {
+    del.disabled = true;
+    try {
+      await api("DELETE", `/api/v1/recordings/${encodeURIComponent(r.id)}`);
+      await refreshRecordings();
+    } catch (e) {
+      showAPIError(e);
+      del.disabled = false;
+    }
+  });
+  const row = el("tr", { class: "recording", dataset: { id: r.id } },
+    el("td", { class: "target", textContent: r.container }),
+    el("td", { class: "started" }),
+    el("td", { class: "size num" }),
+    el("td", { class: "actions" }, play, del));
+  return row;
+}
+
+function updateRecordingRow(row, r) {
+  const [, started, size] = row.cells;
+  row.dataset.active = String(r.active);
+  started.textContent = formatAge(Date.now() - Date.parse(r.startedAt));
+  size.textContent = formatBytes(r.size);
+  row.title = `${(r.command || []).join(" ")}${r.truncated ? " (truncated: " + r.reason + ")" : ""}`;
+  row.querySelector("button.play").textContent = r.active ? "follow" : "play";
+  row.querySelector("button.delete").disabled = r.active;
+}
+
+// playRecording opens the player on a recording: a finished one with
+// pause, seek and speed (the player's controls and keys: space, arrows,
+// < and >), one still being written followed as it grows.
+function playRecording(id, active) {
+  closePlayer();
+  $("player-pane").hidden = false;
+  $("player-title").textContent = `${active ? "following" : "recording"} ${id}`;
+  const url = `/api/v1/recordings/${encodeURIComponent(id)}`;
+  const src = active ? { driver: "eventsource", url: `${url}?follow=1` } : { url, fetchOpts: { credentials: "same-origin" } };
+  app.player = AsciinemaPlayer.create(src, $("player"), { controls: true, fit: "both", autoPlay: true, preload: true });
+  app.playerID = id;
+}
+
+function closePlayer() {
+  if (app.player) app.player.dispose();
+  app.player = null;
+  app.playerID = null;
+  $("player").replaceChildren();
+  $("player-pane").hidden = true;
 }
 
 function formatAge(ms) {
@@ -1073,6 +1139,17 @@ window.gatewayDebug = {
     }
     return out;
   },
+  // player is the recording player, if one is open; playerText the text
+  // of its screen, a line a row.
+  player() {
+    return app.player ? { id: app.playerID, time: app.player.getCurrentTime(), duration: app.player.getDuration() } : null;
+  },
+  async seekEnd() {
+    await app.player.seek("100%");
+  },
+  playerText() {
+    return [...document.querySelectorAll("#player .ap-line")].map((l) => l.textContent.replace(/\s+$/, "")).join("\n");
+  },
   // screen is rows with the cursor and which buffer is shown.
   screen() {
     const t = app.active;
@@ -1086,6 +1163,7 @@ async function main() {
   $("login-form").addEventListener("submit", onLoginSubmit);
   $("logout").addEventListener("click", onLogout);
   $("share").addEventListener("click", onShare);
+  $("player-close").addEventListener("click", closePlayer);
   $("share-close").addEventListener("click", () => { $("share-box").hidden = true; });
   $("share-copy").addEventListener("click", async () => {
     try {
