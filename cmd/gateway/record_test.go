@@ -324,3 +324,57 @@ func TestWebRecordings(t *testing.T) {
 		return strings.Contains(s, "live-2")
 	})
 }
+
+// TestRecordingRequired: when recordings cannot be written, a container
+// that requires them refuses its sessions with a clear reason, and one
+// that does not goes on unrecorded.
+func TestRecordingRequired(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "recordings")
+	g := startGateway(t, "--record-dir", dir)
+	g.createContainer(t, map[string]any{"id": "must", "command": []string{"sleep", "1000000"}, "record": "required"})
+	if err := os.RemoveAll(dir); err != nil { // the disk is gone
+		t.Fatal(err)
+	}
+	c := g.dialWS(t, execPath("must", "stdout", "echo", "unrecorded"), "v5.channel.k8s.io")
+	var status string
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, m, err := c.ReadMessage()
+		if err != nil {
+			break
+		}
+		if len(m) > 0 && m[0] == 1 && len(m) > 1 {
+			t.Errorf("the unrecorded command ran: %q", m[1:])
+		}
+		if len(m) > 0 && m[0] == 3 {
+			status = string(m[1:])
+		}
+	}
+	if !strings.Contains(status, "must be recorded") || !strings.Contains(status, `"status":"Failure"`) {
+		t.Errorf("status %s", status)
+	}
+	// Not required: the session goes on, unrecorded.
+	c = g.dialWS(t, execPath("box", "stdout", "echo", "fine"), "v5.channel.k8s.io")
+	if out := readUntil(t, c, func(b []byte) bool { return bytes.Contains(b, []byte("fine\n")) }); string(out) != "fine\n" {
+		t.Errorf("output %q", out)
+	}
+	resp, err := http.Get(g.url + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if !bytes.Contains(b, []byte("gateway_recording_write_errors_total 2")) {
+		t.Errorf("the failed starts are not counted:\n%s", grepLines(b, "gateway_recording"))
+	}
+}
+
+func grepLines(b []byte, s string) string {
+	var out []string
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
