@@ -1,11 +1,15 @@
 package record
 
 import (
+	"strings"
 	"unicode/utf8"
 )
 
 // The event encoder is written out rather than encoding/json's, which
 // allocates for every event: a recording sees every chunk of a stream.
+
+// nuls is 64 escaped NULs.
+var nuls = strings.Repeat(`\u0000`, 64)
 
 // appendJSONString appends p as a JSON string: invalid UTF-8 becomes
 // U+FFFD, as encoding/json does.
@@ -17,6 +21,18 @@ func appendJSONString(b, p []byte) []byte {
 		c := p[i]
 		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
 			i++
+			continue
+		}
+		if c == 0 { // a run of NULs (head -c N /dev/zero): a copy per 64
+			b = append(b, p[start:i]...)
+			j := i
+			for j < len(p) && p[j] == 0 {
+				j++
+			}
+			for n := j - i; n > 0; n -= 64 {
+				b = append(b, nuls[:6*min(n, 64)]...)
+			}
+			i, start = j, j
 			continue
 		}
 		if c < utf8.RuneSelf {

@@ -14,10 +14,12 @@
 package record
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,7 +93,7 @@ type Config struct {
 
 // DefaultQueue is a recording's queue when the config names none: a few
 // seconds of a flood at disk speed.
-const DefaultQueue = 8 << 20
+const DefaultQueue = 4 << 20
 
 // Meta describes a recording: the API lists it.
 type Meta struct {
@@ -361,7 +363,7 @@ func (s *Store) Start(md Meta, h Header, onFail func(error)) (*Recording, error)
 		hdr["env"] = h.Env
 	}
 	b, _ := json.Marshal(hdr)
-	r.queue = append(b, '\n')
+	r.append('h', append(b, '\n'), false)
 	s.mu.Lock()
 	s.active[md.ID] = r
 	s.mu.Unlock()
@@ -382,7 +384,8 @@ type Recording struct {
 
 	mu      sync.Mutex
 	md      Meta
-	queue   []byte // encoded events waiting for the writer
+	queue   [][]byte // encoded events waiting for the writer, in pooled blocks
+	queued  int      // their bytes
 	tails   [2][]byte
 	ended   bool
 	failErr error // why it was truncated
@@ -439,29 +442,70 @@ func (r *Recording) event(kind byte, tail int, p []byte) {
 	}
 }
 
-// append queues one event; r.mu is held.
+// append queues one event, as it came: the writer encodes it, off the
+// stream's path. r.mu is held.
 func (r *Recording) append(kind byte, data []byte, text bool) {
 	if r.ended || r.failErr != nil {
 		return
 	}
-	if len(r.queue)+len(data)+32 > r.s.cfg.Queue {
+	// An event's record: its kind (upper case: text), its time, its
+	// length, its bytes.
+	if r.queued+len(data)+13 > r.s.cfg.Queue {
 		r.fail(errors.New("the disk fell behind: the recording's queue is full"))
 		return
 	}
-	b := append(r.queue, '[')
-	b = strconv.AppendFloat(b, time.Since(r.start).Seconds(), 'f', 6, 64)
-	b = append(b, `, "`...)
-	b = append(b, kind)
-	b = append(b, `", `...)
+	var hdr [13]byte
+	hdr[0] = kind
 	if text {
-		b = appendJSONString(b, data)
-	} else {
-		b = strconv.AppendQuote(b, string(data))
+		hdr[0] = kind - 'a' + 'A'
 	}
-	r.queue = append(b, "]\n"...)
+	binary.LittleEndian.PutUint64(hdr[1:], math.Float64bits(time.Since(r.start).Seconds()))
+	binary.LittleEndian.PutUint32(hdr[9:], uint32(len(data)))
+	r.enqueue(hdr[:])
+	r.enqueue(data)
 	select {
 	case r.wake <- struct{}{}:
 	default:
+	}
+}
+
+// Events are copied into blocks that the writer gives back once written:
+// a quiet recording holds none, and a flood reuses the same few rather
+// than growing one buffer. The free blocks are a bounded list of the
+// process's (8 MiB at most), not a sync.Pool: a flood allocates fast
+// enough that each collection would empty a pool.
+const blockSize = 64 << 10
+
+var freeBlocks = make(chan []byte, 128)
+
+func getBlock() []byte {
+	select {
+	case b := <-freeBlocks:
+		return b
+	default:
+		return make([]byte, 0, blockSize)
+	}
+}
+
+func putBlock(b []byte) {
+	select {
+	case freeBlocks <- b[:0]:
+	default:
+	}
+}
+
+// enqueue copies b into the queue's blocks; r.mu is held.
+func (r *Recording) enqueue(b []byte) {
+	r.queued += len(b)
+	for len(b) > 0 {
+		n := len(r.queue)
+		if n == 0 || len(r.queue[n-1]) == cap(r.queue[n-1]) {
+			r.queue = append(r.queue, getBlock())
+			n++
+		}
+		last := r.queue[n-1]
+		k := copy(last[len(last):cap(last)], b)
+		r.queue[n-1], b = last[:len(last)+k], b[k:]
 	}
 }
 
@@ -518,36 +562,132 @@ func (r *Recording) End(exitCode *int) {
 	<-r.done
 }
 
-// write is the recording's writer: it takes the queue whole and writes
-// it, until the end.
+// write is the recording's writer: it takes the queued blocks, encodes
+// their events and writes them, until the end.
 func (r *Recording) write() {
 	defer close(r.done)
-	var buf []byte
+	var (
+		batch [][]byte
+		q     eventReader
+		out   []byte
+	)
+	flush := func() {
+		if len(out) == 0 || r.Truncated() != nil {
+			out = out[:0]
+			return
+		}
+		n, err := r.f.Write(out)
+		r.mu.Lock()
+		r.written += int64(n)
+		if err != nil {
+			r.s.m.Errors.Inc()
+			r.fail(fmt.Errorf("writing the recording: %w", err))
+		}
+		r.mu.Unlock()
+		r.s.m.Bytes.Add(float64(n))
+		out = out[:0]
+	}
 	for {
 		<-r.wake
 		r.mu.Lock()
-		buf, r.queue = r.queue, buf[:0]
+		batch, r.queue, r.queued = r.queue, batch[:0], 0
 		ended := r.ended
 		r.mu.Unlock()
-		if len(buf) > 0 && r.Truncated() == nil {
-			n, err := r.f.Write(buf)
-			r.mu.Lock()
-			r.written += int64(n)
-			if err != nil {
-				r.s.m.Errors.Inc()
-				r.fail(fmt.Errorf("writing the recording: %w", err))
+		q.reset(batch)
+		for {
+			kind, t, data, ok := q.next()
+			if !ok {
+				break
 			}
-			r.mu.Unlock()
-			r.s.m.Bytes.Add(float64(n))
+			out = encodeEvent(out, kind, t, data)
+			if len(out) >= 256<<10 {
+				flush()
+			}
 		}
-		if cap(buf) > 256<<10 {
-			buf = nil // a flood's buffer: not kept for an idle session
+		flush()
+		for i, b := range batch {
+			putBlock(b)
+			batch[i] = nil
+		}
+		if cap(out) > 1<<20 {
+			out = nil // a flood's: not kept for a quiet session
 		}
 		if ended {
 			r.finish()
 			return
 		}
 	}
+}
+
+// encodeEvent appends an event's asciicast line.
+func encodeEvent(b []byte, kind byte, t float64, data []byte) []byte {
+	if kind == 'h' { // the header line, as it is
+		return append(b, data...)
+	}
+	text := kind >= 'A' && kind <= 'Z'
+	if text {
+		kind = kind - 'A' + 'a'
+	}
+	b = append(b, '[')
+	b = strconv.AppendFloat(b, t, 'f', 6, 64)
+	b = append(b, `, "`...)
+	b = append(b, kind)
+	b = append(b, `", `...)
+	if text {
+		b = appendJSONString(b, data)
+	} else {
+		b = strconv.AppendQuote(b, string(data))
+	}
+	return append(b, "]\n"...)
+}
+
+// eventReader reads the event records of a batch of blocks (a record may
+// span blocks).
+type eventReader struct {
+	blocks [][]byte
+	tmp    []byte
+}
+
+func (q *eventReader) reset(b [][]byte) { q.blocks = b }
+
+// take returns the next n bytes, valid until the next call.
+func (q *eventReader) take(n int) ([]byte, bool) {
+	if n == 0 {
+		return nil, true
+	}
+	for len(q.blocks) > 0 && len(q.blocks[0]) == 0 {
+		q.blocks = q.blocks[1:]
+	}
+	if len(q.blocks) == 0 {
+		return nil, false
+	}
+	if b := q.blocks[0]; len(b) >= n {
+		q.blocks[0] = b[n:]
+		return b[:n], true
+	}
+	q.tmp = q.tmp[:0]
+	for len(q.tmp) < n && len(q.blocks) > 0 {
+		b := q.blocks[0]
+		k := min(n-len(q.tmp), len(b))
+		q.tmp = append(q.tmp, b[:k]...)
+		q.blocks[0] = b[k:]
+		if len(q.blocks[0]) == 0 {
+			q.blocks = q.blocks[1:]
+		}
+	}
+	return q.tmp, len(q.tmp) == n
+}
+
+func (q *eventReader) next() (kind byte, t float64, data []byte, ok bool) {
+	hdr, ok := q.take(13)
+	if !ok {
+		return 0, 0, nil, false
+	}
+	kind = hdr[0]
+	t = math.Float64frombits(binary.LittleEndian.Uint64(hdr[1:]))
+	n := int(binary.LittleEndian.Uint32(hdr[9:]))
+	data, ok = q.take(n)
+	return kind, t, data, ok
 }
 
 // finish syncs and closes the file and writes the final metadata.

@@ -56,6 +56,13 @@ func (b *bench) throughput(tty bool) error {
 		arms = append(arms, readArm(&arm{name: screenKept, what: "tty session kept for a rejoin (detach=1h): terminal state on", proc: b.gw.proc},
 			n, b.gw.execFlow(b.ctx, d(b.gw), kept), nil))
 	}
+	if b.gwProc != nil {
+		// The same in a container whose sessions are recorded.
+		rec := *b.gw
+		rec.container = recordedContainer(b.o)
+		arms = append(arms, readArm(&arm{name: recorded, what: "a recorded session (asciicast v2 to the state directory)", proc: b.gw.proc},
+			n, rec.execFlow(b.ctx, d(&rec), req), nil))
+	}
 	if !tty {
 		// The least any relay of the pipe over loopback TCP costs: one
 		// goroutine reading the pipe and writing a TCP socket, another
@@ -75,12 +82,19 @@ func (b *bench) throughput(tty bool) error {
 		figs = append(figs, fig{label: "throughput with the terminal state on (bytes/s at the client)", main: screenKept, key: "rate", unit: mibps,
 			refs: []string{"gateway"}, goals: []goal{{vs: "gateway", bound: 0.8}}})
 	}
+	figs = append(figs, fig{label: "throughput of a recorded session (bytes/s at the client)", main: recorded, key: "rate", unit: mibps,
+		refs: []string{"gateway"}},
+		fig{label: "server CPU per MiB carried, recorded", main: recorded, key: "cpu", unit: msPerMiB, lower: true, refs: []string{"gateway"}})
 	b.report(name, res, figs...)
 	return nil
 }
 
-// screenKept is the gateway arm whose tty sessions keep a terminal state.
-const screenKept = "gateway, screen kept"
+// screenKept is the gateway arm whose tty sessions keep a terminal state;
+// recorded, the one whose sessions are recorded.
+const (
+	screenKept = "gateway, screen kept"
+	recorded   = "gateway, recorded"
+)
 
 // checker checks the bytes of one run of a readArm and, at the end, the
 // rest.

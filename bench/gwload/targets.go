@@ -207,7 +207,10 @@ func startGateway(ctx context.Context, o options) (*gatewayProc, error) {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "gateway.yaml")
-	yaml := fmt.Sprintf("containers:\n  - id: %s\n    command: [sleep, \"1000000\"]\n    workingDir: /tmp\n    stdin: true\n", o.container)
+	// The second container's sessions are recorded (into the state
+	// directory; the oldest go beyond 1 GiB).
+	yaml := fmt.Sprintf("containers:\n  - id: %s\n    command: [sleep, \"1000000\"]\n    workingDir: /tmp\n    stdin: true\n"+
+		"  - id: %s\n    command: [sleep, \"1000000\"]\n    workingDir: /tmp\n    stdin: true\n    record: true\n", o.container, recordedContainer(o))
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		return nil, err
 	}
@@ -222,6 +225,10 @@ func startGateway(ctx context.Context, o options) (*gatewayProc, error) {
 }
 
 func (g *gatewayProc) pid() int { return g.cmd.Process.Pid }
+
+// recordedContainer is the container of the gateway gwload starts whose
+// sessions are recorded.
+func recordedContainer(o options) string { return o.container + "-recorded" }
 
 func (g *gatewayProc) start(ctx context.Context, cfg string) error {
 	port, err := freePort()
@@ -240,7 +247,7 @@ func (g *gatewayProc) start(ctx context.Context, cfg string) error {
 	}
 	g.kubeAddr = fmt.Sprintf("127.0.0.1:%d", kport)
 	args := []string{"--listen", g.addr, "--token", g.o.token, "--config", cfg,
-		"--kube-listen", g.kubeAddr, "--state-dir", filepath.Join(g.dir, "state")}
+		"--kube-listen", g.kubeAddr, "--state-dir", filepath.Join(g.dir, "state"), "--record-max-size", "1GiB"}
 	args = append(args, strings.Fields(g.o.gatewayArgs)...)
 	cmd := exec.Command(g.o.gateway, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
