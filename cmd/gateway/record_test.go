@@ -297,6 +297,14 @@ func TestWebRecordings(t *testing.T) {
 		return strings.Contains(s, marker) && strings.Contains(s, "first")
 	})
 
+	// Another speed: the player starts again from where it was.
+	mustEval[bool](b, `(() => { const s = document.getElementById("player-speed"); s.value = "4"; s.dispatchEvent(new Event("change")); return true })()`)
+	b.waitFor("the player at 4x, at the end", 20*time.Second, func() bool {
+		p, _ := eval[map[string]any](b, "gatewayDebug.player()")
+		s, _ := eval[string](b, "gatewayDebug.playerText()")
+		return p != nil && p["speed"] == 4.0 && strings.Contains(s, marker)
+	})
+
 	// A session still running: followed as it goes.
 	c := g.dialWS(t, execPath("box", "stdout", "sh", "-c", "echo live-1; read x; echo live-2; sleep 60"), "v5.channel.k8s.io")
 	defer c.Close()

@@ -378,16 +378,28 @@ function updateRecordingRow(row, r) {
 }
 
 // playRecording opens the player on a recording: a finished one with
-// pause, seek and speed (the player's controls and keys: space, arrows,
-// < and >), one still being written followed as it grows.
-function playRecording(id, active) {
+// pause and seek (the player's controls, and its keys: space, the arrows)
+// and the speed the select names, from startAt seconds; one still being
+// written followed as it grows.
+function playRecording(id, active, startAt = 0) {
   closePlayer();
   $("player-pane").hidden = false;
   $("player-title").textContent = `${active ? "following" : "recording"} ${id}`;
+  $("player-speed").disabled = active;
   const url = `/api/v1/recordings/${encodeURIComponent(id)}`;
   const src = active ? { driver: "eventsource", url: `${url}?follow=1` } : { url, fetchOpts: { credentials: "same-origin" } };
-  app.player = AsciinemaPlayer.create(src, $("player"), { controls: true, fit: "both", autoPlay: true, preload: true });
+  const speed = active ? 1 : Number($("player-speed").value) || 1;
+  app.player = AsciinemaPlayer.create(src, $("player"), { controls: true, fit: "both", autoPlay: true, preload: true, speed, startAt });
   app.playerID = id;
+  app.playerActive = active;
+}
+
+// onSpeed plays the open recording again at the new speed, from where it
+// was (the player takes its speed when created).
+function onSpeed() {
+  if (!app.player || app.playerActive) return;
+  const at = app.player.getCurrentTime() || 0;
+  playRecording(app.playerID, false, at);
 }
 
 function closePlayer() {
@@ -1142,7 +1154,8 @@ window.gatewayDebug = {
   // player is the recording player, if one is open; playerText the text
   // of its screen, a line a row.
   player() {
-    return app.player ? { id: app.playerID, time: app.player.getCurrentTime(), duration: app.player.getDuration() } : null;
+    return app.player ? { id: app.playerID, time: app.player.getCurrentTime(), duration: app.player.getDuration(),
+      speed: Number($("player-speed").value) } : null;
   },
   async seekEnd() {
     await app.player.seek("100%");
@@ -1164,6 +1177,7 @@ async function main() {
   $("logout").addEventListener("click", onLogout);
   $("share").addEventListener("click", onShare);
   $("player-close").addEventListener("click", closePlayer);
+  $("player-speed").addEventListener("change", onSpeed);
   $("share-close").addEventListener("click", () => { $("share-box").hidden = true; });
   $("share-copy").addEventListener("click", async () => {
     try {
