@@ -29,6 +29,7 @@ type Config struct {
 	StateDir        string
 	Kubeconfig      string
 	Node            string
+	Peers           string
 	Token           string
 	TokenFile       string
 	ConfigFile      string
@@ -87,6 +88,7 @@ func (c *Config) register(fs *flag.FlagSet) []flagSpec {
 	add((*stringValue)(&c.StateDir), "state-dir", "DIR", "where the gateway keeps its CA, certificate and kubeconfig")
 	add((*stringValue)(&c.Kubeconfig), "kubeconfig", "FILE", "write a kubeconfig for the Kubernetes API here (mode 0600); default: in --state-dir")
 	add((*stringValue)(&c.Node), "node", "NAME", "the gateway's name: its kubeconfig context, and the node of its pods")
+	add((*stringValue)(&c.Peers), "peers", "PEERS", "other replicas: URLs (comma-separated), dns://NAME:PORT or dns+srv://NAME (re-resolved every 5 s)")
 	add((*stringValue)(&c.Token), "token", "TOKEN", "bearer token that clients must send; generated and printed when unset on loopback")
 	add((*stringValue)(&c.TokenFile), "token-file", "FILE", "read the token from FILE (trailing newline ignored)")
 	add((*stringValue)(&c.ConfigFile), "config", "FILE", "YAML file of sandboxes and containers; default: a host sandbox and a shell container")

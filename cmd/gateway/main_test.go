@@ -53,6 +53,9 @@ type gateway struct {
 	log        *logBuffer
 	kubeURL    string // https://127.0.0.1:PORT, the Kubernetes API
 	kubeconfig string // the kubeconfig it wrote
+	// stop shuts the gateway down (as SIGTERM does) and returns run's
+	// result; the test's end does it too.
+	stop func() error
 }
 
 // logBuffer collects the gateway's log and reports the ready line.
@@ -116,15 +119,22 @@ func startGateway(t *testing.T, args ...string) *gateway {
 		cancel()
 		t.Fatalf("gateway not ready after 20s:\n%s", g.log)
 	}
-	t.Cleanup(func() {
+	var once sync.Once
+	var runErr error
+	g.stop = func() error {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
+		once.Do(func() {
+			select {
+			case runErr = <-done:
+			case <-time.After(30 * time.Second):
+				runErr = fmt.Errorf("gateway did not stop:\n%s", g.log)
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("gateway did not stop:\n%s", g.log)
+		})
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := g.stop(); err != nil {
+			t.Errorf("run: %v", err)
 		}
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", g.log)

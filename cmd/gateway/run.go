@@ -22,6 +22,7 @@ import (
 
 	"gateway/api"
 	"gateway/audit"
+	"gateway/cluster"
 	"gateway/config"
 	"gateway/container"
 	"gateway/kube"
@@ -121,6 +122,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 
 	handler := a.Handler()
+	var peers *cluster.Cluster
+	if cfg.Peers != "" {
+		if peers, err = cluster.New(cluster.Config{Node: cfg.Node, Peers: cfg.Peers, Token: cfg.Token, Log: log,
+			Metrics: cluster.NewMetrics(reg)}); err != nil {
+			stopContainers()
+			return err
+		}
+		handler = peers.Handler(handler, func(kind, id string) bool {
+			var err error
+			switch kind {
+			case "containers":
+				_, err = rt.Get(id)
+			case "sandboxes":
+				_, err = sandboxes.Get(id)
+			case "sessions":
+				_, err = sessions.Get(id)
+			case "recordings":
+				if recordings.Store == nil {
+					return false
+				}
+				_, err = recordings.Store.Get(id)
+			}
+			return err == nil
+		})
+		peersCtx, stopPeers := context.WithCancel(context.WithoutCancel(ctx))
+		peersDone := make(chan struct{})
+		go func() { defer close(peersDone); peers.Run(peersCtx) }()
+		defer func() { stopPeers(); <-peersDone }()
+	}
 	newServer := func() *http.Server {
 		return &http.Server{
 			Handler: handler,
@@ -194,6 +224,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if werr := streams.Wait(sctx); werr != nil {
 		log.Warn("close streams", "error", werr)
+	}
+	// Streams this replica relays to their owners go on until they end or
+	// the shutdown's time is up.
+	if peers != nil {
+		if werr := peers.Wait(sctx); werr != nil {
+			log.Warn("forwarded streams", "error", werr)
+		}
 	}
 	// 3. Stop the containers: SIGTERM, then SIGKILL after the grace period.
 	stopContainers()

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// replicas starts n gateways that know each other as peers (n1, n2, ...),
+// each with a container c<i> and a sandbox s<i> of its own.
+func replicas(t *testing.T, n int) []*gateway {
+	t.Helper()
+	// Each on an address of its own (127.0.0.11, ...): a port chosen in
+	// advance is not then taken by a replica's outgoing connections.
+	addrs := make([]string, n)
+	var urls []string
+	for i := range addrs {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 11+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = ln.Addr().String()
+		ln.Close()
+		urls = append(urls, "http://"+addrs[i])
+	}
+	var gs []*gateway
+	for i := range n {
+		g := startGateway(t, "--listen", addrs[i], "--node", fmt.Sprintf("n%d", i+1),
+			"--peers", strings.Join(urls, ","), "--kube-listen", "")
+		g.createContainer(t, map[string]any{"id": fmt.Sprintf("c%d", i+1), "command": []string{"sleep", "1000000"}, "stdin": true,
+			"workingDir": g.dir})
+		if resp := g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": fmt.Sprintf("s%d", i+1), "network": "host"}, nil); resp.StatusCode != 201 {
+			t.Fatalf("sandbox s%d: %d", i+1, resp.StatusCode)
+		}
+		gs = append(gs, g)
+	}
+	// Every replica has seen the others up (probes every 5 s).
+	for _, g := range gs {
+		waitList(t, g, "/api/v1/containers", func(l listAnswer) bool {
+			return len(l.Unreachable) == 0 && l.nodes()["c1"] != "" && len(l.nodes()) >= 2*n
+		})
+	}
+	return gs
+}
+
+type listAnswer struct {
+	Items []struct {
+		ID, Node string
+	}
+	Unreachable []string
+}
+
+func (l listAnswer) nodes() map[string]string {
+	m := map[string]string{}
+	for _, it := range l.Items {
+		m[it.ID+"@"+it.Node] = it.Node
+		m[it.ID] = it.Node
+	}
+	return m
+}
+
+func waitList(t *testing.T, g *gateway, path string, cond func(listAnswer) bool) listAnswer {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var l listAnswer
+		g.do(t, "GET", path, nil, &l)
+		if cond(l) {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %+v", path, l)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestReplicas: three replicas are one gateway: lists name every
+// replica's items with their node; an exec and a port-forward through a
+// replica that does not own their target carry 64 MiB with the right
+// digest; a create lands on the node it names; a replica that stops is
+// reported and its items answer 503 at once, the others go on.
+func TestReplicas(t *testing.T) {
+	gs := replicas(t, 3)
+	n1 := gs[0]
+
+	l := waitList(t, n1, "/api/v1/containers", func(l listAnswer) bool { return true })
+	if m := l.nodes(); m["c1"] != "n1" || m["c2"] != "n2" || m["c3"] != "n3" || m["box@n2"] != "n2" {
+		t.Errorf("containers through n1: %+v", l)
+	}
+
+	// 64 MiB of exec output from c2, through n1.
+	data := filepath.Join(gs[1].dir, "data")
+	c := n1.dialWS(t, execPath("c2", "stdout,stderr", "sh", "-c", "head -c 67108864 /dev/urandom > "+data+"; cat "+data+"; sha256sum "+data+" >&2"), "v5.channel.k8s.io")
+	h := sha256.New()
+	var stderr []byte
+	n := 0
+	for {
+		_, m, err := c.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != 1000 {
+				t.Fatalf("exec through n1: %v after %d bytes", err, n)
+			}
+			break
+		}
+		switch {
+		case len(m) > 1 && m[0] == 1:
+			h.Write(m[1:])
+			n += len(m) - 1
+		case len(m) > 1 && m[0] == 2:
+			stderr = append(stderr, m[1:]...)
+		}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); n != 64<<20 || !strings.HasPrefix(string(stderr), got) {
+		t.Errorf("exec through n1: %d bytes, digest %s, c2 says %q", n, got, stderr)
+	}
+
+	// 64 MiB each way through a port-forward into s3, through n1.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.Copy(conn, conn) // echo
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	pf := n1.dialWS(t, fmt.Sprintf("/api/v1/sandboxes/s3/portforward?port=%d", port), "v4.channel.k8s.io")
+	pf.ReadMessage() // the port prefixes
+	pf.ReadMessage()
+	chunk := make([]byte, 32<<10)
+	sent, got := sha256.New(), sha256.New()
+	errc := make(chan error, 1)
+	go func() {
+		for i := range 2048 {
+			for j := range chunk {
+				chunk[j] = byte(i*7 + j)
+			}
+			sent.Write(chunk)
+			if err := pf.WriteMessage(websocket.BinaryMessage, append([]byte{0}, chunk...)); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for recv := 0; recv < 64<<20; {
+		_, m, err := pf.ReadMessage()
+		if err != nil {
+			t.Fatalf("port-forward through n1: %v after %d bytes", err, recv)
+		}
+		if len(m) > 1 && m[0] == 0 {
+			got.Write(m[1:])
+			recv += len(m) - 1
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
+		t.Error("the port-forward's echo differs from what was sent")
+	}
+	pf.Close()
+
+	// A create that names its node lands there.
+	if resp := n1.do(t, "POST", "/api/v1/containers", map[string]any{"id": "made", "node": "n3", "command": []string{"sleep", "100"}}, nil); resp.StatusCode != 201 {
+		t.Fatalf("create on n3 through n1: %d", resp.StatusCode)
+	}
+	var info struct{ ID string }
+	if resp := gs[2].do(t, "GET", "/api/v1/containers/made?node=n3", nil, &info); resp.StatusCode != 200 || info.ID != "made" {
+		t.Errorf("the container made through n1 is not on n3: %d %+v", resp.StatusCode, info)
+	}
+	var st status
+	if resp := n1.do(t, "GET", "/api/v1/containers/nowhere", nil, &st); resp.StatusCode != 404 {
+		t.Errorf("an id no replica has: %d %+v", resp.StatusCode, st)
+	}
+
+	// n3 stops: n1 reports it, and what it held fails fast.
+	if err := gs[2].stop(); err != nil {
+		t.Fatal(err)
+	}
+	l = waitList(t, n1, "/api/v1/containers", func(l listAnswer) bool { return len(l.Unreachable) == 1 && l.Unreachable[0] == "n3" })
+	if m := l.nodes(); m["c2"] != "n2" || m["c3"] != "" {
+		t.Errorf("containers with n3 down: %+v", l)
+	}
+	t0 := time.Now()
+	resp := n1.do(t, "GET", "/api/v1/containers/c3", nil, &st)
+	if resp.StatusCode != 503 || time.Since(t0) > 2*time.Second || !strings.Contains(st.Message, "n3") {
+		t.Errorf("c3 with n3 down: %d after %v: %+v", resp.StatusCode, time.Since(t0), st)
+	}
+	// The others go on.
+	c = n1.dialWS(t, execPath("c2", "stdout", "echo", "still here"), "v5.channel.k8s.io")
+	if out := readUntil(t, c, func(b []byte) bool { return bytes.Contains(b, []byte("\n")) }); string(out) != "still here\n" {
+		t.Errorf("c2 through n1 with n3 down: %q", out)
+	}
+	// A peer's forwarded request is answered by its owner.
+	req := authed(n1, "GET", "api/v1/sessions")
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.Header.Get("X-Gateway-Node") != "n1" || !strings.Contains(r.Header.Get("Warning"), "n3") {
+		t.Errorf("headers of a list with n3 down: %v", r.Header)
+	}
+}
