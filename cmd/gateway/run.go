@@ -192,6 +192,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if kubeURL != "" {
 		attrs = append(attrs, "kubernetes", kubeURL, "kubeconfig", cfg.Kubeconfig, "try", "KUBECONFIG="+cfg.Kubeconfig+" kubectl get pods")
 	}
+	if peers != nil {
+		attrs = append(attrs, "node", peers.Node(), "peers", cfg.Peers)
+	}
 	readyLog.Info("gateway ready", attrs...)
 
 	idleCtx, stopIdle := context.WithCancel(ctx)
