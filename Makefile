@@ -47,7 +47,7 @@ test: test-deps web ## install test tools, build the page, then vet and run ever
 # Debian's prometheus package without installing it (no daemon is started).
 # Debian packages the tests need, as command:package: network namespaces,
 # the browser for the web terminal's tests, npm to build the page.
-TEST_PACKAGES := ip:iproute2 chromium:chromium npm:npm vim:vim asciinema:asciinema
+TEST_PACKAGES := ip:iproute2 chromium:chromium npm:npm vim:vim asciinema:asciinema haproxy:haproxy
 
 test-deps: $(PROMTOOL) $(KUBECTL) packages
 

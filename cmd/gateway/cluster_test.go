@@ -4,17 +4,22 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"gateway/internal/tooltest"
 )
 
 // replicas starts n gateways that know each other as peers (n1, n2, ...),
@@ -219,5 +224,120 @@ func TestReplicas(t *testing.T) {
 	r.Body.Close()
 	if r.Header.Get("X-Gateway-Node") != "n1" || !strings.Contains(r.Header.Get("Warning"), "n3") {
 		t.Errorf("headers of a list with n3 down: %v", r.Header)
+	}
+}
+
+// TestFrontDoor: HAProxy with the project's configuration in front of
+// three replicas: sessions opened through it reach containers on every
+// replica, 64 MiB arrive whole, and when a replica shuts down, HAProxy
+// stops sending it clients while the others go on.
+func TestFrontDoor(t *testing.T) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		tooltest.SkipOrFail(t, "haproxy is not installed: make test installs it")
+	}
+	gs := replicas(t, 3)
+	front := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cmd := exec.Command(bin, "-db", "-f", filepath.Join("..", "..", "deploy", "haproxy", "haproxy.cfg"))
+	cmd.Env = []string{"GATEWAY_FRONT=" + front, "PATH=/usr/sbin:/usr/bin:/bin"}
+	for i, g := range gs {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("GATEWAY_%d=%s", i+1, strings.TrimSuffix(strings.TrimPrefix(g.url, "http://"), "/")))
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+		if t.Failed() {
+			t.Logf("haproxy:\n%s", out.String())
+		}
+	})
+	fd := &gateway{url: "http://" + front + "/", token: gs[0].token}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var l listAnswer
+		if resp, err := http.DefaultClient.Do(authed(fd, "GET", "api/v1/containers")); err == nil {
+			json.NewDecoder(resp.Body).Decode(&l)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && len(l.nodes()) >= 6 && len(l.Unreachable) == 0 {
+				break
+			}
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("haproxy exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the front door does not answer")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Every replica's container, through the front door, a few times each
+	// (whichever replica HAProxy picks).
+	for round := range 2 {
+		for i := range gs {
+			c := fd.dialWS(t, execPath(fmt.Sprintf("c%d", i+1), "stdout", "echo", fmt.Sprintf("hello from c%d", i+1)), "v5.channel.k8s.io")
+			want := fmt.Sprintf("hello from c%d\n", i+1)
+			if got := readUntil(t, c, func(b []byte) bool { return bytes.Contains(b, []byte("\n")) }); string(got) != want {
+				t.Errorf("round %d: c%d through the front door: %q", round, i+1, got)
+			}
+			c.Close()
+		}
+	}
+	c := fd.dialWS(t, execPath("c3", "stdout", "head", "-c", "67108864", "/dev/zero"), "v5.channel.k8s.io")
+	n := 0
+	for {
+		_, m, err := c.ReadMessage()
+		if err != nil {
+			break
+		}
+		if len(m) > 1 && m[0] == 1 {
+			if bytes.IndexFunc(m[1:], func(r rune) bool { return r != 0 }) >= 0 {
+				t.Fatal("a byte that is not zero")
+			}
+			n += len(m) - 1
+		}
+	}
+	if n != 64<<20 {
+		t.Errorf("64 MiB through the front door: %d bytes", n)
+	}
+
+	// n2 shuts down: HAProxy takes it out, the others serve on.
+	if err := gs[1].stop(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for ok := 0; ok < 6; {
+		resp, err := http.DefaultClient.Do(authed(fd, "GET", "api/v1/containers/c1"))
+		if err == nil {
+			resp.Body.Close()
+		}
+		if err == nil && resp.StatusCode == 200 {
+			ok++
+		} else {
+			ok = 0
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("c1 through the front door with n2 down: %v %v", resp, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var st status
+	resp, err := http.DefaultClient.Do(authed(fd, "GET", "api/v1/containers/c2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(st.Message, "n2") {
+		t.Errorf("c2 with n2 down: %d %+v", resp.StatusCode, st)
 	}
 }
