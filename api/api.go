@@ -39,6 +39,9 @@ type Config struct {
 	StopGrace time.Duration
 	// Node names the gateway in the pods it serves.
 	Node string
+	// QualifyPods names pods SANDBOX.NODE, unique among replicas (the
+	// plain sandbox id is accepted too).
+	QualifyPods bool
 }
 
 // DefaultConfig is the API's defaults but the token: exec-sync keeps 16 MiB

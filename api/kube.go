@@ -106,14 +106,23 @@ func (e podNotFound) Resource() (kind, name string) { return "pods", e.name }
 
 // pod finds the sandbox that is pod name in namespace ns.
 func (a *API) pod(ns, name string) (*sandbox.Sandbox, error) {
-	if ns != Namespace || !sandbox.IDPattern.MatchString(name) {
+	id, node, qualified := strings.Cut(name, ".")
+	if ns != Namespace || !sandbox.IDPattern.MatchString(id) || qualified && node != a.cfg.Node {
 		return nil, podNotFound{name}
 	}
-	sb, err := a.sandboxes.Get(name)
+	sb, err := a.sandboxes.Get(id)
 	if err != nil {
 		return nil, podNotFound{name}
 	}
 	return sb, nil
+}
+
+// podName is a sandbox's pod's name: SANDBOX.NODE among replicas.
+func (a *API) podName(sb *sandbox.Sandbox) string {
+	if a.cfg.QualifyPods {
+		return sb.ID() + "." + a.cfg.Node
+	}
+	return sb.ID()
 }
 
 // podContainers are a sandbox's containers, oldest first: the first is
@@ -135,7 +144,7 @@ func (a *API) podObject(sb *sandbox.Sandbox) corev1.Pod {
 	uid := sha256.Sum256([]byte(a.cfg.Node + "/" + sb.ID() + "/" + sb.Created().String()))
 	pod := corev1.Pod{
 		TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
-		ObjectMeta: metav1.ObjectMeta{Name: sb.ID(), Namespace: Namespace, UID: types.UID(fmt.Sprintf("%x", uid[:16])),
+		ObjectMeta: metav1.ObjectMeta{Name: a.podName(sb), Namespace: Namespace, UID: types.UID(fmt.Sprintf("%x", uid[:16])),
 			CreationTimestamp: metav1.NewTime(sb.Created()), ResourceVersion: "1",
 			Labels: map[string]string{"gateway/sandbox": sb.ID(), "gateway/network": networkLabel(sb)}},
 		Spec: corev1.PodSpec{NodeName: a.cfg.Node, HostNetwork: sb.Spec().Network == sandbox.NetworkHost,

@@ -40,6 +40,15 @@ func (c *Cluster) Handler(h http.Handler, local Local) http.Handler {
 			return
 		}
 		if kind, id, ok := target(r); ok {
+			// A pod named SANDBOX.NODE is on that node.
+			if _, node, ok := strings.Cut(id, "."); ok && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/") {
+				if node == c.cfg.Node {
+					h.ServeHTTP(w, r)
+				} else {
+					c.forwardTo(w, r, node)
+				}
+				return
+			}
 			if local(kind, id) {
 				h.ServeHTTP(w, r)
 				return
@@ -133,7 +142,7 @@ func (c *Cluster) lookup(ctx context.Context, kind, id string) (owners []*Peer, 
 			continue
 		}
 		wg.Go(func() {
-			resp, err := c.call(ctx, p, "GET", "/api/v1/"+kind+"/"+url.PathEscape(id))
+			resp, err := c.call(ctx, p, "GET", "/api/v1/"+kind+"/"+url.PathEscape(id), "")
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -151,11 +160,14 @@ func (c *Cluster) lookup(ctx context.Context, kind, id string) (owners []*Peer, 
 }
 
 // call makes the replica's own request to a peer, with the token.
-func (c *Cluster) call(ctx context.Context, p *Peer, method, path string) (*http.Response, error) {
+func (c *Cluster) call(ctx context.Context, p *Peer, method, path, accept string) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, method, p.URL.String()+path, nil)
 	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	if accept != "" {
+		req.Header.Set("Accept", accept) // the same form: a Table for kubectl get
+	}
 	req.Header.Set(forwardedHeader, c.cfg.Node)
 	resp, err := c.client.Do(req)
 	if err != nil {
@@ -277,7 +289,7 @@ func (c *Cluster) gather(w http.ResponseWriter, r *http.Request, h http.Handler)
 			continue
 		}
 		wg.Go(func() {
-			resp, err := c.call(r.Context(), p, "GET", r.URL.RequestURI())
+			resp, err := c.call(r.Context(), p, "GET", r.URL.RequestURI(), r.Header.Get("Accept"))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil || resp.StatusCode != http.StatusOK {

@@ -42,7 +42,7 @@ func replicas(t *testing.T, n int) []*gateway {
 	var gs []*gateway
 	for i := range n {
 		g := startGateway(t, "--listen", addrs[i], "--node", fmt.Sprintf("n%d", i+1),
-			"--peers", strings.Join(urls, ","), "--kube-listen", "")
+			"--peers", strings.Join(urls, ","))
 		g.createContainer(t, map[string]any{"id": fmt.Sprintf("c%d", i+1), "command": []string{"sleep", "1000000"}, "stdin": true,
 			"workingDir": g.dir})
 		if resp := g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": fmt.Sprintf("s%d", i+1), "network": "host"}, nil); resp.StatusCode != 201 {
@@ -339,5 +339,31 @@ func TestFrontDoor(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 503 || !strings.Contains(st.Message, "n2") {
 		t.Errorf("c2 with n2 down: %d %+v", resp.StatusCode, st)
+	}
+}
+
+// TestReplicasKubectl: kubectl at one replica sees every replica's pods,
+// named SANDBOX.NODE with their node, and execs into a pod on another.
+func TestReplicasKubectl(t *testing.T) {
+	kubectlPath(t)
+	gs := replicas(t, 3)
+	k := gs[0].kubectl(t)
+	out, errOut, code := k.run(nil, "get", "pods", "-o", "wide")
+	if code != 0 {
+		t.Fatalf("kubectl get pods: %d %s", code, errOut)
+	}
+	for _, want := range []string{"host.n1", "host.n2", "host.n3", "s2.n2", "s3.n3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl get pods lacks %s:\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 6 && strings.HasPrefix(f[0], "s2.") && f[6] != "n2" {
+			t.Errorf("s2's node: %q", line)
+		}
+	}
+	out, errOut, code = k.run(nil, "exec", "host.n2", "-c", "c2", "--", "sh", "-c", "echo hi from $0; exit 3", "c2")
+	if code != 3 || out != "hi from c2\n" {
+		t.Errorf("kubectl exec into n2 through n1: %d %q %s", code, out, errOut)
 	}
 }

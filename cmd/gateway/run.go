@@ -113,6 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	a := api.New(api.Config{
 		Token: cfg.Token, AllowedOrigins: cfg.AllowedOrigins, MetricsAuth: cfg.MetricsAuth,
 		SecureCookie: cfg.TLSCert != "", ExecSyncMaxOutput: int(cfg.ExecSyncOutput), StopGrace: cfg.StopGrace, Node: cfg.Node,
+		QualifyPods: cfg.Peers != "",
 	}, log, api.Deps{
 		Runtime: rt, Sandboxes: sandboxes, Sessions: sessions, Recordings: recordings.Store, Audit: trail,
 		URLs:    session.NewStore(cfg.URLTTL, cfg.MaxPendingURLs, nil),
