@@ -82,6 +82,7 @@ var scenarios = []struct {
 	{"pf-idle-rss", (*bench).pfIdleRSS},
 	{"kubectl-pf-throughput", (*bench).kubectlPFThroughput},
 	{"kubectl-exec", (*bench).kubectlExec},
+	{"forward-hop", (*bench).forwardHop},
 	// Run only when named:
 	{"soak", (*bench).soak},
 	{"many-sessions", (*bench).manySessions},
@@ -140,6 +141,8 @@ Scenarios:
                    beside the gateway's own v4 tunnel and direct TCP (needs -kubectl)
   kubectl-exec     wall time of kubectl exec of "true", over WebSocket and SPDY, beside gwload's own exec and
                    kubectl starting alone (needs -kubectl)
+  forward-hop      a second gateway, the first its peer, forwards every exec: tty throughput (target >= 0.8 of direct)
+                   and keystroke echo p50 (target: at most 100 µs added) and p99, direct and through the hop
 
 Run only when named (not by "all"):
   soak             SOAK-SESSIONS streams for SOAK-TIME (execs of cat, tty and pipes, tunnels), every byte echoed and
