@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -366,4 +367,197 @@ func TestReplicasKubectl(t *testing.T) {
 	if code != 3 || out != "hi from c2\n" {
 		t.Errorf("kubectl exec into n2 through n1: %d %q %s", code, out, errOut)
 	}
+}
+
+// replicaProc is a gateway replica run as a process of its own, so that
+// it can be killed.
+type replicaProc struct {
+	cmd  *exec.Cmd
+	args []string
+	bin  string
+	log  *logBuffer
+}
+
+func (p *replicaProc) start(t *testing.T) {
+	t.Helper()
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+	p.log = &logBuffer{} // no ready channel: readiness is polled
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.args[1] + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v not ready after 20 s: %v\n%s", p.args[:4], err, p.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestReplicaKilled: kill -9 of one of three replicas while sessions run
+// on all three: only its sessions end, and with a close, not a hang; the
+// others' bytes stay exact; new sessions for its containers fail within
+// 2 s with a Status; lists report it down, and again up once it restarts.
+func TestReplicaKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the gateway")
+	}
+	bin := filepath.Join(t.TempDir(), "gateway")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	addrs := make([]string, 3)
+	var urls []string
+	for i := range addrs {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 21+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = ln.Addr().String()
+		ln.Close()
+		urls = append(urls, "http://"+addrs[i])
+	}
+	ps := make([]*replicaProc, 3)
+	for i := range ps {
+		cfg := filepath.Join(t.TempDir(), "gateway.yaml")
+		os.WriteFile(cfg, fmt.Appendf(nil, "containers:\n  - id: c%d\n    command: [sleep, \"1000000\"]\n    stdin: true\n    workingDir: /tmp\n", i+1), 0o600)
+		ps[i] = &replicaProc{bin: bin, args: []string{"--listen", addrs[i], "--node", fmt.Sprintf("n%d", i+1), "--peers", strings.Join(urls, ","),
+			"--token", testToken, "--config", cfg, "--kube-listen", "", "--state-dir", t.TempDir(), "--stop-grace", "1s",
+			"--shutdown-timeout", "3s"}}
+		ps[i].start(t)
+	}
+	t.Cleanup(func() {
+		for _, p := range ps {
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			p.cmd.Wait()
+			if t.Failed() {
+				t.Logf("%v:\n%s", p.args[:4], p.log)
+			}
+		}
+	})
+	n1 := &gateway{url: urls[0] + "/", token: testToken}
+	waitList(t, n1, "/api/v1/containers", func(l listAnswer) bool {
+		m := l.nodes()
+		return m["c1"] == "n1" && m["c2"] == "n2" && m["c3"] == "n3" && len(l.Unreachable) == 0
+	})
+
+	// A cat on each replica, through n1.
+	cats := make([]*websocket.Conn, 3)
+	for i := range cats {
+		cats[i] = n1.dialWS(t, execPath(fmt.Sprintf("c%d", i+1), "stdin,stdout", "cat"), "v5.channel.k8s.io")
+		if _, m, err := cats[i].ReadMessage(); err != nil || string(m) != "\x01" {
+			t.Fatalf("c%d ready frame %q %v", i+1, m, err)
+		}
+	}
+	echo := func(i, round int) error {
+		msg := fmt.Sprintf("ping %d %d\n", i, round)
+		if err := cats[i].WriteMessage(websocket.BinaryMessage, append([]byte{0}, msg...)); err != nil {
+			return err
+		}
+		var got []byte
+		cats[i].SetReadDeadline(time.Now().Add(10 * time.Second))
+		for len(got) < len(msg) {
+			_, m, err := cats[i].ReadMessage()
+			if err != nil {
+				return err
+			}
+			if len(m) > 0 && m[0] == 1 {
+				got = append(got, m[1:]...)
+			}
+		}
+		if string(got) != msg {
+			return fmt.Errorf("echo %q, want %q", got, msg)
+		}
+		return nil
+	}
+	for i := range cats {
+		if err := echo(i, 0); err != nil {
+			t.Fatalf("c%d: %v", i+1, err)
+		}
+	}
+
+	ps[2].cmd.Process.Kill()
+	ps[2].cmd.Wait()
+	// Its session ends, with its connection closed, at once.
+	cats[2].SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, _, err := cats[2].ReadMessage(); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the session on the killed replica hangs")
+			}
+			break
+		}
+	}
+	// The others go on, exact.
+	for i := range 2 {
+		for round := 1; round <= 3; round++ {
+			if err := echo(i, round); err != nil {
+				t.Fatalf("c%d after n3 died: %v", i+1, err)
+			}
+		}
+	}
+	// New sessions for c3 fail fast with a Status.
+	t0 := time.Now()
+	req := authed(n1, "GET", "api/v1/containers/c3")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st status
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || time.Since(t0) > 2*time.Second || st.Message == "" {
+		t.Errorf("c3 with n3 killed: %d after %v: %+v", resp.StatusCode, time.Since(t0), st)
+	}
+	waitList(t, n1, "/api/v1/containers", func(l listAnswer) bool { return len(l.Unreachable) == 1 && l.Unreachable[0] == "n3" })
+
+	// Back: listed again.
+	ps[2].start(t)
+	waitList(t, n1, "/api/v1/containers", func(l listAnswer) bool { return len(l.Unreachable) == 0 && l.nodes()["c3"] == "n3" })
+	c := n1.dialWS(t, execPath("c3", "stdout", "echo", "back"), "v5.channel.k8s.io")
+	if out := readUntil(t, c, func(b []byte) bool { return bytes.Contains(b, []byte("\n")) }); string(out) != "back\n" {
+		t.Errorf("c3 after the restart: %q", out)
+	}
+
+	// SIGTERM to n1: its own session gets 1001; the one it relays to n2
+	// goes on until its shutdown's time (3 s) is up.
+	ps[0].cmd.Process.Signal(syscall.SIGTERM)
+	cats[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := cats[0].ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && ce.Code == websocket.CloseGoingAway {
+			break
+		}
+		if err != nil {
+			t.Fatalf("n1's own session at its shutdown: %v", err)
+		}
+	}
+	t0 = time.Now()
+	if err := echo(1, 9); err != nil {
+		t.Fatalf("the session n1 relays, during its shutdown: %v", err)
+	}
+	cats[1].SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := cats[1].ReadMessage(); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the relayed session outlived n1's shutdown")
+			}
+			break
+		}
+	}
+	if d := time.Since(t0); d < time.Second {
+		t.Errorf("the relayed session was cut %v into n1's 3 s shutdown", d)
+	}
+	ps[0].cmd.Wait()
 }
