@@ -40,10 +40,14 @@ func replicas(t *testing.T, n int) []*gateway {
 		ln.Close()
 		urls = append(urls, "http://"+addrs[i])
 	}
+	// One state directory: their Kubernetes API certificates come from one
+	// CA, so that kubectl behind a front door trusts every replica.
+	state := t.TempDir()
 	var gs []*gateway
 	for i := range n {
 		g := startGateway(t, "--listen", addrs[i], "--node", fmt.Sprintf("n%d", i+1),
-			"--peers", strings.Join(urls, ","))
+			"--peers", strings.Join(urls, ","), "--state-dir", state, "--kube-listen", fmt.Sprintf("127.0.0.%d:0", 11+i),
+			"--kubeconfig", filepath.Join(t.TempDir(), "kubeconfig"))
 		g.createContainer(t, map[string]any{"id": fmt.Sprintf("c%d", i+1), "command": []string{"sleep", "1000000"}, "stdin": true,
 			"workingDir": g.dir})
 		if resp := g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": fmt.Sprintf("s%d", i+1), "network": "host"}, nil); resp.StatusCode != 201 {
@@ -238,11 +242,12 @@ func TestFrontDoor(t *testing.T) {
 		tooltest.SkipOrFail(t, "haproxy is not installed: make test installs it")
 	}
 	gs := replicas(t, 3)
-	front := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	front, kubeFront := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(bin, "-db", "-f", filepath.Join("..", "..", "deploy", "haproxy", "haproxy.cfg"))
-	cmd.Env = []string{"GATEWAY_FRONT=" + front, "PATH=/usr/sbin:/usr/bin:/bin"}
+	cmd.Env = []string{"GATEWAY_FRONT=" + front, "GATEWAY_KUBE_FRONT=" + kubeFront, "PATH=/usr/sbin:/usr/bin:/bin"}
 	for i, g := range gs {
-		cmd.Env = append(cmd.Env, fmt.Sprintf("GATEWAY_%d=%s", i+1, strings.TrimSuffix(strings.TrimPrefix(g.url, "http://"), "/")))
+		cmd.Env = append(cmd.Env, fmt.Sprintf("GATEWAY_%d=%s", i+1, strings.TrimSuffix(strings.TrimPrefix(g.url, "http://"), "/")),
+			fmt.Sprintf("GATEWAY_KUBE_%d=%s", i+1, strings.TrimPrefix(g.kubeURL, "https://")))
 	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -291,6 +296,26 @@ func TestFrontDoor(t *testing.T) {
 				t.Errorf("round %d: c%d through the front door: %q", round, i+1, got)
 			}
 			c.Close()
+		}
+	}
+	// kubectl through the front door (TLS passed through) execs into a
+	// pod on each replica.
+	if os.Getenv("KUBECTL") == "" {
+		t.Log("$KUBECTL is not set: kubectl through the front door is not tried (make test sets it)")
+	} else {
+		kc, err := os.ReadFile(gs[0].kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kc = bytes.ReplaceAll(kc, []byte(gs[0].kubeURL), []byte("https://"+kubeFront))
+		kfile := filepath.Join(t.TempDir(), "kubeconfig")
+		os.WriteFile(kfile, kc, 0o600)
+		k := &kubectl{t: t, path: os.Getenv("KUBECTL"), env: []string{"KUBECONFIG=" + kfile, "HOME=" + t.TempDir()}}
+		for i := range gs {
+			out, errOut, code := k.run(nil, "exec", fmt.Sprintf("host.n%d", i+1), "-c", fmt.Sprintf("c%d", i+1), "--", "echo", fmt.Sprintf("hi from c%d", i+1))
+			if code != 0 || out != fmt.Sprintf("hi from c%d\n", i+1) {
+				t.Errorf("kubectl exec through the front door into n%d: %d %q %s", i+1, code, out, errOut)
+			}
 		}
 	}
 	c := fd.dialWS(t, execPath("c3", "stdout", "head", "-c", "67108864", "/dev/zero"), "v5.channel.k8s.io")
