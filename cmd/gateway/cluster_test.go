@@ -395,18 +395,23 @@ func TestReplicasKubectl(t *testing.T) {
 }
 
 // replicaProc is a gateway replica run as a process of its own, so that
-// it can be killed.
+// it can be killed, in a network namespace when netns names one.
 type replicaProc struct {
-	cmd  *exec.Cmd
-	args []string
-	bin  string
-	log  *logBuffer
+	cmd   *exec.Cmd
+	args  []string
+	bin   string
+	netns string
+	log   *logBuffer
 }
 
 func (p *replicaProc) start(t *testing.T) {
 	t.Helper()
-	p.cmd = exec.Command(p.bin, p.args...)
-	p.cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+	if p.netns != "" {
+		p.cmd = exec.Command("ip", append([]string{"netns", "exec", p.netns, p.bin}, p.args...)...)
+	} else {
+		p.cmd = exec.Command(p.bin, p.args...)
+	}
+	p.cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	p.log = &logBuffer{} // no ready channel: readiness is polled
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -429,10 +434,47 @@ func (p *replicaProc) start(t *testing.T) {
 	}
 }
 
-// TestReplicaKilled: kill -9 of one of three replicas while sessions run
-// on all three: only its sessions end, and with a close, not a hang; the
-// others' bytes stay exact; new sessions for its containers fail within
-// 2 s with a Status; lists report it down, and again up once it restarts.
+// hostsOnBridge makes n network namespaces, each with a veth into a
+// bridge on the host and an address of its own (10.213.R.1, .2, ...;
+// the host is .254), and returns their names and addresses.
+func hostsOnBridge(t *testing.T, n int) (names, ips []string) {
+	t.Helper()
+	tag := fmt.Sprintf("%04x", time.Now().UnixNano()&0xffff)
+	subnet := fmt.Sprintf("10.213.%d", 1+time.Now().UnixNano()%250)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	br := "gwbr" + tag
+	ip("link", "add", br, "type", "bridge")
+	t.Cleanup(func() { exec.Command("ip", "link", "del", br).Run() })
+	ip("addr", "add", subnet+".254/24", "dev", br)
+	ip("link", "set", br, "up")
+	for i := range n {
+		ns, host, peer := fmt.Sprintf("gw%s-%d", tag, i+1), fmt.Sprintf("gwv%s%d", tag, i+1), fmt.Sprintf("gwp%s%d", tag, i+1)
+		ip("netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		ip("link", "add", host, "type", "veth", "peer", "name", peer)
+		ip("link", "set", peer, "netns", ns)
+		ip("link", "set", host, "master", br)
+		ip("link", "set", host, "up")
+		addr := fmt.Sprintf("%s.%d", subnet, i+1)
+		ip("-n", ns, "addr", "add", addr+"/24", "dev", peer)
+		ip("-n", ns, "link", "set", peer, "up")
+		ip("-n", ns, "link", "set", "lo", "up")
+		names, ips = append(names, ns), append(ips, addr)
+	}
+	return names, ips
+}
+
+// TestReplicaKilled: three replicas, each in a network namespace of its
+// own on a bridge (as root; else on loopback addresses of their own).
+// kill -9 of one while sessions run on all three: only its sessions end,
+// and with a close, not a hang; the others' bytes stay exact; new
+// sessions for its containers fail within 2 s with a Status; lists
+// report it down, and again up once it restarts.
 func TestReplicaKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the gateway")
@@ -442,21 +484,33 @@ func TestReplicaKilled(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	addrs := make([]string, 3)
+	netns := make([]string, 3)
 	var urls []string
-	for i := range addrs {
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 21+i))
-		if err != nil {
-			t.Fatal(err)
+	if _, err := exec.LookPath("ip"); err == nil && os.Geteuid() == 0 {
+		var ips []string
+		netns, ips = hostsOnBridge(t, 3)
+		for i := range addrs {
+			addrs[i] = ips[i] + ":8080"
 		}
-		addrs[i] = ln.Addr().String()
-		ln.Close()
+	} else {
+		t.Log("not root: the replicas get loopback addresses, not network namespaces")
+		for i := range addrs {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 21+i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs[i] = ln.Addr().String()
+			ln.Close()
+		}
+	}
+	for i := range addrs {
 		urls = append(urls, "http://"+addrs[i])
 	}
 	ps := make([]*replicaProc, 3)
 	for i := range ps {
 		cfg := filepath.Join(t.TempDir(), "gateway.yaml")
 		os.WriteFile(cfg, fmt.Appendf(nil, "containers:\n  - id: c%d\n    command: [sleep, \"1000000\"]\n    stdin: true\n    workingDir: /tmp\n", i+1), 0o600)
-		ps[i] = &replicaProc{bin: bin, args: []string{"--listen", addrs[i], "--node", fmt.Sprintf("n%d", i+1), "--peers", strings.Join(urls, ","),
+		ps[i] = &replicaProc{bin: bin, netns: netns[i], args: []string{"--listen", addrs[i], "--node", fmt.Sprintf("n%d", i+1), "--peers", strings.Join(urls, ","),
 			"--token", testToken, "--config", cfg, "--kube-listen", "", "--state-dir", t.TempDir(), "--stop-grace", "1s",
 			"--shutdown-timeout", "3s"}}
 		ps[i].start(t)
