@@ -564,6 +564,20 @@ func TestReplicaKilled(t *testing.T) {
 			t.Fatalf("c%d: %v", i+1, err)
 		}
 	}
+	// The owner's registry has the client's address, not the forwarder's.
+	if netns[0] != "" {
+		var l struct{ Items []struct{ Target, Node, RemoteAddr string } }
+		n1.do(t, "GET", "/api/v1/sessions?state=active", nil, &l)
+		client := strings.TrimSuffix(addrs[0], ".1:8080") + ".254"
+		for _, it := range l.Items {
+			if host, _, _ := net.SplitHostPort(it.RemoteAddr); host != client {
+				t.Errorf("session on %s (%s) from %q, want the client's %s", it.Node, it.Target, it.RemoteAddr, client)
+			}
+		}
+		if len(l.Items) != 3 {
+			t.Errorf("active sessions: %+v", l.Items)
+		}
+	}
 
 	ps[2].cmd.Process.Kill()
 	ps[2].cmd.Wait()
