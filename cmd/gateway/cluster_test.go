@@ -566,7 +566,9 @@ func TestReplicaKilled(t *testing.T) {
 	}
 	// The owner's registry has the client's address, not the forwarder's.
 	if netns[0] != "" {
-		var l struct{ Items []struct{ Target, Node, RemoteAddr string } }
+		var l struct {
+			Items []struct{ Target, Node, RemoteAddr string }
+		}
 		n1.do(t, "GET", "/api/v1/sessions?state=active", nil, &l)
 		client := strings.TrimSuffix(addrs[0], ".1:8080") + ".254"
 		for _, it := range l.Items {
