@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
 	"gateway/internal/tooltest"
@@ -655,4 +656,26 @@ func TestReplicaKilled(t *testing.T) {
 		t.Errorf("the relayed session was cut %v into n1's 3 s shutdown", d)
 	}
 	ps[0].cmd.Wait()
+}
+
+// TestWebReplicas: the page at one replica lists every replica's
+// containers with their node, and opens a shell in one on another.
+func TestWebReplicas(t *testing.T) {
+	if _, err := os.Stat(tooltest.Chromium); err != nil {
+		tooltest.SkipOrFail(t, tooltest.Chromium+" not found: make test installs it (apt-get install chromium)")
+	}
+	gs := replicas(t, 2)
+	home := t.TempDir()
+	if resp := gs[0].do(t, "POST", "/api/v1/containers", map[string]any{"id": "web", "node": "n2", "command": []string{"sleep", "1000000"},
+		"stdin": true, "env": map[string]string{"SHELL": "/bin/sh", "HOME": home, "ENV": ""}}, nil); resp.StatusCode != 201 {
+		t.Fatalf("create web on n2: %d", resp.StatusCode)
+	}
+	b := newBrowser(t, gs[0])
+	b.open("")
+	b.login(gs[0].token)
+	b.do(20*time.Second, chromedp.WaitVisible(chromedp.CSS(`#containers tr[data-id="web@n2"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#containers tr[data-id="box@n1"]`)), chromedp.WaitVisible(chromedp.CSS(`#containers tr[data-id="box@n2"]`)))
+	b.newShell("web@n2")
+	b.run("echo $((6*7))-from-$(basename $HOME)")
+	b.waitLine("42-from-"+filepath.Base(home), 10*time.Second)
 }

@@ -239,8 +239,9 @@ function syncRows(tbody, items, create, update) {
   const old = new Map([...tbody.rows].map((r) => [r.dataset.id, r]));
   let i = 0;
   for (const item of items) {
-    let row = old.get(item.id);
-    if (row) old.delete(item.id);
+    const key = item.key || item.id;
+    let row = old.get(key);
+    if (row) old.delete(key);
     else row = create(item);
     update(row, item);
     if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null);
@@ -249,10 +250,13 @@ function syncRows(tbody, items, create, update) {
   for (const row of old.values()) row.remove();
 }
 
+// With replicas (--peers), every item names its node, and one id may be on
+// several: a container is ID@NODE in the page, and its requests say
+// ?node=NODE.
 async function refreshContainers() {
   const list = await api("GET", "/api/v1/containers");
-  const items = (list && list.items) || [];
-  app.containers = new Map(items.map((c) => [c.id, c]));
+  const items = ((list && list.items) || []).map((c) => ({ ...c, key: c.node ? `${c.id}@${c.node}` : c.id }));
+  app.containers = new Map(items.map((c) => [c.key, c]));
   syncRows($("containers").tBodies[0], items, containerRow, updateContainerRow);
   $("containers-empty").hidden = items.length > 0;
 }
@@ -262,8 +266,8 @@ function containerRow(c) {
   const attach = el("button", { type: "button", class: "attach", textContent: "attach", title: "join the main process: its recent output, then live" });
   exec.addEventListener("click", () => openTab("exec", row.dataset.id));
   attach.addEventListener("click", () => openTab("attach", row.dataset.id));
-  const row = el("tr", { class: "container", dataset: { id: c.id } },
-    el("td", { class: "id", textContent: c.id }),
+  const row = el("tr", { class: "container", dataset: { id: c.key, node: c.node || "" } },
+    el("td", { class: "id", textContent: c.node ? `${c.id} · ${c.node}` : c.id }),
     el("td", { class: "state" }),
     el("td", { class: "tty" }),
     el("td", { class: "actions" }, exec, attach));
@@ -467,6 +471,7 @@ class Tab {
   constructor(kind, container, opts = {}) {
     this.kind = kind; // "exec" or "attach"
     this.cid = container.id;
+    this.node = container.node || ""; // the replica that holds it, with --peers
     this.info = container;
     this.session = opts.session || null; // the shell's session, once known
     this.share = opts.share || null; // a share link's token: joins with it
@@ -528,7 +533,7 @@ class Tab {
       return `${proto}//${location.host}/api/v1/sessions/${encodeURIComponent(this.session)}/attach?${q.join("&")}`;
     }
     const base = `${proto}//${location.host}/api/v1/containers/${encodeURIComponent(this.cid)}`;
-    const q = [];
+    const q = this.node ? [`node=${encodeURIComponent(this.node)}`] : [];
     if (this.kind === "exec") {
       for (const a of SHELL_COMMAND) q.push(`command=${encodeURIComponent(a)}`);
       q.push("stdin=1", "stdout=1", "tty=1", `detach=${DETACH}`, "info=1");
@@ -819,7 +824,7 @@ class Tab {
     }
     let info;
     try {
-      info = await api("GET", `/api/v1/containers/${encodeURIComponent(this.cid)}`);
+      info = await api("GET", `/api/v1/containers/${encodeURIComponent(this.cid)}${this.node ? "?node=" + encodeURIComponent(this.node) : ""}`);
     } catch (e) {
       if (this.closed) return;
       if (e instanceof Unauthorized) {
@@ -1015,8 +1020,9 @@ function shareLink() {
 async function openTab(kind, cid) {
   let c = app.containers.get(cid);
   if (!c) {
+    const [id, node] = cid.split("@");
     try {
-      c = await api("GET", `/api/v1/containers/${encodeURIComponent(cid)}`);
+      c = await api("GET", `/api/v1/containers/${encodeURIComponent(id)}${node ? "?node=" + encodeURIComponent(node) : ""}`);
     } catch (e) {
       showAPIError(e);
       return null;
@@ -1024,7 +1030,7 @@ async function openTab(kind, cid) {
   }
   if (kind === "attach") {
     // One view of a main process is enough: show the one there is.
-    const open = app.tabs.find((t) => t.kind === "attach" && t.cid === cid);
+    const open = app.tabs.find((t) => t.kind === "attach" && (t.node ? `${t.cid}@${t.node}` : t.cid) === cid);
     if (open) {
       open.activate();
       if (open.state === "exited") {
