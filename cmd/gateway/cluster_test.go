@@ -28,18 +28,10 @@ import (
 // each with a container c<i> and a sandbox s<i> of its own.
 func replicas(t *testing.T, n int) []*gateway {
 	t.Helper()
-	// Each on an address of its own (127.0.0.11, ...): a port chosen in
-	// advance is not then taken by a replica's outgoing connections.
-	addrs := make([]string, n)
+	addrs := loopbackAddrs(t, n, 11)
 	var urls []string
-	for i := range addrs {
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 11+i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs[i] = ln.Addr().String()
-		ln.Close()
-		urls = append(urls, "http://"+addrs[i])
+	for _, a := range addrs {
+		urls = append(urls, "http://"+a)
 	}
 	// One state directory: their Kubernetes API certificates come from one
 	// CA, so that kubectl behind a front door trusts every replica.
@@ -63,6 +55,23 @@ func replicas(t *testing.T, n int) []*gateway {
 		})
 	}
 	return gs
+}
+
+// loopbackAddrs are n addresses to listen on, each on a loopback address
+// of its own (127.0.0.first, ...): a port chosen in advance is not then
+// taken by a replica's outgoing connections.
+func loopbackAddrs(t *testing.T, n, first int) []string {
+	t.Helper()
+	var out []string
+	for i := range n {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", first+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ln.Addr().String())
+		ln.Close()
+	}
+	return out
 }
 
 type listAnswer struct {
@@ -190,6 +199,23 @@ func TestReplicas(t *testing.T) {
 	}
 	pf.Close()
 
+	// The forwarding shows in n1's metrics, by peer.
+	mresp, err := http.Get(n1.url + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, want := range []string{`gateway_peer_up{peer="n2"} 1`, `gateway_peer_up{peer="n3"} 1`, `gateway_forwarded_requests_total{peer="n2"}`,
+		`gateway_forwarded_bytes_total{direction="in",peer="n2"}`} {
+		if !bytes.Contains(mb, []byte(want)) {
+			t.Errorf("n1's metrics lack %s:\n%s", want, grepLines(mb, "peer="))
+		}
+	}
+	if bytes.Contains(mb, []byte(`gateway_forwarded_requests_total{peer="n2"} 0`)) {
+		t.Error("no request counted as forwarded to n2")
+	}
+
 	// A create that names its node lands there.
 	if resp := n1.do(t, "POST", "/api/v1/containers", map[string]any{"id": "made", "node": "n3", "command": []string{"sleep", "100"}}, nil); resp.StatusCode != 201 {
 		t.Fatalf("create on n3 through n1: %d", resp.StatusCode)
@@ -233,25 +259,24 @@ func TestReplicas(t *testing.T) {
 	}
 }
 
-// TestFrontDoor: HAProxy with the project's configuration in front of
-// three replicas: sessions opened through it reach containers on every
-// replica, 64 MiB arrive whole, and when a replica shuts down, HAProxy
-// stops sending it clients while the others go on.
-func TestFrontDoor(t *testing.T) {
+// frontDoor runs HAProxy with the project's configuration before the
+// replicas (their API and Kubernetes API addresses) and waits until it
+// lists every replica's containers; it returns the front door, and the
+// address of its kubectl side.
+func frontDoor(t *testing.T, apis, kubes []string, token string) (fd *gateway, kubeFront string) {
+	t.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
 		tooltest.SkipOrFail(t, "haproxy is not installed: make test installs it")
 	}
-	gs := replicas(t, 3)
 	front, kubeFront := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(bin, "-db", "-f", filepath.Join("..", "..", "deploy", "haproxy", "haproxy.cfg"))
 	cmd.Env = []string{"GATEWAY_FRONT=" + front, "GATEWAY_KUBE_FRONT=" + kubeFront, "PATH=/usr/sbin:/usr/bin:/bin"}
-	for i, g := range gs {
-		cmd.Env = append(cmd.Env, fmt.Sprintf("GATEWAY_%d=%s", i+1, strings.TrimSuffix(strings.TrimPrefix(g.url, "http://"), "/")),
-			fmt.Sprintf("GATEWAY_KUBE_%d=%s", i+1, strings.TrimPrefix(g.kubeURL, "https://")))
+	for i := range apis {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("GATEWAY_%d=%s", i+1, apis[i]), fmt.Sprintf("GATEWAY_KUBE_%d=%s", i+1, kubes[i]))
 	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &logBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -264,15 +289,15 @@ func TestFrontDoor(t *testing.T) {
 			t.Logf("haproxy:\n%s", out.String())
 		}
 	})
-	fd := &gateway{url: "http://" + front + "/", token: gs[0].token}
+	fd = &gateway{url: "http://" + front + "/", token: token}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var l listAnswer
 		if resp, err := http.DefaultClient.Do(authed(fd, "GET", "api/v1/containers")); err == nil {
 			json.NewDecoder(resp.Body).Decode(&l)
 			resp.Body.Close()
-			if resp.StatusCode == 200 && len(l.nodes()) >= 6 && len(l.Unreachable) == 0 {
-				break
+			if resp.StatusCode == 200 && len(l.Unreachable) == 0 && l.nodes()[fmt.Sprintf("c%d", len(apis))] != "" {
+				return fd, kubeFront
 			}
 		}
 		select {
@@ -286,6 +311,33 @@ func TestFrontDoor(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// kubectlVia is a kubectl whose kubeconfig is g's with the server at
+// addr (a front door).
+func kubectlVia(t *testing.T, kubeconfig, server, addr string) *kubectl {
+	t.Helper()
+	kc, err := os.ReadFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc = bytes.ReplaceAll(kc, []byte(server), []byte("https://"+addr))
+	kfile := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kfile, kc, 0o600)
+	return &kubectl{t: t, path: os.Getenv("KUBECTL"), env: []string{"KUBECONFIG=" + kfile, "HOME=" + t.TempDir()}}
+}
+
+// TestFrontDoor: HAProxy with the project's configuration in front of
+// three replicas: sessions opened through it reach containers on every
+// replica, 64 MiB arrive whole, and when a replica shuts down, HAProxy
+// stops sending it clients while the others go on.
+func TestFrontDoor(t *testing.T) {
+	gs := replicas(t, 3)
+	var apis, kubes []string
+	for _, g := range gs {
+		apis, kubes = append(apis, strings.TrimSuffix(strings.TrimPrefix(g.url, "http://"), "/")), append(kubes, strings.TrimPrefix(g.kubeURL, "https://"))
+	}
+	fd, kubeFront := frontDoor(t, apis, kubes, gs[0].token)
 
 	// Every replica's container, through the front door, a few times each
 	// (whichever replica HAProxy picks).
@@ -304,14 +356,7 @@ func TestFrontDoor(t *testing.T) {
 	if os.Getenv("KUBECTL") == "" {
 		t.Log("$KUBECTL is not set: kubectl through the front door is not tried (make test sets it)")
 	} else {
-		kc, err := os.ReadFile(gs[0].kubeconfig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kc = bytes.ReplaceAll(kc, []byte(gs[0].kubeURL), []byte("https://"+kubeFront))
-		kfile := filepath.Join(t.TempDir(), "kubeconfig")
-		os.WriteFile(kfile, kc, 0o600)
-		k := &kubectl{t: t, path: os.Getenv("KUBECTL"), env: []string{"KUBECONFIG=" + kfile, "HOME=" + t.TempDir()}}
+		k := kubectlVia(t, gs[0].kubeconfig, gs[0].kubeURL, kubeFront)
 		for i := range gs {
 			out, errOut, code := k.run(nil, "exec", fmt.Sprintf("host.n%d", i+1), "-c", fmt.Sprintf("c%d", i+1), "--", "echo", fmt.Sprintf("hi from c%d", i+1))
 			if code != 0 || out != fmt.Sprintf("hi from c%d\n", i+1) {
@@ -341,7 +386,7 @@ func TestFrontDoor(t *testing.T) {
 	if err := gs[1].stop(); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for ok := 0; ok < 6; {
 		resp, err := http.DefaultClient.Do(authed(fd, "GET", "api/v1/containers/c1"))
 		if err == nil {
@@ -495,24 +540,28 @@ func TestReplicaKilled(t *testing.T) {
 		}
 	} else {
 		t.Log("not root: the replicas get loopback addresses, not network namespaces")
-		for i := range addrs {
-			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 21+i))
-			if err != nil {
-				t.Fatal(err)
-			}
-			addrs[i] = ln.Addr().String()
-			ln.Close()
-		}
+		addrs = loopbackAddrs(t, 3, 21)
 	}
 	for i := range addrs {
 		urls = append(urls, "http://"+addrs[i])
 	}
+	// Their Kubernetes API, with certificates of one CA (one state
+	// directory; they start one after the other).
+	kubes := loopbackAddrs(t, 3, 31)
+	if netns[0] != "" {
+		for i := range kubes {
+			kubes[i] = strings.TrimSuffix(addrs[i], ":8080") + ":6443"
+		}
+	}
+	state := t.TempDir()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	ps := make([]*replicaProc, 3)
 	for i := range ps {
 		cfg := filepath.Join(t.TempDir(), "gateway.yaml")
 		os.WriteFile(cfg, fmt.Appendf(nil, "containers:\n  - id: c%d\n    command: [sleep, \"1000000\"]\n    stdin: true\n    workingDir: /tmp\n", i+1), 0o600)
 		ps[i] = &replicaProc{bin: bin, netns: netns[i], args: []string{"--listen", addrs[i], "--node", fmt.Sprintf("n%d", i+1), "--peers", strings.Join(urls, ","),
-			"--token", testToken, "--config", cfg, "--kube-listen", "", "--state-dir", t.TempDir(), "--stop-grace", "1s",
+			"--token", testToken, "--config", cfg, "--kube-listen", kubes[i], "--state-dir", state, "--stop-grace", "1s",
+			"--kubeconfig", map[bool]string{true: kubeconfig, false: filepath.Join(t.TempDir(), "kubeconfig")}[i == 0],
 			"--shutdown-timeout", "3s"}}
 		ps[i].start(t)
 	}
@@ -530,6 +579,26 @@ func TestReplicaKilled(t *testing.T) {
 		m := l.nodes()
 		return m["c1"] == "n1" && m["c2"] == "n2" && m["c3"] == "n3" && len(l.Unreachable) == 0
 	})
+
+	// Through HAProxy in front: every replica's container, by WebSocket
+	// and by kubectl.
+	fd, kubeFront := frontDoor(t, addrs, kubes, testToken)
+	for i := range addrs {
+		c := fd.dialWS(t, execPath(fmt.Sprintf("c%d", i+1), "stdout", "echo", fmt.Sprintf("hello from c%d", i+1)), "v5.channel.k8s.io")
+		if got := readUntil(t, c, func(b []byte) bool { return bytes.Contains(b, []byte("\n")) }); string(got) != fmt.Sprintf("hello from c%d\n", i+1) {
+			t.Errorf("c%d through HAProxy: %q", i+1, got)
+		}
+		c.Close()
+	}
+	if os.Getenv("KUBECTL") != "" {
+		k := kubectlVia(t, kubeconfig, "https://"+kubes[0], kubeFront)
+		for i := range addrs {
+			out, errOut, code := k.run(nil, "exec", fmt.Sprintf("host.n%d", i+1), "-c", fmt.Sprintf("c%d", i+1), "--", "echo", "hi")
+			if code != 0 || out != "hi\n" {
+				t.Errorf("kubectl exec through HAProxy into n%d: %d %q %s", i+1, code, out, errOut)
+			}
+		}
+	}
 
 	// A cat on each replica, through n1.
 	cats := make([]*websocket.Conn, 3)
