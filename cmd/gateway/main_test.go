@@ -209,6 +209,8 @@ func TestStartupErrors(t *testing.T) {
 		{"empty token file", []string{"--token-file", tokenFile}, nil, "is empty"},
 		{"stray argument", []string{"serve"}, nil, `unexpected argument "serve"`},
 		{"port in use", []string{"--listen", busy.Addr().String()}, nil, "address already in use"},
+		{"profiles beyond loopback", []string{"--listen", "127.0.0.1:0", "--kube-listen", "", "--state-dir", t.TempDir(), "--pprof-listen", "0.0.0.0:0"}, nil,
+			"profiles are served on loopback only"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			getenv := func(k string) string { return tc.env[k] }
@@ -217,6 +219,27 @@ func TestStartupErrors(t *testing.T) {
 				t.Errorf("run = %v, want an error with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPprof: --pprof-listen serves Go's profiles there, and only there.
+func TestPprof(t *testing.T) {
+	g := startGateway(t, "--pprof-listen", "127.0.0.1:0")
+	m := regexp.MustCompile(`msg="profiles served" url=(\S+)`).FindStringSubmatch(g.log.String())
+	if m == nil {
+		t.Fatalf("no profiles line:\n%s", g.log)
+	}
+	resp, err := http.Get(m[1] + "goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "goroutine profile") {
+		t.Errorf("the goroutine profile: %d %.200s", resp.StatusCode, b)
+	}
+	if resp := g.do(t, "GET", "/debug/pprof/", nil, nil); resp.StatusCode == 200 {
+		t.Error("the API's listener serves profiles")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -181,6 +182,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
+	if cfg.PprofListen != "" {
+		stopPprof, err := servePprof(cfg.PprofListen, log)
+		if err != nil {
+			srv.Close()
+			stopContainers()
+			return err
+		}
+		defer stopPprof()
+	}
+
 	// The ready line is printed whatever the log level: it says where to
 	// connect, and with which token when one was generated, and where
 	// kubectl's kubeconfig is.
@@ -346,4 +357,27 @@ func openRecords(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*aud
 		store = nil
 	}
 	return trail, stream.RecordConfig{Store: store, Default: mode}, nil
+}
+
+// servePprof serves net/http/pprof on a loopback address of its own, for
+// profiling (never on the API's listener: profiles show what the gateway
+// does, to anyone who can reach them).
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	if !config.IsLoopback(addr) {
+		return nil, fmt.Errorf("--pprof-listen %s: profiles are served on loopback only", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("profiles served", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { srv.Close() }, nil
 }
