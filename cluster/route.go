@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"gateway/stream/wsproto"
 )
 
 // Local answers whether this replica holds an item: kind is containers,
@@ -391,6 +393,6 @@ func (r *recorder) copyTo(w http.ResponseWriter) {
 func writeStatus(w http.ResponseWriter, code int, reason, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{"kind": "Status", "apiVersion": "v1", "metadata": map[string]any{},
-		"status": "Failure", "message": msg, "reason": reason, "code": code})
+	json.NewEncoder(w).Encode(wsproto.Status{Kind: "Status", APIVersion: "v1", Status: wsproto.StatusFailure,
+		Message: msg, Reason: reason, Code: int32(code)})
 }
