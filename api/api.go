@@ -40,7 +40,8 @@ type Config struct {
 	// Node names the gateway in the pods it serves.
 	Node string
 	// QualifyPods names pods SANDBOX.NODE, unique among replicas (the
-	// plain sandbox id is accepted too).
+	// plain sandbox id is accepted too), and minted stream URLs name the
+	// replica that keeps them (?node=).
 	QualifyPods bool
 }
 

@@ -94,7 +94,11 @@ func mint[T any](a *API, kind string, check func(id string, opts *T) (streamRequ
 			a.writeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, streamURL{URL: "/stream/" + token, ExpiresAt: expires.UTC().Truncate(time.Second)})
+		u := "/stream/" + token
+		if a.cfg.QualifyPods { // among replicas: the URL names the one that keeps it
+			u += "?node=" + url.QueryEscape(a.cfg.Node)
+		}
+		writeJSON(w, http.StatusCreated, streamURL{URL: u, ExpiresAt: expires.UTC().Truncate(time.Second)})
 	}
 }
 

@@ -147,6 +147,19 @@ func TestReplicas(t *testing.T) {
 		t.Errorf("exec through n1: %d bytes, digest %s, c2 says %q", n, got, stderr)
 	}
 
+	// A single-use URL minted through n1 for c2 names n2, and works
+	// through n1.
+	var minted struct{ URL string }
+	if resp := n1.do(t, "POST", "/api/v1/containers/c2/exec", map[string]any{"command": []string{"echo", "minted"}, "stdout": true}, &minted); resp.StatusCode != 201 ||
+		!strings.HasSuffix(minted.URL, "?node=n2") {
+		t.Fatalf("mint through n1: %d %+v", resp.StatusCode, minted)
+	}
+	mc := n1.dialWS(t, minted.URL, "v5.channel.k8s.io")
+	if out := readUntil(t, mc, func(b []byte) bool { return bytes.Contains(b, []byte("\n")) }); string(out) != "minted\n" {
+		t.Errorf("the minted URL through n1: %q", out)
+	}
+	mc.Close()
+
 	// 64 MiB each way through a port-forward into s3, through n1.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
