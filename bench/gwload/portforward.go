@@ -163,6 +163,16 @@ func downloadHandler(n int64, bufSize int, timeout time.Duration, res chan<- srv
 	}
 }
 
+// lingering has a handler wait, once done, for the client to close
+// before closing: websockify drops what it still queues for its client
+// when the target closes.
+func lingering(h func(net.Conn)) func(net.Conn) {
+	return func(c net.Conn) {
+		h(c)
+		_, _ = io.Copy(io.Discard, c)
+	}
+}
+
 // uploadHandler reads n bytes in bufSize reads, checking them, then writes
 // the count it read (8 bytes, little-endian) and closes.
 func uploadHandler(n int64, bufSize int, timeout time.Duration, res chan<- srvResult) func(net.Conn) {
@@ -268,7 +278,7 @@ func (b *bench) pfThroughput() error {
 		return readArm(a, n, start, func() checker { return &downloadCheck{newPatCheck(), resDown, n} })
 	}
 	up := func(a *arm, start func() (flow, error)) *arm { return uploadArm(a, n, bs, start, resUp) }
-	res, err := b.measure(b.o.reps,
+	arms := []*arm{
 		down(&arm{name: "gateway download", proc: b.gw.proc}, b.gw.tunnelFlow(b.ctx, d, downSrv.port)),
 		down(&arm{name: "direct download", what: "direct loopback TCP"}, tcpStarter(downSrv.addr(), bs, b.o.timeout)),
 		down(&arm{name: "relay download", what: relay, proc: relayDown.proc}, tcpStarter(relayDown.addr, bs, b.o.timeout)),
@@ -276,9 +286,61 @@ func (b *bench) pfThroughput() error {
 		up(&arm{name: "gateway upload", proc: b.gw.proc}, b.gw.tunnelFlow(b.ctx, d, upSrv.port)),
 		up(&arm{name: "direct upload", what: "direct loopback TCP"}, tcpStarter(upSrv.addr(), bs, b.o.timeout)),
 		up(&arm{name: "relay upload", what: relay, proc: relayUp.proc}, tcpStarter(relayUp.addr, bs, b.o.timeout)),
-		up(&arm{name: "cri upload", proc: cri.proc}, cri.tunnelFlow(b.ctx, d, upSrv.port)))
+		up(&arm{name: "cri upload", proc: cri.proc}, cri.tunnelFlow(b.ctx, d, upSrv.port)),
+	}
+	// websockify (Debian's package), when installed: its protocol, the
+	// raw bytes in binary messages, which the gateway speaks too. Its
+	// servers wait for the client to close (see lingering), and the client
+	// closes once it has what it waits for.
+	rawDown, rawUp := make(chan srvResult, 4), make(chan srvResult, 4)
+	lDown, err := startServer(lingering(downloadHandler(n, bs, b.o.timeout, rawDown)))
 	if err != nil {
 		return err
+	}
+	defer lDown.close()
+	lUp, err := startServer(lingering(uploadHandler(n, bs, b.o.timeout, rawUp)))
+	if err != nil {
+		return err
+	}
+	defer lUp.close()
+	wsDown, err := b.startWebsockify(lDown.addr())
+	if err != nil {
+		return err
+	}
+	wsUp, err := b.startWebsockify(lUp.addr())
+	if err != nil {
+		return err
+	}
+	if wsDown != nil && wsUp != nil {
+		defer wsDown.close()
+		defer wsUp.close()
+		defer b.disown(wsDown.proc)
+		defer b.disown(wsUp.proc)
+		fmt.Println("websockify: the same transfers through websockify's binary protocol, beside the gateway's (binary subprotocol, one port)")
+		rdown := func(a *arm, start func() (flow, error)) *arm {
+			return readArm(a, n, start, func() checker { return &downloadCheck{newPatCheck(), rawDown, n} })
+		}
+		rup := func(a *arm, start func() (flow, error)) *arm { return uploadArm(a, n, bs, start, rawUp) }
+		arms = append(arms,
+			rdown(&arm{name: "gateway raw download", what: "the gateway, binary subprotocol", proc: b.gw.proc}, limited(b.rawGatewayFlow(lDown.port), n)),
+			rdown(&arm{name: "websockify download", what: "websockify", proc: wsDown.proc}, limited(rawTunnelFlow("ws://"+wsDown.addr+"/", nil, bs, b.o.timeout), n)),
+			rup(&arm{name: "gateway raw upload", what: "the gateway, binary subprotocol", proc: b.gw.proc}, limited(b.rawGatewayFlow(lUp.port), 8)),
+			rup(&arm{name: "websockify upload", what: "websockify", proc: wsUp.proc}, limited(rawTunnelFlow("ws://"+wsUp.addr+"/", nil, bs, b.o.timeout), 8)))
+	} else {
+		fmt.Println("websockify is not installed (apt-get install websockify): no websockify reference")
+	}
+	res, err := b.measure(b.o.reps, arms...)
+	if err != nil {
+		return err
+	}
+	if wsDown != nil && wsUp != nil {
+		for _, dir := range []string{"download", "upload"} {
+			b.report("pf-throughput", res,
+				// (No CPU figure: websockify serves each client in a child
+				// process of its own, which gwload does not see.)
+				fig{label: fmt.Sprintf("%s, one raw tunnel (binary subprotocol, %d bytes)", dir, n), key: "rate", unit: mibps, main: "gateway raw " + dir,
+					ceil: "direct " + dir, refs: []string{"websockify " + dir}, goals: []goal{{vs: "websockify " + dir, bound: 1.2}}})
+		}
 	}
 	for _, dir := range []string{"download", "upload"} {
 		// A user-space relay process is what the tunnels can be held to
