@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -94,4 +95,20 @@ func FuzzParseSpec(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOwnerCache: the owners' cache does not keep expired entries past
+// its size.
+func TestOwnerCache(t *testing.T) {
+	c, err := New(Config{Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ownerCacheMax {
+		c.owner[fmt.Sprintf("sessions/%d", i)] = cached{node: "n2", at: time.Now().Add(-time.Hour)}
+	}
+	c.remember("sessions/new", "n3")
+	if len(c.owner) != 1 || c.owner["sessions/new"].node != "n3" {
+		t.Errorf("%d entries after a sweep", len(c.owner))
+	}
 }

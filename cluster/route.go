@@ -114,9 +114,7 @@ func (c *Cluster) route(w http.ResponseWriter, r *http.Request, h http.Handler, 
 	owners, down := c.lookup(r.Context(), kind, id)
 	switch {
 	case len(owners) == 1:
-		c.mu.Lock()
-		c.owner[key] = cached{node: owners[0].Node, at: time.Now()}
-		c.mu.Unlock()
+		c.remember(key, owners[0].Node)
 		c.forward(w, r, owners[0])
 	case len(owners) > 1:
 		var names []string
@@ -131,6 +129,25 @@ func (c *Cluster) route(w http.ResponseWriter, r *http.Request, h http.Handler, 
 		h.ServeHTTP(w, r) // this replica's own NotFound
 	}
 }
+
+// remember caches an owner; past ownerCacheMax entries the expired ones
+// go, so that the ids of sessions long gone do not pile up.
+func (c *Cluster) remember(key, node string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if len(c.owner) >= ownerCacheMax {
+		for k, e := range c.owner {
+			if now.Sub(e.at) >= ownerTTL {
+				delete(c.owner, k)
+			}
+		}
+	}
+	c.owner[key] = cached{node: node, at: now}
+}
+
+// ownerCacheMax is the size past which remember sweeps the cache.
+const ownerCacheMax = 4096
 
 // lookup asks every peer whether it holds the item.
 func (c *Cluster) lookup(ctx context.Context, kind, id string) (owners []*Peer, down []string) {

@@ -451,6 +451,12 @@ func TestReplicasKubectl(t *testing.T) {
 	if code != 3 || out != "hi from c2\n" {
 		t.Errorf("kubectl exec into n2 through n1: %d %q %s", code, out, errOut)
 	}
+	// The same over plain SPDY/3.1, forwarded as an upgrade too.
+	spdy := gs[0].kubectl(t, "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false")
+	out, errOut, code = spdy.run(nil, "exec", "host.n3", "-c", "c3", "--", "sh", "-c", "echo spdy from $0; exit 4", "c3")
+	if code != 4 || out != "spdy from c3\n" {
+		t.Errorf("kubectl exec over SPDY into n3 through n1: %d %q %s", code, out, errOut)
+	}
 }
 
 // replicaProc is a gateway replica run as a process of its own, so that
