@@ -229,6 +229,10 @@ func (p *Pump) Finish(ctx context.Context, st *wsproto.Status) bool {
 func (p *Pump) Send(ctx context.Context, f outFrame) bool {
 	checkNotHandler(ctx)
 	n := len(f.data())
+	if ctx.Err() != nil { // select would pick at random were both ready
+		p.release(f)
+		return false
+	}
 	select {
 	case p.out <- f:
 		p.b.run(p.writeLoop)
@@ -380,6 +384,14 @@ func (p *Pump) writeLoop() {
 			}
 		}
 		if f.end {
+			// A stream cancelled meanwhile (a shutdown, the API) ends as
+			// cancelled: its process may have ended because of it, and
+			// select picks at random between the two when both are ready.
+			if p.ctx.Err() != nil {
+				p.closeFor(context.Cause(p.ctx))
+				p.endWrites(false)
+				return
+			}
 			p.closeWith(websocket.CloseNormalClosure, "")
 			p.endWrites(true)
 			return
