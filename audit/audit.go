@@ -115,8 +115,17 @@ func (l *Log) Record(ev Event) {
 	b = append(b, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.f == nil && l.path != "-" { // a reopen failed: try again
+		if err := l.open(); err != nil {
+			fmt.Fprintf(os.Stderr, "%v\n", err)
+			return
+		}
+	}
 	if l.f != nil && l.maxSize > 0 && l.size+int64(len(b)) > l.maxSize && l.size > 0 {
 		l.rotate()
+		if l.f == nil {
+			return
+		}
 	}
 	n, err := l.w.Write(b)
 	l.size += int64(n)
@@ -136,18 +145,23 @@ func (l *Log) rotate() {
 	os.Rename(l.path, l.path+".1")
 	if err := l.open(); err != nil {
 		fmt.Fprintf(os.Stderr, "%v\n", err)
-		l.f, l.w = nil, io.Discard
+		l.f, l.w = nil, io.Discard // the next Record tries again
 	}
 }
 
 // Close closes the file.
 func (l *Log) Close() error {
-	if l == nil || l.f == nil {
+	if l == nil {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.f.Close()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f, l.w, l.path = nil, io.Discard, "-" // a late Record writes nowhere, and does not reopen
+	return err
 }
 
 // How a request authenticated, as the API found it: the streams read it

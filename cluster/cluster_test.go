@@ -27,7 +27,7 @@ func TestParseSpec(t *testing.T) {
 		{"dns://localhost", "error"},
 		{"dns+srv://", "error"},
 	} {
-		urls, err := resolve(context.Background(), tc.in, time.Second)
+		urls, err := resolve(context.Background(), tc.in, time.Second, "")
 		var got []string
 		for _, u := range urls {
 			got = append(got, u.String())

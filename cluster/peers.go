@@ -38,9 +38,11 @@ type Config struct {
 	Node  string // this replica's name
 	Peers string // the peers: URLs (comma-separated), dns://NAME:PORT or dns+srv://NAME
 	Token string // the gateway's token, for the replica's own calls to its peers
-	// TLS, when the replicas serve HTTPS: how to verify them (nil: the
-	// system's roots).
-	TLS *tls.Config
+	// Scheme is how DNS-found peers are called: "https" when the replicas
+	// serve TLS (verified as TLS says: nil, the system's roots), else
+	// "http".
+	Scheme string
+	TLS    *tls.Config
 	// Refresh is how often the peers are resolved and probed (5 s).
 	Refresh time.Duration
 	// Timeout bounds a dial to a peer and a peer's answer to a lookup (1 s).
@@ -72,12 +74,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // Peer is another replica.
 type Peer struct {
-	URL  *url.URL
-	Node string // learned from its answers; the URL's host until then
+	URL *url.URL
 
+	node    atomic.Pointer[string] // learned from its answers; the URL's host until then
 	up      atomic.Bool
 	lastErr atomic.Pointer[string]
 }
+
+func newPeer(u *url.URL) *Peer {
+	p := &Peer{URL: u}
+	host := u.Host
+	p.node.Store(&host)
+	return p
+}
+
+// Node is the peer's name.
+func (p *Peer) Node() string { return *p.node.Load() }
 
 // Up reports whether the peer answered its last probe as ready.
 func (p *Peer) Up() bool { return p.up.Load() }
@@ -145,7 +157,7 @@ func (c *Cluster) Peers() []*Peer {
 // peer returns the peer of a node name, or nil.
 func (c *Cluster) peer(node string) *Peer {
 	for _, p := range c.Peers() {
-		if p.Node == node {
+		if p.Node() == node {
 			return p
 		}
 	}
@@ -180,9 +192,15 @@ func (c *Cluster) Wait(ctx context.Context) error {
 
 // refresh resolves the spec, probes every peer, and keeps the answers.
 func (c *Cluster) refresh(ctx context.Context) {
-	urls, err := resolve(ctx, c.cfg.Peers, c.cfg.Timeout)
+	urls, err := resolve(ctx, c.cfg.Peers, c.cfg.Timeout, c.cfg.Scheme)
 	if err != nil {
+		// Keep what was known: a DNS hiccup must not make every other
+		// replica's items vanish for a refresh.
 		c.cfg.Log.Warn("peers: resolve", "peers", c.cfg.Peers, "error", err)
+		for _, p := range c.Peers() {
+			c.probe(ctx, p)
+		}
+		return
 	}
 	c.mu.Lock()
 	old := map[string]*Peer{}
@@ -191,27 +209,29 @@ func (c *Cluster) refresh(ctx context.Context) {
 	}
 	c.mu.Unlock()
 	var peers []*Peer
-	ips := map[string]bool{}
 	var wg sync.WaitGroup
 	for _, u := range urls {
 		p := old[u.String()]
 		if p == nil {
-			p = &Peer{URL: u, Node: u.Host}
+			p = newPeer(u)
 		}
 		peers = append(peers, p)
-		if host := u.Hostname(); net.ParseIP(host) != nil {
+		wg.Go(func() { c.probe(ctx, p) })
+	}
+	wg.Wait()
+	// Ourselves, when the list names us too (a headless Service does).
+	peers = slices.DeleteFunc(peers, func(p *Peer) bool { return p.Node() == c.cfg.Node })
+	ips := map[string]bool{}
+	for _, p := range peers {
+		if host := p.URL.Hostname(); net.ParseIP(host) != nil {
 			ips[host] = true
 		} else if addrs, err := net.DefaultResolver.LookupHost(ctx, host); err == nil {
 			for _, a := range addrs {
 				ips[a] = true
 			}
 		}
-		wg.Go(func() { c.probe(ctx, p) })
 	}
-	wg.Wait()
-	// Ourselves, when the list names us too (a headless Service does).
-	peers = slices.DeleteFunc(peers, func(p *Peer) bool { return p.Node == c.cfg.Node })
-	slices.SortFunc(peers, func(a, b *Peer) int { return strings.Compare(a.Node, b.Node) })
+	slices.SortFunc(peers, func(a, b *Peer) int { return strings.Compare(a.Node(), b.Node()) })
 	c.mu.Lock()
 	c.peers, c.ips = peers, ips
 	c.mu.Unlock()
@@ -235,7 +255,7 @@ func (c *Cluster) probe(ctx context.Context, p *Peer) {
 	} else {
 		resp.Body.Close()
 		if n := resp.Header.Get(nodeHeader); n != "" {
-			p.Node = n
+			p.node.Store(&n)
 		}
 		p.up.Store(resp.StatusCode == http.StatusOK)
 		if resp.StatusCode != http.StatusOK {
@@ -243,11 +263,11 @@ func (c *Cluster) probe(ctx context.Context, p *Peer) {
 			p.lastErr.Store(&msg)
 		}
 	}
-	if c.cfg.Metrics != nil && p.Node != c.cfg.Node {
-		c.cfg.Metrics.Up.WithLabelValues(p.Node).Set(map[bool]float64{true: 1}[p.up.Load()])
+	if c.cfg.Metrics != nil && p.Node() != c.cfg.Node {
+		c.cfg.Metrics.Up.WithLabelValues(p.Node()).Set(map[bool]float64{true: 1}[p.up.Load()])
 	}
 	if up := p.up.Load(); up != was {
-		c.cfg.Log.Info("peer "+map[bool]string{true: "up", false: "down"}[up], "peer", p.Node, "url", p.URL.String())
+		c.cfg.Log.Info("peer "+map[bool]string{true: "up", false: "down"}[up], "peer", p.Node(), "url", p.URL.String())
 	}
 }
 
@@ -260,6 +280,10 @@ type spec struct {
 }
 
 func parseSpec(s string) (spec, error) {
+	return parseSpecScheme(s, "http")
+}
+
+func parseSpecScheme(s, scheme string) (spec, error) {
 	s = strings.TrimSpace(s)
 	switch {
 	case s == "":
@@ -269,13 +293,13 @@ func parseSpec(s string) (spec, error) {
 		if name == "" {
 			return spec{}, errors.New("--peers dns+srv://NAME: the name is missing")
 		}
-		return spec{srv: name, scheme: "http"}, nil
+		return spec{srv: name, scheme: scheme}, nil
 	case strings.HasPrefix(s, "dns://"):
 		hp := strings.TrimPrefix(s, "dns://")
 		if _, port, err := net.SplitHostPort(hp); err != nil || port == "" {
 			return spec{}, fmt.Errorf("--peers %s: want dns://NAME:PORT", s)
 		}
-		return spec{dns: hp, scheme: "http"}, nil
+		return spec{dns: hp, scheme: scheme}, nil
 	}
 	var out spec
 	for part := range strings.SplitSeq(s, ",") {
@@ -293,8 +317,11 @@ func parseSpec(s string) (spec, error) {
 }
 
 // resolve turns the spec into the peers' URLs, now.
-func resolve(ctx context.Context, s string, timeout time.Duration) ([]*url.URL, error) {
-	sp, err := parseSpec(s)
+func resolve(ctx context.Context, s string, timeout time.Duration, scheme string) ([]*url.URL, error) {
+	if scheme == "" {
+		scheme = "http"
+	}
+	sp, err := parseSpecScheme(s, scheme)
 	if err != nil || (sp.dns == "" && sp.srv == "") {
 		return sp.static, err
 	}
@@ -330,7 +357,7 @@ func (c *Cluster) counted(conn net.Conn, addr string) net.Conn {
 	node := addr
 	for _, p := range c.Peers() {
 		if p.URL.Host == addr {
-			node = p.Node
+			node = p.Node()
 		}
 	}
 	return &countedConn{Conn: conn, in: c.cfg.Metrics.Bytes.WithLabelValues(node, "in"), out: c.cfg.Metrics.Bytes.WithLabelValues(node, "out")}

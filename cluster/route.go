@@ -3,6 +3,9 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,7 +44,7 @@ func (c *Cluster) Handler(h http.Handler, local Local) http.Handler {
 			c.forwardTo(w, r, node)
 			return
 		}
-		if kind, id, ok := target(r); ok {
+		if kind, id, ok := target(r); ok && hasCredential(r) {
 			// A pod named SANDBOX.NODE is on that node.
 			if _, node, ok := strings.Cut(id, "."); ok && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/") {
 				if node == c.cfg.Node {
@@ -68,6 +71,24 @@ func (c *Cluster) Handler(h http.Handler, local Local) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// hasCredential reports whether a request carries something that may
+// authenticate it (the owner checks it): a request with none is answered
+// here (401), without asking the peers.
+func hasCredential(r *http.Request) bool {
+	if r.Header.Get("Authorization") != "" || strings.Contains(r.Header.Get("Sec-WebSocket-Protocol"), "bearer.authorization.k8s.io") {
+		return true
+	}
+	if strings.HasPrefix(r.URL.Path, "/stream/") {
+		return true // a single-use URL is its own authorization
+	}
+	for _, ck := range r.Cookies() {
+		if ck.Value != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // target finds the item a request is about.
@@ -114,12 +135,12 @@ func (c *Cluster) route(w http.ResponseWriter, r *http.Request, h http.Handler, 
 	owners, down := c.lookup(r.Context(), kind, id)
 	switch {
 	case len(owners) == 1:
-		c.remember(key, owners[0].Node)
+		c.remember(key, owners[0].Node())
 		c.forward(w, r, owners[0])
 	case len(owners) > 1:
 		var names []string
 		for _, p := range owners {
-			names = append(names, p.Node)
+			names = append(names, p.Node())
 		}
 		writeStatus(w, http.StatusConflict, "Conflict", fmt.Sprintf("%s %q is on several replicas (%s): add ?node=NAME", kind, id, strings.Join(names, ", ")))
 	case len(down) > 0:
@@ -156,21 +177,21 @@ func (c *Cluster) lookup(ctx context.Context, kind, id string) (owners []*Peer, 
 	for _, p := range c.Peers() {
 		if !p.Up() {
 			mu.Lock()
-			down = append(down, p.Node)
+			down = append(down, p.Node())
 			mu.Unlock()
 			continue
 		}
 		wg.Go(func() {
-			resp, err := c.call(ctx, p, "GET", "/api/v1/"+kind+"/"+url.PathEscape(id), "")
+			resp, err := c.call(ctx, p, "HEAD", "/api/v1/"+kind+"/"+url.PathEscape(id), "")
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err != nil:
-				down = append(down, p.Node)
+				down = append(down, p.Node())
 			case resp.StatusCode == http.StatusOK:
 				owners = append(owners, p)
 			case resp.StatusCode != http.StatusNotFound:
-				down = append(down, p.Node)
+				down = append(down, p.Node())
 			}
 		})
 	}
@@ -188,6 +209,7 @@ func (c *Cluster) call(ctx context.Context, p *Peer, method, path, accept string
 		req.Header.Set("Accept", accept) // the same form: a Table for kubectl get
 	}
 	req.Header.Set(forwardedHeader, c.cfg.Node)
+	req.Header.Set(proofHeader, c.proof())
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return nil, err
@@ -216,7 +238,7 @@ func (c *Cluster) forwardTo(w http.ResponseWriter, r *http.Request, node string)
 // relay of the two connections.
 func (c *Cluster) forward(w http.ResponseWriter, r *http.Request, p *Peer) {
 	if c.cfg.Metrics != nil {
-		c.cfg.Metrics.Forwarded.WithLabelValues(p.Node).Inc()
+		c.cfg.Metrics.Forwarded.WithLabelValues(p.Node()).Inc()
 	}
 	if r.Header.Get("Upgrade") != "" {
 		c.streams.Add(1)
@@ -228,6 +250,7 @@ func (c *Cluster) forward(w http.ResponseWriter, r *http.Request, p *Peer) {
 			pr.Out.Host = r.Host // the owner sees the host the client used (share links, Origin)
 			pr.SetXForwarded()
 			pr.Out.Header.Set(forwardedHeader, c.cfg.Node)
+			pr.Out.Header.Set(proofHeader, c.proof())
 		},
 		Transport:     c.proxy,
 		FlushInterval: -1, // streams (logs -f, recordings followed) as they come
@@ -235,15 +258,26 @@ func (c *Cluster) forward(w http.ResponseWriter, r *http.Request, p *Peer) {
 			if errors.Is(err, context.Canceled) {
 				return
 			}
-			c.cfg.Log.Warn("forward", "peer", p.Node, "path", r.URL.Path, "error", err)
-			writeStatus(w, http.StatusServiceUnavailable, "ServiceUnavailable", fmt.Sprintf("node %q, which holds this, does not answer", p.Node))
+			c.cfg.Log.Warn("forward", "peer", p.Node(), "path", r.URL.Path, "error", err)
+			writeStatus(w, http.StatusServiceUnavailable, "ServiceUnavailable", fmt.Sprintf("node %q, which holds this, does not answer", p.Node()))
 		},
 	}
 	rp.ServeHTTP(w, r)
 }
 
+// proofHeader carries a forwarding replica's proof that it holds the
+// token (an HMAC of it: the token itself never travels in it).
+const proofHeader = "X-Gateway-Peer"
+
+func (c *Cluster) proof() string {
+	m := hmac.New(sha256.New, []byte(c.cfg.Token))
+	m.Write([]byte("gateway peer"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
 // trustForwarded takes the client's address from X-Forwarded-For when the
-// request comes from a peer, for the registry and the audit trail.
+// request comes from a peer (a known peer's address, with the proof), for
+// the registry and the audit trail.
 func (c *Cluster) trustForwarded(r *http.Request) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -252,7 +286,7 @@ func (c *Cluster) trustForwarded(r *http.Request) {
 	c.mu.Lock()
 	known := c.ips[host]
 	c.mu.Unlock()
-	if !known {
+	if !known || !hmac.Equal([]byte(r.Header.Get(proofHeader)), []byte(c.proof())) {
 		return
 	}
 	xff := strings.Split(r.Header.Get("X-Forwarded-For"), ",")
@@ -264,6 +298,9 @@ func (c *Cluster) trustForwarded(r *http.Request) {
 // create serves a POST of a container or sandbox on the replica its
 // "node" names (this one when it names none).
 func (c *Cluster) create(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	// Bounded in time as the API bounds bodies: a trickled body must not
+	// hold a goroutine.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(10 * time.Second))
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
 	if err != nil {
 		writeStatus(w, http.StatusBadRequest, "BadRequest", "reading the body: "+err.Error())
@@ -304,7 +341,9 @@ func (c *Cluster) gather(w http.ResponseWriter, r *http.Request, h http.Handler)
 	var wg sync.WaitGroup
 	for _, p := range c.Peers() {
 		if !p.Up() {
-			down = append(down, p.Node)
+			mu.Lock()
+			down = append(down, p.Node())
+			mu.Unlock()
 			continue
 		}
 		wg.Go(func() {
@@ -312,11 +351,11 @@ func (c *Cluster) gather(w http.ResponseWriter, r *http.Request, h http.Handler)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil || resp.StatusCode != http.StatusOK {
-				down = append(down, p.Node)
+				down = append(down, p.Node())
 				return
 			}
 			b, _ := io.ReadAll(resp.Body)
-			lists, nodes = append(lists, b), append(nodes, p.Node)
+			lists, nodes = append(lists, b), append(nodes, p.Node())
 		})
 	}
 	wg.Wait()

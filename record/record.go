@@ -348,7 +348,7 @@ func (s *Store) Start(md Meta, h Header, onFail func(error)) (*Recording, error)
 		return nil, fmt.Errorf("recording: %w", err)
 	}
 	md.Active, md.Input = true, s.cfg.Input
-	r := &Recording{s: s, f: f, md: md, start: md.StartedAt, onFail: onFail, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	r := &Recording{s: s, f: f, md: md, start: time.Now(), onFail: onFail, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	if err := s.writeMeta(md); err != nil {
 		f.Close()
 		os.Remove(s.castPath(md.ID))
@@ -389,6 +389,7 @@ type Recording struct {
 	tails   [2][]byte
 	ended   bool
 	failErr error // why it was truncated
+	diskErr bool  // a write failed: nothing more is written
 	written int64
 }
 
@@ -448,9 +449,14 @@ func (r *Recording) append(kind byte, data []byte, text bool) {
 	if r.ended || r.failErr != nil {
 		return
 	}
+	r.queueEvent(kind, data, text)
+}
+
+// queueEvent queues an event whatever the state; r.mu is held.
+func (r *Recording) queueEvent(kind byte, data []byte, text bool) {
 	// An event's record: its kind (upper case: text), its time, its
 	// length, its bytes.
-	if r.queued+len(data)+13 > r.s.cfg.Queue {
+	if r.queued+len(data)+13 > r.s.cfg.Queue && kind != 'M' && kind != 'm' {
 		r.fail(errors.New("the disk fell behind: the recording's queue is full"))
 		return
 	}
@@ -546,6 +552,9 @@ func (r *Recording) End(exitCode *int) {
 	}
 	switch {
 	case r.failErr != nil:
+		// What was queued before is written; the last event says why the
+		// rest is not there.
+		r.queueEvent('m', []byte("truncated: "+r.failErr.Error()), false)
 	case exitCode != nil:
 		r.append('m', []byte("exit "+strconv.Itoa(*exitCode)), false)
 		c := *exitCode
@@ -572,7 +581,10 @@ func (r *Recording) write() {
 		out   []byte
 	)
 	flush := func() {
-		if len(out) == 0 || r.Truncated() != nil {
+		r.mu.Lock()
+		stop := r.diskErr
+		r.mu.Unlock()
+		if len(out) == 0 || stop {
 			out = out[:0]
 			return
 		}
@@ -580,6 +592,7 @@ func (r *Recording) write() {
 		r.mu.Lock()
 		r.written += int64(n)
 		if err != nil {
+			r.diskErr = true
 			r.s.m.Errors.Inc()
 			r.fail(fmt.Errorf("writing the recording: %w", err))
 		}
@@ -645,10 +658,13 @@ func encodeEvent(b []byte, kind byte, t float64, data []byte) []byte {
 // span blocks).
 type eventReader struct {
 	blocks [][]byte
+	own    [][]byte // blocks' backing array
 	tmp    []byte
 }
 
-func (q *eventReader) reset(b [][]byte) { q.blocks = b }
+// reset starts on a batch; the reader consumes its own copy of the
+// blocks' headers, so that the batch keeps the whole blocks to give back.
+func (q *eventReader) reset(b [][]byte) { q.own = append(q.own[:0], b...); q.blocks = q.own }
 
 // take returns the next n bytes, valid until the next call.
 func (q *eventReader) take(n int) ([]byte, bool) {

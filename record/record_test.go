@@ -164,6 +164,14 @@ func TestTruncated(t *testing.T) {
 	if !md.Truncated || md.Reason == "" || strings.Contains(output(evs), "after") || testutil.ToFloat64(m.Truncated) != 1 {
 		t.Errorf("a truncated recording: %+v, %d events", md, len(evs))
 	}
+	// What the queue had taken is there, a prefix, and the last event
+	// says why the rest is not.
+	if out := output(evs); len(out) == 0 || strings.Trim(out, "x") != "" || len(out)%100 != 0 {
+		t.Errorf("the kept prefix: %d bytes", len(out))
+	}
+	if last := evs[len(evs)-1]; last[1] != "m" || !strings.HasPrefix(last[2].(string), "truncated: ") {
+		t.Errorf("last event %v", last)
+	}
 }
 
 // TestReopen: a recording a crash left active is marked ended and
@@ -235,4 +243,24 @@ func FuzzJSONString(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestBlocksReturned: after a flood, the blocks given back are whole.
+func TestBlocksReturned(t *testing.T) {
+	s, _ := newStore(t, Config{})
+	r, err := s.Start(Meta{ID: "b1", Session: "b1", StartedAt: time.Now()}, Header{Width: 80, Height: 24}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		r.Output(bytes.Repeat([]byte("z"), 10000))
+	}
+	r.End(nil)
+	for range len(freeBlocks) {
+		b := <-freeBlocks
+		if cap(b) != blockSize || len(b) != 0 {
+			t.Fatalf("a free block of len %d cap %d", len(b), cap(b))
+		}
+		defer putBlock(b)
+	}
 }

@@ -126,7 +126,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	handler := a.Handler()
 	var peers *cluster.Cluster
 	if cfg.Peers != "" {
-		if peers, err = cluster.New(cluster.Config{Node: cfg.Node, Peers: cfg.Peers, Token: cfg.Token, Log: log,
+		scheme := "http"
+		if cfg.TLSCert != "" {
+			scheme = "https" // peers found by DNS serve as this one does
+		}
+		if peers, err = cluster.New(cluster.Config{Node: cfg.Node, Peers: cfg.Peers, Token: cfg.Token, Scheme: scheme, Log: log,
 			Metrics: cluster.NewMetrics(reg)}); err != nil {
 			stopContainers()
 			return err
