@@ -11,7 +11,7 @@
 // authenticated by its owner as any request is, with the client's own
 // credentials, so no replica trusts a request it cannot authenticate. The
 // client's address travels in X-Forwarded-For, believed only when the
-// connection comes from a known peer.
+// connection comes from a known peer with its proof (an HMAC of the token).
 package cluster
 
 import (
