@@ -187,9 +187,7 @@ func (a *attachStream) run(ctx context.Context) error {
 	// nothing, even without a replay, and no output of its own input.
 	att, err := a.src.Attach(a.join, a.cut)
 	if err != nil { // an offset dropped since Join checked it
-		a.failed.Store(true)
-		st := wsproto.InternalError(err)
-		a.Finish(ctx, &st)
+		a.fail(ctx, err)
 		return nil
 	}
 	defer att.Detach()

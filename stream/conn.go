@@ -120,6 +120,22 @@ func (c *client) exited(code *int) {
 	}
 }
 
+// fail ends a stream whose work failed after it began (a start, a wait,
+// a required recording): the status says why, and the session's result is
+// an error.
+func (c *client) fail(ctx context.Context, err error) {
+	c.failed.Store(true)
+	st := wsproto.InternalError(err)
+	c.Finish(ctx, &st)
+}
+
+// startFailed is fail for a process that could not start.
+func (c *client) startFailed(ctx context.Context, err error) {
+	c.km.Error(metrics.ReasonStart)
+	c.log.Warn("exec failed to start", "error", err)
+	c.fail(ctx, err)
+}
+
 // input counts client payload bytes for the process or port: the one
 // place they pass.
 func (c *client) input(p []byte) {

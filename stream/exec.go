@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"gateway/container"
-	"gateway/metrics"
 	"gateway/session"
 	"gateway/stream/wsproto"
 )
@@ -262,11 +261,7 @@ func (e *execStream) run(ctx context.Context) error {
 	e.proc = proc
 	e.mu.Unlock()
 	if err != nil {
-		e.km.Error(metrics.ReasonStart)
-		e.log.Warn("exec failed to start", "error", err)
-		e.failed.Store(true)
-		st := wsproto.InternalError(err)
-		e.Finish(ctx, &st)
+		e.startFailed(ctx, err)
 		return nil
 	}
 	stop := context.AfterFunc(ctx, proc.Terminate)
@@ -292,9 +287,7 @@ func (e *execStream) run(ctx context.Context) error {
 	proc.Close()
 	e.stdin.close()
 	if err != nil {
-		e.failed.Store(true)
-		st := wsproto.InternalError(err)
-		e.Finish(ctx, &st)
+		e.fail(ctx, err)
 		return nil
 	}
 	e.exited(&code)

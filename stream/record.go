@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"gateway/container"
 	"gateway/record"
 	"gateway/session"
-	"gateway/stream/wsproto"
 )
 
 // Recording and the audit trail: the one place a stream's session is
@@ -86,14 +84,6 @@ func (c *client) record(ctr *container.Container, command []string, tty bool, si
 	c.sess.SetRecorder(rec)
 	c.log.Debug("recording", "recording", rec.ID())
 	return nil
-}
-
-// fail ends a stream that could not start as it must (its required
-// recording): the status says why.
-func (c *client) fail(ctx context.Context, err error) {
-	c.failed.Store(true)
-	st := wsproto.InternalError(err)
-	c.Finish(ctx, &st)
 }
 
 // from notes who sent the request, for the trail.

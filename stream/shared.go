@@ -128,11 +128,7 @@ func (e *sharedExec) run(ctx context.Context) error {
 	e.job = job
 	e.mu.Unlock()
 	if err != nil {
-		e.km.Error(metrics.ReasonStart)
-		e.log.Warn("exec failed to start", "error", err)
-		e.failed.Store(true)
-		st := wsproto.InternalError(err)
-		e.Finish(ctx, &st)
+		e.startFailed(ctx, err)
 		return nil
 	}
 	e.src = job
