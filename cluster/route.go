@@ -172,6 +172,19 @@ const ownerCacheMax = 4096
 
 // lookup asks every peer whether it holds the item.
 func (c *Cluster) lookup(ctx context.Context, kind, id string) (owners []*Peer, down []string) {
+	down = c.askPeers(ctx, "HEAD", "/api/v1/"+kind+"/"+url.PathEscape(id), "", func(p *Peer, resp *http.Response) bool {
+		if resp.StatusCode == http.StatusOK {
+			owners = append(owners, p)
+		}
+		return resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNotFound
+	})
+	return owners, down
+}
+
+// askPeers makes the same call to every peer that is up, at once, and
+// hands each answer to took (one at a time), which reports whether the
+// peer answered as it should; it returns the peers down, or that did not.
+func (c *Cluster) askPeers(ctx context.Context, method, path, accept string, took func(*Peer, *http.Response) bool) (down []string) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, p := range c.Peers() {
@@ -182,21 +195,16 @@ func (c *Cluster) lookup(ctx context.Context, kind, id string) (owners []*Peer, 
 			continue
 		}
 		wg.Go(func() {
-			resp, err := c.call(ctx, p, "HEAD", "/api/v1/"+kind+"/"+url.PathEscape(id), "")
+			resp, err := c.call(ctx, p, method, path, accept)
 			mu.Lock()
 			defer mu.Unlock()
-			switch {
-			case err != nil:
-				down = append(down, p.Node())
-			case resp.StatusCode == http.StatusOK:
-				owners = append(owners, p)
-			case resp.StatusCode != http.StatusNotFound:
+			if err != nil || !took(p, resp) {
 				down = append(down, p.Node())
 			}
 		})
 	}
 	wg.Wait()
-	return owners, down
+	return down
 }
 
 // call makes the replica's own request to a peer, with the token.
@@ -336,29 +344,14 @@ func (c *Cluster) gather(w http.ResponseWriter, r *http.Request, h http.Handler)
 	}
 	lists := []json.RawMessage{rec.body.Bytes()}
 	nodes := []string{c.cfg.Node}
-	var down []string
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, p := range c.Peers() {
-		if !p.Up() {
-			mu.Lock()
-			down = append(down, p.Node())
-			mu.Unlock()
-			continue
+	down := c.askPeers(r.Context(), "GET", r.URL.RequestURI(), r.Header.Get("Accept"), func(p *Peer, resp *http.Response) bool {
+		if resp.StatusCode != http.StatusOK {
+			return false
 		}
-		wg.Go(func() {
-			resp, err := c.call(r.Context(), p, "GET", r.URL.RequestURI(), r.Header.Get("Accept"))
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil || resp.StatusCode != http.StatusOK {
-				down = append(down, p.Node())
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			lists, nodes = append(lists, b), append(nodes, p.Node())
-		})
-	}
-	wg.Wait()
+		b, _ := io.ReadAll(resp.Body)
+		lists, nodes = append(lists, b), append(nodes, p.Node())
+		return true
+	})
 	out, err := merge(lists, nodes, down, r.URL.Path)
 	if err != nil {
 		rec.copyTo(w)
