@@ -38,17 +38,12 @@ func (b *bench) kubectlPFThroughput() error {
 		return nil
 	}
 	n, bs := b.o.pfBytes, b.o.bufSize
-	resDown, resUp := make(chan srvResult, 4), make(chan srvResult, 4)
-	downSrv, err := startServer(downloadHandler(n, bs, b.o.timeout, resDown))
+	tr, err := b.startTransfers(nil)
 	if err != nil {
 		return err
 	}
-	defer downSrv.close()
-	upSrv, err := startServer(uploadHandler(n, bs, b.o.timeout, resUp))
-	if err != nil {
-		return err
-	}
-	defer upSrv.close()
+	defer tr.close()
+	downSrv, upSrv := tr.down, tr.up
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
 	home, _ := os.MkdirTemp("", "gwload-kubectl-")
@@ -84,10 +79,7 @@ func (b *bench) kubectlPFThroughput() error {
 	fmt.Printf("one connection, %d bytes each way (the random pattern, checked), %d reps rotating: through kubectl port-forward (SPDY\n"+
 		"inside a WebSocket, kubectl pid %d, its CPU counted with the gateway's), through the gateway's own tunnel (%s), and directly\n", n, b.o.reps, kp.pid, v4.Name)
 	d := pfDialer(bs)
-	down := func(a *arm, start func() (flow, error)) *arm {
-		return readArm(a, n, start, func() checker { return &downloadCheck{newPatCheck(), resDown, n} })
-	}
-	up := func(a *arm, start func() (flow, error)) *arm { return uploadArm(a, n, bs, start, resUp) }
+	down, up := tr.download, tr.upload
 	res, err := b.measure(b.o.reps,
 		down(&arm{name: "kubectl download", proc: b.gw.proc}, tcpStarter(local[downSrv.port], bs, b.o.timeout)),
 		down(&arm{name: "tunnel download", what: "the gateway's v4 tunnel", proc: b.gw.proc}, b.gw.tunnelFlow(b.ctx, d, downSrv.port)),

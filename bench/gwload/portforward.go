@@ -163,6 +163,48 @@ func downloadHandler(n int64, bufSize int, timeout time.Duration, res chan<- srv
 	}
 }
 
+// transfers are a download and an upload server, PF-BYTES each way (see
+// downloadHandler and uploadHandler), and the arms that check them.
+type transfers struct {
+	down, up       *tcpServer
+	resDown, resUp chan srvResult
+	n              int64
+	bs             int
+}
+
+// startTransfers starts them, their handlers wrapped by wrap if not nil.
+func (b *bench) startTransfers(wrap func(func(net.Conn)) func(net.Conn)) (*transfers, error) {
+	if wrap == nil {
+		wrap = func(h func(net.Conn)) func(net.Conn) { return h }
+	}
+	t := &transfers{resDown: make(chan srvResult, 4), resUp: make(chan srvResult, 4), n: b.o.pfBytes, bs: b.o.bufSize}
+	var err error
+	if t.down, err = startServer(wrap(downloadHandler(t.n, t.bs, b.o.timeout, t.resDown))); err != nil {
+		return nil, err
+	}
+	if t.up, err = startServer(wrap(uploadHandler(t.n, t.bs, b.o.timeout, t.resUp))); err != nil {
+		t.down.close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *transfers) close() {
+	t.down.close()
+	t.up.close()
+}
+
+// download is a's run: a download, checked byte for byte and against the
+// server's count.
+func (t *transfers) download(a *arm, start func() (flow, error)) *arm {
+	return readArm(a, t.n, start, func() checker { return &downloadCheck{newPatCheck(), t.resDown, t.n} })
+}
+
+// upload is a's run: an upload, timed to the server's count.
+func (t *transfers) upload(a *arm, start func() (flow, error)) *arm {
+	return uploadArm(a, t.n, t.bs, start, t.resUp)
+}
+
 // lingering has a handler wait, once done, for the client to close
 // before closing: websockify drops what it still queues for its client
 // when the target closes.
@@ -245,17 +287,12 @@ func (b *bench) pfThroughput() error {
 		return err
 	}
 	n, bs := b.o.pfBytes, b.o.bufSize
-	resDown, resUp := make(chan srvResult, 4), make(chan srvResult, 4)
-	downSrv, err := startServer(downloadHandler(n, bs, b.o.timeout, resDown))
+	tr, err := b.startTransfers(nil)
 	if err != nil {
 		return err
 	}
-	defer downSrv.close()
-	upSrv, err := startServer(uploadHandler(n, bs, b.o.timeout, resUp))
-	if err != nil {
-		return err
-	}
-	defer upSrv.close()
+	defer tr.close()
+	downSrv, upSrv := tr.down, tr.up
 	relayDown, err := b.startRelay(downSrv.addr())
 	if err != nil {
 		return err
@@ -274,10 +311,7 @@ func (b *bench) pfThroughput() error {
 		n, b.o.reps, downSrv.port, bs, bs, upSrv.port, v4.Name, pfSandbox)
 	relay := fmt.Sprintf("a bare TCP relay process (read/write, %d-byte buffers)", bs)
 	d := pfDialer(bs)
-	down := func(a *arm, start func() (flow, error)) *arm {
-		return readArm(a, n, start, func() checker { return &downloadCheck{newPatCheck(), resDown, n} })
-	}
-	up := func(a *arm, start func() (flow, error)) *arm { return uploadArm(a, n, bs, start, resUp) }
+	down, up := tr.download, tr.upload
 	arms := []*arm{
 		down(&arm{name: "gateway download", proc: b.gw.proc}, b.gw.tunnelFlow(b.ctx, d, downSrv.port)),
 		down(&arm{name: "direct download", what: "direct loopback TCP"}, tcpStarter(downSrv.addr(), bs, b.o.timeout)),
@@ -292,17 +326,12 @@ func (b *bench) pfThroughput() error {
 	// raw bytes in binary messages, which the gateway speaks too. Its
 	// servers wait for the client to close (see lingering), and the client
 	// closes once it has what it waits for.
-	rawDown, rawUp := make(chan srvResult, 4), make(chan srvResult, 4)
-	lDown, err := startServer(lingering(downloadHandler(n, bs, b.o.timeout, rawDown)))
+	raw, err := b.startTransfers(lingering)
 	if err != nil {
 		return err
 	}
-	defer lDown.close()
-	lUp, err := startServer(lingering(uploadHandler(n, bs, b.o.timeout, rawUp)))
-	if err != nil {
-		return err
-	}
-	defer lUp.close()
+	defer raw.close()
+	lDown, lUp := raw.down, raw.up
 	wsDown, err := b.startWebsockify(lDown.addr())
 	if err != nil {
 		return err
@@ -317,10 +346,7 @@ func (b *bench) pfThroughput() error {
 		defer b.disown(wsDown.proc)
 		defer b.disown(wsUp.proc)
 		fmt.Println("websockify: the same transfers through websockify's binary protocol, beside the gateway's (binary subprotocol, one port)")
-		rdown := func(a *arm, start func() (flow, error)) *arm {
-			return readArm(a, n, start, func() checker { return &downloadCheck{newPatCheck(), rawDown, n} })
-		}
-		rup := func(a *arm, start func() (flow, error)) *arm { return uploadArm(a, n, bs, start, rawUp) }
+		rdown, rup := raw.download, raw.upload
 		arms = append(arms,
 			rdown(&arm{name: "gateway raw download", what: "the gateway, binary subprotocol", proc: b.gw.proc}, limited(b.rawGatewayFlow(lDown.port), n)),
 			rdown(&arm{name: "websockify download", what: "websockify", proc: wsDown.proc}, limited(rawTunnelFlow("ws://"+wsDown.addr+"/", nil, bs, b.o.timeout), n)),
