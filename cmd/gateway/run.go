@@ -244,6 +244,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if werr := streams.Wait(sctx); werr != nil {
 		log.Warn("close streams", "error", werr)
 	}
+	// Every recording's writer has synced its file by now (sessions end
+	// theirs); wait for the last to return.
+	if recordings.Store != nil {
+		recordings.Store.Wait()
+	}
 	// Streams this replica relays to their owners go on until they end or
 	// the shutdown's time is up.
 	if peers != nil {
@@ -381,7 +386,8 @@ func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
 	log.Info("profiles served", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
-	return func() { srv.Close() }, nil
+	return func() { srv.Close(); <-done }, nil
 }
