@@ -61,17 +61,36 @@ func (sc *sharedClient) readUntil(want string) {
 	sc.t.Helper()
 	sc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for !strings.Contains(sc.out.String(), want) {
-		_, data, err := sc.c.ReadMessage()
-		if err != nil {
+		if err := sc.readOne(); err != nil {
 			sc.t.Fatalf("waiting for %q: %v; got %q", want, err, sc.out.String())
 		}
-		if len(data) > 0 && (data[0] == 1 || data[0] == 2) {
-			sc.out.Write(data[1:])
-		}
-		if len(data) > 0 && data[0] == byte(wsproto.Info) {
-			var info wsproto.SessionInfo
-			json.Unmarshal(data[1:], &info)
-			sc.later = append(sc.later, info)
+	}
+}
+
+// readOne reads one message: output, or an info frame after the first.
+func (sc *sharedClient) readOne() error {
+	_, data, err := sc.c.ReadMessage()
+	if err != nil {
+		return err
+	}
+	if len(data) > 0 && (data[0] == 1 || data[0] == 2) {
+		sc.out.Write(data[1:])
+	}
+	if len(data) > 0 && data[0] == byte(wsproto.Info) {
+		var info wsproto.SessionInfo
+		json.Unmarshal(data[1:], &info)
+		sc.later = append(sc.later, info)
+	}
+	return nil
+}
+
+// readUntilInfo reads until an info frame comes after the first.
+func (sc *sharedClient) readUntilInfo() {
+	sc.t.Helper()
+	sc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for n := len(sc.later); len(sc.later) == n; {
+		if err := sc.readOne(); err != nil {
+			sc.t.Fatalf("waiting for an info frame: %v", err)
 		}
 	}
 }
@@ -214,6 +233,7 @@ func TestSharedScreen(t *testing.T) {
 	// A resize by one client reaches the other as an info frame, where it
 	// falls in the output.
 	first.c.WriteMessage(websocket.BinaryMessage, append([]byte{4}, `{"Width":50,"Height":12}`...))
+	first.readUntilInfo() // applied: the input below comes after it
 	second.c.WriteMessage(websocket.BinaryMessage, []byte("\x00abc\r"))
 	first.readUntil("got abc")
 	second.readUntil("got abc")
