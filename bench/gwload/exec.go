@@ -390,6 +390,35 @@ func (b *bench) ttySetupRate() error {
 		}})
 }
 
+// busySetupRate is tty-setup-rate's one-at-a-time measurement on servers
+// that each hold IDLE idle tty sessions meanwhile: what a session's start
+// and end cost when many others are open (the exit of one process must not
+// cost work for every other).
+func (b *bench) busySetupRate() error {
+	cri, err := b.criEndpoint()
+	if err != nil {
+		return err
+	}
+	n, idle := b.o.sessions, b.o.idle
+	tty := execReq{Command: []string{"true"}, Stdin: true, Stdout: true, TTY: true}
+	var held []*held
+	defer func() { closeHeld(held) }()
+	for _, e := range []*endpoint{b.gw, cri} {
+		hs, err := e.openSessions(b.ctx, dialer(e.proto, 4096, 4096), idleReq, idle, b.o.idleConc)
+		held = append(held, hs...)
+		if err != nil {
+			return fmt.Errorf("%s: opening %d idle sessions: %w", e.name, idle, err)
+		}
+	}
+	fmt.Printf("%d exec sessions of \"true\" (tty=1 stdin=1 stdout=1) in a row, each read to its close frame, one at a time, through\n"+
+		"the gateway and the CRI library while each holds %d idle tty sessions of \"sleep\" open (held for the whole scenario);\n"+
+		"%d reps rotating; ceiling: fork/execs of \"true\" in a pty by gwload\n", n, idle, b.o.reps)
+	return b.setupRates(setupSpec{name: "busy-setup-rate", item: "session", n: n, concs: []int{1},
+		arms: func(conc int) []*arm {
+			return []*arm{b.sessionsArm(b.gw, "gateway", tty, n, conc), b.spawnArm(true, n, conc), b.sessionsArm(cri, "cri", tty, n, conc)}
+		}})
+}
+
 // The gateway's arms of tty-setup-rate and tty-idle-open beside its main
 // one.
 const (

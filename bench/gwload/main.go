@@ -73,6 +73,7 @@ var scenarios = []struct {
 	{"echo-latency", (*bench).echoLatency},
 	{"setup-rate", (*bench).setupRate},
 	{"tty-setup-rate", (*bench).ttySetupRate},
+	{"busy-setup-rate", (*bench).busySetupRate},
 	{"idle-rss", (*bench).idleRSS},
 	{"tty-idle-open", (*bench).ttyIdleOpen},
 	{"detached-rss", (*bench).detachedRSS},
@@ -120,6 +121,8 @@ Scenarios:
   tty-setup-rate   the same with tty=1 stdin=1, one at a time and SETUP-CONCURRENCY at a time; beside setup-rate's sessions
                    (target >= 0.9 of their rate) and the CRI library's (target >= 1.5); ceiling: fork/exec of "true" in a pty;
                    the client sends its size at once, as kubectl does, and the gateway is measured once more without it
+  busy-setup-rate  tty-setup-rate's sessions one at a time while the gateway and the CRI library each hold IDLE idle tty
+                   sessions open; ceiling: fork/exec of "true" in a pty
   idle-rss         IDLE idle "sleep" sessions (tty, stdin) held open; VmRSS delta per session of a fresh gateway (and CRI
                    server); reference: a bare process holding as many ptys with one blocked reader goroutine each
   tty-idle-open    IDLE idle "sleep" sessions (tty, stdin) opened IDLE-CONCURRENCY at a time, until the server has started
@@ -263,7 +266,7 @@ func run(ctx context.Context, args []string) error {
 	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 	fmt.Printf("gwload: %s, GOMAXPROCS %d, NumCPU %d, %s, open files %d (hard %d)\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), kernel(), lim.Cur, lim.Max)
-	need := map[string]int{"many-sessions": 3*o.many/2 + 64, "soak": 2*o.soakSessions + 64, "idle-rss": o.idle + 64, "tty-idle-open": o.idle + 64, "pf-idle-rss": 2*o.idle + 64, "attach-fanout": slices.Max(fanout) + 64}
+	need := map[string]int{"many-sessions": 3*o.many/2 + 64, "soak": 2*o.soakSessions + 64, "idle-rss": o.idle + 64, "tty-idle-open": o.idle + 64, "busy-setup-rate": 2*o.idle + 64, "pf-idle-rss": 2*o.idle + 64, "attach-fanout": slices.Max(fanout) + 64}
 	for name, n := range need {
 		if scen[name] && int(lim.Cur) < n {
 			return fmt.Errorf("%s needs %d open files and the limit is %d: raise ulimit -n", name, n, lim.Cur)
