@@ -23,6 +23,11 @@ func (r *resizes) handle(c *client, payload []byte, apply func(wsproto.TerminalS
 	if r.dead {
 		return
 	}
+	// encoding/json takes 5 to 8 KiB of stack, which readLoop would keep.
+	onFreshStack(func() { r.decode(c, payload, apply) })
+}
+
+func (r *resizes) decode(c *client, payload []byte, apply func(wsproto.TerminalSize)) {
 	err := r.dec.Decode(payload, func(sz wsproto.TerminalSize) {
 		if err := sz.Validate(); err != nil {
 			c.km.Error(metrics.ReasonBadResize)

@@ -183,9 +183,13 @@ func (f *forwardStream) run(ctx context.Context) error {
 // until the remote closes; client bytes go through the port's input queue.
 func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 	defer fp.in.close() // client bytes for a finished port are dropped
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	conn, err := f.sb.Dial(dctx, fp.port)
-	cancel()
+	var conn net.Conn
+	var err error
+	onFreshStack(func() { // a dial needs 5 to 8 KiB of stack
+		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		conn, err = f.sb.Dial(dctx, fp.port)
+		cancel()
+	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return

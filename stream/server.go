@@ -266,15 +266,21 @@ func (s *Server) newClient(sess *session.Session, proto wsproto.Protocol) *clien
 // serve runs a client's transport as its session, on a goroutine of the
 // Server's: metrics, registry and the closing log line. It returns at
 // once.
+//
+// The log line and the audit record are written here, on the caller's
+// goroutine, which is about to end: writing them takes 5 to 8 KiB of
+// stack, which the stream's goroutine would otherwise keep for its whole
+// life (a parked goroutine's stack shrinks only to four times what its
+// parked frames use).
 func (s *Server) serve(c *client, onFrame FrameHandler, work func(context.Context) error) {
+	start := time.Now()
+	if c.shared.Load() == nil { // a client joining a shared exec is not a session of its own
+		c.km.Active.Inc()
+		c.sess.Activate(c.t)
+		c.log.Info("session opened", "remote", c.sess.RemoteAddr)
+		c.auditStart()
+	}
 	s.streams.Go(func() {
-		start := time.Now()
-		if c.shared.Load() == nil { // a client joining a shared exec is not a session of its own
-			c.km.Active.Inc()
-			c.sess.Activate(c.t)
-			c.log.Info("session opened", "remote", c.sess.RemoteAddr)
-			c.auditStart()
-		}
 		c.t.Run(onFrame, work, func(cause error) { c.ended(cause, start) })
 	})
 }
