@@ -153,7 +153,7 @@ const (
 	// into it, large ones mostly go straight from our buffers (writev).
 	writeBufferSize = 512
 	// readBufferSize is what each stream keeps for reading while idle.
-	readBufferSize = 1 << 10
+	readBufferSize = 256
 )
 
 // negotiate picks an upgrade request's subprotocol, in the client's
