@@ -433,6 +433,12 @@ func TestScrollback(t *testing.T) {
 	if !slices.EqualFunc(got, want, func(a, b Chunk) bool { return a.Stream == b.Stream && bytes.Equal(a.Data, b.Data) }) {
 		t.Errorf("snapshot %+v, want %+v", got, want)
 	}
+	// tail: the last bytes of every stream, in order, across blocks.
+	for n, want := range map[int]string{0: "", 4: "hijk", 7: "efghijk", 10: "bcdefghijk", 50: "bcdefghijk"} {
+		if got := string(s.tail(n)); got != want {
+			t.Errorf("tail(%d) = %q, want %q", n, got, want)
+		}
+	}
 	s.append(Stderr, []byte("0123456789XY"))
 	if got := s.snapshot(); len(got) != 1 || string(got[0].Data) != "23456789XY" || s.size != 10 {
 		t.Errorf("after a write over the limit: %+v size %d", got, s.size)

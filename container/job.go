@@ -80,6 +80,10 @@ func (j *Job) CheckJoin(join Join) error {
 	return j.out.check(join)
 }
 
+// Tail returns a copy of the last n bytes of output it keeps for joins
+// (at most JobConfig.Keep), of every stream, as they came.
+func (j *Job) Tail(n int) []byte { return j.out.tail(n) }
+
 // Done is closed once the job has ended.
 func (j *Job) Done() <-chan struct{} { return j.done }
 

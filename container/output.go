@@ -114,6 +114,21 @@ func (s *scrollback) append(st Stream, p []byte) {
 	}
 }
 
+// tail returns a copy of the last n bytes kept, of every stream, in the
+// order they came.
+func (s *scrollback) tail(n int) []byte {
+	out := make([]byte, min(n, s.size))
+	i := len(out)
+	for k := len(s.blocks) - 1; k >= 0 && i > 0; k-- {
+		d := s.blocks[k].data
+		if len(d) > i {
+			d = d[len(d)-i:]
+		}
+		i -= copy(out[i-len(d):i], d)
+	}
+	return out
+}
+
 // compact gives back the blocks' spare room: the kept bytes of each run of
 // one stream's blocks move into blocks of their exact size (up to
 // scrollbackBlock each), and new blocks start small again.
@@ -355,6 +370,13 @@ func (o *output) check(j Join) error {
 }
 
 // restore is the output that draws the screen as it is. o.mu is held.
+// tail returns the last n bytes of output kept.
+func (o *output) tail(n int) []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.scroll.tail(n)
+}
+
 func (o *output) restore() []byte { return o.term.AppendRestore(nil) }
 
 // resize follows a resize of the pty: the screen takes the size, and the

@@ -119,6 +119,7 @@ func (r *Registry) Register(kind Kind, target, remoteAddr string) (*Session, err
 func (r *Registry) finished(s *Session) {
 	r.mu.Lock()
 	r.closed = append(r.closed, s)
+	s.ownOutput()
 	s.keptLen = s.outputLen()
 	r.kept += s.keptLen
 	for i := 0; r.kept > max(r.cfg.ClosedOutput, 0) && i < len(r.closed); i++ {

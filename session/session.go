@@ -52,10 +52,11 @@ type Session struct {
 	RemoteAddr string
 	CreatedAt  time.Time
 
-	bytesIn  atomic.Int64                // client to process or port
-	bytesOut atomic.Int64                // process or port to client
-	output   atomic.Pointer[ring.Buffer] // most recent output; nil once dropped (see Config.ClosedOutput)
-	rec      atomic.Pointer[recorder]    // its recording, if any
+	bytesIn  atomic.Int64                       // client to process or port
+	bytesOut atomic.Int64                       // process or port to client
+	output   atomic.Pointer[ring.Buffer]        // most recent output; nil once dropped (see Config.ClosedOutput)
+	tail     atomic.Pointer[func(n int) []byte] // where the recent output is kept instead, until it finishes (OutputFrom)
+	rec      atomic.Pointer[recorder]           // its recording, if any
 
 	reg     *Registry
 	keptLen int // the output it kept when it closed (the registry's, under its mu)
@@ -252,7 +253,7 @@ func (s *Session) RecordIn(p []byte) {
 // them in the session's output buffer and records them.
 func (s *Session) RecordOut(p []byte) {
 	s.bytesOut.Add(int64(len(p)))
-	if b := s.output.Load(); b != nil {
+	if b := s.output.Load(); b != nil && s.tail.Load() == nil {
 		b.Write(p)
 	}
 	if r := s.rec.Load(); r != nil {
@@ -263,10 +264,38 @@ func (s *Session) RecordOut(p []byte) {
 // Output returns a copy of the most recent output (none once the
 // registry dropped it: see Config.ClosedOutput).
 func (s *Session) Output() []byte {
+	if t := s.tail.Load(); t != nil {
+		return (*t)(s.reg.cfg.OutputBuffer)
+	}
 	if b := s.output.Load(); b != nil {
 		return b.Bytes()
 	}
 	return nil
+}
+
+// OutputFrom makes tail the session's recent output: tail(n) returns the
+// last n bytes of output, kept elsewhere (a shared exec's job keeps more
+// than the session does, for joins, and a detached shell need not hold
+// them twice). kept is the most tail can return: below the session's own
+// buffer size, OutputFrom does nothing. When the session finishes, what
+// tail returns then is copied into the session's own buffer and tail is
+// let go.
+func (s *Session) OutputFrom(tail func(n int) []byte, kept int) {
+	if kept >= s.reg.cfg.OutputBuffer {
+		s.tail.Store(&tail)
+	}
+}
+
+// ownOutput ends OutputFrom: the tail becomes the session's own buffer.
+func (s *Session) ownOutput() {
+	t := s.tail.Load()
+	if t == nil {
+		return
+	}
+	b := ring.New(s.reg.cfg.OutputBuffer)
+	b.Write((*t)(s.reg.cfg.OutputBuffer))
+	s.output.Store(b)
+	s.tail.Store(nil)
 }
 
 // outputLen is how many bytes of output the session keeps.

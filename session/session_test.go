@@ -319,3 +319,38 @@ func TestClosedOutputBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputFrom: a session whose output is kept elsewhere serves the
+// last OutputBuffer bytes from there and keeps none of its own until it
+// finishes; then it owns a copy. A source that keeps less than the
+// session's buffer is not used.
+func TestOutputFrom(t *testing.T) {
+	r := NewRegistry(Config{MaxSessions: 10, Retention: time.Minute, History: 10, OutputBuffer: 8, ClosedOutput: 100})
+	var kept []byte
+	tail := func(n int) []byte { return bytes.Clone(kept[max(len(kept)-n, 0):]) }
+	s, _ := r.Register(Exec, "c", "")
+	s.OutputFrom(tail, 1000)
+	for _, p := range []string{"hello, ", "world", "!"} {
+		kept = append(kept, p...)
+		s.RecordOut([]byte(p))
+	}
+	if got := string(s.Output()); got != ", world!" {
+		t.Errorf("Output() = %q, want %q", got, ", world!")
+	}
+	if n := s.output.Load().Len(); n != 0 {
+		t.Errorf("the session kept %d bytes of its own", n)
+	}
+	s.Finish(nil)
+	kept = []byte("changed after the end")
+	if got := string(s.Output()); got != ", world!" {
+		t.Errorf("after Finish, Output() = %q, want %q", got, ", world!")
+	}
+
+	small, _ := r.Register(Exec, "c", "")
+	small.OutputFrom(tail, 4)
+	small.RecordOut([]byte("abc"))
+	if got := string(small.Output()); got != "abc" {
+		t.Errorf("with a small source, Output() = %q, want %q", got, "abc")
+	}
+	small.Finish(nil)
+}

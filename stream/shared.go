@@ -132,7 +132,8 @@ func (e *sharedExec) run(ctx context.Context) error {
 		return nil
 	}
 	e.src = job
-	att, _ := job.Attach(container.Live, e.cut) // nothing is published before Run
+	e.sess.OutputFrom(job.Tail, s.cfg.SharedKeep) // the job keeps its output for joins already
+	att, _ := job.Attach(container.Live, e.cut)   // nothing is published before Run
 	defer att.Detach()
 	sh := s.share(e.client, job, e.detach)
 	if e.opts.Stdin {
