@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -216,6 +217,12 @@ func TestSharedScreen(t *testing.T) {
 	c.WriteMessage(websocket.BinaryMessage, append([]byte{4}, `{"Width":40,"Height":10}`...))
 	first := readInfo(t, c)
 	first.readUntil("hello screen")
+	// The client sends its size after the upgrade, so it may reach the
+	// gateway after the process started: then an info frame says when it
+	// applied, and the join must come after that.
+	for first.info.Cols != 40 && !slices.ContainsFunc(first.later, func(i wsproto.SessionInfo) bool { return i.Cols == 40 }) {
+		first.readUntilInfo()
+	}
 
 	second := h.mustJoin(t, first.info.Session, "stdin=1&stdout=1&tty=1&info=1", nil)
 	if second.info.Join != "screen" || second.info.Cols != 40 || second.info.Rows != 10 {
