@@ -5,8 +5,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestExitWatcherMany: each of many watched children is handed to its own
@@ -91,23 +89,5 @@ func testExitWatcher(t *testing.T, others bool) {
 	w.mu.Unlock()
 	if running {
 		t.Error("the watcher's goroutine still runs with nothing watched")
-	}
-}
-
-// TestSiginfoPid: the pid read from waitid's siginfo is the child's.
-func TestSiginfoPid(t *testing.T) {
-	cmd := exec.Command("true")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var info unix.Siginfo
-	if err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got := siginfoPid(&info); got != cmd.Process.Pid {
-		t.Errorf("siginfoPid = %d, want %d", got, cmd.Process.Pid)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatal(err)
 	}
 }
