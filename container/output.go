@@ -369,7 +369,6 @@ func (o *output) check(j Join) error {
 	return nil
 }
 
-// restore is the output that draws the screen as it is. o.mu is held.
 // tail returns the last n bytes of output kept.
 func (o *output) tail(n int) []byte {
 	o.mu.Lock()
@@ -377,6 +376,7 @@ func (o *output) tail(n int) []byte {
 	return o.scroll.tail(n)
 }
 
+// restore is the output that draws the screen as it is. o.mu is held.
 func (o *output) restore() []byte { return o.term.AppendRestore(nil) }
 
 // resize follows a resize of the pty: the screen takes the size, and the

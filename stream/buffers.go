@@ -25,18 +25,3 @@ func (b *bufferPool) Put(buf []byte) {
 	}
 	b.pool.Put((*buffer)(buf[:bufferSize]))
 }
-
-// onFreshStack runs fn on a goroutine of its own and waits for it. A
-// stream's goroutines live as long as the stream and park most of that
-// time; the stack a goroutine grew to stays with it (a collection shrinks
-// a parked stack only to four times what its frames use, 4 KiB for a
-// read loop), so deep one-off work (a dial) runs here, on a stack that
-// goes back to the runtime's pool when fn returns.
-func onFreshStack(fn func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn()
-	}()
-	<-done
-}

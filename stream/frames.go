@@ -23,7 +23,7 @@ func (r *resizes) handle(c *client, payload []byte, apply func(wsproto.TerminalS
 	if r.dead {
 		return
 	}
-	// encoding/json takes 5 to 8 KiB of stack, which readLoop would keep.
+	// encoding/json would grow readLoop's stack for good (see serve).
 	onFreshStack(func() { r.decode(c, payload, apply) })
 }
 

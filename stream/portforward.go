@@ -185,7 +185,7 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 	defer fp.in.close() // client bytes for a finished port are dropped
 	var conn net.Conn
 	var err error
-	onFreshStack(func() { // a dial needs 5 to 8 KiB of stack
+	onFreshStack(func() { // a dial would grow this goroutine's stack for good
 		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 		conn, err = f.sb.Dial(dctx, fp.port)
 		cancel()
