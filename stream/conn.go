@@ -40,7 +40,8 @@ type Conn interface {
 	// wait.
 	Fail(cause error)
 	// SyncInput returns once every client frame that had reached the
-	// gateway when it was called has been handled, or after a short
+	// gateway when it was called has been handled (from a client that
+	// always sends its size first: once that size has), or after a short
 	// bound: a tty exec calls it so that a size the client has already
 	// sent applies before its process starts.
 	SyncInput(ctx context.Context)

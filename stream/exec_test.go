@@ -470,6 +470,27 @@ func TestTTYSizeInSocket(t *testing.T) {
 	}
 }
 
+// TestTTYSizeFromKubectl: kubectl sends its terminal size a moment after
+// it connects, from a goroutine of its own; its tty exec waits for that
+// size, so the program's first look at its terminal sees it.
+func TestTTYSizeFromKubectl(t *testing.T) {
+	h := newHarness(t, nil)
+	c, _, err := h.dial(t, execQuery("stdin,stdout,tty", "stty", "size"),
+		http.Header{"User-Agent": {"kubectl/v1.37.2 (linux/amd64) kubernetes/0000000"}}, "v5.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(50 * time.Millisecond) // later than the process would start
+	if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{4}, `{"Width":123,"Height":45}`...)); err != nil {
+		t.Fatal(err)
+	}
+	msgs, ce := readUntilClose(t, c)
+	if got := strings.TrimSpace(collect(t, msgs, 1)); got != "45 123" || ce.Code != 1000 {
+		t.Errorf("stty size printed %q (close %v), want 45 123", got, ce)
+	}
+}
+
 // TestTTYStartsAtOnce: a tty exec whose client sends no size starts its
 // process at once at 80x24, as the kubelet does, and a size sent later
 // applies as it comes. Ten such sessions in a row take far less than the

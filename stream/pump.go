@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +85,8 @@ type Pump struct {
 	out        chan outFrame // to writeLoop; never closed
 	readDone   chan struct{} // closed when readLoop returns
 	lastActive atomic.Int64  // unix nanoseconds of the last data frame either way
+
+	sized chan struct{} // closed when the first resize was handled; nil unless the client always sends one (see sendsSize)
 
 	b         *baton      // the right to write; ended once the conn is closed
 	pingDue   atomic.Bool // the ping timer fired
@@ -254,11 +258,33 @@ func (p *Pump) release(f outFrame) {
 }
 
 // SyncInput implements Conn for connections from a Listener; elsewhere it
-// returns at once.
+// returns at once. The first size of a client known to send one (see
+// sendsSize) is waited for instead, at most syncInputMax, as spdyConn
+// waits.
 func (p *Pump) SyncInput(ctx context.Context) {
+	if p.sized != nil {
+		t := time.NewTimer(syncInputMax)
+		defer t.Stop()
+		select {
+		case <-p.sized:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		return
+	}
 	if w := watched(p.conn.NetConn()); w != nil {
 		w.caughtUp(ctx, syncInputMax)
 	}
+}
+
+// sendsSize reports whether the client always sends its terminal size
+// right after it connects, when it asks for a tty: kubectl does (it asks
+// for a tty only when its own input and output are terminals, and sends
+// their size then), but a moment later, from a goroutine of its own, so
+// the size may not have reached the gateway when the stream starts. Other
+// clients may send none, and their process starts at once.
+func sendsSize(r *http.Request) bool {
+	return strings.HasPrefix(r.UserAgent(), "kubectl/")
 }
 
 // syncInputMax bounds SyncInput, for a reader held up by a full input
@@ -279,6 +305,7 @@ func (p *Pump) readLoop(onFrame FrameHandler) error {
 	p.conn.SetCloseHandler(p.onClose)
 	hctx := handlerCtx{p.ctx}
 	var msg []byte
+	sized := false
 	for {
 		typ, r, err := p.conn.NextReader()
 		if err != nil {
@@ -309,6 +336,10 @@ func (p *Pump) readLoop(onFrame FrameHandler) error {
 			p.onAck(f)
 		} else if err := onFrame(hctx, f); err != nil {
 			return err
+		}
+		if f.Channel == wsproto.Resize && p.sized != nil && !sized {
+			close(p.sized)
+			sized = true
 		}
 		if cap(msg) > 4*readChunk { // do not keep a huge paste around
 			msg = nil

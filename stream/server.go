@@ -220,6 +220,9 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, sess *session.S
 	c := s.newClient(sess, proto)
 	c.km.Opened(metrics.TransportWebSocket)
 	p := s.newPump(conn, fc, proto, c.km, c.log)
+	if sendsSize(r) {
+		p.sized = make(chan struct{})
+	}
 	if flow {
 		p.flow = newFlowControl()
 	}

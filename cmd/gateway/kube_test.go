@@ -105,14 +105,25 @@ func (k *kubectl) onPty(rows, cols uint16, args ...string) (*os.File, func() err
 // readTo reads r until re matches what came; it returns what came.
 func readTo(t *testing.T, r io.Reader, re *regexp.Regexp) string {
 	t.Helper()
-	var got bytes.Buffer
+	var (
+		mu  sync.Mutex // the reader may still write got when the wait ends
+		got bytes.Buffer
+	)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		buf := make([]byte, 4096)
-		for !re.Match(got.Bytes()) {
+		for {
+			mu.Lock()
+			matched := re.Match(got.Bytes())
+			mu.Unlock()
+			if matched {
+				return
+			}
 			n, err := r.Read(buf)
+			mu.Lock()
 			got.Write(buf[:n])
+			mu.Unlock()
 			if err != nil {
 				return
 			}
@@ -121,6 +132,8 @@ func readTo(t *testing.T, r io.Reader, re *regexp.Regexp) string {
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
+		mu.Lock()
+		defer mu.Unlock()
 		t.Fatalf("waiting for %s, got %q", re, got.String())
 	}
 	if !re.Match(got.Bytes()) {
