@@ -414,7 +414,7 @@ func TestStopTTYShell(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := rt.Shutdown(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v; %s", err, rt.exits.describe())
 	}
 	if code := c.Info().ExitCode; code == nil || *code == 128+9 {
 		t.Errorf("exit code %v: the shell needed SIGKILL", code)

@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -14,8 +15,8 @@ import (
 
 // exitWatcher learns that child processes exited without a thread blocked
 // in wait for each (os/exec's Wait blocks one OS thread per process until
-// it exits). One goroutine waits for SIGCHLD and checks the watched
-// processes with waitid(WNOWAIT); the exited ones are handed to their
+// it exits). One goroutine waits for SIGCHLD and asks which children
+// exited with waitid(WNOWAIT); the exited ones are handed to their
 // callback, which reaps them at once. The goroutine runs only while some
 // process is watched. Each Runtime owns one, for the processes it starts,
 // and it also keeps count of the process groups still to be killed after
@@ -67,20 +68,64 @@ func (w *exitWatcher) loop(sig <-chan os.Signal, stop <-chan struct{}) {
 	for {
 		select {
 		case <-sig:
-			var exited []func()
-			w.mu.Lock()
-			for pid := range w.procs {
-				exited = w.checkLocked(pid, exited)
-			}
-			w.stopIfIdleLocked()
-			w.mu.Unlock()
-			for _, f := range exited { // outside the lock: they reap, and may signal
-				f()
-			}
+			w.collect()
 		case <-stop:
 			return
 		}
 	}
+}
+
+// collect hands every exited child to its callback. It asks the kernel
+// which children exited (waitid on any child, without reaping), so an
+// exit costs the same with one process watched or thousands; each
+// callback reaps its process, and the next ask finds the next one. A
+// child it does not watch (started but not watched yet, or someone
+// else's) would be found again and again: then it checks each watched
+// process instead, as often as it must.
+func (w *exitWatcher) collect() {
+	last := 0
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if err != nil || info.Signo == 0 {
+			break // no child has exited (or there are none)
+		}
+		pid := siginfoPid(&info)
+		w.mu.Lock()
+		onExit, ok := w.procs[pid]
+		if !ok || pid == last { // not ours, or its callback did not reap it
+			w.mu.Unlock()
+			w.checkAll()
+			return
+		}
+		delete(w.procs, pid)
+		w.stopIfIdleLocked()
+		w.mu.Unlock()
+		onExit() // outside the lock: it reaps, and may signal
+		last = pid
+	}
+}
+
+// checkAll looks at each watched process in turn.
+func (w *exitWatcher) checkAll() {
+	var exited []func()
+	w.mu.Lock()
+	for pid := range w.procs {
+		exited = w.checkLocked(pid, exited)
+	}
+	w.stopIfIdleLocked()
+	w.mu.Unlock()
+	for _, f := range exited {
+		f()
+	}
+}
+
+// siginfoPid returns si_pid of a child's siginfo: the first field of the
+// union after three ints, which starts at a multiple of the pointer size.
+func siginfoPid(info *unix.Siginfo) int {
+	const ptr = unsafe.Sizeof(uintptr(0))
+	off := (3*unsafe.Sizeof(int32(0)) + ptr - 1) &^ (ptr - 1)
+	return int(*(*int32)(unsafe.Add(unsafe.Pointer(info), off)))
 }
 
 // stopIfIdleLocked stops the goroutine once no process is watched. w.mu

@@ -1,10 +1,18 @@
 package container
 
 import (
+	"bytes"
+	"fmt"
+	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"gateway/internal/procfs"
 )
 
 // TestExitWatcherMany: each of many watched children is handed to its own
@@ -90,4 +98,42 @@ func testExitWatcher(t *testing.T, others bool) {
 	if running {
 		t.Error("the watcher's goroutine still runs with nothing watched")
 	}
+}
+
+// TestSiginfoPid: the pid read from waitid's siginfo is the child's.
+func TestSiginfoPid(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := siginfoPid(&info); got != cmd.Process.Pid {
+		t.Errorf("siginfoPid = %d, want %d", got, cmd.Process.Pid)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// describe tells a failing test what the watcher holds: each watched
+// process and its state in /proc, the kills and sweeps still pending, and
+// whether its goroutine runs.
+func (w *exitWatcher) describe() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "watcher: running %v, %d kills pending, %d sessions to sweep (timer set %v); watched:", w.running, w.pendingKills, len(w.sweeps), w.sweepTimer != nil)
+	for pid := range w.procs {
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		fmt.Fprintf(&b, " %d (%s)", pid, bytes.TrimSpace(stat))
+	}
+	for _, p := range procfs.All() {
+		if p.PPid == os.Getpid() {
+			fmt.Fprintf(&b, "; child %d state %s", p.Pid, p.State)
+		}
+	}
+	return b.String()
 }
