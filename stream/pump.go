@@ -263,13 +263,7 @@ func (p *Pump) release(f outFrame) {
 // waits.
 func (p *Pump) SyncInput(ctx context.Context) {
 	if p.sized != nil {
-		t := time.NewTimer(syncInputMax)
-		defer t.Stop()
-		select {
-		case <-p.sized:
-		case <-t.C:
-		case <-ctx.Done():
-		}
+		waitSized(ctx, p.sized)
 		return
 	}
 	if w := watched(p.conn.NetConn()); w != nil {
@@ -291,6 +285,18 @@ func sendsSize(r *http.Request) bool {
 // queue (a client that sent much input before its process exists).
 const syncInputMax = 250 * time.Millisecond
 
+// waitSized waits until sized is closed (the client's first size was
+// handled), at most syncInputMax, or until ctx ends.
+func waitSized(ctx context.Context, sized <-chan struct{}) {
+	t := time.NewTimer(syncInputMax)
+	defer t.Stop()
+	select {
+	case <-sized:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 func (p *Pump) touch() { p.lastActive.Store(time.Now().UnixNano()) }
 
 // readLoop does every read of the conn until the client leaves, the conn is
@@ -305,7 +311,7 @@ func (p *Pump) readLoop(onFrame FrameHandler) error {
 	p.conn.SetCloseHandler(p.onClose)
 	hctx := handlerCtx{p.ctx}
 	var msg []byte
-	sized := false
+	sized := p.sized // closed at the first resize, then nil
 	for {
 		typ, r, err := p.conn.NextReader()
 		if err != nil {
@@ -337,9 +343,9 @@ func (p *Pump) readLoop(onFrame FrameHandler) error {
 		} else if err := onFrame(hctx, f); err != nil {
 			return err
 		}
-		if f.Channel == wsproto.Resize && p.sized != nil && !sized {
-			close(p.sized)
-			sized = true
+		if f.Channel == wsproto.Resize && sized != nil {
+			close(sized)
+			sized = nil
 		}
 		if cap(msg) > 4*readChunk { // do not keep a huge paste around
 			msg = nil

@@ -224,15 +224,7 @@ func (c *spdyConn) Finish(ctx context.Context, st *wsproto.Status) bool {
 // SyncInput implements Conn: a client with a tty sends its size on the
 // resize stream as soon as it exists; this waits for that first size, at
 // most syncInputMax.
-func (c *spdyConn) SyncInput(ctx context.Context) {
-	t := time.NewTimer(syncInputMax)
-	defer t.Stop()
-	select {
-	case <-c.sized:
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
+func (c *spdyConn) SyncInput(ctx context.Context) { waitSized(ctx, c.sized) }
 
 // Run waits for the client's streams, then runs the readers and work until
 // the stream ends (see Pump.Run for the contract). At a normal end the
