@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(cfg, stderr)
 	raiseFileLimit(log, cfg.MaxSessions)
+	tuneGC(getenv)
 
 	generated := false
 	if cfg.Token == "" {
