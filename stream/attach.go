@@ -161,6 +161,9 @@ type attachInput struct {
 	done <-chan struct{}
 }
 
+// keepsInput: the process's stdin queue holds p (see keeper).
+func (attachInput) keepsInput() {}
+
 func (in attachInput) Write(p []byte) (int, error) {
 	if err := in.a.src.WriteStdin(p, in.done); err != nil {
 		return 0, err
