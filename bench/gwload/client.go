@@ -547,7 +547,7 @@ func (b *bench) idleArm(e *endpoint, s idleSpec) *arm {
 		}
 		var rss1 int64
 		if err == nil {
-			time.Sleep(2 * time.Second)
+			time.Sleep(b.o.idleSettle)
 			rss1, err = vmRSS(e.pid)
 		}
 		if err != nil {

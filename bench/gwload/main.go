@@ -49,6 +49,7 @@ type options struct {
 	sessions               int
 	setupConc              int
 	idle, idleConc         int
+	idleSettle             time.Duration
 	timeout                time.Duration
 	cpuProfile             string
 	fanout                 string
@@ -190,6 +191,7 @@ func parseFlags(args []string) (options, []string, error) {
 	fs.IntVar(&o.setupConc, "setup-concurrency", 8, "sessions set up at once in tty-setup-rate's second measurement (the first is one at a time)")
 	fs.IntVar(&o.idle, "idle", 1000, "idle sessions held open in idle-rss and opened in tty-idle-open, and idle tunnels in pf-idle-rss")
 	fs.IntVar(&o.idleConc, "idle-concurrency", 16, "sessions (tunnels) opened at once in idle-rss, tty-idle-open and pf-idle-rss")
+	fs.DurationVar(&o.idleSettle, "idle-settle", 2*time.Second, "how long idle sessions (tunnels) are held before VmRSS is read in idle-rss and pf-idle-rss")
 	fs.StringVar(&o.fanout, "fanout", "1,10,100", "attacher counts K of attach-fanout, comma-separated")
 	fs.Int64Var(&o.fanoutBytes, "fanout-bytes", 64<<20, "bytes the attach-fanout main process writes (each attacher receives them all)")
 	fs.Int64Var(&o.pfBytes, "pf-bytes", 256<<20, "bytes each way through the tunnel in pf-throughput")
