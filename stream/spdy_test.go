@@ -27,6 +27,7 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 
+	"gateway/internal/proctest"
 	"gateway/metrics"
 )
 
@@ -78,7 +79,7 @@ func TestSPDYExec(t *testing.T) {
 	outR, outW := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- h.spdyExec(t, "/exec/box?"+execQuery("stdin,stdout,tty", "sh", "-c", "stty size; read x; stty size"),
+		done <- h.spdyExec(t, "/exec/box?"+execQuery("stdin,stdout,tty", "sh", "-c", "stty size; while read x; do stty size; done"),
 			remotecommand.StreamOptions{Stdin: stdinR, Stdout: outW, Tty: true, TerminalSizeQueue: q})
 		outW.Close()
 		close(q)
@@ -93,11 +94,13 @@ func TestSPDYExec(t *testing.T) {
 		got.Write(buf[:n])
 	}
 	q <- &remotecommand.TerminalSize{Width: 77, Height: 11}
-	time.Sleep(100 * time.Millisecond) // the resize lands before the newline
-	stdinW.Write([]byte("\n"))
-	rest, _ := io.ReadAll(outR)
-	if err := <-done; err != nil || !strings.Contains(string(rest), "11 77") {
-		t.Errorf("after the resize: %q %v", rest, err)
+	proctest.NudgeUntil(t, stdinW, outR, "11 77") // the resize and the input travel apart
+	stdinW.Write([]byte("\x04"))                  // the end of input: the loop ends
+	if _, err := io.ReadAll(outR); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("after the resize: %v", err)
 	}
 	stdinW.Close()
 	if v := testutil.ToFloat64(h.metrics.SessionsOpened.WithLabelValues("exec", metrics.TransportSPDY)); v != 3 {

@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
+
+	"gateway/internal/proctest"
 )
 
 const (
@@ -143,7 +145,7 @@ func TestExecResize(t *testing.T) {
 			outR, outW := io.Pipe()
 			done := make(chan error, 1)
 			go func() {
-				done <- g.exec(ctx, proto, "box", []string{"sh", "-c", "read x; stty size; read x; stty size"},
+				done <- g.exec(ctx, proto, "box", []string{"sh", "-c", "while read x; do stty size; done"},
 					remotecommand.StreamOptions{Stdin: stdinR, Stdout: outW, Tty: true, TerminalSizeQueue: sizes})
 				outW.Close()
 				close(sizes)
@@ -152,30 +154,17 @@ func TestExecResize(t *testing.T) {
 			// sends its first size just after the upgrade: the size applies
 			// as it comes (TestTTYSizeInSocket, in package stream, checks
 			// that a size already received applies before the start).
-			time.Sleep(100 * time.Millisecond)
-			stdinW.Write([]byte("\n"))
-			ls := lines(outR)
-			got := ""
-			for got == "" { // the tty echoes the newline first
-				got = strings.TrimSpace(<-ls)
-			}
-			if got != "45 123" {
-				t.Fatalf("first stty size = %q, want 45 123", got)
-			}
+			proctest.NudgeUntil(t, stdinW, outR, "45 123")
 			sizes <- &remotecommand.TerminalSize{Width: 77, Height: 11}
-			time.Sleep(100 * time.Millisecond) // let the resize land before the newline
-			stdinW.Write([]byte("\n"))
-			var rest []string
-			for l := range ls {
-				rest = append(rest, strings.TrimSpace(l))
+			proctest.NudgeUntil(t, stdinW, outR, "11 77")
+			stdinW.Write([]byte("\x04")) // the end of input: the loop ends
+			if _, err := io.Copy(io.Discard, outR); err != nil {
+				t.Fatal(err)
 			}
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
 			stdinW.Close()
-			if len(rest) == 0 || rest[len(rest)-1] != "11 77" {
-				t.Errorf("after resize: %q, want 11 77 last", rest)
-			}
 		})
 	}
 }

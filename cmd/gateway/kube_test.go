@@ -24,6 +24,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"gateway/internal/proctest"
 	"gateway/internal/tooltest"
 )
 
@@ -213,14 +214,14 @@ func TestKubectlExec(t *testing.T) {
 				!strings.HasPrefix(out, hex.EncodeToString(sum[:])) {
 				t.Errorf("1 MiB of stdin: %q %d %s", out, code, errOut)
 			}
-			master, wait := k.onPty(33, 101, "exec", "-it", "host", "--", "sh", "-c", "stty size; read x; stty size")
+			master, wait := k.onPty(33, 101, "exec", "-it", "host", "--", "sh", "-c", "stty size; while read x; do stty size; done")
 			readTo(t, master, regexp.MustCompile(`33 101`))
 			if err := pty.Setsize(master, &pty.Winsize{Rows: 40, Cols: 120}); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(200 * time.Millisecond) // kubectl's SIGWINCH, then its resize, before the newline
-			master.Write([]byte("\n"))
-			readTo(t, master, regexp.MustCompile(`40 120`))
+			// kubectl's SIGWINCH, then its resize, race the newlines.
+			proctest.NudgeUntil(t, master, master, "40 120")
+			master.Write([]byte("\x04")) // the end of input: the loop ends
 			if err := wait(); err != nil {
 				t.Errorf("kubectl exec -it: %v", err)
 			}
