@@ -236,7 +236,7 @@ func TestFaultStalledClients(t *testing.T) {
 	}
 	fast.WriteMessage(websocket.BinaryMessage, []byte("\x00go\n"))
 	seq := &seqChecker{next: 1}
-	var cut, closed time.Time
+	var cut, closed, polled time.Time
 	fast.SetReadDeadline(time.Now().Add(40 * time.Second))
 	for closed.IsZero() || time.Since(closed) < time.Second {
 		_, m, err := fast.ReadMessage()
@@ -244,6 +244,13 @@ func TestFaultStalledClients(t *testing.T) {
 			t.Fatalf("fast attacher: %v", err)
 		}
 		seq.feed(t, m[1:])
+		// The API is asked every 20 ms, not at each message: a reader that
+		// made two requests per message would fall behind on a slow
+		// machine and be cut too.
+		if time.Since(polled) < 20*time.Millisecond {
+			continue
+		}
+		polled = time.Now()
 		if cut.IsZero() && strings.Contains(g.metricsText(t), `gateway_stream_errors_total{kind="attach",reason="slow_consumer"} 1`) {
 			cut = time.Now()
 		}
