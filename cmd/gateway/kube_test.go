@@ -436,19 +436,6 @@ func TestKubectlLogs(t *testing.T) {
 	attach := g.dialWS(t, "/api/v1/containers/talker/attach?stdin=1&replay=0", "v5.channel.k8s.io")
 	// A line said before kubectl follows is not its to show (--tail 0):
 	// say it until kubectl shows it.
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			attach.WriteMessage(2, []byte("\x00hello from the test\n"))
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	readTo(t, pr, regexp.MustCompile(`said hello from the test\n`))
-	close(stop)
-	<-stopped
+	proctest.SendUntil(t, func() error { return attach.WriteMessage(2, []byte("\x00hello from the test\n")) },
+		pr, "said hello from the test\n")
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -184,11 +185,8 @@ func TestRecording(t *testing.T) {
 		// resize came after the start (and after some output, maybe), and
 		// was recorded then.
 		size := fmt.Sprintf("%vx%v", hdr["width"], hdr["height"])
-		for _, ev := range evs {
-			if size == "80x24" && ev[1] == "r" {
-				size = ev[2].(string)
-				break
-			}
+		if i := slices.IndexFunc(evs, func(ev [3]any) bool { return ev[1] == "r" }); size == "80x24" && i >= 0 {
+			size = evs[i][2].(string)
 		}
 		if hdr["version"] != 2.0 || size != "100x30" || hdr["title"] != r.session ||
 			hdr["env"].(map[string]any)["TERM"] != "xterm-256color" || !strings.Contains(hdr["command"].(string), "base64") {

@@ -1,6 +1,7 @@
 // Package proctest inspects processes through /proc, for tests that check
-// that no child is left running or unreaped, and gives test binaries an
-// environment of their own.
+// that no child is left running or unreaped, gives test binaries an
+// environment of their own, and repeats input to a process until its
+// output shows it took effect.
 package proctest
 
 import (
