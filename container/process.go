@@ -65,6 +65,7 @@ type Process struct {
 	waitErr error         // set before exited is closed
 
 	mu          sync.Mutex
+	afterExit   []*func() // see AfterExit; nil once exited
 	terminating bool
 	killTimer   *time.Timer // the SIGKILL after the grace; nil once it is done
 	stdinClosed bool
@@ -139,22 +140,70 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, exits *exit
 	return p, nil
 }
 
-// drainGrace is how long output is still read after a process exits, for
+// DrainGrace is how long output is still read after a process exits, for
 // children that keep it open.
-const drainGrace = 2 * time.Second
+const DrainGrace = 2 * time.Second
 
 // exit runs when the process has exited, on the exit watcher's goroutine:
 // it is reaped (at once: it is gone), output a lingering child keeps open
-// is read for drainGrace more, then its readers stop. If it was being
+// is read for DrainGrace more, then its readers stop. If it was being
 // terminated and nothing is left of it, the SIGKILL is called off.
 func (p *Process) exit() {
 	p.waitErr = p.cmd.Wait()
-	p.StopReadingAfter(drainGrace)
+	p.StopReadingAfter(DrainGrace)
 	close(p.exited)
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	hooks := p.afterExit
+	p.afterExit = nil
 	if p.killTimer != nil {
 		p.callOffKillIfGone()
+	}
+	p.mu.Unlock()
+	for _, f := range hooks {
+		if f != nil {
+			(*f)()
+		}
+	}
+}
+
+// AfterExit arranges for fn to run, on the exit watcher's goroutine (it
+// must not block), once the process has exited and been reaped; at once,
+// on this goroutine, if it already has. stop cancels that, and reports
+// whether it did, as for context.AfterFunc. A reader that waits for the
+// process's output without a goroutine of its own (see package park)
+// learns this way that the output may now end only at its deadline.
+func (p *Process) AfterExit(fn func()) (stop func() bool) {
+	p.mu.Lock()
+	select {
+	case <-p.exited:
+		p.mu.Unlock()
+		fn()
+		return func() bool { return false }
+	default:
+	}
+	key := &fn
+	p.afterExit = append(p.afterExit, key)
+	p.mu.Unlock()
+	return func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for i, f := range p.afterExit {
+			if f == key {
+				p.afterExit[i] = nil
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// Exited reports whether the process has exited and been reaped.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -304,7 +353,7 @@ func (p *Process) Wait() (int, error) {
 }
 
 // StopReadingAfter sets a read deadline on the output files. The process
-// sets one of drainGrace when it exits, so that output still held open by
+// sets one of DrainGrace when it exits, so that output still held open by
 // a lingering child does not keep a reader waiting forever; this moves it.
 func (p *Process) StopReadingAfter(d time.Duration) {
 	t := time.Now().Add(d)

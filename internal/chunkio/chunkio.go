@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,9 +37,22 @@ func Read(f syscall.Conn, pool BufferPool, fn func(buf []byte, n int) error) err
 // a frame header, say): data is read into buf[headroom:], and fn receives
 // the whole buffer with n bytes at buf[headroom:headroom+n].
 func ReadAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n int) error) error {
+	_, err := readAt(f, pool, headroom, fn, false)
+	return err
+}
+
+// ReadReady is ReadAt without the waiting: it reads what f holds now and
+// reports empty once a read finds nothing (f is open, and its end has not
+// come), so that the caller can wait for f another way (see package
+// park). It returns as ReadAt does at the end of file or an error.
+func ReadReady(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n int) error) (empty bool, err error) {
+	return readAt(f, pool, headroom, fn, true)
+}
+
+func readAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n int) error, nowait bool) (empty bool, err error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return err
+		return false, err
 	}
 	var (
 		buf  []byte
@@ -64,11 +78,11 @@ func ReadAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n
 	}
 	draining := false
 	for {
-		if draining {
+		if draining || nowait {
 			empty := false
 			err = rc.Control(func(fd uintptr) { empty = !read(fd) })
 			if err == nil && empty {
-				return nil
+				return nowait && !draining, nil
 			}
 		} else {
 			err = rc.Read(read)
@@ -83,22 +97,22 @@ func ReadAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n
 				draining = true
 				continue
 			}
-			return closedError(f, err)
+			return false, closedError(f, err)
 		}
 		if rerr == unix.EIO || (rerr == nil && n == 0) {
 			pool.Put(buf)
 			buf = nil
-			return nil
+			return false, nil
 		}
 		if rerr != nil {
 			pool.Put(buf)
 			buf = nil
-			return rerr
+			return false, rerr
 		}
 		b := buf
 		buf = nil
 		if err := fn(b, n); err != nil {
-			return err
+			return false, err
 		}
 	}
 }
@@ -164,4 +178,30 @@ func AppendAll(buf []byte, r io.Reader) ([]byte, error) {
 			return buf, err
 		}
 	}
+}
+
+// Deadliner is a file or socket with a read deadline.
+type Deadliner interface {
+	syscall.Conn
+	SetReadDeadline(t time.Time) error
+}
+
+// WaitReadable waits, in Go's poller, at most d for f to become readable
+// (or hung up, or closed), and reports whether it did; it then sets f's
+// read deadline to restore.
+func WaitReadable(f Deadliner, d time.Duration, restore time.Time) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	if err := f.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return false
+	}
+	err = rc.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return err == nil && n > 0
+	})
+	_ = f.SetReadDeadline(restore)
+	return err == nil
 }

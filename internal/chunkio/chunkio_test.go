@@ -461,3 +461,38 @@ func TestAppendAllError(t *testing.T) {
 		t.Fatalf("got %q, %v; want %q and the reader's error", got, err, "abc")
 	}
 }
+
+// ReadReady reads what is there, reports empty instead of waiting, and
+// reports the end of file as Read does: a pipe's, and a pty's EIO.
+func TestReadReady(t *testing.T) {
+	r, w := pipe(t)
+	pool, c := &countingPool{size: 4}, &collector{}
+	empty, err := ReadReady(r, pool, 0, c.fn)
+	if !empty || err != nil {
+		t.Fatalf("ReadReady on an empty pipe: empty %v, %v; want true, nil", empty, err)
+	}
+	if _, err := io.WriteString(w, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if empty, err = ReadReady(r, pool, 0, c.fn); !empty || err != nil {
+		t.Fatalf("ReadReady with 5 bytes: empty %v, %v; want true, nil", empty, err)
+	}
+	if got, n := c.got(); got != "hello" || n != 2 { // 4 bytes a buffer
+		t.Fatalf("fn got %q in %d chunks, want %q in 2", got, n, "hello")
+	}
+	w.Close()
+	if empty, err = ReadReady(r, pool, 0, c.fn); empty || err != nil {
+		t.Fatalf("ReadReady at the end of the pipe: empty %v, %v; want false, nil", empty, err)
+	}
+
+	master, tty, err := ptyio.Open(80, 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	tty.Close()
+	if empty, err = ReadReady(master, pool, 0, c.fn); empty || err != nil {
+		t.Fatalf("ReadReady on a pty with no other end: empty %v, %v; want false, nil", empty, err)
+	}
+	checkBuffers(t, pool, c)
+}

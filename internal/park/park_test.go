@@ -1,0 +1,132 @@
+package park
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fd returns the descriptor of f.
+func fd(t *testing.T, f *os.File) int {
+	t.Helper()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := rc.Control(func(d uintptr) { n = int(d) }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestReadableRunsFn(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	ran := make(chan struct{})
+	pw, err := Add(fd(t, r), func() { close(ran) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Add(fd(t, r), func() {}); err == nil {
+		t.Fatal("a second Add of the same file succeeded")
+	}
+	select {
+	case <-ran:
+		t.Fatal("fn ran before the file was readable")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if got := Parked(); got != 1 {
+		t.Fatalf("Parked() = %d, want 1", got)
+	}
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	<-ran
+	pw.Wake() // after the fire: nothing more runs
+	if got := Parked(); got != 0 {
+		t.Fatalf("Parked() = %d after the fire, want 0", got)
+	}
+}
+
+func TestWakeRunsFnOnce(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	runs := make(chan int, 4)
+	pw, err := Add(fd(t, r), func() { runs <- 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw.Wake()
+	pw.Wake()
+	<-runs
+	if _, err := w.Write([]byte("x")); err != nil { // readable now, but no longer parked
+		t.Fatal(err)
+	}
+	select {
+	case <-runs:
+		t.Fatal("fn ran twice")
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func TestHangupRunsFn(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ran := make(chan struct{})
+	if _, err := Add(fd(t, r), func() { close(ran) }); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	<-ran
+}
+
+// Many files parked and readied in turn: each fn runs once, and the loop
+// ends when the last is gone (goleak checks).
+func TestMany(t *testing.T) {
+	const n = 200
+	var pipes [n][2]*os.File
+	done := make(chan int, n)
+	for i := range pipes {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pipes[i] = [2]*os.File{r, w}
+		if _, err := Add(fd(t, r), func() { done <- i }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[int]bool{}
+	for i := range pipes {
+		if _, err := pipes[i][1].Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		i := <-done
+		if seen[i] {
+			t.Fatalf("fn %d ran twice", i)
+		}
+		seen[i] = true
+	}
+	for _, p := range pipes {
+		p[0].Close()
+		p[1].Close()
+	}
+}
