@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"gateway/internal/park"
 )
 
 // Kinds are the session kinds (the "kind" label).
@@ -190,6 +192,10 @@ func New(reg prometheus.Registerer, containerStates func() map[string]int) *Metr
 	reg.MustRegister(m.SessionsActive, m.SessionsTotal, m.StreamBytes, m.SessionDuration, m.StreamErrors, m.SessionsOpened,
 		m.SessionsDetached, m.Viewers, m.ViewOnlyIgnored, m.Shares,
 		m.RecordingsActive, m.RecordingBytes, m.RecordingErrors, m.RecordingsTruncated,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gateway_streams_resting",
+			Help: "Quiet client connections and process outputs parked in the gateway's own poller, holding no goroutine.",
+		}, func() float64 { return float64(park.Parked()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),

@@ -215,7 +215,13 @@ func (c *client) ready(ctx context.Context, stdout, stderr bool) bool {
 // Without deliver the bytes are read and dropped, so the process never
 // blocks on them.
 func (c *client) pumpOutput(ctx context.Context, src syscall.Conn, ch wsproto.Channel, deliver bool) error {
-	err := chunkio.ReadAt(src, c.bufs, 1, func(buf []byte, n int) error {
+	return readEnd(ctx, chunkio.ReadAt(src, c.bufs, 1, c.emitter(ctx, ch, deliver)))
+}
+
+// emitter is the chunkio function that sends each chunk read on ch (or
+// drops it, without deliver).
+func (c *client) emitter(ctx context.Context, ch wsproto.Channel, deliver bool) func(buf []byte, n int) error {
+	return func(buf []byte, n int) error {
 		if !deliver {
 			c.bufs.Put(buf)
 			return nil
@@ -224,16 +230,26 @@ func (c *client) pumpOutput(ctx context.Context, src syscall.Conn, ch wsproto.Ch
 			return ctx.Err()
 		}
 		return nil
-	})
+	}
+}
+
+// readEnd is why a reading ended: nil at the end of file, and when the
+// stream or the source was closed on purpose.
+func readEnd(ctx context.Context, err error) error {
 	if ctx.Err() != nil || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
-		return nil // the stream or the source was closed on purpose
+		return nil
 	}
 	return err
 }
 
 // logOutput pumps a process output and logs a failure.
 func (c *client) logOutput(ctx context.Context, f *os.File, ch wsproto.Channel, deliver bool) {
-	if err := c.pumpOutput(ctx, f, ch, deliver); err != nil {
+	c.outputEnded(ctx, ch, c.pumpOutput(ctx, f, ch, deliver))
+}
+
+// outputEnded logs why a process's output ended, when it failed.
+func (c *client) outputEnded(ctx context.Context, ch wsproto.Channel, err error) {
+	if err = readEnd(ctx, err); err != nil {
 		c.log.Warn("read process output", "channel", ch, "error", err)
 	}
 }

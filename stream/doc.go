@@ -14,9 +14,15 @@
 //
 // # The Pump
 //
-// One goroutine does every read of the WebSocket (readLoop), and calls the
-// FrameHandler, which must not block or send: readLoop is what answers
-// the client's pings. Writes are done by whoever holds the write baton
+// One goroutine at a time does every read of the WebSocket (readLoop), and
+// calls the FrameHandler, which must not block or send: readLoop is what
+// answers the client's pings. Once the client has sent no message for
+// restAfter, and gorilla holds none of its bytes, the reading rests: the
+// connection is parked in the gateway's own poller (package park), the
+// goroutine ends, and a new one reads on when the client sends something
+// (pings and pongs are answered without waking gorilla). An exec's output
+// readers rest the same way while the process is quiet, so an idle exec
+// session holds no goroutine at all. Writes are done by whoever holds the write baton
 // (baton.go): a producer that queues a frame (the goroutine reading a
 // process's output, say) writes it itself, and the ping timer or the end
 // of the stream start a writer goroutine only when no one holds it. An
@@ -30,8 +36,9 @@
 // cancelled (the client left, the API closed it, the gateway shuts down,
 // an attacher fell behind). Its session ends within stuckWriterGrace even
 // when a write is stuck on a client that does not read; that client still
-// gets the close frame if it reads within closeLinger. Pump.Run returns
-// only when all of its goroutines have.
+// gets the close frame if it reads within closeLinger. Pump.Run calls its
+// done only when all of its goroutines have returned (it may itself
+// return before, once the reading rests).
 //
 // Handlers validate a request completely before upgrading it. An error they
 // return means nothing was written to the client; the caller answers with a

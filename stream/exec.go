@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gateway/container"
+	"gateway/internal/chunkio"
+	"gateway/internal/park"
 	"gateway/session"
 	"gateway/stream/wsproto"
 )
@@ -234,9 +238,26 @@ func (e *execStream) applySize(sz wsproto.TerminalSize) {
 // run owns the process: it starts it at once (with a tty, at the size the
 // client has already sent, if any: later sizes apply as they come, as in
 // the kubelet), pumps its output, reaps it, and finishes the stream with
-// its status. When ctx ends first, the process is terminated.
+// its status. When ctx ends first, the process is terminated. Over a
+// transport that lets work rest, run returns once the process is quiet,
+// and the rest goes on on goroutines of its own (see readOutput).
 func (e *execStream) run(ctx context.Context) error {
-	defer e.stdin.close() // input that still comes is dropped
+	proc := e.start(ctx)
+	if proc == nil {
+		e.stdin.close() // input that still comes is dropped
+		return nil
+	}
+	stop := context.AfterFunc(ctx, proc.Terminate)
+	e.log.Debug("process started", "pid", proc.Pid())
+	if proc.Stdin != nil {
+		e.stdin.start(proc, e.log)
+	}
+	e.readOutput(ctx, proc, func() { e.end(ctx, proc, stop) })
+	return nil
+}
+
+// start starts the process, or reports why it could not and returns nil.
+func (e *execStream) start(ctx context.Context) *container.Process {
 	if !e.ready(ctx, e.opts.Stdout, e.opts.Stderr) {
 		return nil
 	}
@@ -246,40 +267,28 @@ func (e *execStream) run(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	spec := container.ExecSpec{Command: e.opts.Command, TTY: e.opts.TTY, Stdin: e.opts.Stdin, Stdout: e.opts.Stdout, Stderr: e.opts.Stderr}
 	if e.pendingSize != nil {
 		spec.Size = container.Size{Cols: e.pendingSize.Width, Rows: e.pendingSize.Height}
 	}
 	if err := e.record(e.c, spec.Command, spec.TTY, spec.Size); err != nil {
-		e.mu.Unlock()
 		e.fail(ctx, err)
 		return nil
 	}
 	proc, err := e.c.Exec(spec)
-	e.proc = proc
-	e.mu.Unlock()
 	if err != nil {
 		e.startFailed(ctx, err)
 		return nil
 	}
-	stop := context.AfterFunc(ctx, proc.Terminate)
-	defer stop()
-	e.log.Debug("process started", "pid", proc.Pid())
-	if proc.Stdin != nil {
-		e.stdin.start(proc, e.log)
-	}
+	e.proc = proc
+	return proc
+}
 
-	// stdout is read here; stderr, when separate, by a second goroutine.
-	var stderr sync.WaitGroup
-	if proc.Stderr != nil {
-		stderr.Go(func() { e.logOutput(ctx, proc.Stderr, wsproto.Stderr, true) })
-	}
-	if proc.Stdout != nil {
-		e.logOutput(ctx, proc.Stdout, wsproto.Stdout, e.opts.Stdout)
-	}
-	stderr.Wait()
+// end reaps the process, whose output has ended, and finishes the stream
+// with its status.
+func (e *execStream) end(ctx context.Context, proc *container.Process, stop func() bool) {
 	code, err := proc.Wait()
 	stop() // the leader is gone: Close takes care of what it left
 	// Closing the files ends a stdin write blocked on a child that keeps
@@ -288,7 +297,7 @@ func (e *execStream) run(ctx context.Context) error {
 	e.stdin.close()
 	if err != nil {
 		e.fail(ctx, err)
-		return nil
+		return
 	}
 	e.exited(&code)
 	st := wsproto.Success()
@@ -296,5 +305,103 @@ func (e *execStream) run(ctx context.Context) error {
 		st = wsproto.ExitCode(code, e.opts.Command)
 	}
 	e.Finish(ctx, &st)
-	return nil
+}
+
+// readOutput streams the process's stdout and, when separate, stderr to
+// the client, and calls then once both have ended. Over a transport that
+// lets work rest (the WebSocket Pump), each reader ends its goroutine
+// while the process is quiet (see restingOutput); elsewhere stdout is read
+// on this goroutine and stderr on a second one, and readOutput returns
+// after then.
+func (e *execStream) readOutput(ctx context.Context, proc *container.Process, then func()) {
+	type output struct {
+		f       *os.File
+		ch      wsproto.Channel
+		deliver bool
+	}
+	var outs []output
+	if proc.Stdout != nil {
+		outs = append(outs, output{proc.Stdout, wsproto.Stdout, e.opts.Stdout})
+	}
+	if proc.Stderr != nil {
+		outs = append(outs, output{proc.Stderr, wsproto.Stderr, true})
+	}
+	h, rests := e.t.(interface{ hold() func() })
+	if !rests || len(outs) == 0 {
+		var wg sync.WaitGroup
+		for _, o := range outs[min(1, len(outs)):] {
+			wg.Go(func() { e.logOutput(ctx, o.f, o.ch, o.deliver) })
+		}
+		if len(outs) > 0 {
+			e.logOutput(ctx, outs[0].f, outs[0].ch, outs[0].deliver)
+		}
+		wg.Wait()
+		then()
+		return
+	}
+	var left atomic.Int32
+	left.Store(int32(len(outs)))
+	for _, o := range outs {
+		release := h.hold()
+		e.restingOutput(ctx, proc, o.f, o.ch, o.deliver, func() {
+			if left.Add(-1) == 0 {
+				then()
+			}
+			release()
+		})
+	}
+}
+
+// restingOutput is logOutput for a process's output f that holds no
+// goroutine while the process is quiet: once f has had nothing to read
+// for restAfter, it is parked (package park) and a new goroutine reads on
+// when output comes, f ends, or the process exits (a child may then keep
+// f open: it is read the usual way, to the deadline the exit set). done
+// runs once the output has ended.
+func (e *execStream) restingOutput(ctx context.Context, proc *container.Process, f *os.File, ch wsproto.Channel, deliver bool, done func()) {
+	emit := e.emitter(ctx, ch, deliver)
+	var step func()
+	step = func() {
+		for {
+			empty, err := chunkio.ReadReady(f, e.bufs, 1, emit)
+			switch {
+			case !empty:
+				e.outputEnded(ctx, ch, err)
+			case proc.Exited() || ctx.Err() != nil:
+				proc.StopReadingAfter(container.DrainGrace) // a wait below may have moved the exit's deadline
+				e.logOutput(ctx, f, ch, deliver)
+			case chunkio.WaitReadable(f, restAfter, time.Time{}):
+				continue
+			case e.park(proc, f, step):
+				return
+			default: // cannot park: wait the usual way
+				e.logOutput(ctx, f, ch, deliver)
+			}
+			done()
+			return
+		}
+	}
+	step()
+}
+
+// park parks f until it is readable or proc exits, then runs resume on a
+// goroutine of its own; it reports false when f cannot be parked.
+func (e *execStream) park(proc *container.Process, f *os.File, resume func()) bool {
+	fd, err := sysfd(f)
+	if err != nil {
+		return false
+	}
+	var stopExit func() bool
+	ready := make(chan struct{}) // stopExit is set
+	w, err := park.Add(fd, func() {
+		<-ready
+		stopExit()
+		resume()
+	})
+	if err != nil {
+		return false
+	}
+	stopExit = proc.AfterExit(w.Wake) // at once if it has exited meanwhile
+	close(ready)
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"gateway/internal/park"
 	"gateway/internal/proctest"
 	"gateway/metrics"
 	"gateway/session"
@@ -523,5 +525,73 @@ func TestTTYStartsAtOnce(t *testing.T) {
 	// Not a speed test: the bound is what the removed wait alone cost.
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("10 tty sessions took %v: something waits before the process starts", d)
+	}
+}
+
+// TestIdleStreamsRest: idle tty execs hold no goroutine of their own:
+// their WebSocket readers and their output readers are parked (package
+// park), they stay so across the gateway's pings (answered without
+// gorilla), and input and output bring them back in order.
+func TestIdleStreamsRest(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.PingPeriod = 50 * time.Millisecond })
+	const n = 4
+	type client struct {
+		c    *websocket.Conn
+		msgs chan []byte
+	}
+	var clients []client
+	for range n {
+		c := h.mustDial(t, execQuery("stdin,stdout,tty", "cat"), "v5.channel.k8s.io")
+		cl := client{c, make(chan []byte, 64)}
+		go func() { // reading answers the pings
+			defer close(cl.msgs)
+			for {
+				_, p, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				cl.msgs <- p
+			}
+		}()
+		clients = append(clients, cl)
+	}
+	parked := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); park.Parked() < 2*n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d files parked, want %d (a reader and an output per session)", what, park.Parked(), 2*n)
+			}
+		}
+	}
+	parked("idle")
+	time.Sleep(300 * time.Millisecond) // six pings, each answered
+	parked("after pings")
+	for i, cl := range clients {
+		word := fmt.Sprintf("word%d", i)
+		if err := cl.c.WriteMessage(websocket.BinaryMessage, []byte("\x00"+word+"\n")); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		for !bytes.Contains(got, []byte(word+"\r\n"+word+"\r\n")) { // the echo, then cat's line
+			select {
+			case p, ok := <-cl.msgs:
+				if !ok {
+					t.Fatalf("session %d ended; got %q", i, got)
+				}
+				if len(p) > 0 && p[0] == 1 {
+					got = append(got, p[1:]...)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("session %d: got %q, want %q twice", i, got, word)
+			}
+		}
+	}
+	parked("idle again")
+	for _, cl := range clients {
+		if err := cl.c.WriteMessage(websocket.BinaryMessage, []byte("\x00\x04")); err != nil { // ^D: cat exits
+			t.Fatal(err)
+		}
+		for range cl.msgs {
+		}
 	}
 }

@@ -18,6 +18,14 @@ type frameCheck struct {
 	hn, need  int    // header bytes seen, and needed once the first two are in
 	remaining uint64 // payload bytes of the current frame still to come
 
+	// Where the client's messages end, for a reader that rests between
+	// them (see rests): bytes scanned, and of those, how many messages
+	// ended (final data frames complete) and the offset where the last
+	// one ended.
+	total, lastEnd int64
+	messages       int64
+	finalData      bool // the current frame ends a message
+
 	mu  sync.Mutex
 	bad string // the first violation, for the close reason
 }
@@ -31,11 +39,16 @@ func (f *frameCheck) scan(p []byte) {
 				k = f.remaining
 			}
 			f.remaining -= k
+			f.total += int64(k)
 			p = p[k:]
+			if f.remaining == 0 {
+				f.frameEnded()
+			}
 			continue
 		}
 		f.hdr[f.hn] = p[0]
 		f.hn++
+		f.total++
 		p = p[1:]
 		if f.hn == 2 {
 			f.need = 2
@@ -69,8 +82,26 @@ func (f *frameCheck) scan(p []byte) {
 		if f.hdr[0]&0x0f == 0x8 && n == 1 {
 			f.note("close frame with a one-byte payload")
 		}
+		f.finalData = f.hdr[0]&0x80 != 0 && f.hdr[0]&0x08 == 0 // FIN, not a control frame
 		f.remaining = n
+		if n == 0 {
+			f.frameEnded()
+		}
 	}
+}
+
+func (f *frameCheck) frameEnded() {
+	if f.finalData {
+		f.messages++
+		f.lastEnd = f.total
+	}
+}
+
+// rests reports whether a reader that has read read messages to their
+// end holds nothing more of the client's: every byte scanned belongs to
+// those messages.
+func (f *frameCheck) rests(read int64) bool {
+	return f.hn == 0 && f.remaining == 0 && f.messages == read && f.total == f.lastEnd
 }
 
 func (f *frameCheck) note(v string) {

@@ -5,9 +5,13 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"gateway/internal/chunkio"
+	"gateway/internal/park"
 )
 
 // Listener wraps ln so that streams on its connections can tell when they
@@ -41,6 +45,125 @@ type watchedConn struct {
 
 	mu      sync.Mutex
 	waiters []chan struct{}
+
+	// While the reader rests (see park).
+	parkMu sync.Mutex
+	parked *park.Wait
+	timer  *time.Timer // wakes it at its deadline
+	closed bool
+}
+
+// park has resume run, on a goroutine of its own, once the connection is
+// readable or hung up, once it is closed, or at deadline (zero: none): no
+// goroutine waits for the client meanwhile. The caller's reader must have
+// taken every byte the client sent (nothing is buffered above this
+// connection). It reports false, having done nothing, once the
+// connection is closed or when it cannot be parked.
+func (c *watchedConn) park(deadline time.Time, resume func()) bool {
+	fd, err := sysfd(c.TCPConn)
+	if err != nil {
+		return false
+	}
+	c.parkMu.Lock()
+	defer c.parkMu.Unlock()
+	if c.closed {
+		return false
+	}
+	w, err := park.Add(fd, func() { c.resumed(); resume() })
+	if err != nil {
+		return false
+	}
+	c.parked = w
+	if !deadline.IsZero() {
+		c.timer = time.AfterFunc(time.Until(deadline), w.Wake)
+	}
+	c.reading.Store(true) // a rest is a read waiting on the kernel, for caughtUp
+	if c.waiting.Load() {
+		c.wake()
+	}
+	return true
+}
+
+func (c *watchedConn) resumed() {
+	c.parkMu.Lock()
+	c.parked = nil
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.parkMu.Unlock()
+	c.reading.Store(false)
+}
+
+// Close closes the connection, first waking a resting reader (whose
+// descriptor must leave the park set before it is closed).
+func (c *watchedConn) Close() error {
+	c.parkMu.Lock()
+	c.closed = true
+	w := c.parked
+	c.parkMu.Unlock()
+	if w != nil {
+		w.Wake()
+	}
+	return c.TCPConn.Close()
+}
+
+// quiet waits at most d for the client to send something (or hang up)
+// and reports whether it stayed quiet; it then sets the read deadline to
+// restore.
+func (c *watchedConn) quiet(d time.Duration, restore time.Time) bool {
+	c.reading.Store(true)
+	if c.waiting.Load() {
+		c.wake()
+	}
+	defer c.reading.Store(false)
+	return !chunkio.WaitReadable(c.TCPConn, d, restore)
+}
+
+// peek copies what the kernel holds, up to len(p), without taking it.
+func (c *watchedConn) peek(p []byte) (int, error) { return c.recv(p, unix.MSG_PEEK) }
+
+// take reads up to len(p) bytes the kernel holds, without waiting.
+func (c *watchedConn) take(p []byte) (int, error) {
+	n, err := c.recv(p, 0)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *watchedConn) recv(p []byte, flags int) (int, error) {
+	rc, err := c.TCPConn.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var rerr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			n, _, rerr = unix.Recvfrom(int(fd), p, flags|unix.MSG_DONTWAIT)
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+	}); err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		n = 0
+	}
+	return n, rerr
+}
+
+// sysfd returns the descriptor of c.
+func sysfd(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	fd := -1
+	if err := rc.Control(func(d uintptr) { fd = int(d) }); err != nil {
+		return 0, err
+	}
+	return fd, nil
 }
 
 func (c *watchedConn) Read(p []byte) (int, error) {

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 
 	"gateway/internal/chunkio"
 	"gateway/metrics"
@@ -92,6 +93,18 @@ type Pump struct {
 	pingDue   atomic.Bool // the ping timer fired
 	normalEnd atomic.Bool // set before the baton ends: the stream ended normally
 	pingTimer *time.Timer
+
+	works sync.WaitGroup // work, and what it goes on with (hold)
+
+	// The reading, which may rest between messages (see rest): set by Run,
+	// then used only by the goroutine that reads.
+	onFrame     FrameHandler
+	readEnded   func(error) // the rest of Run, once the reading is over
+	msg         []byte      // the message being read
+	messages    int64       // messages read to their end
+	sizeSeen    bool        // the first resize was handled
+	deadline    time.Time   // the read deadline last set
+	lastMessage time.Time   // when the last message came (or the reading began)
 }
 
 var _ Conn = (*Pump)(nil)
@@ -120,18 +133,23 @@ func (p *Pump) Close(cause error) { p.cancel(cause) }
 func (p *Pump) Fail(cause error) { p.cancel(cause) }
 
 // Run runs readLoop (on the calling goroutine), the writer (when needed)
-// and work until they have all returned. onFrame gets each client frame,
-// on readLoop (see FrameHandler). work ends the stream normally by calling
-// Finish and returning nil; an error from work ends it at once (no
-// status). work must return soon after its context ends.
+// and work until they have all returned, then calls done. onFrame gets
+// each client frame, on readLoop (see FrameHandler). work ends the stream
+// normally by calling Finish and returning nil; an error from work ends
+// it at once (no status). work must return soon after its context ends;
+// what it goes on with on other goroutines it holds (see hold).
 //
 // ended is called once, when the stream is over for its session, with
 // nil after a normal end or the cause that ended it: when the close frame
 // has gone out, or, when a writer is stuck on a client that does not
 // read, stuckWriterGrace after the stream was cancelled. Such a client
 // still gets what was sent and then the close frame if it reads within
-// closeLinger; then its connection is dropped. Run returns after that.
-func (p *Pump) Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error)) {
+// closeLinger; then its connection is dropped.
+//
+// Run returns when the stream is over, or before, once the reading rests
+// (see rest): the reading, and what follows it, go on on goroutines of
+// their own, and done is called at the end all the same.
+func (p *Pump) Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error), done func()) {
 	var once sync.Once
 	end := func() { once.Do(func() { ended(p.cause()) }) }
 	p.pingTimer = time.AfterFunc(p.cfg.PingPeriod, p.pingFire)
@@ -153,32 +171,62 @@ func (p *Pump) Run(onFrame FrameHandler, work func(context.Context) error, ended
 		}
 		timers.Unlock()
 	})
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	p.works.Go(func() {
 		if err := work(p.ctx); err != nil {
 			p.cancel(err)
 		}
 	})
-	if err := p.readLoop(onFrame); err != nil {
-		p.cancel(err)
+	p.onFrame = onFrame
+	p.readEnded = func(err error) {
+		if err != nil {
+			p.cancel(err)
+		}
+		close(p.readDone)
+		// readLoop ends when the conn is closed: by the writer at the end, by
+		// the linger timer, or by the client, in which case the stream is
+		// cancelled just above (or was already) and a writer winds it up.
+		<-p.b.Done()
+		end()
+		stopWatch()
+		timers.Lock()
+		over = true
+		if stuck != nil {
+			stuck.Stop()
+			linger.Stop()
+		}
+		timers.Unlock()
+		p.b.wait()
+		p.works.Wait()
+		p.cancel(nil)
+		done()
 	}
-	close(p.readDone)
-	// readLoop ends when the conn is closed: by the writer at the end, by
-	// the linger timer, or by the client, in which case the stream is
-	// cancelled just above (or was already) and a writer winds it up.
-	<-p.b.Done()
-	end()
-	stopWatch()
-	timers.Lock()
-	over = true
-	if stuck != nil {
-		stuck.Stop()
-		linger.Stop()
+	p.conn.SetReadLimit(p.cfg.MaxMessageSize)
+	p.setReadDeadline()
+	p.conn.SetPongHandler(func(string) error { return p.setReadDeadline() })
+	p.conn.SetCloseHandler(p.onClose)
+	p.lastMessage = time.Now()
+	p.read()
+}
+
+// hold keeps Run from ending until release is called: for work that goes
+// on on a goroutine of its own (a process's output that rests while
+// the process is quiet). Call it from work, before work returns.
+func (p *Pump) hold() (release func()) {
+	p.works.Add(1)
+	return p.works.Done
+}
+
+// read runs readLoop, and the rest of Run once the reading is over.
+func (p *Pump) read() {
+	if err, rested := p.readLoop(); !rested {
+		p.readEnded(err)
 	}
-	timers.Unlock()
-	p.b.wait()
-	wg.Wait()
-	p.cancel(nil)
+}
+
+// setReadDeadline gives the client PongWait from now to send something.
+func (p *Pump) setReadDeadline() error {
+	p.deadline = time.Now().Add(p.cfg.PongWait)
+	return p.conn.SetReadDeadline(p.deadline)
 }
 
 // cause is why the stream ended: nil after a normal end.
@@ -300,31 +348,33 @@ func waitSized(ctx context.Context, sized <-chan struct{}) {
 func (p *Pump) touch() { p.lastActive.Store(time.Now().UnixNano()) }
 
 // readLoop does every read of the conn until the client leaves, the conn is
-// closed, or onFrame fails. It keeps reading while the stream lives, so
+// closed, or onFrame fails; or until it rests between two messages (see
+// rest), and reports so. It keeps reading while the stream lives, so
 // pings are answered even when the process is busy.
-func (p *Pump) readLoop(onFrame FrameHandler) error {
-	p.conn.SetReadLimit(p.cfg.MaxMessageSize)
-	_ = p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
-	p.conn.SetPongHandler(func(string) error {
-		return p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
-	})
-	p.conn.SetCloseHandler(p.onClose)
+func (p *Pump) readLoop() (err error, rested bool) {
 	hctx := handlerCtx{p.ctx}
-	var msg []byte
-	sized := p.sized // closed at the first resize, then nil
 	for {
+		if p.rest() {
+			return nil, true
+		}
 		typ, r, err := p.conn.NextReader()
 		if err != nil {
-			return p.readError(err)
+			return p.readError(err), false
 		}
-		if msg, err = chunkio.AppendAll(msg[:0], r); err != nil { // gorilla enforces the limit
-			return p.readError(err)
+		if p.msg, err = chunkio.AppendAll(p.msg[:0], r); err != nil { // gorilla enforces the limit
+			return p.readError(err), false
+		}
+		p.messages++
+		p.lastMessage = time.Now()
+		msg := p.msg
+		if cap(msg) > 4*readChunk { // do not keep a huge paste around
+			p.msg = nil
 		}
 		if typ == websocket.TextMessage && !utf8.Valid(msg) { // gorilla does not check
 			p.km.Error(metrics.ReasonProtocol)
-			return &protocolError{err: errors.New("a text message that is not UTF-8"), code: websocket.CloseInvalidFramePayloadData}
+			return &protocolError{err: errors.New("a text message that is not UTF-8"), code: websocket.CloseInvalidFramePayloadData}, false
 		}
-		_ = p.conn.SetReadDeadline(time.Now().Add(p.cfg.PongWait))
+		_ = p.setReadDeadline()
 		p.touch()
 		f, err := p.proto.ParseFrame(msg)
 		switch {
@@ -332,7 +382,7 @@ func (p *Pump) readLoop(onFrame FrameHandler) error {
 			continue // ignored, as by the kubelet
 		case errors.Is(err, wsproto.ErrBadCloseSignal):
 			p.km.Error(metrics.ReasonProtocol)
-			return &protocolError{err: err}
+			return &protocolError{err: err}, false
 		case err != nil: // a bad base64 frame is dropped, the stream goes on
 			p.km.Error(metrics.ReasonProtocol)
 			p.log.Warn("dropped malformed frame", "error", err)
@@ -340,17 +390,93 @@ func (p *Pump) readLoop(onFrame FrameHandler) error {
 		}
 		if f.Channel == wsproto.Ack && p.flow != nil {
 			p.onAck(f)
-		} else if err := onFrame(hctx, f); err != nil {
-			return err
+		} else if err := p.onFrame(hctx, f); err != nil {
+			return err, false
 		}
-		if f.Channel == wsproto.Resize && sized != nil {
-			close(sized)
-			sized = nil
-		}
-		if cap(msg) > 4*readChunk { // do not keep a huge paste around
-			msg = nil
+		if f.Channel == wsproto.Resize && p.sized != nil && !p.sizeSeen {
+			close(p.sized)
+			p.sizeSeen = true
 		}
 	}
+}
+
+// rest ends the reading goroutine once the client has sent no message
+// for restAfter, so that an idle stream holds none: when gorilla holds none of the client's bytes
+// (the frame scanner shows every byte read belongs to messages read to
+// their end) on a connection from a Listener, it parks the connection,
+// and read runs again on a new goroutine once the client sends something,
+// hangs up or the connection is closed (or at the read deadline, where
+// gorilla's read fails as it would have). Pings and pongs that come
+// meanwhile are answered here, without gorilla: it would read them and
+// then wait for a message. It reports whether the connection was parked.
+func (p *Pump) rest() bool {
+	ct, ok := p.conn.NetConn().(*checkedTCP)
+	if !ok || len(ct.pre) > 0 || !p.fc.rests(p.messages) {
+		return false
+	}
+	for p.ctx.Err() == nil && time.Now().Before(p.deadline) {
+		switch p.controlFrame(ct.watchedConn) {
+		case nothingSent:
+			if wait := restAfter - time.Since(p.lastMessage); wait > 0 && !ct.quiet(wait, p.deadline) {
+				continue // the client sent something: read it here
+			}
+			p.msg = nil // nothing of the goroutine's may be touched once parked
+			return ct.park(p.deadline, p.read)
+		case answered:
+			continue
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// restAfter is how long a reader waits for its client, the usual way,
+// before it rests: a busy stream keeps its goroutine, and its reads the
+// one hop from Go's poller.
+const restAfter = 200 * time.Millisecond
+
+// What the client sent next, for rest.
+const (
+	nothingSent = iota // the kernel holds nothing
+	answered           // a ping or a pong, taken and answered
+	other              // anything else: gorilla reads it
+)
+
+// controlFrame takes a ping or a pong the client sent whole, and answers
+// it as gorilla would: a ping with a pong, a pong by extending the read
+// deadline.
+func (p *Pump) controlFrame(wc *watchedConn) int {
+	var b [2 + 4 + 125]byte // header, mask key, the largest control payload
+	n, err := wc.peek(b[:])
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		return nothingSent
+	case err != nil || n < 6:
+		return other
+	}
+	op, masked, size := b[0], b[1]&0x80 != 0, int(b[1]&0x7f)
+	// Final, no reserved bits, a ping (9) or a pong (10); masked, as a
+	// client's frames are; all of it there.
+	if (op != 0x89 && op != 0x8a) || !masked || size > 125 || n < 6+size {
+		return other
+	}
+	if k, err := wc.take(b[:6+size]); err != nil || k != 6+size {
+		return other // cannot happen: the bytes were there
+	}
+	payload := b[6 : 6+size]
+	for i := range payload {
+		payload[i] ^= b[2+i%4]
+	}
+	if op == 0x8a {
+		_ = p.setReadDeadline()
+		return answered
+	}
+	err = p.conn.WriteControl(websocket.PongMessage, payload, time.Now().Add(closeGrace))
+	if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+		return other // gorilla's next read sees what is wrong
+	}
+	return answered
 }
 
 // onClose answers the client's close frame, as gorilla would (its code

@@ -189,8 +189,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, p wsproto.Protoc
 type transport interface {
 	Conn
 	session.Closer
-	// Run serves the stream until it ends; see Pump.Run.
-	Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error))
+	// Run serves the stream until it ends, then calls done; it may return
+	// before (see Pump.Run).
+	Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error), done func())
 }
 
 // open registers a session for a checked request, upgrades it to a
@@ -283,9 +284,8 @@ func (s *Server) serve(c *client, onFrame FrameHandler, work func(context.Contex
 		c.log.Info("session opened", "remote", c.sess.RemoteAddr)
 		c.auditStart()
 	}
-	s.streams.Go(func() {
-		c.t.Run(onFrame, work, func(cause error) { c.ended(cause, start) })
-	})
+	s.streams.Add(1)
+	go c.t.Run(onFrame, work, func(cause error) { c.ended(cause, start) }, s.streams.Done)
 }
 
 // onFreshStack runs fn on a goroutine of its own and waits for it: deep

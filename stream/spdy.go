@@ -230,7 +230,8 @@ func (c *spdyConn) SyncInput(ctx context.Context) { waitSized(ctx, c.sized) }
 // the stream ends (see Pump.Run for the contract). At a normal end the
 // output streams are closed, the client gets closeGrace to close the
 // connection, then the gateway closes it.
-func (c *spdyConn) Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error)) {
+func (c *spdyConn) Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error), done func()) {
+	defer done()
 	var readers sync.WaitGroup
 	defer func() {
 		c.conn.Close()
