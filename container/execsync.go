@@ -49,7 +49,7 @@ func (c *Container) ExecSync(ctx context.Context, command []string, stdin []byte
 	if timeout > 0 {
 		timer = time.AfterFunc(timeout, func() {
 			p.mu.Lock()
-			res.TimedOut = p.alive()
+			res.TimedOut = !p.Exited()
 			p.mu.Unlock()
 			p.Terminate()
 		})

@@ -290,7 +290,7 @@ func (p *Process) Terminate() {
 	}
 	p.terminating = true
 	pgid := p.cmd.Process.Pid
-	if p.alive() || p.groupAlive() {
+	if !p.Exited() || p.groupAlive() {
 		if p.pty != nil {
 			_ = unix.Kill(-pgid, unix.SIGHUP) // best effort: the group may be gone
 		}
@@ -306,18 +306,8 @@ func (p *Process) Terminate() {
 		p.mu.Unlock()
 		p.exits.killDone()
 	})
-	if !p.alive() {
+	if p.Exited() {
 		p.callOffKillIfGone()
-	}
-}
-
-// alive reports whether the leader has not exited yet.
-func (p *Process) alive() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
 	}
 }
 
@@ -327,7 +317,7 @@ func (p *Process) Kill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pgid := p.cmd.Process.Pid
-	if !p.alive() && p.exits.watching(pgid) {
+	if p.Exited() && p.exits.watching(pgid) {
 		return // the leader is gone and its id is a new process's
 	}
 	_ = unix.Kill(-pgid, unix.SIGKILL)
@@ -368,7 +358,7 @@ func (p *Process) StopReadingAfter(d time.Duration) {
 // members of its group are left (a background child), they are terminated
 // as the leader would have been.
 func (p *Process) Close() error {
-	if p.exited != nil && !p.alive() {
+	if p.exited != nil && p.Exited() {
 		p.mu.Lock()
 		left := !p.terminating && p.groupAlive()
 		p.mu.Unlock()

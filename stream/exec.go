@@ -326,15 +326,17 @@ func (e *execStream) readOutput(ctx context.Context, proc *container.Process, th
 	if proc.Stderr != nil {
 		outs = append(outs, output{proc.Stderr, wsproto.Stderr, true})
 	}
+	if len(outs) == 0 {
+		then()
+		return
+	}
 	h, rests := e.t.(interface{ hold() func() })
-	if !rests || len(outs) == 0 {
+	if !rests {
 		var wg sync.WaitGroup
-		for _, o := range outs[min(1, len(outs)):] {
+		for _, o := range outs[1:] { // stderr, when separate, on a goroutine of its own
 			wg.Go(func() { e.logOutput(ctx, o.f, o.ch, o.deliver) })
 		}
-		if len(outs) > 0 {
-			e.logOutput(ctx, outs[0].f, outs[0].ch, outs[0].deliver)
-		}
+		e.logOutput(ctx, outs[0].f, outs[0].ch, outs[0].deliver)
 		wg.Wait()
 		then()
 		return

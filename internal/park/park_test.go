@@ -24,13 +24,19 @@ func fd(t *testing.T, f *os.File) int {
 	return n
 }
 
-func TestReadableRunsFn(t *testing.T) {
+// pipe returns both ends of a pipe, closed at the end of the test.
+func pipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	defer w.Close()
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return r, w
+}
+
+func TestReadableRunsFn(t *testing.T) {
+	r, w := pipe(t)
 	ran := make(chan struct{})
 	pw, err := Add(fd(t, r), func() { close(ran) })
 	if err != nil {
@@ -58,12 +64,7 @@ func TestReadableRunsFn(t *testing.T) {
 }
 
 func TestWakeRunsFnOnce(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
+	r, w := pipe(t)
 	runs := make(chan int, 4)
 	pw, err := Add(fd(t, r), func() { runs <- 1 })
 	if err != nil {
@@ -83,11 +84,7 @@ func TestWakeRunsFnOnce(t *testing.T) {
 }
 
 func TestHangupRunsFn(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r, w := pipe(t)
 	ran := make(chan struct{})
 	if _, err := Add(fd(t, r), func() { close(ran) }); err != nil {
 		t.Fatal(err)
@@ -103,10 +100,7 @@ func TestMany(t *testing.T) {
 	var pipes [n][2]*os.File
 	done := make(chan int, n)
 	for i := range pipes {
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
+		r, w := pipe(t)
 		pipes[i] = [2]*os.File{r, w}
 		if _, err := Add(fd(t, r), func() { done <- i }); err != nil {
 			t.Fatal(err)
@@ -124,9 +118,5 @@ func TestMany(t *testing.T) {
 			t.Fatalf("fn %d ran twice", i)
 		}
 		seen[i] = true
-	}
-	for _, p := range pipes {
-		p[0].Close()
-		p[1].Close()
 	}
 }
