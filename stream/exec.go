@@ -356,23 +356,28 @@ func (e *execStream) readOutput(ctx context.Context, proc *container.Process, th
 
 // restingOutput is logOutput for a process's output f that holds no
 // goroutine while the process is quiet: once f has had nothing to read
-// for restAfter, it is parked (package park) and a new goroutine reads on
-// when output comes, f ends, or the process exits (a child may then keep
-// f open: it is read the usual way, to the deadline the exit set). done
-// runs once the output has ended.
+// for restAfter (to 2×restAfter: the wait starts again after output), it
+// is parked (package park) and a new goroutine reads on when output
+// comes, f ends, or the process exits (a child may then keep f open: it
+// is read the usual way, to the deadline the exit set). done runs once
+// the output has ended.
 func (e *execStream) restingOutput(ctx context.Context, proc *container.Process, f *os.File, ch wsproto.Channel, deliver bool, done func()) {
 	emit := e.emitter(ctx, ch, deliver)
 	var step func()
 	step = func() {
 		for {
-			empty, err := chunkio.ReadReady(f, e.bufs, 1, emit)
+			out := false
+			quiet, err := chunkio.ReadFor(f, e.bufs, 1, restAfter, func(buf []byte, n int) error {
+				out = true
+				return emit(buf, n)
+			})
 			switch {
-			case !empty:
+			case !quiet:
 				e.outputEnded(ctx, ch, err)
 			case proc.Exited() || ctx.Err() != nil:
-				proc.StopReadingAfter(container.DrainGrace) // a wait below may have moved the exit's deadline
+				proc.StopReadingAfter(container.DrainGrace) // the wait above may have moved the exit's deadline
 				e.logOutput(ctx, f, ch, deliver)
-			case chunkio.WaitReadable(f, restAfter, time.Time{}):
+			case out:
 				continue
 			case e.park(proc, f, step):
 				return

@@ -108,20 +108,27 @@ func (c *watchedConn) Close() error {
 	return c.TCPConn.Close()
 }
 
-// quiet waits at most d for the client to send something (or hang up)
-// and reports whether it stayed quiet; it then sets the read deadline to
-// restore.
-func (c *watchedConn) quiet(d time.Duration, restore time.Time) bool {
+// peekWait copies what the kernel holds, up to len(p), without taking
+// it; with d > 0 it first waits at most d for the client to send something
+// (or hang up), and then sets the read deadline to restore. Nothing sent
+// is unix.EAGAIN.
+func (c *watchedConn) peekWait(p []byte, d time.Duration, restore time.Time) (n int, err error) {
+	if d <= 0 {
+		return c.recv(p, unix.MSG_PEEK)
+	}
 	c.reading.Store(true)
 	if c.waiting.Load() {
 		c.wake()
 	}
 	defer c.reading.Store(false)
-	return !chunkio.WaitReadable(c.TCPConn, d, restore)
+	n, err = 0, unix.EAGAIN
+	// The check that ends the wait is the peek itself: no extra system call.
+	chunkio.WaitFor(c.TCPConn, d, restore, func(fd uintptr) bool {
+		n, err = recvfrom(fd, p, unix.MSG_PEEK)
+		return err != unix.EAGAIN
+	})
+	return n, err
 }
-
-// peek copies what the kernel holds, up to len(p), without taking it.
-func (c *watchedConn) peek(p []byte) (int, error) { return c.recv(p, unix.MSG_PEEK) }
 
 // take reads up to len(p) bytes the kernel holds, without waiting.
 func (c *watchedConn) take(p []byte) (int, error) {
@@ -137,20 +144,20 @@ func (c *watchedConn) recv(p []byte, flags int) (int, error) {
 	}
 	n := 0
 	var rerr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			n, _, rerr = unix.Recvfrom(int(fd), p, flags|unix.MSG_DONTWAIT)
-			if rerr != unix.EINTR {
-				break
-			}
-		}
-	}); err != nil {
+	if err := rc.Control(func(fd uintptr) { n, rerr = recvfrom(fd, p, flags) }); err != nil {
 		return 0, err
 	}
-	if n < 0 {
-		n = 0
-	}
 	return n, rerr
+}
+
+// recvfrom receives without waiting; n is never negative.
+func recvfrom(fd uintptr, p []byte, flags int) (int, error) {
+	for {
+		n, _, err := unix.Recvfrom(int(fd), p, flags|unix.MSG_DONTWAIT)
+		if err != unix.EINTR {
+			return max(n, 0), err
+		}
+	}
 }
 
 // sysfd returns the descriptor of c.

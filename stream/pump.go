@@ -415,11 +415,10 @@ func (p *Pump) rest() bool {
 		return false
 	}
 	for p.ctx.Err() == nil && time.Now().Before(p.deadline) {
-		switch p.controlFrame(ct.watchedConn) {
-		case nothingSent:
-			if wait := restAfter - time.Since(p.lastMessage); wait > 0 && !ct.quiet(wait, p.deadline) {
-				continue // the client sent something: read it here
-			}
+		var b [2 + 4 + 125]byte // header, mask key, the largest control payload
+		n, err := ct.peekWait(b[:], restAfter-time.Since(p.lastMessage), p.deadline)
+		switch p.controlFrame(ct.watchedConn, b[:n], err) {
+		case nothingSent: // for restAfter
 			p.msg = nil // nothing of the goroutine's may be touched once parked
 			return ct.park(p.deadline, p.read)
 		case answered:
@@ -445,10 +444,9 @@ const (
 
 // controlFrame takes a ping or a pong the client sent whole, and answers
 // it as gorilla would: a ping with a pong, a pong by extending the read
-// deadline.
-func (p *Pump) controlFrame(wc *watchedConn) int {
-	var b [2 + 4 + 125]byte // header, mask key, the largest control payload
-	n, err := wc.peek(b[:])
+// deadline. b and err are what a peek found.
+func (p *Pump) controlFrame(wc *watchedConn, b []byte, err error) int {
+	n := len(b)
 	switch {
 	case errors.Is(err, unix.EAGAIN):
 		return nothingSent

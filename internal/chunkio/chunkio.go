@@ -41,15 +41,25 @@ func ReadAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n
 	return err
 }
 
-// ReadReady is ReadAt without the waiting: it reads what f holds now and
-// reports empty once a read finds nothing (f is open, and its end has not
-// come), so that the caller can wait for f another way (see package
-// park). It returns as ReadAt does at the end of file or an error.
-func ReadReady(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n int) error) (empty bool, err error) {
-	return readAt(f, pool, headroom, fn, true)
+// ReadFor is ReadAt waiting at most d for f, so that the caller can wait
+// for a quiet f another way (see package park): once d has passed (f's
+// read deadline, which it sets) it reads what f still holds without
+// waiting and reports quiet, having cleared the deadline. It returns as
+// ReadAt does at the end of file or an error. A read deadline set meanwhile
+// by someone else ends the wait the same way.
+func ReadFor(f Deadliner, pool BufferPool, headroom int, d time.Duration, fn func(buf []byte, n int) error) (quiet bool, err error) {
+	if err := f.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return false, err
+	}
+	if quiet, err = readAt(f, pool, headroom, fn, true); quiet {
+		err = f.SetReadDeadline(time.Time{})
+	}
+	return quiet, err
 }
 
-func readAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n int) error, nowait bool) (empty bool, err error) {
+// readAt reads f to its end or its error. At f's read deadline it drains
+// what f holds, then ends (quiet reports that to ReadFor).
+func readAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n int) error, quiet bool) (bool, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return false, err
@@ -78,11 +88,11 @@ func readAt(f syscall.Conn, pool BufferPool, headroom int, fn func(buf []byte, n
 	}
 	draining := false
 	for {
-		if draining || nowait {
+		if draining {
 			empty := false
 			err = rc.Control(func(fd uintptr) { empty = !read(fd) })
 			if err == nil && empty {
-				return nowait && !draining, nil
+				return quiet, nil
 			}
 		} else {
 			err = rc.Read(read)
@@ -186,10 +196,10 @@ type Deadliner interface {
 	SetReadDeadline(t time.Time) error
 }
 
-// WaitReadable waits, in Go's poller, at most d for f to become readable
-// (or hung up, or closed), and reports whether it did; it then sets f's
-// read deadline to restore.
-func WaitReadable(f Deadliner, d time.Duration, restore time.Time) bool {
+// WaitFor waits, in Go's poller, at most d until ready(fd) reports true
+// (it is asked at once, and again each time f becomes readable), and
+// reports whether it did; it then sets f's read deadline to restore.
+func WaitFor(f Deadliner, d time.Duration, restore time.Time, ready func(fd uintptr) bool) bool {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return false
@@ -197,11 +207,7 @@ func WaitReadable(f Deadliner, d time.Duration, restore time.Time) bool {
 	if err := f.SetReadDeadline(time.Now().Add(d)); err != nil {
 		return false
 	}
-	err = rc.Read(func(fd uintptr) bool {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 0)
-		return err == nil && n > 0
-	})
+	err = rc.Read(ready)
 	_ = f.SetReadDeadline(restore)
 	return err == nil
 }

@@ -462,27 +462,39 @@ func TestAppendAllError(t *testing.T) {
 	}
 }
 
-// ReadReady reads what is there, reports empty instead of waiting, and
-// reports the end of file as Read does: a pipe's, and a pty's EIO.
-func TestReadReady(t *testing.T) {
+// ReadFor reads what comes until its wait passes with nothing more, then
+// reports quiet with the deadline cleared; it reports the end of file as
+// Read does: a pipe's, and a pty's EIO.
+func TestReadFor(t *testing.T) {
 	r, w := pipe(t)
 	pool, c := &countingPool{size: 4}, &collector{}
-	empty, err := ReadReady(r, pool, 0, c.fn)
-	if !empty || err != nil {
-		t.Fatalf("ReadReady on an empty pipe: empty %v, %v; want true, nil", empty, err)
+	if quiet, err := ReadFor(r, pool, 0, 10*time.Millisecond, c.fn); !quiet || err != nil {
+		t.Fatalf("ReadFor on an empty pipe: quiet %v, %v; want true, nil", quiet, err)
 	}
-	if _, err := io.WriteString(w, "hello"); err != nil {
-		t.Fatal(err)
-	}
-	if empty, err = ReadReady(r, pool, 0, c.fn); !empty || err != nil {
-		t.Fatalf("ReadReady with 5 bytes: empty %v, %v; want true, nil", empty, err)
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		io.WriteString(w, "hello")
+	}()
+	if quiet, err := ReadFor(r, pool, 0, time.Second, c.fn); !quiet || err != nil {
+		t.Fatalf("ReadFor with 5 bytes coming: quiet %v, %v; want true, nil", quiet, err)
 	}
 	if got, n := c.got(); got != "hello" || n != 2 { // 4 bytes a buffer
 		t.Fatalf("fn got %q in %d chunks, want %q in 2", got, n, "hello")
 	}
-	w.Close()
-	if empty, err = ReadReady(r, pool, 0, c.fn); empty || err != nil {
-		t.Fatalf("ReadReady at the end of the pipe: empty %v, %v; want false, nil", empty, err)
+	// No deadline is left: a Read waits for what comes later.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		io.WriteString(w, "!")
+		w.Close()
+	}()
+	if err := wait(t, readAsync(r, pool, c.fn)); err != nil {
+		t.Fatalf("Read after ReadFor: %v", err)
+	}
+	if got, _ := c.got(); got != "hello!" {
+		t.Fatalf("fn got %q, want %q", got, "hello!")
+	}
+	if quiet, err := ReadFor(r, pool, 0, time.Second, c.fn); quiet || err != nil {
+		t.Fatalf("ReadFor at the end of the pipe: quiet %v, %v; want false, nil", quiet, err)
 	}
 
 	master, tty, err := ptyio.Open(80, 24)
@@ -491,8 +503,37 @@ func TestReadReady(t *testing.T) {
 	}
 	defer master.Close()
 	tty.Close()
-	if empty, err = ReadReady(master, pool, 0, c.fn); empty || err != nil {
-		t.Fatalf("ReadReady on a pty with no other end: empty %v, %v; want false, nil", empty, err)
+	if quiet, err := ReadFor(master, pool, 0, time.Second, c.fn); quiet || err != nil {
+		t.Fatalf("ReadFor on a pty with no other end: quiet %v, %v; want false, nil", quiet, err)
 	}
 	checkBuffers(t, pool, c)
+}
+
+// WaitFor asks its check at once and on each readiness, and stops at the
+// wait's end; the deadline it leaves is the one asked for.
+func TestWaitFor(t *testing.T) {
+	r, w := pipe(t)
+	calls := 0
+	asked := make(chan struct{})
+	ready := func(uintptr) bool {
+		calls++
+		if calls == 2 {
+			close(asked)
+		}
+		return calls == 3
+	}
+	if WaitFor(r, 10*time.Millisecond, time.Time{}, ready) || calls != 1 {
+		t.Fatalf("WaitFor on an empty pipe: true or %d checks; want false after 1", calls)
+	}
+	go func() {
+		<-asked // the write comes while WaitFor waits
+		w.Write([]byte{1})
+	}()
+	if !WaitFor(r, 10*time.Second, time.Now().Add(-time.Second), ready) || calls != 3 {
+		t.Fatalf("WaitFor with a write: false or %d checks; want true after 3", calls)
+	}
+	b := make([]byte, 2)
+	if _, err := r.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after WaitFor restored a past deadline: %v, want a deadline error", err)
+	}
 }
