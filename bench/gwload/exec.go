@@ -882,9 +882,13 @@ func (p *procFlow) next() ([]byte, error) {
 	case n > 0:
 		return p.buf[:n], nil
 	case err == io.EOF || errors.Is(err, syscall.EIO):
+		// Reaped before the master closes: the EIO can come while the
+		// process still lives (dd closes its output before it exits), and
+		// closing the master then hangs it up (SIGHUP).
+		werr := p.cmd.Wait()
 		p.f.Close()
-		if err := p.cmd.Wait(); err != nil {
-			return nil, err
+		if werr != nil {
+			return nil, werr
 		}
 		return nil, io.EOF
 	}
