@@ -161,6 +161,10 @@ func (b *bench) echoLatency() error {
 	if err != nil {
 		return err
 	}
+	bare, err := b.bareEndpoint()
+	if err != nil {
+		return err
+	}
 	k := b.o.keystrokes
 	script := fmt.Sprintf("stty raw -echo; echo READY; exec dd bs=1 count=%d status=none", k)
 	req := execReq{Command: []string{"sh", "-c", script}, Stdin: true, Stdout: true, TTY: true}
@@ -170,16 +174,17 @@ func (b *bench) echoLatency() error {
 	res, err := b.measure(b.o.reps,
 		typeArm(&arm{name: "gateway", proc: b.gw.proc}, k, b.gw.execFlow(b.ctx, d(b.gw), req)),
 		typeArm(&arm{name: "ceiling", what: "the same pty, in-process"}, k, b.procStarter(req.Command, true, false)),
-		typeArm(&arm{name: "cri", proc: cri.proc}, k, cri.execFlow(b.ctx, d(cri), req)))
+		typeArm(&arm{name: "cri", proc: cri.proc}, k, cri.execFlow(b.ctx, d(cri), req)),
+		typeArm(&arm{name: "bare", what: bareWhat, proc: bare.proc}, k, bare.execFlow(b.ctx, d(bare), req)))
 	if err != nil {
 		return err
 	}
 	b.report("echo-latency",
-		res, fig{label: "keystroke echo p50", key: "p50", unit: micros, lower: true},
-		fig{label: "keystroke echo p99", key: "p99", unit: micros, lower: true})
+		res, fig{label: "keystroke echo p50", key: "p50", unit: micros, lower: true, refs: []string{"bare"}},
+		fig{label: "keystroke echo p99", key: "p99", unit: micros, lower: true, refs: []string{"bare"}})
 	c50 := median(res.values("ceiling", "p50"))
 	var pooled []string
-	for _, name := range []string{"gateway", "ceiling", "cri"} {
+	for _, name := range []string{"gateway", "ceiling", "cri", "bare"} {
 		lat := res.pooled(name, "echo")
 		pooled = append(pooled, fmt.Sprintf("%s p50 %.0fµs p99 %.0fµs", name, us(pct(lat, 50)), us(pct(lat, 99))))
 		if name != "ceiling" {
@@ -368,6 +373,10 @@ func (b *bench) ttySetupRate() error {
 	if err != nil {
 		return err
 	}
+	bare, err := b.bareEndpoint()
+	if err != nil {
+		return err
+	}
 	n := b.o.sessions
 	tty := execReq{Command: []string{"true"}, Stdin: true, Stdout: true, TTY: true}
 	pipes := execReq{Command: []string{"true"}, Stdout: true}
@@ -377,7 +386,7 @@ func (b *bench) ttySetupRate() error {
 		"(stdout=1, no tty); %d reps rotating; ceiling: fork/execs of \"true\" in a pty by gwload\n",
 		n, b.o.setupConc, noSize, b.o.reps)
 	return b.setupRates(setupSpec{name: "tty-setup-rate", item: "session", n: n, concs: []int{1, b.o.setupConc},
-		refs: []string{noTTY}, variants: []string{noSize},
+		refs: []string{noTTY, "bare"}, variants: []string{noSize},
 		goals: func(int) []goal { return []goal{{vs: noTTY, bound: 0.9}, {vs: "cri", bound: 1.5}} },
 		arms: func(conc int) []*arm {
 			return []*arm{
@@ -386,6 +395,7 @@ func (b *bench) ttySetupRate() error {
 				b.sessionsArm(b.gw, noTTY, pipes, n, conc),
 				b.spawnArm(true, n, conc),
 				b.sessionsArm(cri, "cri", tty, n, conc),
+				b.sessionsArm(bare, "bare", tty, n, conc),
 			}
 		}})
 }
@@ -435,7 +445,7 @@ func withoutSize(r execReq) execReq {
 // sessionsArm sets up n sessions of r (which print nothing) on e, conc at
 // a time, each read to its close.
 func (b *bench) sessionsArm(e *endpoint, name string, r execReq, n, conc int) *arm {
-	what := map[string]string{noTTY: "setup-rate's sessions, no tty", noSize: "tty sessions whose client sends no size"}[name]
+	what := map[string]string{noTTY: "setup-rate's sessions, no tty", noSize: "tty sessions whose client sends no size", "bare": bareWhat}[name]
 	return concurrentArm(&arm{name: name, what: what, proc: e.proc}, n, conc, emptyRun(e.execFlow(b.ctx, dialer(e.proto, 4096, 4096), r)))
 }
 
@@ -720,19 +730,23 @@ func (b *bench) ttyIdleOpen() error {
 	if err != nil {
 		return err
 	}
+	bare, err := b.bareEndpoint()
+	if err != nil {
+		return err
+	}
 	n, conc := b.o.idle, b.o.idleConc
 	fmt.Printf("%d idle exec sessions of \"sleep 1000000\" (tty=1 stdin=1 stdout=1) opened %d at a time, each timed from the first dial until\n"+
 		"the server has started all %d (its children), then closed; through the gateway and the CRI library, each client sending its\n"+
 		"size right after the upgrade except in %q; %d reps rotating; ceiling: gwload starting as many sleep processes in ptys,\n"+
 		"%d at a time\n", n, conc, n, noSize, b.o.reps, conc)
 	res, err := b.measure(b.o.reps, b.idleOpenArm(b.gw, "gateway", idleReq, n, conc), b.idleOpenArm(b.gw, noSize, withoutSize(idleReq), n, conc),
-		ptyStartArm(n, conc), b.idleOpenArm(cri, "cri", idleReq, n, conc))
+		ptyStartArm(n, conc), b.idleOpenArm(cri, "cri", idleReq, n, conc), b.idleOpenArm(bare, "bare", idleReq, n, conc))
 	if err != nil {
 		return err
 	}
 	label := fmt.Sprintf("idle tty sessions opened per second (%d, %d at a time)", n, conc)
 	goals := []goal{{vs: "cri", bound: 1.5}}
-	b.report("tty-idle-open", res, fig{label: label, key: "rate", unit: perSec, goals: goals},
+	b.report("tty-idle-open", res, fig{label: label, key: "rate", unit: perSec, goals: goals, refs: []string{"bare"}},
 		fig{label: label + ", " + noSize, main: noSize, key: "rate", unit: perSec, goals: goals})
 	return nil
 }

@@ -24,7 +24,9 @@ type bench struct {
 	gw     *endpoint    // the gateway
 	gwProc *gatewayProc // the gateway gwload started; nil with -addr
 	cri    *criServer   // the CRI library's server, started when first needed
-	procs  []*proc      // processes whose CPU is measured, not "other load"
+	bare   *child       // the bare server (bare.go), started when first needed
+	bareEP *endpoint
+	procs  []*proc // processes whose CPU is measured, not "other load"
 	sum    []sumRow
 }
 
@@ -54,6 +56,9 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 
 // close stops the servers gwload started.
 func (b *bench) close() {
+	if b.bare != nil {
+		b.bare.close()
+	}
 	if b.cri != nil {
 		b.cri.stop()
 		fmt.Printf("\ncri log: %s\n", b.cri.log.Name())
@@ -277,6 +282,9 @@ func (b *bench) report(scenario string, res *results, figs ...fig) {
 				ceiling: fmt.Sprintf("%s (%s)", cell, name), ratio: ratio, other: other}
 			if hasCeil {
 				r.ceiling += fmt.Sprintf("; %s/%s %.3f", name, ceil, f.ratio(x, c))
+			}
+			if xc, _, ok := f.value(res, cri); ok {
+				r.ceiling += fmt.Sprintf("; %s/%s %.3f", name, cri, f.ratio(x, xc))
 			}
 			refRows = append(refRows, r)
 		}

@@ -97,6 +97,7 @@ var longScenarios = []string{"soak", "many-sessions"}
 // (-internal-child NAME ARGS...): the references and the CRI server.
 var childMains = map[string]func(o options, args []string) error{
 	"relay":       relayChild,
+	"bare":        bareChild,
 	"cri":         criChild,
 	"ref-idle":    refIdleChild,
 	"ref-tunnels": refTunnelsChild,
@@ -203,7 +204,7 @@ func parseFlags(args []string) (options, []string, error) {
 	fs.IntVar(&o.many, "many", 10000, "streams held at once in many-sessions")
 	fs.StringVar(&o.kubectl, "kubectl", "", "kubectl binary for the kubectl scenarios (make test builds .cache/bin/kubectl); without it they are skipped")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write gwload's own CPU profile to this file")
-	fs.StringVar(&o.child, "internal-child", "", "internal: run one of gwload's child processes (relay, cri, ref-idle, ref-tunnels) with the arguments that follow")
+	fs.StringVar(&o.child, "internal-child", "", "internal: run one of gwload's child processes (relay, cri, bare, ref-idle, ref-tunnels) with the arguments that follow")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()

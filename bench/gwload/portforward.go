@@ -555,6 +555,10 @@ func (b *bench) pfSetupRate() error {
 	if err != nil {
 		return err
 	}
+	bare, err := b.bareEndpoint()
+	if err != nil {
+		return err
+	}
 	m := b.o.tunnels
 	echo, err := startServer(echoHandler(b.o.timeout))
 	if err != nil {
@@ -612,7 +616,7 @@ func (b *bench) pfSetupRate() error {
 		}
 		return a
 	}
-	return b.setupRates(setupSpec{name: "pf-setup-rate", item: "tunnel", n: m, concs: []int{1, b.o.tunnelConc},
+	return b.setupRates(setupSpec{name: "pf-setup-rate", item: "tunnel", n: m, concs: []int{1, b.o.tunnelConc}, refs: []string{"bare"},
 		// The target is a capacity, with several at a time; one at a time
 		// measures latency.
 		goals: func(conc int) []goal {
@@ -626,6 +630,7 @@ func (b *bench) pfSetupRate() error {
 				settled(concurrentArm(&arm{name: "gateway", proc: b.gw.proc}, m, conc, echoRun(b.gw.tunnelFlow(b.ctx, d, echo.port)))),
 				settled(concurrentArm(&arm{name: "ceiling", what: "direct TCP"}, m, conc, echoRun(tcpStarter(echo.addr(), 512, b.o.timeout)))),
 				settled(concurrentArm(&arm{name: "cri", proc: cri.proc}, m, conc, echoRun(cri.tunnelFlow(b.ctx, d, echo.port)))),
+				settled(concurrentArm(&arm{name: "bare", what: bareWhat, proc: bare.proc}, m, conc, echoRun(bare.tunnelFlow(b.ctx, d, echo.port)))),
 			}
 		}})
 }
