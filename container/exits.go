@@ -56,6 +56,18 @@ func (w *exitWatcher) watch(pid int, onExit func()) {
 	}
 }
 
+// poll hands pid to its callback now if it has exited (see watch), ahead
+// of SIGCHLD.
+func (w *exitWatcher) poll(pid int) {
+	w.mu.Lock()
+	exited := w.checkLocked(pid, nil)
+	w.stopIfIdleLocked()
+	w.mu.Unlock()
+	for _, f := range exited {
+		f()
+	}
+}
+
 // watching reports whether pid is a live process of this watcher's.
 func (w *exitWatcher) watching(pid int) bool {
 	w.mu.Lock()

@@ -333,9 +333,16 @@ func (p *Process) Kill() {
 // Wait waits for the process to exit and returns its exit code: its exit
 // status, or 128+n when signal n ended it, as shells and container
 // runtimes report. The wait parks the goroutine, not an OS thread: the exit
-// watcher says when the process is gone.
+// watcher says when the process is gone. A process that has exited already
+// (its output has ended, say) is reaped at once, on this goroutine, ahead
+// of the watcher's SIGCHLD.
 func (p *Process) Wait() (int, error) {
-	<-p.exited
+	select {
+	case <-p.exited:
+	default:
+		p.exits.poll(p.cmd.Process.Pid)
+		<-p.exited
+	}
 	if st := p.cmd.ProcessState; st != nil {
 		return exitCode(st), nil
 	}
