@@ -23,22 +23,30 @@ func (r *resizes) handle(c *client, payload []byte, apply func(wsproto.TerminalS
 	if r.dead {
 		return
 	}
-	// encoding/json would grow readLoop's stack for good (see serve).
+	if sz, ok := r.dec.Simple(payload); ok && sz.Validate() == nil {
+		r.apply(c, sz, apply)
+		return
+	}
+	// encoding/json, and the warning's log line, would grow readLoop's
+	// stack for good (see serve).
 	onFreshStack(func() { r.decode(c, payload, apply) })
 }
 
+// apply applies a decoded size, or says why it is ignored.
+func (r *resizes) apply(c *client, sz wsproto.TerminalSize, apply func(wsproto.TerminalSize)) {
+	if err := sz.Validate(); err != nil {
+		c.km.Error(metrics.ReasonBadResize)
+		c.log.Warn("resize ignored", "error", err)
+		return
+	}
+	apply(sz)
+	// After apply: a size held for the start is the recording's first
+	// (its header), one applied to a running process an event.
+	c.sess.Resized(int(sz.Width), int(sz.Height))
+}
+
 func (r *resizes) decode(c *client, payload []byte, apply func(wsproto.TerminalSize)) {
-	err := r.dec.Decode(payload, func(sz wsproto.TerminalSize) {
-		if err := sz.Validate(); err != nil {
-			c.km.Error(metrics.ReasonBadResize)
-			c.log.Warn("resize ignored", "error", err)
-			return
-		}
-		apply(sz)
-		// After apply: a size held for the start is the recording's
-		// first (its header), one applied to a running process an event.
-		c.sess.Resized(int(sz.Width), int(sz.Height))
-	})
+	err := r.dec.Decode(payload, func(sz wsproto.TerminalSize) { r.apply(c, sz, apply) })
 	if err != nil {
 		r.dead = true
 		c.km.Error(metrics.ReasonBadResize)

@@ -99,3 +99,53 @@ func FuzzResizeDecoder(f *testing.F) {
 		}
 	})
 }
+
+// Simple reads the common form and leaves everything else to Decode.
+func TestResizeSimple(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want *TerminalSize
+	}{
+		{`{"Width":80,"Height":24}`, &TerminalSize{80, 24}},
+		{"{\"Width\":65535,\"Height\":0}\n", &TerminalSize{65535, 0}},
+		{`{"Width":65536,"Height":24}`, nil},
+		{`{"Width":080,"Height":24}`, nil},
+		{`{"Height":24,"Width":80}`, nil},
+		{`{"width":80,"height":24}`, nil},
+		{`{"Width": 80,"Height":24}`, nil},
+		{`{"Width":80,"Height":24}{`, nil},
+		{`{"Width":-1,"Height":24}`, nil},
+		{`{"Width":,"Height":24}`, nil},
+	} {
+		var d ResizeDecoder
+		got, ok := d.Simple([]byte(tc.in))
+		if ok != (tc.want != nil) || (ok && got != *tc.want) {
+			t.Errorf("Simple(%q) = %v, %v; want %v", tc.in, got, ok, tc.want)
+		}
+	}
+	var d ResizeDecoder
+	_ = d.Decode([]byte(`{"Width":1,`), func(TerminalSize) {})
+	if _, ok := d.Simple([]byte(`{"Width":80,"Height":24}`)); ok {
+		t.Error("Simple took a message while an object was pending")
+	}
+}
+
+// FuzzResizeSimple: whatever Simple accepts, Decode reads as the same one
+// size.
+func FuzzResizeSimple(f *testing.F) {
+	f.Add([]byte(`{"Width":80,"Height":24}`))
+	f.Add([]byte("{\"Width\":0,\"Height\":65535}\n"))
+	f.Add([]byte(`{"Width":00,"Height":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var d ResizeDecoder
+		a, ok := d.Simple(data)
+		if !ok {
+			return
+		}
+		var b []TerminalSize
+		err := d.Decode(data, func(s TerminalSize) { b = append(b, s) })
+		if err != nil || len(b) != 1 || b[0] != a {
+			t.Fatalf("Simple(%q) read %v; Decode %v, %v", data, a, b, err)
+		}
+	})
+}
