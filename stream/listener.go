@@ -46,6 +46,10 @@ type watchedConn struct {
 	mu      sync.Mutex
 	waiters []chan struct{}
 
+	wmu    sync.Mutex
+	corked bool   // see cork
+	held   []byte // written while corked
+
 	// While the reader rests (see park).
 	parkMu sync.Mutex
 	parked *park.Wait
@@ -182,6 +186,38 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 	c.read.Add(int64(n))
 	c.reading.Store(false)
 	return n, err
+}
+
+// cork holds what is written from now on until flush.
+func (c *watchedConn) cork() {
+	c.wmu.Lock()
+	c.corked = true
+	c.wmu.Unlock()
+}
+
+// Write writes p, or holds it while corked. Writes keep their order: a
+// write waits for a flush under way.
+func (c *watchedConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.corked {
+		c.held = append(c.held, p...)
+		return len(p), nil
+	}
+	return c.TCPConn.Write(p)
+}
+
+// flush writes what was held since cork, in one write, and ends the cork.
+func (c *watchedConn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	held := c.held
+	c.held, c.corked = nil, false
+	if len(held) == 0 {
+		return nil
+	}
+	_, err := c.TCPConn.Write(held)
+	return err
 }
 
 func (c *watchedConn) wake() {

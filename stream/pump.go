@@ -258,6 +258,7 @@ func (p *Pump) pending() bool {
 // no writer starts again.
 func (p *Pump) endWrites(normal bool) {
 	p.pingTimer.Stop()
+	_ = p.flush() // a corked frame whose close frame was not sent
 	p.conn.Close() // ends readLoop
 	p.normalEnd.Store(normal)
 	p.b.end()
@@ -267,7 +268,9 @@ func (p *Pump) endWrites(normal bool) {
 func (p *Pump) Finish(ctx context.Context, st *wsproto.Status) bool {
 	if st != nil && !p.proto.Raw {
 		if payload := p.proto.StatusPayload(*st); payload != nil {
-			if !p.Send(ctx, outFrame{ch: wsproto.Error, b: payload}) {
+			// Queued before the end, for the writer to write the two at
+			// once (see writeFrame).
+			if !p.queue(ctx, outFrame{ch: wsproto.Error, b: payload}) {
 				return false
 			}
 		}
@@ -281,22 +284,31 @@ func (p *Pump) Finish(ctx context.Context, st *wsproto.Status) bool {
 func (p *Pump) Send(ctx context.Context, f outFrame) bool {
 	checkNotHandler(ctx)
 	n := len(f.data())
+	if !p.queue(ctx, f) {
+		return false
+	}
+	p.b.run(p.writeLoop)
+	if p.flow != nil && n > 0 && (f.ch == wsproto.Stdout || f.ch == wsproto.Stderr) {
+		p.flow.sentBytes(n)
+		return p.flow.wait(ctx)
+	}
+	return true
+}
+
+// queue queues f, unless ctx ends first. A full queue has a writer
+// running, which empties it.
+func (p *Pump) queue(ctx context.Context, f outFrame) bool {
 	if ctx.Err() != nil { // select would pick at random were both ready
 		p.release(f)
 		return false
 	}
 	select {
 	case p.out <- f:
-		p.b.run(p.writeLoop)
+		return true
 	case <-ctx.Done():
 		p.release(f)
 		return false
 	}
-	if p.flow != nil && n > 0 && (f.ch == wsproto.Stdout || f.ch == wsproto.Stderr) {
-		p.flow.sentBytes(n)
-		return p.flow.wait(ctx)
-	}
-	return true
 }
 
 func (p *Pump) release(f outFrame) {
@@ -611,6 +623,9 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 			size = maxBatch
 		}
 	}
+	if next != nil && next.end {
+		p.cork() // this frame goes out with the close frame (see closeWith)
+	}
 	var err error
 	switch {
 	case len(batch) == 0 && f.headroom:
@@ -708,7 +723,8 @@ func (p *Pump) closeWith(code int, reason string) {
 		reason = reason[:123]
 	}
 	msg := websocket.FormatCloseMessage(code, reason)
-	if err := p.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace)); err != nil {
+	err := p.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+	if err = errors.Join(err, p.flush()); err != nil {
 		return
 	}
 	t := time.NewTimer(closeGrace)
@@ -717,4 +733,21 @@ func (p *Pump) closeWith(code int, reason string) {
 	case <-p.readDone:
 	case <-t.C:
 	}
+}
+
+// cork holds the connection's writes until flush, which writes them at
+// once: the last frame and the close frame in one system call and one
+// segment, and the client reads both in one wake-up.
+func (p *Pump) cork() {
+	if wc := watched(p.conn.NetConn()); wc != nil {
+		wc.cork()
+	}
+}
+
+// flush writes what cork held.
+func (p *Pump) flush() error {
+	if wc := watched(p.conn.NetConn()); wc != nil {
+		return wc.flush()
+	}
+	return nil
 }

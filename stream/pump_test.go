@@ -1,11 +1,14 @@
 package stream
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -169,5 +172,52 @@ func BenchmarkExecSetup(b *testing.B) {
 				c.Close()
 			}
 		})
+	}
+}
+
+// A corked connection holds its writes, in order, and flush sends them in
+// one write (one read at the peer): how the last frame and the close frame
+// leave together.
+func TestCorkFlush(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	wln := Listener(ln)
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := wln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	wc := watched(c)
+	wc.cork()
+	for _, s := range []string{"status", "+", "close"} {
+		if n, err := wc.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatalf("corked write: %d, %v", n, err)
+		}
+	}
+	buf := make([]byte, 64)
+	_ = peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := peer.Read(buf); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("peer read %q, %v while corked; want nothing", buf[:n], err)
+	}
+	if err := wc.flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := peer.Read(buf); string(buf[:n]) != "status+close" || err != nil {
+		t.Fatalf("first read after flush: %q, %v; want all of it", buf[:n], err)
+	}
+	if _, err := wc.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := io.ReadFull(peer, buf[:5]); string(buf[:n]) != "after" || err != nil {
+		t.Fatalf("write after flush: %q, %v", buf[:n], err)
 	}
 }
