@@ -99,6 +99,8 @@ type client struct {
 	// What the kind reports before it finishes the stream.
 	exit   atomic.Pointer[int] // the process's exit code, when it exited by itself
 	failed atomic.Bool         // the gateway failed after the stream began (a start, a wait)
+	// readyPrimed: the ready frame went out with the handshake.
+	readyPrimed bool
 
 	// Of a client of a shared exec (see shared): the session it is in,
 	// set once the process runs; whether it only watches (a view share),
@@ -200,14 +202,30 @@ func (c *client) sendInfoFrame(ctx context.Context, info wsproto.SessionInfo) bo
 // lowest channel the client reads: stdout, else stderr, else the error
 // channel.
 func (c *client) ready(ctx context.Context, stdout, stderr bool) bool {
-	ch := wsproto.Error
+	if c.readyPrimed {
+		return ctx.Err() == nil
+	}
+	return c.Send(ctx, outFrame{ch: readyChannel(stdout, stderr)})
+}
+
+// primeReady sends the ready frame with the handshake (see Pump.Prime),
+// for a stream whose first frame it always is (an exec's); ready then
+// sends nothing.
+func (c *client) primeReady(stdout, stderr bool) {
+	if p, ok := c.t.(*Pump); ok {
+		p.Prime(outFrame{ch: readyChannel(stdout, stderr)})
+		c.readyPrimed = true
+	}
+}
+
+func readyChannel(stdout, stderr bool) wsproto.Channel {
 	switch {
 	case stdout:
-		ch = wsproto.Stdout
+		return wsproto.Stdout
 	case stderr:
-		ch = wsproto.Stderr
+		return wsproto.Stderr
 	}
-	return c.Send(ctx, outFrame{ch: ch})
+	return wsproto.Error
 }
 
 // pumpOutput streams a process's output, or a socket's bytes, to the

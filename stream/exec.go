@@ -151,6 +151,7 @@ func (s *Server) Exec(w http.ResponseWriter, r *http.Request, containerID string
 		return err
 	}
 	cl.command = opts.Command
+	cl.primeReady(opts.Stdout, opts.Stderr)
 	if opts.Detach.Duration > 0 && s.cfg.MaxDetach > 0 {
 		s.serveShared(cl, c, opts)
 		return nil

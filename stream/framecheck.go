@@ -175,6 +175,7 @@ func (w checkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	var cc net.Conn = &checkedConn{Conn: c, fc: w.fc, pre: pre}
 	if wc, ok := c.(*watchedConn); ok {
 		cc = &checkedTCP{watchedConn: wc, fc: w.fc, pre: pre}
+		wc.cork() // the handshake waits for the first frames (see cork)
 	}
 	// A reader with nothing buffered: gorilla reads everything from cc.
 	return cc, bufio.NewReadWriter(bufio.NewReaderSize(cc, 16), brw.Writer), nil

@@ -47,8 +47,9 @@ type watchedConn struct {
 	waiters []chan struct{}
 
 	wmu    sync.Mutex
-	corked bool   // see cork
-	held   []byte // written while corked
+	corked bool        // see cork
+	pend   []byte      // written while corked
+	held   atomic.Bool // corked: the readers' cheap check
 
 	// While the reader rests (see park).
 	parkMu sync.Mutex
@@ -64,6 +65,7 @@ type watchedConn struct {
 // connection). It reports false, having done nothing, once the
 // connection is closed or when it cannot be parked.
 func (c *watchedConn) park(deadline time.Time, resume func()) bool {
+	c.flushHeld()
 	fd, err := sysfd(c.TCPConn)
 	if err != nil {
 		return false
@@ -120,6 +122,7 @@ func (c *watchedConn) peekWait(p []byte, d time.Duration, restore time.Time) (n 
 	if d <= 0 {
 		return c.recv(p, unix.MSG_PEEK)
 	}
+	c.flushHeld()
 	c.reading.Store(true)
 	if c.waiting.Load() {
 		c.wake()
@@ -142,6 +145,7 @@ func (c *watchedConn) take(p []byte) (int, error) {
 }
 
 func (c *watchedConn) recv(p []byte, flags int) (int, error) {
+	c.flushHeld()
 	rc, err := c.TCPConn.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -178,6 +182,7 @@ func sysfd(c syscall.Conn) (int, error) {
 }
 
 func (c *watchedConn) Read(p []byte) (int, error) {
+	c.flushHeld()
 	c.reading.Store(true)
 	if c.waiting.Load() {
 		c.wake()
@@ -188,10 +193,15 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// cork holds what is written from now on until flush.
+// cork holds what is written from now on until flush: from the upgrade
+// (see checkingWriter), so that the handshake leaves with the stream's
+// first frames, and for the last frame before the close. The writer
+// flushes when it has nothing more to write, the reader before it waits
+// for the client (who sends nothing before it has the handshake).
 func (c *watchedConn) cork() {
 	c.wmu.Lock()
 	c.corked = true
+	c.held.Store(true)
 	c.wmu.Unlock()
 }
 
@@ -201,22 +211,31 @@ func (c *watchedConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.corked {
-		c.held = append(c.held, p...)
+		c.pend = append(c.pend, p...)
 		return len(p), nil
 	}
 	return c.TCPConn.Write(p)
+}
+
+// flushHeld flushes what a cork holds, if any; a failure shows at the
+// next write or read.
+func (c *watchedConn) flushHeld() {
+	if c.held.Load() {
+		_ = c.flush()
+	}
 }
 
 // flush writes what was held since cork, in one write, and ends the cork.
 func (c *watchedConn) flush() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	held := c.held
-	c.held, c.corked = nil, false
-	if len(held) == 0 {
+	pend := c.pend
+	c.pend, c.corked = nil, false
+	c.held.Store(false)
+	if len(pend) == 0 {
 		return nil
 	}
-	_, err := c.TCPConn.Write(held)
+	_, err := c.TCPConn.Write(pend)
 	return err
 }
 

@@ -118,6 +118,9 @@ func (s *Server) newPump(conn *websocket.Conn, fc *frameCheck, proto wsproto.Pro
 		readDone: make(chan struct{}),
 		b:        newBaton(),
 	}
+	// Stopped until Run: a writer that ends first (see Prime) stops it.
+	p.pingTimer = time.AfterFunc(time.Hour, p.pingFire)
+	p.pingTimer.Stop()
 	p.touch()
 	return p
 }
@@ -152,7 +155,7 @@ func (p *Pump) Fail(cause error) { p.cancel(cause) }
 func (p *Pump) Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error), done func()) {
 	var once sync.Once
 	end := func() { once.Do(func() { ended(p.cause()) }) }
-	p.pingTimer = time.AfterFunc(p.cfg.PingPeriod, p.pingFire)
+	p.pingTimer.Reset(p.cfg.PingPeriod)
 	var (
 		timers        sync.Mutex
 		stuck, linger *time.Timer
@@ -258,7 +261,7 @@ func (p *Pump) pending() bool {
 // no writer starts again.
 func (p *Pump) endWrites(normal bool) {
 	p.pingTimer.Stop()
-	_ = p.flush() // a corked frame whose close frame was not sent
+	_ = p.flush()  // a corked frame whose close frame was not sent
 	p.conn.Close() // ends readLoop
 	p.normalEnd.Store(normal)
 	p.b.end()
@@ -293,6 +296,21 @@ func (p *Pump) Send(ctx context.Context, f outFrame) bool {
 		return p.flow.wait(ctx)
 	}
 	return true
+}
+
+// Prime writes fs, on the calling goroutine, in the handshake's write
+// (see watchedConn.cork): for first frames known at the upgrade, before
+// Run.
+func (p *Pump) Prime(fs ...outFrame) {
+	for _, f := range fs {
+		select {
+		case p.out <- f:
+		default: // full: written out, the rest queued
+			p.b.run(p.writeLoop)
+			p.queue(p.ctx, f)
+		}
+	}
+	p.b.run(p.writeLoop)
 }
 
 // queue queues f, unless ctx ends first. A full queue has a writer
@@ -548,6 +566,10 @@ func (p *Pump) writeLoop() {
 					if err := p.ping(); err != nil {
 						p.cancel(err)
 					}
+					continue
+				}
+				if err := p.flush(); err != nil {
+					p.cancel(p.writeError(err))
 					continue
 				}
 				if p.b.park(p.pending) {
