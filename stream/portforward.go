@@ -73,13 +73,39 @@ func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID s
 	if proto.Raw && len(opts.Ports) != 1 {
 		return badRequest("the binary subprotocol forwards exactly one port, not %d", len(opts.Ports))
 	}
+	// Each port is dialed while the upgrade is answered, on a goroutine
+	// of its own (a dial would grow a stream's goroutine's stack for
+	// good): the port prefixes leave with the handshake, and the
+	// client's first bytes find the connection made or nearly. A failed
+	// dial is reported on the port's error channel, as ever.
+	ports := make([]*forwardedPort, len(opts.Ports))
+	for i, port := range opts.Ports {
+		fp := &forwardedPort{port: port, data: wsproto.DataChannel(i), errc: wsproto.ErrorChannel(i), in: newInputQueue()}
+		fp.dialed.Go(func() {
+			dctx, cancel := context.WithTimeout(s.base, dialTimeout)
+			defer cancel()
+			fp.conn, fp.dialErr = sb.Dial(dctx, port)
+		})
+		ports[i] = fp
+	}
 	cl, err := s.open(w, r, session.PortForward, sandboxID, proto, false)
 	if err != nil {
+		for _, fp := range ports {
+			fp.dialed.Wait()
+			if fp.conn != nil {
+				fp.conn.Close()
+			}
+		}
 		return err
 	}
-	f := &forwardStream{client: cl, sb: sb, raw: proto.Raw, ports: make([]*forwardedPort, len(opts.Ports))}
-	for i, port := range opts.Ports {
-		f.ports[i] = &forwardedPort{port: port, data: wsproto.DataChannel(i), errc: wsproto.ErrorChannel(i), in: newInputQueue()}
+	f := &forwardStream{client: cl, sb: sb, raw: proto.Raw, ports: ports}
+	if p, ok := cl.t.(*Pump); ok && !f.raw {
+		var prefixes []outFrame
+		for _, fp := range ports {
+			prefix := wsproto.PortPrefix(fp.port)
+			prefixes = append(prefixes, outFrame{ch: fp.data, b: prefix[:]}, outFrame{ch: fp.errc, b: prefix[:]})
+		}
+		p.Prime(prefixes...)
 	}
 	s.serve(cl, f.onFrame, f.run)
 	return nil
@@ -113,10 +139,13 @@ type forwardStream struct {
 }
 
 type forwardedPort struct {
-	port uint16
-	data wsproto.Channel // 2i
-	errc wsproto.Channel // 2i+1
-	in   *inputQueue     // client bytes for the TCP connection
+	port    uint16
+	data    wsproto.Channel // 2i
+	errc    wsproto.Channel // 2i+1
+	in      *inputQueue     // client bytes for the TCP connection
+	dialed  sync.WaitGroup  // the dial: then conn, or dialErr
+	conn    net.Conn
+	dialErr error
 }
 
 // onFrame queues client bytes for their port's connection (readLoop).
@@ -155,14 +184,6 @@ func (t tcpInput) TryWrite(p []byte) (int, error) {
 // remote side closes it; when all ports are done, the stream ends with a
 // normal close. If the client leaves first, the connections are closed.
 func (f *forwardStream) run(ctx context.Context) error {
-	if !f.raw {
-		for _, fp := range f.ports {
-			prefix := wsproto.PortPrefix(fp.port)
-			if !f.Send(ctx, outFrame{ch: fp.data, b: prefix[:]}) || !f.Send(ctx, outFrame{ch: fp.errc, b: prefix[:]}) {
-				return nil
-			}
-		}
-	}
 	if len(f.ports) == 1 { // the common case: no goroutine more
 		f.forward(ctx, f.ports[0])
 	} else {
@@ -179,17 +200,13 @@ func (f *forwardStream) run(ctx context.Context) error {
 	return nil
 }
 
-// forward dials one port and copies the remote's bytes to the client
-// until the remote closes; client bytes go through the port's input queue.
+// forward copies the remote's bytes of one port to the client until the
+// remote closes; client bytes go through the port's input queue.
 func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 	defer fp.in.close() // client bytes for a finished port are dropped
-	var conn net.Conn
-	var err error
-	onFreshStack(func() { // a dial would grow this goroutine's stack for good
-		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-		conn, err = f.sb.Dial(dctx, fp.port)
-		cancel()
-	})
+	fp.dialed.Wait()
+	conn, err := fp.conn, fp.dialErr
+	fp.conn = nil // the stream's goroutine has it
 	if err != nil {
 		if ctx.Err() != nil {
 			return
