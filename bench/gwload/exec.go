@@ -442,11 +442,15 @@ func withoutSize(r execReq) execReq {
 	return r
 }
 
+// armWhat describes the arms that are references, for the summary.
+func armWhat(name string) string {
+	return map[string]string{noTTY: "setup-rate's sessions, no tty", noSize: "tty sessions whose client sends no size", "bare": bareWhat}[name]
+}
+
 // sessionsArm sets up n sessions of r (which print nothing) on e, conc at
 // a time, each read to its close.
 func (b *bench) sessionsArm(e *endpoint, name string, r execReq, n, conc int) *arm {
-	what := map[string]string{noTTY: "setup-rate's sessions, no tty", noSize: "tty sessions whose client sends no size", "bare": bareWhat}[name]
-	return concurrentArm(&arm{name: name, what: what, proc: e.proc}, n, conc, emptyRun(e.execFlow(b.ctx, dialer(e.proto, 4096, 4096), r)))
+	return concurrentArm(&arm{name: name, what: armWhat(name), proc: e.proc}, n, conc, emptyRun(e.execFlow(b.ctx, dialer(e.proto, 4096, 4096), r)))
 }
 
 // spawnArm is the setup ceiling: n fork/execs of "true" with a stdout pipe
@@ -755,7 +759,7 @@ func (b *bench) ttyIdleOpen() error {
 // started all their processes; then closes them and waits for their end.
 func (b *bench) idleOpenArm(e *endpoint, name string, req execReq, n, conc int) *arm {
 	d := dialer(e.proto, 4096, 4096)
-	return &arm{name: name, proc: e.proc, run: func(r *rep) error {
+	return &arm{name: name, what: armWhat(name), proc: e.proc, run: func(r *rep) error {
 		if e.pid <= 0 {
 			return errors.New("the server's pid is needed to see its processes: use -gateway, or -pid with -addr")
 		}

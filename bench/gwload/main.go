@@ -112,7 +112,11 @@ Kubernetes CRI streaming library (k8s.io/cri-streaming, the kubelet's
 streaming server) run by gwload in a child process around real processes;
 the targets take turns and medians are compared. The gateway is spoken to
 over v5.channel.k8s.io (what kubectl uses), the CRI library over
-v4.channel.k8s.io (it has no v5); port-forward is v4 on both.
+v4.channel.k8s.io (it has no v5); port-forward is v4 on both. The set-up
+and echo scenarios also measure the bare server, a floor: the same
+protocol answered by one goroutine per stream with nothing else (no
+authentication, session, log or deadline), in a child gwload; its row
+gives the gateway's ratio to it and its own to the CRI library.
 
 Scenarios:
   tty-throughput   head -c BYTES /dev/zero, tty=1, bytes/s at the client; ceiling: pty read in-process (target >= 0.9);
