@@ -25,7 +25,14 @@ type stream struct {
 	proto     wsproto.Protocol
 	buf       []byte // the last message read
 	closeCode int    // the server's close code, once read; 0 before
-	mint      time.Duration
+	t         timing
+}
+
+// timing is how a flow's set-up went, as its client saw it.
+type timing struct {
+	mint     time.Duration // minting its URL (the CRI), or 0
+	upgraded time.Duration // from the dial to the upgrade's answer
+	first    time.Duration // from the dial to its first frames (ready, port prefixes)
 }
 
 func newStream(conn *websocket.Conn, proto wsproto.Protocol, timeout time.Duration) stream {
@@ -78,7 +85,7 @@ func (s *stream) send(ch wsproto.Channel, p []byte) error {
 	return w.Close()
 }
 
-func (s *stream) minted() time.Duration { return s.mint }
+func (s *stream) timing() timing { return s.t }
 
 // flow is one byte stream that gwload measures, as its client sees it: an
 // exec session or a tunnel through a server, or directly the process or
@@ -94,7 +101,7 @@ type flow interface {
 	// close ends the flow from this side: a tunnel with a close frame and
 	// the server's answer 1000 (checked), the others at once.
 	close() error
-	minted() time.Duration // how long minting its URL took (the CRI), or 0
+	timing() timing // how its set-up went; zero where there is none
 }
 
 // readEnd reads f to its end and returns how many bytes came.
@@ -132,12 +139,13 @@ func (e *endpoint) open(ctx context.Context, d *websocket.Dialer, r execReq) (*s
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	conn, err := e.dial(ctx, d, u)
 	if err != nil {
 		return nil, err
 	}
 	s := &session{stream: newStream(conn, e.proto, e.timeout)}
-	s.mint = mint
+	s.t = timing{mint: mint, upgraded: time.Since(t0)}
 	if r.TTY && !r.noSize {
 		cols, rows := r.cols, r.rows
 		if cols == 0 {
@@ -160,6 +168,7 @@ func (e *endpoint) open(ctx context.Context, d *websocket.Dialer, r execReq) (*s
 		conn.Close()
 		return nil, err
 	}
+	s.t.first = time.Since(t0)
 	return s, nil
 }
 
@@ -282,12 +291,13 @@ func (e *endpoint) portForward(ctx context.Context, d *websocket.Dialer, port in
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	conn, err := e.dial(ctx, d, u)
 	if err != nil {
 		return nil, err
 	}
 	t := &tunnel{newStream(conn, v4, e.timeout)}
-	t.mint = mint
+	t.t = timing{mint: mint, upgraded: time.Since(t0)}
 	want := wsproto.PortPrefix(uint16(port))
 	for _, ch := range []wsproto.Channel{wsproto.DataChannel(0), wsproto.ErrorChannel(0)} {
 		f, err := t.frame()
@@ -299,6 +309,7 @@ func (e *endpoint) portForward(ctx context.Context, d *websocket.Dialer, port in
 			return nil, fmt.Errorf("port prefix % x on channel %d: %w", want, ch, err)
 		}
 	}
+	t.t.first = time.Since(t0)
 	return t, nil
 }
 
@@ -385,7 +396,7 @@ func tcpStarter(addr string, bufSize int, timeout time.Duration) func() (flow, e
 
 func (t *tcpFlow) write(p []byte) error  { _, err := t.c.Write(p); return err }
 func (t *tcpFlow) close() error          { return t.c.Close() }
-func (t *tcpFlow) minted() time.Duration { return 0 }
+func (t *tcpFlow) timing() timing { return timing{} }
 
 func (t *tcpFlow) next() ([]byte, error) {
 	n, err := t.c.Read(t.buf)

@@ -289,25 +289,40 @@ func (b *bench) setupRates(s setupSpec) error {
 		if m := res.pooled("cri", "mint"); len(m) > 0 {
 			fmt.Printf("  cri: minting each %s's URL took p50 %.3f ms, p99 %.3f ms of its setup (the gateway needs no mint)\n", s.item, ms(pct(m, 50)), ms(pct(m, 99)))
 		}
+		var phases []string
+		for _, name := range []string{"gateway", "cri", "bare"} {
+			if up := res.pooled(name, "upgraded"); len(up) > 0 {
+				phases = append(phases, fmt.Sprintf("%s %.3f / %.3f / %.3f", name, ms(pct(up, 50)),
+					ms(pct(res.pooled(name, "first"), 50)), ms(pct(res.pooled(name, "end"), 50))))
+			}
+		}
+		if len(phases) > 0 {
+			fmt.Printf("  phases of one %s, ms from the dial (p50): the upgrade answered / the first frames / the end: %s\n", s.item, strings.Join(phases, "; "))
+		}
 	}
 	return nil
 }
 
 // concurrentArm makes a's run: n calls of one, conc at a time, each timed;
 // one returns how long minting a URL took (0 when there was none).
-func concurrentArm(a *arm, n, conc int, one func(i int) (mint time.Duration, err error)) *arm {
+func concurrentArm(a *arm, n, conc int, one func(i int) (timing, error)) *arm {
 	a.run = func(r *rep) error {
 		var mu sync.Mutex
 		t0 := time.Now()
 		err := runConcurrently(n, conc, func(i int) error {
 			t := time.Now()
-			mint, err := one(i)
+			tm, err := one(i)
 			d := time.Since(t)
 			mu.Lock()
 			defer mu.Unlock()
 			r.time("setup", d)
-			if mint > 0 {
-				r.time("mint", mint)
+			if tm.mint > 0 {
+				r.time("mint", tm.mint)
+			}
+			if tm.upgraded > 0 { // the phases, from the dial
+				r.time("upgraded", tm.upgraded)
+				r.time("first", tm.first)
+				r.time("end", d-tm.mint)
 			}
 			return err
 		})
@@ -462,16 +477,16 @@ func (b *bench) spawnArm(tty bool, n, conc int) *arm {
 
 // emptyRun is one setup of a flow that carries nothing: started and read to
 // its end.
-func emptyRun(start func() (flow, error)) func(i int) (time.Duration, error) {
-	return func(i int) (time.Duration, error) {
+func emptyRun(start func() (flow, error)) func(i int) (timing, error) {
+	return func(i int) (timing, error) {
 		f, err := start()
 		if err != nil {
-			return 0, fmt.Errorf("%d: %w", i, err)
+			return timing{}, fmt.Errorf("%d: %w", i, err)
 		}
 		if got, err := readEnd(f); err != nil || got != 0 {
-			return 0, fmt.Errorf("%d: %d bytes, %v", i, got, err)
+			return timing{}, fmt.Errorf("%d: %d bytes, %v", i, got, err)
 		}
-		return f.minted(), nil
+		return f.timing(), nil
 	}
 }
 
@@ -885,7 +900,7 @@ func (p *procFlow) write(b []byte) error {
 	_, err := w.Write(b)
 	return err
 }
-func (p *procFlow) minted() time.Duration { return 0 }
+func (p *procFlow) timing() timing { return timing{} }
 
 func (p *procFlow) close() error {
 	abort(p.cmd) // after the end too: Wait closed the pipes, Kill finds no process

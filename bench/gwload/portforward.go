@@ -571,11 +571,11 @@ func (b *bench) pfSetupRate() error {
 		m, echo.port, b.o.tunnelConc, b.o.reps, m)
 	d := pfDialer(4096)
 	// echo is one exchange: 4 bytes there and back, then the close.
-	echoRun := func(start func() (flow, error)) func(int) (time.Duration, error) {
-		return func(i int) (time.Duration, error) {
+	echoRun := func(start func() (flow, error)) func(int) (timing, error) {
+		return func(i int) (timing, error) {
 			f, err := start()
 			if err != nil {
-				return 0, fmt.Errorf("%d: %w", i, err)
+				return timing{}, fmt.Errorf("%d: %w", i, err)
 			}
 			msg := binary.LittleEndian.AppendUint32(nil, uint32(i)^0x5a5a5a5a)
 			err = f.write(msg)
@@ -592,9 +592,9 @@ func (b *bench) pfSetupRate() error {
 				err = cerr
 			}
 			if err != nil {
-				return 0, fmt.Errorf("%d: %w", i, err)
+				return timing{}, fmt.Errorf("%d: %w", i, err)
 			}
-			return f.minted(), nil
+			return f.timing(), nil
 		}
 	}
 	// settled checks after each run that every upstream connection is gone

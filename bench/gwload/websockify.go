@@ -90,7 +90,7 @@ func (t *rawTunnel) close() error {
 	return t.conn.Close()
 }
 
-func (t *rawTunnel) minted() time.Duration { return 0 }
+func (t *rawTunnel) timing() timing { return timing{} }
 
 // websockifyProc is a websockify process relaying to one target.
 type websockifyProc struct {
