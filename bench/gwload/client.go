@@ -394,9 +394,9 @@ func tcpStarter(addr string, bufSize int, timeout time.Duration) func() (flow, e
 	}
 }
 
-func (t *tcpFlow) write(p []byte) error  { _, err := t.c.Write(p); return err }
-func (t *tcpFlow) close() error          { return t.c.Close() }
-func (t *tcpFlow) timing() timing { return timing{} }
+func (t *tcpFlow) write(p []byte) error { _, err := t.c.Write(p); return err }
+func (t *tcpFlow) close() error         { return t.c.Close() }
+func (t *tcpFlow) timing() timing       { return timing{} }
 
 func (t *tcpFlow) next() ([]byte, error) {
 	n, err := t.c.Read(t.buf)
