@@ -30,7 +30,11 @@
 // a slow client slows the process down, and memory never grows with it.
 // Client input goes to its consumer through an inputQueue, whose writer
 // holds a baton of its own, so readLoop never waits for a process that is
-// slow to read.
+// slow to read. The connection is corked from the upgrade until the
+// writer runs out of frames or the reader waits for the client: the
+// handshake's answer and the first frames (an exec's ready frame, a
+// tunnel's port prefixes, written with Pump.Prime before Run) leave in
+// one write, as do the last frame and the close frame.
 //
 // A stream ends normally with the status and a close frame, or is
 // cancelled (the client left, the API closed it, the gateway shuts down,
