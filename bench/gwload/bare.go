@@ -56,27 +56,11 @@ func (b *bench) bareEndpoint() (*endpoint, error) {
 }
 
 func bareChild(o options, _ []string) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	fmt.Println(ln.Addr())
-	go func() {
-		waitStdin()
-		ln.Close()
-	}()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return nil // stdin closed
-		}
-		go bareServe(c.(*net.TCPConn), o.bufSize)
-	}
+	return serveChild(func(c *net.TCPConn) { bareServe(c, o.bufSize) })
 }
 
 // bareServe serves one connection: a WebSocket GET of an exec or a tunnel.
 func bareServe(c *net.TCPConn, bufSize int) {
-	defer c.Close()
 	br := bufio.NewReaderSize(c, 4096)
 	req, err := http.ReadRequest(br)
 	if err != nil {

@@ -492,6 +492,23 @@ func relayChild(o options, args []string) error {
 	if len(args) != 1 {
 		return errors.New("relay: want the target address")
 	}
+	return serveChild(func(c *net.TCPConn) {
+		t, err := net.Dial("tcp", args[0])
+		if err != nil {
+			return
+		}
+		defer t.Close()
+		done := make(chan struct{})
+		go func() { copyHalf(t.(*net.TCPConn), c, o.bufSize); close(done) }()
+		copyHalf(c, t, o.bufSize)
+		<-done
+	})
+}
+
+// serveChild is a child server's loop: it listens on loopback, prints its
+// address, and serves each connection on a goroutine of its own (closing
+// it after), until its stdin closes.
+func serveChild(serve func(c *net.TCPConn)) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -508,15 +525,7 @@ func relayChild(o options, args []string) error {
 		}
 		go func() {
 			defer c.Close()
-			t, err := net.Dial("tcp", args[0])
-			if err != nil {
-				return
-			}
-			defer t.Close()
-			done := make(chan struct{})
-			go func() { copyHalf(t.(*net.TCPConn), c, o.bufSize); close(done) }()
-			copyHalf(c.(*net.TCPConn), t, o.bufSize)
-			<-done
+			serve(c.(*net.TCPConn))
 		}()
 	}
 }
