@@ -46,10 +46,9 @@ type watchedConn struct {
 	mu      sync.Mutex
 	waiters []chan struct{}
 
-	wmu    sync.Mutex
-	corked bool        // see cork
+	wmu    sync.Mutex  // writes, and the cork
+	corked atomic.Bool // see cork; set and cleared under wmu
 	pend   []byte      // written while corked
-	held   atomic.Bool // corked: the readers' cheap check
 
 	// While the reader rests (see park).
 	parkMu sync.Mutex
@@ -200,8 +199,7 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 // for the client (who sends nothing before it has the handshake).
 func (c *watchedConn) cork() {
 	c.wmu.Lock()
-	c.corked = true
-	c.held.Store(true)
+	c.corked.Store(true)
 	c.wmu.Unlock()
 }
 
@@ -210,7 +208,7 @@ func (c *watchedConn) cork() {
 func (c *watchedConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.corked {
+	if c.corked.Load() {
 		c.pend = append(c.pend, p...)
 		return len(p), nil
 	}
@@ -219,19 +217,18 @@ func (c *watchedConn) Write(p []byte) (int, error) {
 
 // flushHeld flushes what a cork holds, if any; a failure shows at the
 // next write or read.
-func (c *watchedConn) flushHeld() {
-	if c.held.Load() {
-		_ = c.flush()
-	}
-}
+func (c *watchedConn) flushHeld() { _ = c.flush() }
 
 // flush writes what was held since cork, in one write, and ends the cork.
 func (c *watchedConn) flush() error {
+	if !c.corked.Load() {
+		return nil
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	pend := c.pend
-	c.pend, c.corked = nil, false
-	c.held.Store(false)
+	c.pend = nil
+	c.corked.Store(false)
 	if len(pend) == 0 {
 		return nil
 	}

@@ -81,8 +81,9 @@ func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID s
 	ports := make([]*forwardedPort, len(opts.Ports))
 	for i, port := range opts.Ports {
 		fp := &forwardedPort{port: port, data: wsproto.DataChannel(i), errc: wsproto.ErrorChannel(i), in: newInputQueue()}
+		dctx, cancel := context.WithTimeout(s.base, dialTimeout)
+		fp.cancelDial = cancel
 		fp.dialed.Go(func() {
-			dctx, cancel := context.WithTimeout(s.base, dialTimeout)
 			defer cancel()
 			fp.conn, fp.dialErr = sb.Dial(dctx, port)
 		})
@@ -91,6 +92,7 @@ func (s *Server) PortForward(w http.ResponseWriter, r *http.Request, sandboxID s
 	cl, err := s.open(w, r, session.PortForward, sandboxID, proto, false)
 	if err != nil {
 		for _, fp := range ports {
+			fp.cancelDial()
 			fp.dialed.Wait()
 			if fp.conn != nil {
 				fp.conn.Close()
@@ -139,13 +141,14 @@ type forwardStream struct {
 }
 
 type forwardedPort struct {
-	port    uint16
-	data    wsproto.Channel // 2i
-	errc    wsproto.Channel // 2i+1
-	in      *inputQueue     // client bytes for the TCP connection
-	dialed  sync.WaitGroup  // the dial: then conn, or dialErr
-	conn    net.Conn
-	dialErr error
+	port       uint16
+	data       wsproto.Channel // 2i
+	errc       wsproto.Channel // 2i+1
+	in         *inputQueue     // client bytes for the TCP connection
+	dialed     sync.WaitGroup  // the dial: then conn, or dialErr
+	cancelDial context.CancelFunc
+	conn       net.Conn
+	dialErr    error
 }
 
 // onFrame queues client bytes for their port's connection (readLoop).
@@ -203,8 +206,10 @@ func (f *forwardStream) run(ctx context.Context) error {
 // forward copies the remote's bytes of one port to the client until the
 // remote closes; client bytes go through the port's input queue.
 func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
-	defer fp.in.close() // client bytes for a finished port are dropped
+	defer fp.in.close()                               // client bytes for a finished port are dropped
+	stopDial := context.AfterFunc(ctx, fp.cancelDial) // a stream that ends stops its dial
 	fp.dialed.Wait()
+	stopDial()
 	conn, err := fp.conn, fp.dialErr
 	fp.conn = nil // the stream's goroutine has it
 	if err != nil {
