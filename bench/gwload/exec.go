@@ -43,7 +43,7 @@ func (b *bench) throughput(tty bool) error {
 		strings.Join(req.Command, " "), tty, n, b.o.reps, kind, b.o.bufSize)
 	d := func(e *endpoint) *websocket.Dialer { return dialer(e.proto, 64<<10, 4096) }
 	arms := []*arm{
-		readArm(&arm{name: "gateway", proc: b.gw.proc}, n, b.gw.execFlow(b.ctx, d(b.gw), req), nil),
+		readArm(&arm{name: "gateway", what: "the same session, neither kept nor recorded", proc: b.gw.proc}, n, b.gw.execFlow(b.ctx, d(b.gw), req), nil),
 		readArm(&arm{name: "ceiling", what: "the " + kind + " read directly"}, n, b.procStarter(req.Command, tty, false), nil),
 		readArm(&arm{name: "cri", proc: cri.proc}, n, cri.execFlow(b.ctx, d(cri), req), nil),
 	}

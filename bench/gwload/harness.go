@@ -278,7 +278,7 @@ func (b *bench) report(scenario string, res *results, figs ...fig) {
 			if !ok {
 				continue
 			}
-			r := sumRow{scenario: scenario, figure: f.label + ", reference: " + res.arms[name].what, gateway: row.gateway,
+			r := sumRow{scenario: scenario, figure: f.label + ", reference: " + or(res.arms[name].what, name), gateway: row.gateway,
 				ceiling: fmt.Sprintf("%s (%s)", cell, name), ratio: ratio, other: other}
 			if hasCeil {
 				r.ceiling += fmt.Sprintf("; %s/%s %.3f", name, ceil, f.ratio(x, c))
