@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -44,7 +45,9 @@ func parseLogOptions(q url.Values) (logOptions, error) {
 		if err != nil || n < 1 {
 			return o, reqerr.New(reqerr.ErrBadRequest, "sinceSeconds %q: want a positive number", s)
 		}
-		o.since = time.Now().Add(-time.Duration(n) * time.Second)
+		if n <= int64(math.MaxInt64/time.Second) { // else since the beginning
+			o.since = time.Now().Add(-time.Duration(n) * time.Second)
+		}
 	case t != "":
 		since, err := time.Parse(time.RFC3339, t)
 		if err != nil {

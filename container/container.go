@@ -186,8 +186,8 @@ func (c *Container) Info() Info {
 // Exec starts a process in the container's context: its sandbox's network,
 // working directory and environment. The container must be running.
 func (c *Container) Exec(spec ExecSpec) (*Process, error) {
-	if len(spec.Command) == 0 {
-		return nil, fmt.Errorf("%w: empty command", ErrInvalid)
+	if err := CheckCommand(spec.Command); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if st := c.State(); st != Running {
 		return nil, fmt.Errorf("%w: container %q is %s", ErrNotRunning, c.spec.ID, st)

@@ -75,21 +75,42 @@ func Validate(spec Spec) error {
 	if spec.Sandbox != "" && !sandbox.IDPattern.MatchString(spec.Sandbox) {
 		return fmt.Errorf("%w: sandbox %q does not match %s", ErrInvalid, spec.Sandbox, sandbox.IDPattern)
 	}
-	if len(spec.Command) > 0 && spec.Command[0] == "" {
-		return fmt.Errorf("%w: command: the program name is empty", ErrInvalid)
+	if len(spec.Command) > 0 {
+		if err := CheckCommand(spec.Command); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
 	}
-	for k := range spec.Env {
+	for k, v := range spec.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return fmt.Errorf("%w: env: bad variable name %q", ErrInvalid, k)
 		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("%w: env: the value of %s holds a NUL byte", ErrInvalid, k)
+		}
 	}
-	if spec.WorkingDir != "" && !strings.HasPrefix(spec.WorkingDir, "/") {
+	if spec.WorkingDir != "" && (!strings.HasPrefix(spec.WorkingDir, "/") || strings.IndexByte(spec.WorkingDir, 0) >= 0) {
 		return fmt.Errorf("%w: workingDir %q: want an absolute path", ErrInvalid, spec.WorkingDir)
 	}
 	switch spec.RestartPolicy {
 	case "", RestartNever, RestartOnFailure, RestartAlways:
 	default:
 		return fmt.Errorf("%w: restartPolicy %q: want never, on-failure or always", ErrInvalid, spec.RestartPolicy)
+	}
+	return nil
+}
+
+// CheckCommand reports what makes a command line impossible to run in any
+// container: an empty program name, or a NUL byte, which no argument of
+// execve can hold. (A command whose program is not found fails later,
+// with ErrCannotStart.)
+func CheckCommand(argv []string) error {
+	if len(argv) == 0 || argv[0] == "" {
+		return errors.New("command: the program name is empty")
+	}
+	for i, a := range argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("command[%d] %q holds a NUL byte", i, a)
+		}
 	}
 	return nil
 }

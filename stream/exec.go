@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -53,14 +54,15 @@ func flag(q url.Values, name, kubeletName string) bool {
 	return wsproto.ParseBool(q[kubeletName])
 }
 
-// validate checks the streams and normalizes them: with a tty, stderr is
-// part of the pty's output, so it is turned off (as the kubelet does).
+// validate normalizes the streams and checks them, as the kubelet does:
+// with a tty, stderr is part of the pty's output, so it is turned off, and
+// then at least one stream must be left.
 func (o *Streams) validate() error {
-	if !o.Stdin && !o.Stdout && !o.Stderr {
-		return badRequest("at least one of stdin, stdout or stderr must be requested")
-	}
 	if o.TTY {
 		o.Stderr = false
+	}
+	if !o.Stdin && !o.Stdout && !o.Stderr {
+		return badRequest("at least one of stdin, stdout or stderr must be requested (with a tty, stderr is stdout)")
 	}
 	return nil
 }
@@ -96,6 +98,10 @@ type Duration struct {
 
 func (d *Duration) parse(s string) {
 	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		if !(math.Abs(n) < maxSeconds) { // also NaN and ±Inf, which ParseFloat reads
+			d.err = fmt.Errorf("%q seconds is out of range", s)
+			return
+		}
 		d.Duration = time.Duration(n * float64(time.Second))
 	} else if d.Duration, err = time.ParseDuration(s); err != nil {
 		d.err = fmt.Errorf("%q is not a duration (say 90s, 15m or 1h)", s)
@@ -104,6 +110,10 @@ func (d *Duration) parse(s string) {
 		d.err = fmt.Errorf("%q is negative", s)
 	}
 }
+
+// maxSeconds bounds a duration given in seconds: a time.Duration holds
+// about 292 years.
+const maxSeconds = float64(math.MaxInt64 / time.Second)
 
 // UnmarshalJSON reads "90s" or 90.
 func (d *Duration) UnmarshalJSON(b []byte) error {
@@ -127,8 +137,10 @@ func (o *ExecOptions) Validate(needCommand bool) error {
 	if needCommand && len(o.Command) == 0 {
 		return badRequest("command is required: add one command parameter per argument, e.g. ?command=sh&command=-c&command=date")
 	}
-	if needCommand && o.Command[0] == "" {
-		return badRequest("command: the program name is empty")
+	if needCommand {
+		if err := container.CheckCommand(o.Command); err != nil {
+			return badRequest("%v", err)
+		}
 	}
 	if o.Detach.err != nil {
 		return badRequest("detach: %v", o.Detach.err)

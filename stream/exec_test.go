@@ -114,6 +114,13 @@ func TestRefusedBeforeUpgrade(t *testing.T) {
 		{"no command", "/exec/box?stdout=1", nil, nil, 400, "command is required"},
 		{"empty program", "/exec/box?stdout=1&command=", nil, nil, 400, "program name is empty"},
 		{"no streams", "/exec/box?command=true&stdout=false", nil, nil, 400, "at least one of stdin"},
+		{"only stderr, with a tty", "/exec/box?command=true&stderr=1&tty=1", nil, nil, 400, "with a tty, stderr is stdout"},
+		// execve cannot carry a NUL: the caller's mistake, not the gateway's.
+		{"NUL in an argument", "/exec/box?stdout=1&command=echo&command=a%00b", nil, nil, 400, `command[1] "a\x00b" holds a NUL byte`},
+		{"detach not a duration", "/exec/box?" + q + "&detach=soon", nil, nil, 400, `"soon" is not a duration`},
+		{"detach negative", "/exec/box?" + q + "&detach=-5", nil, nil, 400, `"-5" is negative`},
+		{"detach beyond a Duration", "/exec/box?" + q + "&detach=1e12", nil, nil, 400, `"1e12" seconds is out of range`},
+		{"detach NaN", "/exec/box?" + q + "&detach=NaN", nil, nil, 400, `"NaN" seconds is out of range`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -595,3 +602,4 @@ func TestIdleStreamsRest(t *testing.T) {
 		}
 	}
 }
+

@@ -265,12 +265,24 @@ func TestCallerMistakes(t *testing.T) {
 			422, "/nonexistent/netns"},
 		{"not a network namespace", "/api/v1/sandboxes", map[string]any{"id": "lab", "network": "/etc/hostname"},
 			422, "/etc/hostname is not a namespace"},
+		// No argument, variable or directory of execve can hold a NUL.
+		{"a NUL in an exec-sync argument", "/api/v1/containers/box/exec-sync", map[string]any{"command": []string{"echo", "a\x00b"}},
+			400, `command[1] "a\x00b" holds a NUL byte`},
+		{"a NUL in a container's argument", "/api/v1/containers", map[string]any{"id": "bad", "command": []string{"sleep", "1\x002"}},
+			400, `command[1] "1\x002" holds a NUL byte`},
+		{"a NUL in a container's variable", "/api/v1/containers", map[string]any{"id": "bad", "command": []string{"true"}, "env": map[string]string{"A": "b\x00"}},
+			400, "the value of A holds a NUL byte"},
+		{"a NUL in a container's directory", "/api/v1/containers", map[string]any{"id": "bad", "command": []string{"true"}, "workingDir": "/tmp\x00"},
+			400, `workingDir "/tmp\x00": want an absolute path`},
+		{"a NUL in a minted exec's argument", "/api/v1/containers/box/exec", map[string]any{"command": []string{"echo", "a\x00"}, "stdout": true},
+			400, `command[1] "a\x00" holds a NUL byte`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var st status
 			resp := g.do(t, "POST", tc.path, tc.body, &st)
-			if resp.StatusCode != tc.code || st.Reason != "Invalid" || !strings.Contains(st.Message, tc.want) {
-				t.Errorf("%d %s %q, want %d Invalid %q", resp.StatusCode, st.Reason, st.Message, tc.code, tc.want)
+			reason := map[int]string{400: "BadRequest", 422: "Invalid"}[tc.code]
+			if resp.StatusCode != tc.code || st.Reason != reason || !strings.Contains(st.Message, tc.want) {
+				t.Errorf("%d %s %q, want %d %s %q", resp.StatusCode, st.Reason, st.Message, tc.code, reason, tc.want)
 			}
 		})
 	}
