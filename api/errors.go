@@ -54,19 +54,24 @@ var statusTable = []struct {
 	{container.ErrClosed, http.StatusServiceUnavailable, "ServiceUnavailable"},
 }
 
+// statusOf is the HTTP status and reason of err: 500 for an error of the
+// gateway's own.
+func statusOf(err error) (code int, reason string) {
+	for _, e := range statusTable {
+		if errors.Is(err, e.err) {
+			return e.code, e.reason
+		}
+	}
+	return http.StatusInternalServerError, "InternalError"
+}
+
 // retryAfter is the Retry-After of 429 answers, in seconds.
 const retryAfter = 1
 
 // writeError answers with the Status for err. Unknown errors are 500 and
 // are logged.
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code, reason := http.StatusInternalServerError, "InternalError"
-	for _, e := range statusTable {
-		if errors.Is(err, e.err) {
-			code, reason = e.code, e.reason
-			break
-		}
-	}
+	code, reason := statusOf(err)
 	st := wsproto.Status{Kind: "Status", APIVersion: "v1", Status: wsproto.StatusFailure,
 		Message: err.Error(), Reason: reason, Code: int32(code)}
 	var res interface{ Resource() (kind, name string) }

@@ -9,6 +9,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"gateway/container"
+	"gateway/sandbox"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -167,4 +172,50 @@ func TestIsLoopback(t *testing.T) {
 			t.Errorf("IsLoopback(%q) = %v", addr, got)
 		}
 	}
+}
+
+// FuzzConfigFile: a configuration file is refused with an error or read
+// into sandboxes and containers that pass the API's own checks, and what
+// was read writes back to a file that reads the same.
+func FuzzConfigFile(f *testing.F) {
+	f.Add(defaultFile)
+	for _, s := range []string{
+		"sandboxes:\n  - id: lab\n    network: new\n    ports: [5432, \"8000-8100\"]\n    record: required\n",
+		"containers:\n  - id: db\n    sandbox: lab\n    command: [sleep, \"100\"]\n    env: {A: b}\n    restartPolicy: on-failure\n",
+		"containers:\n  - id: x\n    env: {\"\": b}\n",
+		"containers:\n  - id: x\n    command: [\"a\\0b\"]\n",
+		"a: &a [*a, *a]\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		file, err := parseFile("fuzz", b)
+		if err != nil {
+			return
+		}
+		for _, s := range file.Sandboxes {
+			if s.Network == "" {
+				s.Network = sandbox.NetworkHost
+			}
+			if err := sandbox.Validate(s); err != nil {
+				t.Fatalf("%q: sandbox %+v accepted: %v", b, s, err)
+			}
+		}
+		for _, c := range file.Containers {
+			if err := container.Validate(c); err != nil {
+				t.Fatalf("%q: container %+v accepted: %v", b, c, err)
+			}
+		}
+		out, err := yaml.Marshal(file)
+		if err != nil {
+			t.Fatalf("%q: writing it back: %v", b, err)
+		}
+		again, err := parseFile("fuzz", out)
+		if err != nil {
+			t.Fatalf("%q written back as %q: %v", b, out, err)
+		}
+		if out2, _ := yaml.Marshal(again); !bytes.Equal(out, out2) {
+			t.Fatalf("%q: written back as %q, then as %q", b, out, out2)
+		}
+	})
 }

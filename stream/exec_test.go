@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,8 +19,10 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"gateway/container"
 	"gateway/internal/park"
 	"gateway/internal/proctest"
+	"gateway/internal/reqerr"
 	"gateway/metrics"
 	"gateway/session"
 	"gateway/stream/wsproto"
@@ -603,3 +607,58 @@ func TestIdleStreamsRest(t *testing.T) {
 	}
 }
 
+// FuzzStreamQueries: the query of an exec, attach, join or port-forward is
+// refused with a 400 or read into options that can be served: a command
+// execve can carry, no stderr beside a tty, a detach and a since that are
+// not negative, ports in 1..65535.
+func FuzzStreamQueries(f *testing.F) {
+	for _, s := range []string{
+		execQuery("stdin,stdout,tty", "sh", "-c", "date") + "&detach=90s",
+		"command=echo&command=a%00b&stdout=1",
+		"command=true&output=1&error=1&tty=1&detach=1e300",
+		"stdout=1&replay=0&since=42",
+		"port=80,443&port=8080",
+		"detach=NaN&command=x&stdin=1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		refused := func(what string, err error) bool {
+			if err != nil && !errors.Is(err, reqerr.ErrBadRequest) {
+				t.Fatalf("%s %q: %v, not a 400", what, raw, err)
+			}
+			return err != nil
+		}
+		servable := func(what string, s Streams) {
+			if s.TTY && s.Stderr || !s.Stdin && !s.Stdout && !s.Stderr {
+				t.Fatalf("%s %q: streams %+v", what, raw, s)
+			}
+		}
+		e := ParseExecQuery(q)
+		if !refused("exec", e.Validate(true)) {
+			servable("exec", e.Streams)
+			if container.CheckCommand(e.Command) != nil || e.Detach.Duration < 0 {
+				t.Fatalf("exec %q: %+v", raw, e)
+			}
+		}
+		a := ParseAttachQuery(q)
+		if !refused("attach", a.Validate()) {
+			servable("attach", a.Streams)
+		}
+		if j, err := ParseJoinQuery(q); !refused("join", err) && j.Since != nil && *j.Since < 0 {
+			t.Fatalf("join %q: since %d", raw, *j.Since)
+		}
+		p, err := ParsePortForwardQuery(q)
+		if !refused("port-forward", err) && !refused("port-forward", p.Validate()) {
+			for _, port := range p.Ports {
+				if port == 0 {
+					t.Fatalf("port-forward %q: port 0", raw)
+				}
+			}
+		}
+	})
+}

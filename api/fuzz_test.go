@@ -1,0 +1,119 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"gateway/container"
+	"gateway/sandbox"
+	"gateway/stream"
+)
+
+// bodyKinds are the request bodies the API decodes, each with the check
+// its handler makes before acting on it.
+var bodyKinds = []struct {
+	name     string
+	new      func() any
+	validate func(any) error
+}{
+	{"container", func() any { return new(container.Spec) }, func(v any) error { return container.Validate(*v.(*container.Spec)) }},
+	{"sandbox", func() any { return new(sandbox.Spec) }, func(v any) error { return sandbox.Validate(*v.(*sandbox.Spec)) }},
+	{"exec", func() any { return new(stream.ExecOptions) }, func(v any) error { return v.(*stream.ExecOptions).Validate(true) }},
+	{"attach", func() any { return new(stream.AttachOptions) }, func(v any) error { return v.(*stream.AttachOptions).Validate() }},
+	{"portforward", func() any { return new(stream.PortForwardOptions) }, func(v any) error { return v.(*stream.PortForwardOptions).Validate() }},
+	{"exec-sync", func() any { return new(execSyncRequest) }, func(any) error { return nil }},
+	{"share", func() any { return new(shareRequest) }, func(any) error { return nil }},
+}
+
+func decodeBody(b []byte, v any) error {
+	r := httptest.NewRequest("POST", "/", bytes.NewReader(b))
+	r.Header.Set("Content-Type", "application/json")
+	return decodeJSON(httptest.NewRecorder(), r, v, 64<<10)
+}
+
+// FuzzRequestBodies: whatever a body holds, decoding and checking it end
+// in a 4xx (never a panic or a 500), and what passes both encodes back to
+// a body that decodes to the same value and passes again.
+func FuzzRequestBodies(f *testing.F) {
+	for i, s := range []string{
+		`{"id":"c","command":["sh","-c","date"],"env":{"A":"1"},"workingDir":"/tmp","restartPolicy":"always","record":"required"}`,
+		`{"id":"s","network":"new","ports":[8080,"8000-8100"],"record":true}`,
+		`{"command":["sh"],"stdin":true,"stdout":true,"tty":true,"detach":"15m","flow":true,"info":true}`,
+		`{"stdout":true,"replay":false}`,
+		`{"ports":[80,443]}`,
+		`{"command":["true"],"timeoutSeconds":5,"stdin":"aGkK"}`,
+		`{"mode":"view","ttlSeconds":3600}`,
+		`{"command":["echo","a\u0000b"],"stdout":true,"detach":1e300}`,
+		`{"id":"c","env":{"A":"b\u0000"}}`,
+	} {
+		f.Add(uint8(i), []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, kind uint8, body []byte) {
+		k := bodyKinds[int(kind)%len(bodyKinds)]
+		v := k.new()
+		err := decodeBody(body, v)
+		if err == nil {
+			err = k.validate(v)
+		}
+		if err != nil {
+			if code, _ := statusOf(err); code < 400 || code > 499 {
+				t.Fatalf("%s %q: %d for %v", k.name, body, code, err)
+			}
+			return
+		}
+		b1, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("%s %q: encoding the decoded body: %v", k.name, body, err)
+		}
+		v2 := k.new()
+		if err := decodeBody(b1, v2); err != nil {
+			t.Fatalf("%s %q encoded as %s: %v", k.name, body, b1, err)
+		}
+		if err := k.validate(v2); err != nil {
+			t.Fatalf("%s %q encoded as %s is no longer valid: %v", k.name, body, b1, err)
+		}
+		if b2, _ := json.Marshal(v2); !bytes.Equal(b1, b2) {
+			t.Fatalf("%s %q: encoded as %s, then as %s", k.name, body, b1, b2)
+		}
+	})
+}
+
+// FuzzLogOptions: kubectl logs' parameters are refused with a 400 or read
+// into options that make sense: a tail of -1 (all) or more lines, a
+// limit of 0 (none) or more bytes, a start not in the future.
+func FuzzLogOptions(f *testing.F) {
+	for _, s := range []string{
+		"follow=true&tailLines=10&timestamps=1",
+		"limitBytes=100&sinceSeconds=60",
+		"sinceTime=2026-12-01T10:00:00Z&previous=true",
+		"sinceSeconds=99999999999",
+		"sinceSeconds=9223372036854775807",
+		"tailLines=-1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		before := time.Now()
+		o, err := parseLogOptions(q)
+		if err != nil {
+			if code, _ := statusOf(err); code != 400 {
+				t.Fatalf("%q: %d for %v", raw, code, err)
+			}
+			return
+		}
+		if o.tail < -1 || o.limit < 0 {
+			t.Fatalf("%q: tail %d, limit %d", raw, o.tail, o.limit)
+		}
+		if q.Get("sinceSeconds") != "" && o.since.After(before) {
+			t.Fatalf("%q: since %v, in the future", raw, o.since)
+		}
+	})
+}
