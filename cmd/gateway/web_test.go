@@ -426,11 +426,11 @@ func TestWebShell(t *testing.T) {
 	want := fmt.Sprintf("hello-%d", rand.IntN(1e9))
 	b.run("echo " + want)
 	b.waitLine(want, 10*time.Second)
-	// The DOM renderer shows it too.
-	rows := mustEval[string](b, `document.querySelector(".term-pane.active .xterm-rows").innerText`)
-	if !regexp.MustCompile(`(?m)^` + want + `\s*$`).MatchString(rows) {
-		t.Errorf(".xterm-rows lacks the line %q:\n%s", want, rows)
-	}
+	// The DOM renderer shows it too, at its next animation frame.
+	b.waitFor(fmt.Sprintf(".xterm-rows showing the line %q", want), 10*time.Second, func() bool {
+		rows := mustEval[string](b, `document.querySelector(".term-pane.active .xterm-rows").innerText`)
+		return regexp.MustCompile(`(?m)^` + want + `\s*$`).MatchString(rows)
+	})
 	if tabs := mustEval[[]map[string]any](b, "gatewayDebug.tabs()"); len(tabs) != 1 || tabs[0]["kind"] != "exec" {
 		t.Errorf("tabs %v", tabs)
 	}
