@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -65,7 +65,9 @@ type API struct {
 	audit     *audit.Log
 	metrics   http.Handler
 	web       http.Handler
-	draining  atomic.Bool
+	drainOnce sync.Once
+	drained   chan struct{} // closed by Drain
+	pods      podCache
 	started   time.Time
 }
 
@@ -88,12 +90,21 @@ type Deps struct {
 func New(cfg Config, log *slog.Logger, d Deps) *API {
 	return &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), log: log,
 		runtime: d.Runtime, sandboxes: d.Sandboxes, sessions: d.Sessions, urls: d.URLs,
-		streams: d.Streams, records: d.Recordings, audit: d.Audit, metrics: d.Metrics, web: d.Web, started: time.Now()}
+		streams: d.Streams, records: d.Recordings, audit: d.Audit, metrics: d.Metrics, web: d.Web, drained: make(chan struct{}), pods: newPodCache(), started: time.Now()}
 }
 
-// Drain makes /readyz fail and refuses new streams and stream URLs, for a
-// graceful shutdown.
-func (a *API) Drain() { a.draining.Store(true) }
+// Drain makes /readyz fail, refuses new streams and stream URLs and ends
+// watches and followed logs, for a graceful shutdown.
+func (a *API) Drain() { a.drainOnce.Do(func() { close(a.drained) }) }
+
+func (a *API) draining() bool {
+	select {
+	case <-a.drained:
+		return true
+	default:
+		return false
+	}
+}
 
 // Handler returns the router. Every check that several routes share is a
 // wrapper here, written once: auth (the token), work (refused while
@@ -245,7 +256,7 @@ func spdyOr(streamHandler, h http.HandlerFunc) http.HandlerFunc {
 // containers, sandboxes, stream URLs) while the gateway drains.
 func (a *API) work(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if a.draining.Load() {
+		if a.draining() {
 			a.writeError(w, r, errDraining)
 			return
 		}
@@ -283,7 +294,7 @@ func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 }
 
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
-	if a.draining.Load() {
+	if a.draining() {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 		return
 	}

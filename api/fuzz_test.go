@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"gateway/container"
 	"gateway/sandbox"
 	"gateway/stream"
@@ -115,5 +118,26 @@ func FuzzLogOptions(f *testing.F) {
 		if q.Get("sinceSeconds") != "" && o.since.After(before) {
 			t.Fatalf("%q: since %v, in the future", raw, o.since)
 		}
+	})
+}
+
+// FuzzPodSelector: any labelSelector and fieldSelector is parsed or
+// refused with a 400, and what parses matches a pod without panicking.
+func FuzzPodSelector(f *testing.F) {
+	for _, s := range [][2]string{{"", ""}, {"a=b,c!=d", "metadata.name=x"}, {"a in (b,c),!d", "status.phase!=Running,spec.hostNetwork=true"},
+		{"a in (", "foo=bar"}, {"x", "metadata.name==y"}, {"k notin (v)", `metadata.name=a\,b`}} {
+		f.Add(s[0], s[1])
+	}
+	pod := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: Namespace, Labels: map[string]string{"a": "b"}}}
+	f.Fuzz(func(t *testing.T, ls, fs string) {
+		r := httptest.NewRequest("GET", "/api/v1/pods?"+url.Values{"labelSelector": {ls}, "fieldSelector": {fs}}.Encode(), nil)
+		sel, err := parsePodSelector(r)
+		if err != nil {
+			if code, _ := statusOf(err); code != 400 {
+				t.Fatalf("%q %q: %d %v", ls, fs, code, err)
+			}
+			return
+		}
+		sel.matches(&pod)
 	})
 }

@@ -4,9 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -76,7 +78,7 @@ func (a *API) apiResources(w http.ResponseWriter, r *http.Request) {
 		TypeMeta:     metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"},
 		GroupVersion: "v1",
 		APIResources: []metav1.APIResource{
-			{Name: "pods", SingularName: "pod", Namespaced: true, Kind: "Pod", Verbs: []string{"get", "list"},
+			{Name: "pods", SingularName: "pod", Namespaced: true, Kind: "Pod", Verbs: []string{"get", "list", "watch"},
 				ShortNames: []string{"po"}, Categories: []string{"all"}},
 			sub("attach", "create", "get"), sub("exec", "create", "get"), sub("log", "get"), sub("portforward", "create", "get"),
 			{Name: "events", SingularName: "event", Namespaced: true, Kind: "Event", Verbs: []string{"list"}, ShortNames: []string{"ev"}},
@@ -134,19 +136,24 @@ func (a *API) podContainers(sb *sandbox.Sandbox) []*container.Container {
 			out = append(out, c)
 		}
 	}
-	slices.SortStableFunc(out, func(x, y *container.Container) int { return x.Created().Compare(y.Created()) })
-	return out
+	return oldestFirst(out)
 }
 
-// podObject is the pod of a sandbox, as kubectl reads one.
-func (a *API) podObject(sb *sandbox.Sandbox) corev1.Pod {
-	cs := a.podContainers(sb)
+func oldestFirst(cs []*container.Container) []*container.Container {
+	slices.SortStableFunc(cs, func(x, y *container.Container) int { return x.Created().Compare(y.Created()) })
+	return cs
+}
+
+// podObject is the pod of a sandbox with containers cs, as kubectl reads
+// one; its resource version is the pod cache's to give.
+func (a *API) podObject(sb *sandbox.Sandbox, cs []*container.Container) corev1.Pod {
+	cs = oldestFirst(cs)
 	uid := sha256.Sum256([]byte(a.cfg.Node + "/" + sb.ID() + "/" + sb.Created().String()))
 	pod := corev1.Pod{
 		TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
 		ObjectMeta: metav1.ObjectMeta{Name: a.podName(sb), Namespace: Namespace, UID: types.UID(fmt.Sprintf("%x", uid[:16])),
-			CreationTimestamp: metav1.NewTime(sb.Created()), ResourceVersion: "1",
-			Labels: map[string]string{"gateway/sandbox": sb.ID(), "gateway/network": networkLabel(sb)}},
+			CreationTimestamp: metav1.NewTime(sb.Created()),
+			Labels:            map[string]string{"gateway/sandbox": sb.ID(), "gateway/network": networkLabel(sb)}},
 		Spec: corev1.PodSpec{NodeName: a.cfg.Node, HostNetwork: sb.Spec().Network == sandbox.NetworkHost,
 			RestartPolicy: corev1.RestartPolicyNever},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, HostIP: "127.0.0.1", StartTime: ptr(metav1.NewTime(sb.Created()))},
@@ -162,7 +169,7 @@ func (a *API) podObject(sb *sandbox.Sandbox) corev1.Pod {
 		}
 		ct := corev1.Container{Name: spec.ID, Image: spec.Command[0], Command: spec.Command, WorkingDir: spec.WorkingDir,
 			TTY: spec.TTY, Stdin: spec.Stdin}
-		for _, k := range slices.Sorted(mapsKeys(spec.Env)) {
+		for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
 			ct.Env = append(ct.Env, corev1.EnvVar{Name: k, Value: spec.Env[k]})
 		}
 		pod.Spec.Containers = append(pod.Spec.Containers, ct)
@@ -238,52 +245,47 @@ func timeOf(t *time.Time) metav1.Time {
 
 func ptr[T any](v T) *T { return &v }
 
-func mapsKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 func (a *API) getPod(w http.ResponseWriter, r *http.Request) {
 	sb, err := a.pod(r.PathValue("ns"), r.PathValue("pod"))
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	pod := a.podObject(sb)
-	if wantsTable(r) {
-		writeJSON(w, http.StatusOK, podTable(r, []corev1.Pod{pod}))
+	pods, _ := a.syncPods()
+	i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Name == a.podName(sb) })
+	if i < 0 { // removed meanwhile
+		a.writeError(w, r, podNotFound{r.PathValue("pod")})
 		return
 	}
-	writeJSON(w, http.StatusOK, pod)
+	if wantsTable(r) {
+		writeJSON(w, http.StatusOK, podTable(r, pods[i:i+1], pods[i].ResourceVersion))
+		return
+	}
+	writeJSON(w, http.StatusOK, pods[i])
 }
 
+// listPods lists the pods its selectors match, or watches them.
 func (a *API) listPods(w http.ResponseWriter, r *http.Request) {
-	if ns := r.PathValue("ns"); ns != "" && ns != Namespace {
-		a.writePods(w, r, nil)
+	sel, err := parsePodSelector(r)
+	if err != nil {
+		a.writeError(w, r, err)
 		return
 	}
-	var pods []corev1.Pod
-	for _, sb := range a.sandboxes.List() {
-		pods = append(pods, a.podObject(sb))
+	if isTrue(r.URL.Query(), "watch") {
+		a.watchPods(w, r, sel)
+		return
 	}
-	a.writePods(w, r, pods)
-}
-
-func (a *API) writePods(w http.ResponseWriter, r *http.Request, pods []corev1.Pod) {
+	pods, rv := a.syncPods()
+	pods, version := sel.filter(pods), strconv.FormatUint(rv, 10)
 	if wantsTable(r) {
-		writeJSON(w, http.StatusOK, podTable(r, pods))
+		writeJSON(w, http.StatusOK, podTable(r, pods, version))
 		return
 	}
 	if pods == nil {
 		pods = []corev1.Pod{}
 	}
 	writeJSON(w, http.StatusOK, corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"},
-		ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: pods})
+		ListMeta: metav1.ListMeta{ResourceVersion: version}, Items: pods})
 }
 
 // namespace is the one namespace's object; kubectl reads it to explain a
@@ -332,8 +334,8 @@ func wantsTable(r *http.Request) bool {
 
 // podTable is the Table kubectl get pods prints: the columns of the API
 // server's pod printer (the wide ones at priority 1).
-func podTable(r *http.Request, pods []corev1.Pod) metav1.Table {
-	t := metav1.Table{TypeMeta: metav1.TypeMeta{Kind: "Table", APIVersion: "meta.k8s.io/v1"}, ListMeta: metav1.ListMeta{ResourceVersion: "1"},
+func podTable(r *http.Request, pods []corev1.Pod, rv string) metav1.Table {
+	t := metav1.Table{TypeMeta: metav1.TypeMeta{Kind: "Table", APIVersion: "meta.k8s.io/v1"}, ListMeta: metav1.ListMeta{ResourceVersion: rv},
 		ColumnDefinitions: []metav1.TableColumnDefinition{
 			{Name: "Name", Type: "string", Format: "name", Description: "the sandbox"},
 			{Name: "Ready", Type: "string", Description: "containers running, of all"},

@@ -63,7 +63,7 @@ func isTrue(q url.Values, name string) bool { v := q.Get(name); return v == "tru
 // podLog serves kubectl logs: the container's output kept in its
 // scrollback (the current run's, or the previous run's), each line with
 // its time if asked, then, with follow, the live output until the run
-// ends or the client leaves.
+// ends, the client leaves or the gateway drains.
 func (a *API) podLog(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	_, c, err := a.podContainer(r, q)
@@ -116,6 +116,8 @@ func (a *API) writeLogs(w http.ResponseWriter, r *http.Request, c *container.Con
 			}
 			lw.flush()
 		case <-r.Context().Done():
+			return nil
+		case <-a.drained:
 			return nil
 		}
 	}

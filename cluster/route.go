@@ -61,7 +61,7 @@ func (c *Cluster) Handler(h http.Handler, local Local) http.Handler {
 			c.route(w, r, h, kind, id)
 			return
 		}
-		if r.Method == http.MethodGet && isList(r.URL.Path) && len(c.Peers()) > 0 {
+		if r.Method == http.MethodGet && isList(r.URL.Path) && len(c.Peers()) > 0 && !isWatch(r) {
 			c.gather(w, r, h)
 			return
 		}
@@ -112,6 +112,12 @@ func isList(path string) bool {
 		return true
 	}
 	return false
+}
+
+// isWatch reports a watch of a list, which this replica serves alone.
+func isWatch(r *http.Request) bool {
+	v := r.URL.Query().Get("watch")
+	return v == "true" || v == "1"
 }
 
 // ownerTTL is how long a found owner is believed without asking again.

@@ -267,6 +267,7 @@ func (c *Container) startMain() (*Process, error) {
 	c.state, c.proc, c.pid, c.startedAt = Running, proc, proc.Pid(), time.Now()
 	c.exitCode, c.message, c.finishedAt = nil, "", time.Time{}
 	c.mu.Unlock()
+	c.rt.changes.Notify()
 	c.log.Info("container started", "pid", proc.Pid())
 	return proc, nil
 }
@@ -308,6 +309,7 @@ func (c *Container) supervise(proc *Process) {
 		c.mu.Lock()
 		c.restarts++
 		c.mu.Unlock()
+		c.rt.changes.Notify()
 	}
 }
 
@@ -348,6 +350,7 @@ func (c *Container) recordExit(code int, msg string) {
 	c.mu.Lock()
 	c.state, c.proc, c.exitCode, c.message, c.finishedAt = Exited, nil, &code, msg, time.Now()
 	c.mu.Unlock()
+	c.rt.changes.Notify()
 }
 
 func (c *Container) restartCount() int {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"gateway/internal/notify"
 	"gateway/sandbox"
 )
 
@@ -42,6 +43,8 @@ type Runtime struct {
 	log       *slog.Logger
 	sandboxes *sandbox.Registry
 	exits     *exitWatcher // of every process the runtime starts
+
+	changes notify.Signal // a container came, went, started or exited
 
 	mu         sync.Mutex
 	containers map[string]*Container
@@ -179,6 +182,7 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 		return nil, fmt.Errorf("container %q: %w", spec.ID, err)
 	}
 	r.containers[spec.ID] = c
+	r.changes.Notify()
 	go c.supervise(proc) // owned by the container: stop waits on c.done
 	return c, nil
 }
@@ -205,6 +209,10 @@ func (r *Runtime) List() []*Container {
 	return out
 }
 
+// Changed returns a channel closed at the next change: a container
+// created, started, exited, restarted or removed.
+func (r *Runtime) Changed() <-chan struct{} { return r.changes.C() }
+
 // Remove stops a container (SIGTERM, then SIGKILL after the grace period or
 // when ctx ends) and forgets it.
 func (r *Runtime) Remove(ctx context.Context, id string) error {
@@ -218,6 +226,7 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 		delete(r.containers, id)
 	}
 	r.mu.Unlock()
+	r.changes.Notify()
 	return err
 }
 

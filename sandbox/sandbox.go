@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"gateway/internal/notify"
 	"gateway/record"
 )
 
@@ -153,6 +154,8 @@ func (s *Sandbox) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 // Registry holds the sandboxes. The host sandbox always exists. It is safe
 // for concurrent use.
 type Registry struct {
+	changes notify.Signal // a sandbox came or went
+
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox
 }
@@ -214,6 +217,7 @@ func (r *Registry) Create(spec Spec) (*Sandbox, error) {
 		sb.ns = ns
 	}
 	r.sandboxes[spec.ID] = sb
+	r.changes.Notify()
 	return sb, nil
 }
 
@@ -239,6 +243,9 @@ func (r *Registry) List() []*Sandbox {
 	return out
 }
 
+// Changed returns a channel closed at the next sandbox created or removed.
+func (r *Registry) Changed() <-chan struct{} { return r.changes.C() }
+
 // Remove deletes a sandbox and releases its namespace. The host sandbox
 // cannot be removed. The caller checks that no container uses it.
 func (r *Registry) Remove(id string) error {
@@ -252,6 +259,7 @@ func (r *Registry) Remove(id string) error {
 		return fmt.Errorf("%w: the host sandbox cannot be removed", ErrInUse)
 	}
 	delete(r.sandboxes, id)
+	r.changes.Notify()
 	if sb.ns != nil {
 		return sb.ns.close()
 	}

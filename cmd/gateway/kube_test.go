@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -438,4 +440,207 @@ func TestKubectlLogs(t *testing.T) {
 	// say it until kubectl shows it.
 	proctest.SendUntil(t, func() error { return attach.WriteMessage(2, []byte("\x00hello from the test\n")) },
 		pr, "said hello from the test\n")
+}
+
+// TestKubectlSelectors: kubectl get -l and --field-selector pick pods as
+// the API server does, refuse a field pods cannot be selected by, and
+// kubectl wait watches only the pod it names.
+func TestKubectlSelectors(t *testing.T) {
+	g := startGateway(t)
+	for _, id := range []string{"done", "never"} {
+		g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": id}, nil)
+	}
+	g.createContainer(t, map[string]any{"id": "d", "sandbox": "done", "workingDir": g.dir, "command": []string{"true"}})
+	g.createContainer(t, map[string]any{"id": "n", "sandbox": "never", "workingDir": g.dir, "command": []string{"sleep", "1000"}})
+	k := g.kubectl(t)
+	for range 100 { // until true has exited
+		if out, _, _ := k.run(nil, "get", "pod", "done", "-o", "jsonpath={.status.phase}"); out == "Succeeded" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-l", "gateway/sandbox=done"}, "pod/done\n"},
+		{[]string{"-l", "gateway/sandbox in (done,never)"}, "pod/done\npod/never\n"},
+		{[]string{"-l", "gateway/sandbox!=done,gateway/network=host"}, "pod/host\npod/never\n"},
+		{[]string{"-l", "nolabel"}, ""},
+		{[]string{"--field-selector", "status.phase=Succeeded"}, "pod/done\n"},
+		{[]string{"--field-selector", "status.phase=Running,metadata.name!=host"}, "pod/never\n"},
+		{[]string{"--field-selector", "spec.hostNetwork=true", "-l", "gateway/sandbox=host"}, "pod/host\n"},
+		{[]string{"-A", "--field-selector", "metadata.namespace=default,metadata.name=never"}, "pod/never\n"},
+	} {
+		if out, errOut, code := k.run(nil, append([]string{"get", "pods", "-o", "name"}, c.args...)...); out != c.want || code != 0 {
+			t.Errorf("get pods %q: %d %q, want %q\n%s", c.args, code, out, c.want, errOut)
+		}
+	}
+	for _, c := range []struct{ args []string }{
+		{[]string{"--field-selector", "spec.containers=x"}},
+		{[]string{"-l", "a in ("}},
+	} {
+		_, errOut, code := k.run(nil, append([]string{"get", "pods"}, c.args...)...)
+		if code != 1 || !strings.Contains(errOut, "Error from server (BadRequest)") {
+			t.Errorf("get pods %q: %d %s", c.args, code, errOut)
+		}
+	}
+	if _, errOut, _ := k.run(nil, "get", "pods", "--field-selector", "spec.containers=x"); !strings.Contains(errOut, "field label not supported: spec.containers") {
+		t.Errorf("an unknown field: %s", errOut)
+	}
+	// done has succeeded, never will not: waiting for never must not end
+	// on done's state.
+	out, errOut, code := k.run(nil, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/never", "--timeout=2s")
+	if code != 1 || !strings.Contains(errOut, "timed out waiting for the condition on pods/never") {
+		t.Errorf("wait for a pod that does not succeed: %d %q %s", code, out, errOut)
+	}
+	if out, errOut, code = k.run(nil, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/done", "--timeout=20s"); code != 0 || out != "pod/done condition met\n" {
+		t.Errorf("wait for a pod that succeeded: %d %q %s", code, out, errOut)
+	}
+}
+
+// TestKubectlWatch: kubectl get -w prints each change of a pod as it
+// happens, kubectl wait ends at the change it waits for, and a watch
+// resumes from a list's resource version, or is told to list again.
+func TestKubectlWatch(t *testing.T) {
+	g := startGateway(t)
+	k := g.kubectl(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	get := k.cmd(ctx, "get", "pods", "-w", "--output-watch-events")
+	out, err := get.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	getErr := &logBuffer{}
+	get.Stderr = getErr
+	if err := get.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer get.Wait()
+	defer cancel()
+	readTo(t, out, regexp.MustCompile(`(?m)^ADDED\s+host\s+1/1\s+Running\s`))
+
+	// A wait that only a change it sees through its watch can end: the
+	// pod does not exist yet when it starts.
+	wait := k.cmd(ctx, "wait", "--for=jsonpath={.status.phase}=Failed", "pod/w", "--timeout=60s", "-v=6")
+	waitOut, waitErr := &logBuffer{}, &logBuffer{}
+	wait.Stdout, wait.Stderr = waitOut, waitErr
+	g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "w"}, nil)
+	readTo(t, out, regexp.MustCompile(`(?m)^ADDED\s+w\s+0/0\s+Running\s`))
+	if err := wait.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- wait.Wait() }()
+
+	list := struct {
+		Metadata struct{ ResourceVersion string }
+	}{}
+	g.do(t, "GET", "/api/v1/namespaces/default/pods", nil, &list)
+	g.createContainer(t, map[string]any{"id": "wc", "sandbox": "w", "workingDir": g.dir, "stdin": true,
+		"command": []string{"sh", "-c", "read x; exit 3"}})
+	readTo(t, out, regexp.MustCompile(`(?m)^MODIFIED\s+w\s+1/1\s+Running\s`))
+	// kubectl wait is watching once its watch has been answered.
+	for !regexp.MustCompile(`watch=true.*200 OK`).MatchString(waitErr.String()) {
+		select {
+		case err := <-waitDone:
+			t.Fatalf("kubectl wait ended before the pod failed: %v\n%s%s", err, waitOut.String(), waitErr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	attach := g.dialWS(t, "/api/v1/containers/wc/attach?stdin=1&replay=0", "v5.channel.k8s.io")
+	if err := attach.WriteMessage(2, []byte("\x00go\n")); err != nil {
+		t.Fatal(err)
+	}
+	readTo(t, out, regexp.MustCompile(`(?m)^MODIFIED\s+w\s+0/1\s+Error\s`))
+	select {
+	case err := <-waitDone:
+		if err != nil || waitOut.String() != "pod/w condition met\n" {
+			t.Errorf("kubectl wait: %v %q\n%s", err, waitOut.String(), waitErr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("kubectl wait did not end when the pod failed:\n%s", waitErr.String())
+	}
+	g.do(t, "DELETE", "/api/v1/containers/wc", nil, nil)
+	g.do(t, "DELETE", "/api/v1/sandboxes/w", nil, nil)
+	readTo(t, out, regexp.MustCompile(`(?m)^DELETED\s+w\s`))
+
+	// From the list's version: the changes since, each once, the last the
+	// pod's deletion; the watch ends at its timeoutSeconds.
+	events := g.watch(t, "/api/v1/pods?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dw&resourceVersion="+list.Metadata.ResourceVersion)
+	var types []string
+	for _, e := range events {
+		types = append(types, e.Type)
+	}
+	if len(types) < 3 || types[0] != "MODIFIED" || types[len(types)-1] != "DELETED" || slices.Contains(types, "ADDED") {
+		t.Errorf("watch from %s: %q", list.Metadata.ResourceVersion, types)
+	}
+	// From a version older than any kept: 410 Expired, so the client lists again.
+	if events = g.watch(t, "/api/v1/pods?watch=1&resourceVersion=1"); len(events) != 1 || events[0].Type != "ERROR" ||
+		events[0].Object.Code != 410 || events[0].Object.Reason != "Expired" {
+		t.Errorf("watch from an old version: %+v", events)
+	}
+	var st struct{ Code int }
+	if g.do(t, "GET", "/api/v1/pods?watch=1&resourceVersion=x", nil, &st); st.Code != 400 {
+		t.Errorf("a resource version not given: %d", st.Code)
+	}
+
+	// A watch open at shutdown ends with the drain: the HTTP shutdown has
+	// no request left to wait for.
+	body := g.openWatch(t, "/api/v1/pods?watch=1")
+	if err := g.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(body); err != nil {
+		t.Errorf("the watch at shutdown: %v", err)
+	}
+	if strings.Contains(g.log.String(), "http shutdown") {
+		t.Errorf("the shutdown waited for a watch:\n%s", g.log)
+	}
+	cancel()
+	if err := get.Wait(); err != nil && ctx.Err() == nil {
+		t.Errorf("kubectl get -w: %v\n%s", err, getErr.String())
+	}
+}
+
+type watchEvent struct {
+	Type   string
+	Object struct {
+		Code     int
+		Reason   string
+		Metadata struct{ Name, ResourceVersion string }
+	}
+}
+
+// openWatch starts a watch and returns its body, closed at the test's end.
+func (g *gateway) openWatch(t *testing.T, path string) io.ReadCloser {
+	t.Helper()
+	req, _ := http.NewRequest("GET", g.url+strings.TrimPrefix(path, "/"), nil)
+	req.Header.Set("Authorization", "Bearer "+g.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("watch %s: %d %s", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return resp.Body
+}
+
+// watch reads a watch to its end.
+func (g *gateway) watch(t *testing.T, path string) []watchEvent {
+	t.Helper()
+	dec := json.NewDecoder(g.openWatch(t, path))
+	var out []watchEvent
+	for {
+		var e watchEvent
+		if err := dec.Decode(&e); err == io.EOF {
+			return out
+		} else if err != nil {
+			t.Fatalf("watch %s: %v", path, err)
+		}
+		out = append(out, e)
+	}
 }

@@ -1,0 +1,312 @@
+package api
+
+import (
+	"encoding/json"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"gateway/container"
+	"gateway/internal/reqerr"
+)
+
+// Pods as lists and watches see them: each with the resource version of
+// its last change, the last changes kept for watches that resume, and the
+// label and field selectors of the API server's pod registry.
+
+// maxPodEvents is how many changes the cache keeps: a watch resuming from
+// an older resource version is told to list again (410 Expired), as the
+// API server does past its watch cache.
+const maxPodEvents = 1024
+
+// defaultWatchTimeout ends a watch that gave no timeoutSeconds, as the API
+// server's --min-request-timeout does; clients watch again.
+const defaultWatchTimeout = 30 * time.Minute
+
+// podCache holds the pods last served and the changes that led to them.
+// It is brought up to date when read (syncPods) rather than by a goroutine of
+// its own: the sandbox registry and the container runtime only signal
+// that something changed, at no cost when no one watches.
+type podCache struct {
+	mu     sync.Mutex
+	rv     uint64              // the last change's resource version
+	pods   map[string]podEntry // by name
+	events []podEvent          // the last maxPodEvents changes, oldest first
+}
+
+type podEntry struct {
+	pod corev1.Pod
+	key []byte // the pod's JSON without its resource version
+}
+
+// podEvent is a change: prev is the pod before it (nil when added).
+type podEvent struct {
+	rv        uint64
+	typ       watch.EventType
+	pod, prev *corev1.Pod
+}
+
+// newPodCache starts the resource versions at the time in microseconds, so
+// that those of a gateway started later are all newer: a client resuming
+// a watch across a restart is told to list again.
+func newPodCache() podCache {
+	return podCache{rv: uint64(time.Now().UnixMicro()), pods: make(map[string]podEntry)}
+}
+
+// syncPods brings the cache up to the sandboxes and containers as they are,
+// and returns the pods by name and the resource version they are at.
+func (a *API) syncPods() ([]corev1.Pod, uint64) {
+	bySandbox := make(map[string][]*container.Container)
+	for _, c := range a.runtime.List() {
+		id := c.Spec().Sandbox
+		bySandbox[id] = append(bySandbox[id], c)
+	}
+	var now []corev1.Pod
+	for _, sb := range a.sandboxes.List() {
+		now = append(now, a.podObject(sb, bySandbox[sb.ID()]))
+	}
+	slices.SortFunc(now, func(x, y corev1.Pod) int { return strings.Compare(x.Name, y.Name) })
+
+	c := &a.pods
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[string]bool, len(now))
+	for i := range now {
+		p := &now[i]
+		seen[p.Name] = true
+		p.ResourceVersion = ""
+		key, _ := json.Marshal(p)
+		old, ok := c.pods[p.Name]
+		switch {
+		case ok && string(old.key) == string(key):
+			*p = old.pod
+			continue
+		case ok:
+			c.record(watch.Modified, p, &old.pod)
+		default:
+			c.record(watch.Added, p, nil)
+		}
+		c.pods[p.Name] = podEntry{pod: *p, key: key}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.pods)) {
+		if !seen[name] {
+			old := c.pods[name]
+			gone := old.pod
+			c.record(watch.Deleted, &gone, &old.pod)
+			delete(c.pods, name)
+		}
+	}
+	return now, c.rv
+}
+
+// record adds a change, giving p the next resource version.
+func (c *podCache) record(typ watch.EventType, p, prev *corev1.Pod) {
+	c.rv++
+	p.ResourceVersion = strconv.FormatUint(c.rv, 10)
+	pod := *p
+	c.events = append(c.events, podEvent{rv: c.rv, typ: typ, pod: &pod, prev: prev})
+	if n := len(c.events) - maxPodEvents; n > 0 {
+		c.events = slices.Delete(c.events, 0, n)
+	}
+}
+
+// since returns the changes after resource version rv; ok is false when
+// some of them are no longer kept.
+func (c *podCache) since(rv uint64) (evs []podEvent, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	oldest := c.rv - uint64(len(c.events)) // the version before the first change kept (they are consecutive)
+	switch {
+	case rv < oldest:
+		return nil, false
+	case rv >= c.rv:
+		return nil, true
+	}
+	return slices.Clone(c.events[rv-oldest:]), true
+}
+
+// podSelector is a request's namespace, labelSelector and fieldSelector.
+type podSelector struct {
+	ns     string // "" for every namespace
+	labels labels.Selector
+	fields fields.Selector
+}
+
+// podFields are the fields a pod can be selected by, as the API server's
+// pod registry has them.
+func podFields(p *corev1.Pod) fields.Set {
+	return fields.Set{
+		"metadata.name":            p.Name,
+		"metadata.namespace":       p.Namespace,
+		"spec.nodeName":            p.Spec.NodeName,
+		"spec.restartPolicy":       string(p.Spec.RestartPolicy),
+		"spec.schedulerName":       p.Spec.SchedulerName,
+		"spec.serviceAccountName":  p.Spec.ServiceAccountName,
+		"spec.hostNetwork":         strconv.FormatBool(p.Spec.HostNetwork),
+		"status.phase":             string(p.Status.Phase),
+		"status.podIP":             p.Status.PodIP,
+		"status.nominatedNodeName": p.Status.NominatedNodeName,
+	}
+}
+
+// parsePodSelector reads a pod list's or watch's selectors: a malformed
+// one, or a field pods cannot be selected by, is the caller's mistake.
+func parsePodSelector(r *http.Request) (podSelector, error) {
+	q := r.URL.Query()
+	sel := podSelector{ns: r.PathValue("ns")}
+	var err error
+	if sel.labels, err = labels.Parse(q.Get("labelSelector")); err != nil {
+		return sel, reqerr.New(reqerr.ErrBadRequest, "%v", err)
+	}
+	if sel.fields, err = fields.ParseSelector(q.Get("fieldSelector")); err != nil {
+		return sel, reqerr.New(reqerr.ErrBadRequest, "%v", err)
+	}
+	known := podFields(&corev1.Pod{})
+	for _, req := range sel.fields.Requirements() {
+		if _, ok := known[req.Field]; !ok {
+			return sel, reqerr.New(reqerr.ErrBadRequest, "field label not supported: %s", req.Field)
+		}
+	}
+	return sel, nil
+}
+
+func (s podSelector) matches(p *corev1.Pod) bool {
+	return p != nil && (s.ns == "" || s.ns == p.Namespace) && s.labels.Matches(labels.Set(p.Labels)) && s.fields.Matches(podFields(p))
+}
+
+func (s podSelector) filter(pods []corev1.Pod) []corev1.Pod {
+	return slices.DeleteFunc(pods, func(p corev1.Pod) bool { return !s.matches(&p) })
+}
+
+// watchEvent is one line of a watch: the object a pod, a Table of its
+// row, or a Status.
+type watchEvent struct {
+	Type   watch.EventType `json:"type"`
+	Object any             `json:"object"`
+}
+
+// watchPods serves a pod watch: the changes after resourceVersion (or, from
+// none or "0", every matching pod as added first; with sendInitialEvents,
+// then a bookmark saying so), as JSON lines, until timeoutSeconds, the
+// client leaves or the gateway drains. A pod that comes to match the
+// selectors is added and one that ceases to is deleted, as the API server
+// does.
+func (a *API) watchPods(w http.ResponseWriter, r *http.Request, sel podSelector) {
+	q := r.URL.Query()
+	timeout := defaultWatchTimeout
+	if s := q.Get("timeoutSeconds"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "timeoutSeconds %q: want a whole number of seconds", s))
+			return
+		}
+		timeout = time.Duration(n) * time.Second
+	}
+	from, initial := uint64(0), true
+	if s := q.Get("resourceVersion"); s != "" && s != "0" && !isTrue(q, "sendInitialEvents") {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "resourceVersion %q: want a resource version this gateway gave", s))
+			return
+		}
+		from, initial = n, false
+	}
+	table := wantsTable(r)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	columns := true // the first Table carries the column definitions, as the API server's do
+	send := func(typ watch.EventType, p *corev1.Pod) error {
+		var obj any = p
+		if table && typ != watch.Bookmark {
+			t := podTable(r, []corev1.Pod{*p}, p.ResourceVersion)
+			if !columns {
+				t.ColumnDefinitions = nil
+			}
+			columns, obj = false, t
+		}
+		return enc.Encode(watchEvent{Type: typ, Object: obj})
+	}
+	fail := func(code int32, reason metav1.StatusReason, msg string) {
+		_ = enc.Encode(watchEvent{Type: watch.Error, Object: metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+			Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg}})
+	}
+
+	end := time.NewTimer(timeout)
+	defer end.Stop()
+	for first := true; ; first = false {
+		sandboxes, containers := a.sandboxes.Changed(), a.runtime.Changed() // before the read: no change is missed
+		pods, rv := a.syncPods()
+		switch {
+		case first && initial:
+			for i := range pods {
+				if p := &pods[i]; sel.matches(p) && send(watch.Added, p) != nil {
+					return
+				}
+			}
+			if isTrue(q, "sendInitialEvents") {
+				mark := &corev1.Pod{TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{
+					ResourceVersion: strconv.FormatUint(rv, 10), Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}}
+				if send(watch.Bookmark, mark) != nil {
+					return
+				}
+			}
+		case first && from > rv:
+			fail(http.StatusGatewayTimeout, metav1.StatusReasonTimeout, "Too large resource version: "+strconv.FormatUint(from, 10)+
+				", current: "+strconv.FormatUint(rv, 10))
+			return
+		default:
+			evs, ok := a.pods.since(from)
+			if !ok {
+				fail(http.StatusGone, metav1.StatusReasonExpired, "too old resource version: "+strconv.FormatUint(from, 10))
+				return
+			}
+			for _, e := range evs {
+				if e.rv > rv {
+					break // a change after this read: the next round sends it
+				}
+				typ := e.typ
+				now, before := e.typ != watch.Deleted && sel.matches(e.pod), e.prev != nil && sel.matches(e.prev)
+				switch {
+				case now && !before:
+					typ = watch.Added
+				case !now && before:
+					typ = watch.Deleted
+				case !now:
+					continue
+				}
+				if send(typ, e.pod) != nil {
+					return
+				}
+			}
+		}
+		from = rv
+		if rc.Flush() != nil {
+			return
+		}
+		select {
+		case <-sandboxes:
+		case <-containers:
+		case <-end.C:
+			return
+		case <-r.Context().Done():
+			return
+		case <-a.drained:
+			return
+		}
+	}
+}
