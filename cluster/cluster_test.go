@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -78,6 +79,43 @@ func TestMerge(t *testing.T) {
 	if err != nil || string(out) != `{"kind":"Table","rows":[{"cells":["a"]},{"cells":["b"]}]}` {
 		t.Errorf("%s %v", out, err)
 	}
+	// A pod list's version names each replica's, for a watch from it.
+	out, err = merge([]json.RawMessage{[]byte(`{"kind":"PodList","metadata":{"resourceVersion":"17"},"items":[]}`),
+		[]byte(`{"kind":"PodList","metadata":{"resourceVersion":"9"},"items":[{"metadata":{"name":"b"}}]}`)},
+		[]string{"n1", "n2"}, nil, "/api/v1/pods")
+	if err != nil || string(out) != `{"items":[{"metadata":{"name":"b"}}],"kind":"PodList","metadata":{"resourceVersion":"n1=17\u0026n2=9"}}` {
+		t.Errorf("%s %v", out, err)
+	}
+}
+
+// TestVersions: a merged resource version gives back each replica's, and
+// nothing else passes for one.
+func TestVersions(t *testing.T) {
+	rvs := map[string]string{"n1": "17", "a b&c=": "1796410803020423"}
+	got, ok := splitVersions(joinVersions(rvs))
+	if !ok || !maps.Equal(got, rvs) {
+		t.Errorf("%q: %v %v", joinVersions(rvs), got, ok)
+	}
+	for _, s := range []string{"", "17", "n1", "n1=", "n1=x", "n1=1&n1=2", "=5", "%zz=1"} {
+		if got, ok := splitVersions(s); ok {
+			t.Errorf("%q taken for a merged version: %v", s, got)
+		}
+	}
+}
+
+func FuzzSplitVersions(f *testing.F) {
+	for _, s := range []string{"n1=17&n2=9", "17", "n1=1&n1=2", "%zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		rvs, ok := splitVersions(s)
+		if !ok {
+			return
+		}
+		if again, ok := splitVersions(joinVersions(rvs)); !ok || !maps.Equal(again, rvs) {
+			t.Fatalf("%q: %v, then %v %v", s, rvs, again, ok)
+		}
+	})
 }
 
 func FuzzParseSpec(f *testing.F) {

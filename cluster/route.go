@@ -61,7 +61,11 @@ func (c *Cluster) Handler(h http.Handler, local Local) http.Handler {
 			c.route(w, r, h, kind, id)
 			return
 		}
-		if r.Method == http.MethodGet && isList(r.URL.Path) && len(c.Peers()) > 0 && !isWatch(r) {
+		if r.Method == http.MethodGet && isList(r.URL.Path) && len(c.Peers()) > 0 && isWatch(r) && strings.Contains(r.URL.Path, "pods") {
+			c.watchAll(w, r, h)
+			return
+		}
+		if r.Method == http.MethodGet && isList(r.URL.Path) && len(c.Peers()) > 0 {
 			c.gather(w, r, h)
 			return
 		}
@@ -114,7 +118,7 @@ func isList(path string) bool {
 	return false
 }
 
-// isWatch reports a watch of a list, which this replica serves alone.
+// isWatch reports a watch of a list.
 func isWatch(r *http.Request) bool {
 	v := r.URL.Query().Get("watch")
 	return v == "true" || v == "1"
@@ -217,14 +221,7 @@ func (c *Cluster) askPeers(ctx context.Context, method, path, accept string, too
 func (c *Cluster) call(ctx context.Context, p *Peer, method, path, accept string) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, method, p.URL.String()+path, nil)
-	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
-	if accept != "" {
-		req.Header.Set("Accept", accept) // the same form: a Table for kubectl get
-	}
-	req.Header.Set(forwardedHeader, c.cfg.Node)
-	req.Header.Set(proofHeader, c.proof())
-	resp, err := c.client.Do(req)
+	resp, err := c.client.Do(c.peerRequest(ctx, p, method, path, accept))
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +229,18 @@ func (c *Cluster) call(ctx context.Context, p *Peer, method, path, accept string
 	resp.Body.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(b))
 	return resp, err
+}
+
+// peerRequest is a request of the replica's own to a peer.
+func (c *Cluster) peerRequest(ctx context.Context, p *Peer, method, path, accept string) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, method, p.URL.String()+path, nil)
+	req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	if accept != "" {
+		req.Header.Set("Accept", accept) // the same form: a Table for kubectl get
+	}
+	req.Header.Set(forwardedHeader, c.cfg.Node)
+	req.Header.Set(proofHeader, c.proof())
+	return req
 }
 
 // forwardTo forwards to a peer named by ?node=.
@@ -387,10 +396,15 @@ func merge(lists []json.RawMessage, nodes, down []string, path string) ([]byte, 
 	}
 	kube := strings.Contains(path, "pods")
 	all := []json.RawMessage{}
+	rvs := map[string]string{}
 	for i, l := range lists {
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(l, &m); err != nil {
 			continue
+		}
+		var meta struct{ ResourceVersion string }
+		if json.Unmarshal(m["metadata"], &meta) == nil && meta.ResourceVersion != "" {
+			rvs[nodes[i]] = meta.ResourceVersion
 		}
 		var items []json.RawMessage
 		json.Unmarshal(m[field], &items)
@@ -406,6 +420,15 @@ func merge(lists []json.RawMessage, nodes, down []string, path string) ([]byte, 
 		}
 	}
 	base[field], _ = json.Marshal(all)
+	if kube && len(rvs) > 0 { // a watch from it resumes each replica's (watchAll)
+		var meta map[string]json.RawMessage
+		json.Unmarshal(base["metadata"], &meta)
+		if meta == nil {
+			meta = map[string]json.RawMessage{}
+		}
+		meta["resourceVersion"], _ = json.Marshal(joinVersions(rvs))
+		base["metadata"], _ = json.Marshal(meta)
+	}
 	if !kube {
 		if down == nil {
 			down = []string{}

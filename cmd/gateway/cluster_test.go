@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,9 +11,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -456,6 +460,76 @@ func TestReplicasKubectl(t *testing.T) {
 	out, errOut, code = spdy.run(nil, "exec", "host.n3", "-c", "c3", "--", "sh", "-c", "echo spdy from $0; exit 4", "c3")
 	if code != 4 || out != "spdy from c3\n" {
 		t.Errorf("kubectl exec over SPDY into n3 through n1: %d %q %s", code, out, errOut)
+	}
+
+	// Selectors and watches span the replicas.
+	if out, errOut, code = k.run(nil, "get", "pods", "-o", "name", "-l", "gateway/sandbox=s2"); out != "pod/s2.n2\n" || code != 0 {
+		t.Errorf("get pods -l across replicas: %d %q %s", code, out, errOut)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	get := k.cmd(ctx, "get", "pods", "-w", "--output-watch-events")
+	watched, err := get.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := get.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer get.Wait()
+	defer cancel()
+	readTo(t, watched, regexp.MustCompile(`(?s)host\.n1.*host\.n2.*host\.n3.*s3\.n3`))
+	var list struct {
+		Metadata struct{ ResourceVersion string }
+	}
+	gs[0].do(t, "GET", "/api/v1/namespaces/default/pods", nil, &list)
+	gs[2].do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "w3"}, nil)
+	readTo(t, watched, regexp.MustCompile(`(?m)^ADDED\s+w3\.n3\s+0/0\s+Running\s`))
+	gs[2].do(t, "DELETE", "/api/v1/sandboxes/w3", nil, nil)
+	readTo(t, watched, regexp.MustCompile(`(?m)^DELETED\s+w3\.n3\s`))
+	// From the merged list's version: n3's two changes, and nothing of
+	// the replicas that did not change.
+	events := gs[0].watch(t, "/api/v1/pods?watch=1&timeoutSeconds=1&resourceVersion="+url.QueryEscape(list.Metadata.ResourceVersion))
+	var got []string
+	for _, e := range events {
+		got = append(got, e.Type+" "+e.Object.Metadata.Name)
+	}
+	if !slices.Equal(got, []string{"ADDED w3.n3", "DELETED w3.n3"}) {
+		t.Errorf("watch from the merged list's %q: %q", list.Metadata.ResourceVersion, got)
+	}
+	// A single replica's version is not the merged stream's: list again.
+	if events = gs[0].watch(t, "/api/v1/pods?watch=1&resourceVersion=5"); len(events) != 1 || events[0].Object.Code != 410 {
+		t.Errorf("watch from one replica's version: %+v", events)
+	}
+	// kubectl wait on a pod of n2 through n1, ended by a change on n2.
+	gs[1].createContainer(t, map[string]any{"id": "w2", "sandbox": "s2", "workingDir": gs[1].dir, "stdin": true,
+		"command": []string{"sh", "-c", "read x; exit 5"}})
+	waitOut, waitErr := &logBuffer{}, &logBuffer{}
+	wait := k.cmd(ctx, "wait", "--for=jsonpath={.status.phase}=Failed", "pod/s2.n2", "--timeout=60s", "-v=6")
+	wait.Stdout, wait.Stderr = waitOut, waitErr
+	if err := wait.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- wait.Wait() }()
+	for !regexp.MustCompile(`watch=true.*200 OK`).MatchString(waitErr.String()) {
+		select {
+		case err := <-waitDone:
+			t.Fatalf("kubectl wait ended before the pod failed: %v\n%s%s", err, waitOut, waitErr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	attach := gs[1].dialWS(t, "/api/v1/containers/w2/attach?stdin=1&replay=0", "v5.channel.k8s.io")
+	if err := attach.WriteMessage(2, []byte("\x00go\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waitDone:
+		if err != nil || waitOut.String() != "pod/s2.n2 condition met\n" {
+			t.Errorf("kubectl wait across replicas: %v %q\n%s", err, waitOut, waitErr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("kubectl wait did not end when the pod failed:\n%s", waitErr)
 	}
 }
 
