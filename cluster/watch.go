@@ -221,7 +221,7 @@ func (c *Cluster) watchAll(w http.ResponseWriter, r *http.Request, h http.Handle
 func (c *Cluster) open(ctx context.Context, p *Peer, path, accept string) (*http.Response, error) {
 	rctx, stop := context.WithCancel(ctx)
 	timer := time.AfterFunc(c.cfg.Timeout, stop)
-	resp, err := c.client.Do(c.peerRequest(rctx, p, "GET", path, accept))
+	resp, err := c.proxy.RoundTrip(c.peerRequest(rctx, p, "GET", path, accept)) // not c.client, whose timeout covers the body
 	if !timer.Stop() && err == nil {
 		resp.Body.Close()
 		err = fmt.Errorf("%s: no answer in %v", p.Node(), c.cfg.Timeout)

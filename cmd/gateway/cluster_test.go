@@ -473,16 +473,32 @@ func TestReplicasKubectl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	getErr := &logBuffer{}
+	get.Stderr = getErr
 	if err := get.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer get.Wait()
 	defer cancel()
-	readTo(t, watched, regexp.MustCompile(`(?s)host\.n1.*host\.n2.*host\.n3.*s3\.n3`))
+	defer func() {
+		if t.Failed() {
+			t.Logf("kubectl get -w:\n%s", getErr)
+		}
+	}()
+	// Every replica's pods, in the order the replicas answered.
+	initial := readTo(t, watched, regexp.MustCompile(`(?s)(\nADDED [^\n]*){6}`))
+	for _, want := range []string{"host.n1", "s1.n1", "host.n2", "s2.n2", "host.n3", "s3.n3"} {
+		if !regexp.MustCompile(`(?m)^ADDED\s+` + regexp.QuoteMeta(want) + `\s`).MatchString(initial) {
+			t.Errorf("kubectl get -w lacks %s:\n%s", want, initial)
+		}
+	}
 	var list struct {
 		Metadata struct{ ResourceVersion string }
 	}
 	gs[0].do(t, "GET", "/api/v1/namespaces/default/pods", nil, &list)
+	// Past the 1 s a peer has to answer a lookup: the peers' watches
+	// stream on.
+	time.Sleep(1500 * time.Millisecond)
 	gs[2].do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "w3"}, nil)
 	readTo(t, watched, regexp.MustCompile(`(?m)^ADDED\s+w3\.n3\s+0/0\s+Running\s`))
 	gs[2].do(t, "DELETE", "/api/v1/sandboxes/w3", nil, nil)
@@ -530,6 +546,13 @@ func TestReplicasKubectl(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("kubectl wait did not end when the pod failed:\n%s", waitErr)
+	}
+	// kubectl delete of a pod on n3 through n1: n3 removes the sandbox.
+	if out, errOut, code := k.run(nil, "delete", "pod", "s3.n3"); code != 0 || out != "pod \"s3.n3\" deleted from default namespace\n" {
+		t.Errorf("kubectl delete across replicas: %d %q %s", code, out, errOut)
+	}
+	if resp := gs[2].do(t, "GET", "/api/v1/sandboxes/s3", nil, nil); resp.StatusCode != 404 {
+		t.Errorf("s3 after its pod's delete: %d", resp.StatusCode)
 	}
 }
 
