@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"gateway/audit"
 	"gateway/container"
@@ -65,16 +66,25 @@ func (a *API) deleteContainer(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	a.sessions.CloseTarget(id, session.ErrClosedByAPI)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), stopTimeout(a.cfg.StopGrace))
-	defer cancel()
-	if err := a.runtime.Remove(ctx, id); err != nil {
+	if err := a.removeContainer(r, id, stopTimeout(a.cfg.StopGrace)); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// removeContainer closes a container's streams, stops it (killing it
+// once timeout has passed) and forgets it.
+func (a *API) removeContainer(r *http.Request, id string, timeout time.Duration) error {
+	a.sessions.CloseTarget(id, session.ErrClosedByAPI)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
+	defer cancel()
+	if err := a.runtime.Remove(ctx, id); err != nil {
+		return err
+	}
 	a.log.Info("container removed", "container", id)
 	a.audit.Record(audit.Event{Event: audit.ContainerDelete, Container: id, Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Auth: audit.AuthOf(r.Context())})
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (a *API) listSandboxes(w http.ResponseWriter, r *http.Request) {
@@ -127,16 +137,24 @@ func (a *API) deleteSandbox(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if a.runtime.UsesSandbox(id) {
-		a.writeError(w, r, reqerr.New(reqerr.ErrConflict, "sandbox %q has containers: delete them first", id))
-		return
-	}
-	a.sessions.CloseTarget(id, session.ErrClosedByAPI)
-	if err := a.sandboxes.Remove(id); err != nil {
+	if err := a.removeSandbox(r, id); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// removeSandbox closes a sandbox's streams and removes it, if no
+// container uses it.
+func (a *API) removeSandbox(r *http.Request, id string) error {
+	if a.runtime.UsesSandbox(id) {
+		return reqerr.New(reqerr.ErrConflict, "sandbox %q has containers: delete them first", id)
+	}
+	a.sessions.CloseTarget(id, session.ErrClosedByAPI)
+	if err := a.sandboxes.Remove(id); err != nil {
+		return err
+	}
 	a.log.Info("sandbox removed", "sandbox", id)
 	a.audit.Record(audit.Event{Event: audit.SandboxDelete, Sandbox: id, Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Auth: audit.AuthOf(r.Context())})
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -50,6 +53,7 @@ func (a *API) kubeRoutes(route func(method, path string, h http.HandlerFunc)) {
 	route("GET", "/api/v1/pods", auth(a.listPods))
 	route("GET", "/api/v1/namespaces/{ns}/pods", auth(a.listPods))
 	route("GET", "/api/v1/namespaces/{ns}/pods/{pod}", auth(a.getPod))
+	route("DELETE", "/api/v1/namespaces/{ns}/pods/{pod}", auth(a.deletePod))
 	route("GET", "/api/v1/namespaces/{ns}/events", auth(a.listEvents))
 	route("GET", "/api/v1/namespaces", auth(a.listNamespaces))
 	route("GET", "/api/v1/namespaces/{ns}", auth(a.getNamespace))
@@ -78,7 +82,7 @@ func (a *API) apiResources(w http.ResponseWriter, r *http.Request) {
 		TypeMeta:     metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"},
 		GroupVersion: "v1",
 		APIResources: []metav1.APIResource{
-			{Name: "pods", SingularName: "pod", Namespaced: true, Kind: "Pod", Verbs: []string{"get", "list", "watch"},
+			{Name: "pods", SingularName: "pod", Namespaced: true, Kind: "Pod", Verbs: []string{"get", "list", "watch", "delete"},
 				ShortNames: []string{"po"}, Categories: []string{"all"}},
 			sub("attach", "create", "get"), sub("exec", "create", "get"), sub("log", "get"), sub("portforward", "create", "get"),
 			{Name: "events", SingularName: "event", Namespaced: true, Kind: "Event", Verbs: []string{"list"}, ShortNames: []string{"ev"}},
@@ -262,6 +266,91 @@ func (a *API) getPod(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, pods[i])
+}
+
+// deletePod removes a sandbox and its containers, as kubectl delete pod
+// asks: each container gets the grace period asked for (the runtime's
+// at most), then is killed. The answer is the pod as it was, with its
+// deletion's time; with dryRun nothing is removed. The host pod stays.
+func (a *API) deletePod(w http.ResponseWriter, r *http.Request) {
+	err := a.deletePodErr(w, r)
+	if err != nil {
+		a.writeError(w, r, err)
+	}
+}
+
+func (a *API) deletePodErr(w http.ResponseWriter, r *http.Request) error {
+	var opts metav1.DeleteOptions
+	if r.ContentLength != 0 && r.Body != http.NoBody {
+		if err := decodeJSON(w, r, &opts, 1<<16); err != nil {
+			return err
+		}
+	}
+	if s := r.URL.Query().Get("gracePeriodSeconds"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return reqerr.New(reqerr.ErrBadRequest, "gracePeriodSeconds %q: want a whole number of seconds", s)
+		}
+		opts.GracePeriodSeconds = &n
+	}
+	grace := a.cfg.StopGrace
+	if g := opts.GracePeriodSeconds; g != nil {
+		if *g < 0 {
+			return reqerr.New(reqerr.ErrBadRequest, "gracePeriodSeconds %d: want 0 or more", *g)
+		}
+		grace = min(grace, time.Duration(*g)*time.Second)
+	}
+	sb, err := a.pod(r.PathValue("ns"), r.PathValue("pod"))
+	if err != nil {
+		return err
+	}
+	if sb.ID() == sandbox.HostID {
+		return reqerr.New(reqerr.ErrConflict, "pod %q is the gateway's host sandbox: it cannot be deleted (delete its containers instead)", a.podName(sb))
+	}
+	pods, _ := a.syncPods()
+	i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Name == a.podName(sb) })
+	if i < 0 {
+		return podNotFound{r.PathValue("pod")}
+	}
+	pod := pods[i]
+	if pre := opts.Preconditions; pre != nil {
+		if pre.UID != nil && *pre.UID != pod.UID {
+			return reqerr.New(reqerr.ErrConflict, "Precondition failed: UID in precondition: %s, UID in object meta: %s", *pre.UID, pod.UID)
+		}
+		if pre.ResourceVersion != nil && *pre.ResourceVersion != pod.ResourceVersion {
+			return reqerr.New(reqerr.ErrConflict, "Precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %s",
+				*pre.ResourceVersion, pod.ResourceVersion)
+		}
+	}
+	for _, d := range opts.DryRun {
+		if d != metav1.DryRunAll {
+			return reqerr.New(reqerr.ErrBadRequest, "dryRun %q: want All", d)
+		}
+	}
+	seconds := int64(grace / time.Second)
+	pod.DeletionTimestamp, pod.DeletionGracePeriodSeconds = ptr(metav1.Now()), &seconds
+	if len(opts.DryRun) == 0 {
+		// The containers stop together, each within the grace.
+		var wg sync.WaitGroup
+		cs := a.podContainers(sb)
+		errs := make([]error, len(cs))
+		for i, c := range cs {
+			wg.Go(func() { errs[i] = a.removeContainer(r, c.ID(), grace) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			// Past its grace a container is killed and removed: the
+			// deadline's error says only that.
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, container.ErrNotFound) {
+				return err
+			}
+		}
+		if err := a.removeSandbox(r, sb.ID()); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, pod)
+	return nil
 }
 
 // listPods lists the pods its selectors match, or watches them.

@@ -644,3 +644,45 @@ func (g *gateway) watch(t *testing.T, path string) []watchEvent {
 		out = append(out, e)
 	}
 }
+
+// TestKubectlDelete: kubectl delete pod removes the sandbox with its
+// containers (one of which ignores SIGTERM), --dry-run=server removes
+// nothing, a selector deletes what it selects, and the host pod stays.
+func TestKubectlDelete(t *testing.T) {
+	g := startGateway(t)
+	for _, id := range []string{"lab", "a", "b"} {
+		g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": id}, nil)
+	}
+	g.createContainer(t, map[string]any{"id": "polite", "sandbox": "lab", "workingDir": g.dir,
+		"command": []string{"sh", "-c", `trap "exit 0" TERM; while :; do sleep 0.1; done`}})
+	g.createContainer(t, map[string]any{"id": "stubborn", "sandbox": "lab", "workingDir": g.dir,
+		"command": []string{"sh", "-c", `trap "" TERM; while :; do sleep 0.1; done`}})
+	k := g.kubectl(t)
+	if out, errOut, code := k.run(nil, "delete", "pod", "lab", "--dry-run=server"); code != 0 || out != "pod \"lab\" deleted from default namespace (server dry run)\n" {
+		t.Errorf("delete --dry-run=server: %d %q %s", code, out, errOut)
+	}
+	if out, _, _ := k.run(nil, "get", "pod", "lab", "-o", "jsonpath={.status.containerStatuses[*].name}"); out != "polite stubborn" {
+		t.Errorf("after a dry run: %q", out)
+	}
+	if out, errOut, code := k.run(nil, "delete", "pod", "lab", "--grace-period=1"); code != 0 || out != "pod \"lab\" deleted from default namespace\n" {
+		t.Errorf("delete pod: %d %q %s", code, out, errOut)
+	}
+	for _, path := range []string{"/api/v1/sandboxes/lab", "/api/v1/containers/polite", "/api/v1/containers/stubborn"} {
+		if resp := g.do(t, "GET", path, nil, nil); resp.StatusCode != 404 {
+			t.Errorf("%s after the delete: %d", path, resp.StatusCode)
+		}
+	}
+	if _, errOut, code := k.run(nil, "delete", "pod", "host"); code != 1 || !strings.Contains(errOut, "Error from server (Conflict)") {
+		t.Errorf("delete the host pod: %d %s", code, errOut)
+	}
+	if _, errOut, code := k.run(nil, "delete", "pod", "nope"); code != 1 || !strings.Contains(errOut, `pods "nope" not found`) {
+		t.Errorf("delete a missing pod: %d %s", code, errOut)
+	}
+	if out, errOut, code := k.run(nil, "delete", "pods", "-l", "gateway/sandbox in (a,b)"); code != 0 ||
+		out != "pod \"a\" deleted from default namespace\npod \"b\" deleted from default namespace\n" {
+		t.Errorf("delete pods -l: %d %q %s", code, out, errOut)
+	}
+	if out, _, _ := k.run(nil, "get", "pods", "-o", "name"); out != "pod/host\n" {
+		t.Errorf("pods left: %q", out)
+	}
+}
