@@ -3,8 +3,11 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,5 +142,24 @@ func FuzzPodSelector(f *testing.F) {
 			return
 		}
 		sel.matches(&pod)
+	})
+}
+
+// FuzzReviews: any body sent as a review is answered, or refused with a
+// 4xx, never with a 500 or a panic.
+func FuzzReviews(f *testing.F) {
+	for _, s := range []string{`{"kind":"SelfSubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"resourceAttributes":{"verb":"get"}}}`,
+		`{"spec":{}}`, `{"kind":"Pod","apiVersion":"v1"}`, "k8s\x00\n\x1a", "kind: SelfSubjectRulesReview\n", ""} {
+		f.Add(s)
+	}
+	a := New(Config{}, slog.New(slog.DiscardHandler), Deps{})
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, h := range []http.HandlerFunc{a.selfSubjectReview, a.selfSubjectAccessReview, a.selfSubjectRulesReview} {
+			w := httptest.NewRecorder()
+			h(w, httptest.NewRequest("POST", "/", strings.NewReader(body)))
+			if w.Code != 201 && (w.Code < 400 || w.Code >= 500) {
+				t.Fatalf("%q: %d %s", body, w.Code, w.Body)
+			}
+		}
 	})
 }

@@ -63,6 +63,7 @@ func (a *API) kubeRoutes(route func(method, path string, h http.HandlerFunc)) {
 		route(m, "/api/v1/namespaces/{ns}/pods/{pod}/portforward", auth(a.work(a.podStream(a.podPortForward))))
 	}
 	route("GET", "/api/v1/namespaces/{ns}/pods/{pod}/log", auth(a.podLog))
+	a.authRoutes(route)
 }
 
 func (a *API) apiVersions(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +72,7 @@ func (a *API) apiVersions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) apiGroups(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{}})
+	writeJSON(w, http.StatusOK, apiGroupList())
 }
 
 func (a *API) apiResources(w http.ResponseWriter, r *http.Request) {

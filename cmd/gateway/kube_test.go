@@ -689,3 +689,29 @@ func TestKubectlDelete(t *testing.T) {
 		t.Errorf("pods left: %q", out)
 	}
 }
+
+// TestKubectlAuth: kubectl auth whoami and auth can-i, whose reviews
+// kubectl sends as protobuf.
+func TestKubectlAuth(t *testing.T) {
+	g := startGateway(t)
+	k := g.kubectl(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"}, `gateway ["system:authenticated"]`},
+		{[]string{"auth", "can-i", "get", "pods"}, "yes\n"},
+		{[]string{"auth", "can-i", "create", "pods/exec"}, "yes\n"},
+		{[]string{"auth", "can-i", "get", "/healthz"}, "yes\n"},
+	} {
+		if out, errOut, code := k.run(nil, c.args...); code != 0 || out != c.want {
+			t.Errorf("kubectl %q: %d %q, want %q\n%s", c.args, code, out, c.want, errOut)
+		}
+	}
+	if out, errOut, code := k.run(nil, "auth", "can-i", "--list"); code != 0 || !regexp.MustCompile(`(?m)^\*\.\*\s+\[\]\s+\[\]\s+\[\*\]$`).MatchString(out) {
+		t.Errorf("kubectl auth can-i --list: %d %q %s", code, out, errOut)
+	}
+	if _, errOut, code := k.run(nil, "--token", "wrong", "auth", "whoami"); code == 0 || !strings.Contains(errOut, "You must be logged in to the server") {
+		t.Errorf("a wrong token: %d %s", code, errOut)
+	}
+}
