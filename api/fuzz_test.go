@@ -145,11 +145,12 @@ func FuzzPodSelector(f *testing.F) {
 	})
 }
 
-// FuzzReviews: any body sent as a review is answered, or refused with a
-// 4xx, never with a 500 or a panic.
-func FuzzReviews(f *testing.F) {
+// FuzzKubeBodies: any body sent as a review is answered, or refused with
+// a 4xx, never with a 500 or a panic; so is any body of a pod's delete.
+func FuzzKubeBodies(f *testing.F) {
 	for _, s := range []string{`{"kind":"SelfSubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"resourceAttributes":{"verb":"get"}}}`,
-		`{"spec":{}}`, `{"kind":"Pod","apiVersion":"v1"}`, "k8s\x00\n\x1a", "kind: SelfSubjectRulesReview\n", ""} {
+		`{"spec":{}}`, `{"kind":"Pod","apiVersion":"v1"}`, "k8s\x00\n\x1a", "kind: SelfSubjectRulesReview\n", "",
+		`{"kind":"DeleteOptions","apiVersion":"v1","gracePeriodSeconds":0,"dryRun":["All"]}`} {
 		f.Add(s)
 	}
 	a := New(Config{}, slog.New(slog.DiscardHandler), Deps{})
@@ -160,6 +161,11 @@ func FuzzReviews(f *testing.F) {
 			if w.Code != 201 && (w.Code < 400 || w.Code >= 500) {
 				t.Fatalf("%q: %d %s", body, w.Code, w.Body)
 			}
+		}
+		var opts metav1.DeleteOptions
+		err := decodeKube(httptest.NewRecorder(), httptest.NewRequest("DELETE", "/", strings.NewReader(body)), &opts, "", "DeleteOptions")
+		if code, _ := statusOf(err); err != nil && code != 400 {
+			t.Fatalf("%q: %d %v", body, code, err)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -15,11 +16,16 @@ import (
 	"sync"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 
 	"gateway/container"
 	"gateway/internal/reqerr"
@@ -102,6 +108,35 @@ func kindOf(sub string) string {
 		return "Pod"
 	}
 	return "PodPortForwardOptions"
+}
+
+// kubeCodecs decode the bodies clients send as kubectl does: protobuf
+// (the clientset's choice for built-in kinds), JSON or YAML.
+var kubeCodecs = func() serializer.CodecFactory {
+	s := runtime.NewScheme()
+	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"}) // DeleteOptions
+	utilruntime.Must(authnv1.AddToScheme(s))
+	utilruntime.Must(authzv1.AddToScheme(s))
+	return serializer.NewCodecFactory(s)
+}()
+
+// decodeKube reads a body into obj, of the given kind (in group's v1); a
+// body that names no kind is taken for one.
+func decodeKube(w http.ResponseWriter, r *http.Request, obj runtime.Object, group, kind string) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
+	if err != nil {
+		return reqerr.New(reqerr.ErrBadRequest, "request body: %v", err)
+	}
+	want := schema.GroupVersionKind{Group: group, Version: "v1", Kind: kind}
+	got, gvk, err := kubeCodecs.UniversalDeserializer().Decode(body, &want, obj)
+	switch {
+	case err != nil:
+		return reqerr.New(reqerr.ErrBadRequest, "request body: %v", err)
+	case got != obj || gvk.Kind != kind:
+		return reqerr.New(reqerr.ErrBadRequest, "a %s was sent where a %s is expected", gvk.Kind, kind)
+	}
+	obj.GetObjectKind().SetGroupVersionKind(want)
+	return nil
 }
 
 // podNotFound is the Status kubectl prints for an unknown pod.
@@ -283,7 +318,7 @@ func (a *API) deletePod(w http.ResponseWriter, r *http.Request) {
 func (a *API) deletePodErr(w http.ResponseWriter, r *http.Request) error {
 	var opts metav1.DeleteOptions
 	if r.ContentLength != 0 && r.Body != http.NoBody {
-		if err := decodeJSON(w, r, &opts, 1<<16); err != nil {
+		if err := decodeKube(w, r, &opts, "", "DeleteOptions"); err != nil {
 			return err
 		}
 	}

@@ -1,16 +1,11 @@
 package api
 
 import (
-	"io"
 	"net/http"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 
 	"gateway/internal/reqerr"
 )
@@ -61,7 +56,7 @@ func apiGroupList() metav1.APIGroupList {
 
 func (a *API) selfSubjectReview(w http.ResponseWriter, r *http.Request) {
 	var rev authnv1.SelfSubjectReview
-	if err := decodeReview(w, r, &rev, "authentication.k8s.io", "SelfSubjectReview"); err != nil {
+	if err := decodeKube(w, r, &rev, "authentication.k8s.io", "SelfSubjectReview"); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -71,7 +66,7 @@ func (a *API) selfSubjectReview(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) selfSubjectAccessReview(w http.ResponseWriter, r *http.Request) {
 	var rev authzv1.SelfSubjectAccessReview
-	if err := decodeReview(w, r, &rev, "authorization.k8s.io", "SelfSubjectAccessReview"); err != nil {
+	if err := decodeKube(w, r, &rev, "authorization.k8s.io", "SelfSubjectAccessReview"); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -85,7 +80,7 @@ func (a *API) selfSubjectAccessReview(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) selfSubjectRulesReview(w http.ResponseWriter, r *http.Request) {
 	var rev authzv1.SelfSubjectRulesReview
-	if err := decodeReview(w, r, &rev, "authorization.k8s.io", "SelfSubjectRulesReview"); err != nil {
+	if err := decodeKube(w, r, &rev, "authorization.k8s.io", "SelfSubjectRulesReview"); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -94,32 +89,4 @@ func (a *API) selfSubjectRulesReview(w http.ResponseWriter, r *http.Request) {
 		NonResourceRules: []authzv1.NonResourceRule{{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}},
 	}
 	writeJSON(w, http.StatusCreated, rev)
-}
-
-// reviewCodecs decode the reviews as kubectl sends them: protobuf (the
-// clientset's default for built-in kinds), JSON or YAML.
-var reviewCodecs = func() serializer.CodecFactory {
-	s := runtime.NewScheme()
-	utilruntime.Must(authnv1.AddToScheme(s))
-	utilruntime.Must(authzv1.AddToScheme(s))
-	return serializer.NewCodecFactory(s)
-}()
-
-// decodeReview reads a review's body into obj, a review of the given
-// kind; a body that names no kind is taken for one.
-func decodeReview(w http.ResponseWriter, r *http.Request, obj runtime.Object, group, kind string) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
-	if err != nil {
-		return reqerr.New(reqerr.ErrBadRequest, "request body: %v", err)
-	}
-	want := schema.GroupVersionKind{Group: group, Version: "v1", Kind: kind}
-	got, gvk, err := reviewCodecs.UniversalDeserializer().Decode(body, &want, obj)
-	switch {
-	case err != nil:
-		return reqerr.New(reqerr.ErrBadRequest, "request body: %v", err)
-	case got != obj || *gvk != want:
-		return reqerr.New(reqerr.ErrBadRequest, "a %s was sent where a %s is expected", gvk.Kind, kind)
-	}
-	obj.GetObjectKind().SetGroupVersionKind(want)
-	return nil
 }

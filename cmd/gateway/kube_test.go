@@ -25,6 +25,13 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"gateway/internal/proctest"
 	"gateway/internal/tooltest"
@@ -715,3 +722,81 @@ func TestKubectlAuth(t *testing.T) {
 		t.Errorf("a wrong token: %d %s", code, errOut)
 	}
 }
+
+// TestClientGoPods: a client-go program's typed clientset, set to
+// protobuf as kubectl's own is: an informer (watch-list, a label
+// selector) sees a pod added, changed and deleted, the delete sent as a
+// protobuf DeleteOptions; a list selects by field.
+func TestClientGoPods(t *testing.T) {
+	g := startGateway(t)
+	ctx := testContext(t)
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: g.url, BearerToken: g.token, ContentConfig: rest.ContentConfig{
+		ContentType: "application/vnd.kubernetes.protobuf", AcceptContentTypes: "application/vnd.kubernetes.protobuf,application/json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace("default"),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = "gateway/network=host" }))
+	pods := factory.Core().V1().Pods()
+	events := make(chan string, 100)
+	pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { events <- "add " + obj.(*corev1.Pod).Name },
+		UpdateFunc: func(_, obj any) {
+			p := obj.(*corev1.Pod)
+			events <- fmt.Sprintf("update %s %d", p.Name, len(p.Spec.Containers))
+		},
+		DeleteFunc: func(obj any) {
+			if p, ok := obj.(*corev1.Pod); ok {
+				events <- "delete " + p.Name
+			}
+		},
+	})
+	stop := make(chan struct{})
+	factory.Start(stop)
+	defer factory.Shutdown()
+	defer close(stop)
+	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {
+		t.Fatal("the informer did not sync")
+	}
+	next := func(want string) {
+		t.Helper()
+		for {
+			select {
+			case e := <-events:
+				if e == want {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("no %q", want)
+			}
+		}
+	}
+	next("add host")
+	g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "cg"}, nil)
+	g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "other", "network": "new"}, nil)
+	next("add cg")
+	g.createContainer(t, map[string]any{"id": "cgc", "sandbox": "cg", "workingDir": g.dir, "command": []string{"sleep", "1000"}})
+	next("update cg 1")
+	if err := cs.CoreV1().Pods("default").Delete(ctx, "cg", metav1.DeleteOptions{GracePeriodSeconds: ptrTo(int64(0))}); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	next("delete cg")
+	if names := podNames(pods.Lister().List(labels.Everything())); !slices.Equal(names, []string{"host"}) {
+		t.Errorf("the informer's pods: %q", names)
+	}
+	l, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.hostNetwork=false"})
+	if err != nil || len(l.Items) != 1 || l.Items[0].Name != "other" {
+		t.Errorf("list by field: %v %+v", err, l)
+	}
+}
+
+func podNames(pods []*corev1.Pod, _ error) []string {
+	var out []string
+	for _, p := range pods {
+		out = append(out, p.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func ptrTo[T any](v T) *T { return &v }
