@@ -42,6 +42,12 @@ type podCache struct {
 	rv     uint64              // the last change's resource version
 	pods   map[string]podEntry // by name
 	events []podEvent          // the last maxPodEvents changes, oldest first
+	// The pods by name as last computed, and the sandboxes' and
+	// containers' change counts then: while they stand, so do the pods,
+	// and watchers woken by one change compute them once between them.
+	last      []corev1.Pod
+	lastGen   [2]uint64
+	lastValid bool
 }
 
 type podEntry struct {
@@ -64,8 +70,18 @@ func newPodCache() podCache {
 }
 
 // syncPods brings the cache up to the sandboxes and containers as they are,
-// and returns the pods by name and the resource version they are at.
+// and returns the pods by name and the resource version they are at. The
+// slice is shared: callers copy what they change.
 func (a *API) syncPods() ([]corev1.Pod, uint64) {
+	c := &a.pods
+	gen := [2]uint64{a.sandboxes.Changes(), a.runtime.Changes()} // before the read, as a watcher's channels
+	c.mu.Lock()
+	if c.lastValid && c.lastGen == gen {
+		defer c.mu.Unlock()
+		return c.last, c.rv
+	}
+	c.mu.Unlock()
+
 	bySandbox := make(map[string][]*container.Container)
 	for _, c := range a.runtime.List() {
 		id := c.Spec().Sandbox
@@ -77,9 +93,11 @@ func (a *API) syncPods() ([]corev1.Pod, uint64) {
 	}
 	slices.SortFunc(now, func(x, y corev1.Pod) int { return strings.Compare(x.Name, y.Name) })
 
-	c := &a.pods
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.lastValid && c.lastGen[0] >= gen[0] && c.lastGen[1] >= gen[1] {
+		return c.last, c.rv // a read as new as this one came first: this one must not undo it
+	}
 	seen := make(map[string]bool, len(now))
 	for i := range now {
 		p := &now[i]
@@ -106,6 +124,7 @@ func (a *API) syncPods() ([]corev1.Pod, uint64) {
 			delete(c.pods, name)
 		}
 	}
+	c.last, c.lastGen, c.lastValid = now, gen, true
 	return now, c.rv
 }
 
@@ -185,7 +204,13 @@ func (s podSelector) matches(p *corev1.Pod) bool {
 }
 
 func (s podSelector) filter(pods []corev1.Pod) []corev1.Pod {
-	return slices.DeleteFunc(pods, func(p corev1.Pod) bool { return !s.matches(&p) })
+	var out []corev1.Pod
+	for i := range pods {
+		if s.matches(&pods[i]) {
+			out = append(out, pods[i])
+		}
+	}
+	return out
 }
 
 // watchEvent is one line of a watch: the object a pod, a Table of its

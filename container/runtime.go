@@ -213,6 +213,9 @@ func (r *Runtime) List() []*Container {
 // created, started, exited, restarted or removed.
 func (r *Runtime) Changed() <-chan struct{} { return r.changes.C() }
 
+// Changes counts the changes so far.
+func (r *Runtime) Changes() uint64 { return r.changes.Gen() }
+
 // Remove stops a container (SIGTERM, then SIGKILL after the grace period or
 // when ctx ends) and forgets it.
 func (r *Runtime) Remove(ctx context.Context, id string) error {

@@ -246,6 +246,9 @@ func (r *Registry) List() []*Sandbox {
 // Changed returns a channel closed at the next sandbox created or removed.
 func (r *Registry) Changed() <-chan struct{} { return r.changes.C() }
 
+// Changes counts the sandboxes created and removed so far.
+func (r *Registry) Changes() uint64 { return r.changes.Gen() }
+
 // Remove deletes a sandbox and releases its namespace. The host sandbox
 // cannot be removed. The caller checks that no container uses it.
 func (r *Registry) Remove(id string) error {
