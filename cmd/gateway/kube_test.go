@@ -447,6 +447,14 @@ func TestKubectlLogs(t *testing.T) {
 	// say it until kubectl shows it.
 	proctest.SendUntil(t, func() error { return attach.WriteMessage(2, []byte("\x00hello from the test\n")) },
 		pr, "said hello from the test\n")
+	// A followed log ends at shutdown: the HTTP shutdown has no request
+	// left to wait for.
+	if err := g.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(g.log.String(), "http shutdown") {
+		t.Errorf("the shutdown waited for kubectl logs -f:\n%s", g.log)
+	}
 }
 
 // TestKubectlSelectors: kubectl get -l and --field-selector pick pods as
