@@ -159,6 +159,13 @@ func (a *API) pod(ns, name string) (*sandbox.Sandbox, error) {
 	return sb, nil
 }
 
+// podUID is a sandbox's pod's uid: the same for the sandbox's life, and
+// another for a sandbox made again with its id.
+func (a *API) podUID(sb *sandbox.Sandbox) types.UID {
+	uid := sha256.Sum256([]byte(a.cfg.Node + "/" + sb.ID() + "/" + sb.Created().String()))
+	return types.UID(fmt.Sprintf("%x", uid[:16]))
+}
+
 // podName is a sandbox's pod's name: SANDBOX.NODE among replicas.
 func (a *API) podName(sb *sandbox.Sandbox) string {
 	if a.cfg.QualifyPods {
@@ -188,10 +195,9 @@ func oldestFirst(cs []*container.Container) []*container.Container {
 // one; its resource version is the pod cache's to give.
 func (a *API) podObject(sb *sandbox.Sandbox, cs []*container.Container) corev1.Pod {
 	cs = oldestFirst(cs)
-	uid := sha256.Sum256([]byte(a.cfg.Node + "/" + sb.ID() + "/" + sb.Created().String()))
 	pod := corev1.Pod{
 		TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
-		ObjectMeta: metav1.ObjectMeta{Name: a.podName(sb), Namespace: Namespace, UID: types.UID(fmt.Sprintf("%x", uid[:16])),
+		ObjectMeta: metav1.ObjectMeta{Name: a.podName(sb), Namespace: Namespace, UID: a.podUID(sb),
 			CreationTimestamp: metav1.NewTime(sb.Created()),
 			Labels:            map[string]string{"gateway/sandbox": sb.ID(), "gateway/network": networkLabel(sb)}},
 		Spec: corev1.PodSpec{NodeName: a.cfg.Node, HostNetwork: sb.Spec().Network == sandbox.NetworkHost,
@@ -440,12 +446,6 @@ func (a *API) listNamespaces(w http.ResponseWriter, r *http.Request) {
 		ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: []corev1.Namespace{a.namespace()}})
 }
 
-// listEvents answers kubectl describe: the gateway keeps no events.
-func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, corev1.EventList{TypeMeta: metav1.TypeMeta{Kind: "EventList", APIVersion: "v1"},
-		ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: []corev1.Event{}})
-}
-
 // wantsTable reports whether the client asks for the Table form, as kubectl
 // get does for what it prints.
 func wantsTable(r *http.Request) bool {
@@ -474,7 +474,6 @@ func podTable(r *http.Request, pods []corev1.Pod, rv string) metav1.Table {
 		},
 		Rows: []metav1.TableRow{},
 	}
-	include := r.URL.Query().Get("includeObject")
 	for _, p := range pods {
 		ready, restarts, status := 0, int32(0), string(p.Status.Phase)
 		var last time.Time
@@ -502,19 +501,26 @@ func podTable(r *http.Request, pods []corev1.Pod, rv string) metav1.Table {
 		}
 		row := metav1.TableRow{Cells: []any{p.Name, fmt.Sprintf("%d/%d", ready, len(p.Spec.Containers)), status, restartCell,
 			duration.HumanDuration(time.Since(p.CreationTimestamp.Time)), ip, p.Spec.NodeName, "<none>", "<none>"}}
-		switch include {
-		case "None":
-		case "Object":
-			b, _ := json.Marshal(p)
-			row.Object = runtime.RawExtension{Raw: b}
-		default: // Metadata, the API server's default
-			b, _ := json.Marshal(metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{Kind: "PartialObjectMetadata",
-				APIVersion: "meta.k8s.io/v1"}, ObjectMeta: p.ObjectMeta})
-			row.Object = runtime.RawExtension{Raw: b}
-		}
+		row.Object = rowObject(r, p, p.ObjectMeta)
 		t.Rows = append(t.Rows, row)
 	}
 	return t
+}
+
+// rowObject is what a Table's row carries of its object, as includeObject
+// asks: the object, nothing, or (the API server's default) its metadata.
+func rowObject(r *http.Request, obj any, meta metav1.ObjectMeta) runtime.RawExtension {
+	var b []byte
+	switch r.URL.Query().Get("includeObject") {
+	case "None":
+		return runtime.RawExtension{}
+	case "Object":
+		b, _ = json.Marshal(obj)
+	default:
+		b, _ = json.Marshal(metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{Kind: "PartialObjectMetadata",
+			APIVersion: "meta.k8s.io/v1"}, ObjectMeta: meta})
+	}
+	return runtime.RawExtension{Raw: b}
 }
 
 // podContainer resolves a request's pod and container: the container

@@ -178,25 +178,32 @@ func podFields(p *corev1.Pod) fields.Set {
 	}
 }
 
-// parsePodSelector reads a pod list's or watch's selectors: a malformed
-// one, or a field pods cannot be selected by, is the caller's mistake.
+// parsePodSelector reads a pod list's or watch's selectors.
 func parsePodSelector(r *http.Request) (podSelector, error) {
-	q := r.URL.Query()
 	sel := podSelector{ns: r.PathValue("ns")}
 	var err error
-	if sel.labels, err = labels.Parse(q.Get("labelSelector")); err != nil {
-		return sel, reqerr.New(reqerr.ErrBadRequest, "%v", err)
+	sel.labels, sel.fields, err = parseSelectors(r, podFields(&corev1.Pod{}))
+	return sel, err
+}
+
+// parseSelectors reads a list's labelSelector and fieldSelector: a
+// malformed one, or a field not among known, is the caller's mistake.
+func parseSelectors(r *http.Request, known fields.Set) (labels.Selector, fields.Selector, error) {
+	q := r.URL.Query()
+	ls, err := labels.Parse(q.Get("labelSelector"))
+	if err != nil {
+		return nil, nil, reqerr.New(reqerr.ErrBadRequest, "%v", err)
 	}
-	if sel.fields, err = fields.ParseSelector(q.Get("fieldSelector")); err != nil {
-		return sel, reqerr.New(reqerr.ErrBadRequest, "%v", err)
+	fs, err := fields.ParseSelector(q.Get("fieldSelector"))
+	if err != nil {
+		return nil, nil, reqerr.New(reqerr.ErrBadRequest, "%v", err)
 	}
-	known := podFields(&corev1.Pod{})
-	for _, req := range sel.fields.Requirements() {
+	for _, req := range fs.Requirements() {
 		if _, ok := known[req.Field]; !ok {
-			return sel, reqerr.New(reqerr.ErrBadRequest, "field label not supported: %s", req.Field)
+			return nil, nil, reqerr.New(reqerr.ErrBadRequest, "field label not supported: %s", req.Field)
 		}
 	}
-	return sel, nil
+	return ls, fs, nil
 }
 
 func (s podSelector) matches(p *corev1.Pod) bool {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -282,5 +283,53 @@ func TestAttachTTYScreen(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("screen: alt %v %q", term.AltScreen(), term.Text())
 		}
+	}
+}
+
+// TestEvents: a crash loop's events count up (Started, BackOff), a stop
+// of a running container is Killing, and a container created again with
+// the same id starts counting anew.
+func TestEvents(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 10, RestartBackoff: 5 * time.Millisecond, RestartBackoffMax: 5 * time.Millisecond}, sandbox.NewRegistry())
+	defer assertNoZombies(t)
+	defer rt.Shutdown(context.Background())
+	c, err := rt.Create(Spec{ID: "loop", Command: []string{"sh", "-c", "exit 3"}, RestartPolicy: RestartAlways})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return c.Info().Restarts >= 3 })
+	if err := rt.Remove(context.Background(), c.ID()); err != nil {
+		t.Fatal(err)
+	}
+	summary := func() []string {
+		var out []string
+		for _, e := range rt.Events() {
+			out = append(out, fmt.Sprintf("%s %s %v %q many=%v", e.Container, e.Reason, e.Warning, e.Message, e.Count >= 3))
+		}
+		return out
+	}
+	// The last Started and BackOff are the newest, in either order; a stop
+	// during the back-off kills nothing.
+	got := summary()
+	want := []string{`loop Started false "Started container loop" many=true`, `loop BackOff true "Back-off restarting failed container loop in pod host" many=true`}
+	if len(got) < 2 || len(got) > 3 || !slices.Contains(got, want[0]) || !slices.Contains(got, want[1]) {
+		t.Fatalf("events: %q", got)
+	}
+	if len(got) == 3 && got[2] != `loop Killing false "Stopping container loop" many=false` {
+		t.Errorf("the third event: %q", got[2])
+	}
+	again, err := rt.Create(Spec{ID: "loop", Command: []string{"sleep", "100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Remove(context.Background(), again.ID()); err != nil {
+		t.Fatal(err)
+	}
+	got = summary()
+	if n := len(got); n < 4 || got[n-2] != `loop Started false "Started container loop" many=false` || got[n-1] != `loop Killing false "Stopping container loop" many=false` {
+		t.Errorf("events after the second container: %q", got)
+	}
+	if evs := rt.Events(); evs[len(evs)-1].Seq <= evs[len(evs)-2].Seq {
+		t.Errorf("sequence numbers out of order: %+v", evs)
 	}
 }

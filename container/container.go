@@ -269,6 +269,7 @@ func (c *Container) startMain() (*Process, error) {
 	c.mu.Unlock()
 	c.rt.changes.Notify()
 	c.log.Info("container started", "pid", proc.Pid())
+	c.event(false, "Started", "Started container %s", c.spec.ID)
 	return proc, nil
 }
 
@@ -300,6 +301,7 @@ func (c *Container) supervise(proc *Process) {
 				code = 127
 				c.recordExit(code, err.Error())
 				c.log.Warn("container failed to restart", "error", err)
+				c.event(true, "Failed", "Error: %v", err)
 				if !c.shouldRestart(code) {
 					c.out.end(code, true)
 					return
@@ -320,6 +322,7 @@ func (c *Container) backoff(failures *int) bool {
 	delay := min(c.rt.cfg.RestartBackoff<<min(*failures, 16), c.rt.cfg.RestartBackoffMax)
 	*failures++
 	c.log.Info("container restarting", "in", delay, "restarts", c.restartCount()+1)
+	c.event(true, "BackOff", "Back-off restarting failed container %s in pod %s", c.spec.ID, c.spec.Sandbox)
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
@@ -425,6 +428,9 @@ func (c *Container) terminate() {
 	if !c.stopping {
 		c.stopping = true
 		close(c.stop)
+		if c.proc != nil {
+			c.event(false, "Killing", "Stopping container %s", c.spec.ID)
+		}
 	}
 	if c.proc != nil {
 		c.proc.Terminate()

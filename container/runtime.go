@@ -45,6 +45,7 @@ type Runtime struct {
 	exits     *exitWatcher // of every process the runtime starts
 
 	changes notify.Signal // a container came, went, started or exited
+	events  events        // the last things that happened to containers
 
 	mu         sync.Mutex
 	containers map[string]*Container

@@ -808,3 +808,42 @@ func podNames(pods []*corev1.Pod, _ error) []string {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// TestKubectlEvents: kubectl describe pod shows its containers' events, a
+// crash loop's counted; kubectl get events selects by field; a sandbox
+// made again with the same id has none of its predecessor's.
+func TestKubectlEvents(t *testing.T) {
+	g := startGateway(t)
+	g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "lab"}, nil)
+	g.do(t, "POST", "/api/v1/containers", map[string]any{"id": "web", "sandbox": "lab", "workingDir": g.dir,
+		"command": []string{"sh", "-c", "exit 2"}, "restartPolicy": "always"}, nil)
+	for range 500 {
+		var c struct{ Restarts int }
+		if g.do(t, "GET", "/api/v1/containers/web", nil, &c); c.Restarts >= 2 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	k := g.kubectl(t)
+	out, errOut, code := k.run(nil, "describe", "pod", "lab")
+	for _, re := range []string{`(?m)^  Normal\s+Started\s+.*gateway\s+spec\.containers\{web\}: Started container web$`,
+		`(?m)^  Warning\s+BackOff\s+\S+ \(x\d+ over \S+\)\s+gateway\s+spec\.containers\{web\}: Back-off restarting failed container web in pod lab$`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("describe pod lacks %s: %d\n%s%s", re, code, out, errOut)
+		}
+	}
+	if out, errOut, code = k.run(nil, "get", "events", "--field-selector", "type=Warning,involvedObject.name=lab",
+		"-o", "jsonpath={range .items[*]}{.reason} {.involvedObject.fieldPath}{\"\\n\"}{end}"); code != 0 || out != "BackOff spec.containers{web}\n" {
+		t.Errorf("get events --field-selector: %d %q %s", code, out, errOut)
+	}
+	if _, errOut, code = k.run(nil, "get", "events", "-w"); code != 1 || !strings.Contains(errOut, "Error from server (MethodNotAllowed)") {
+		t.Errorf("get events -w: %d %s", code, errOut)
+	}
+	if _, errOut, code = k.run(nil, "delete", "pod", "lab"); code != 0 {
+		t.Fatalf("delete pod: %s", errOut)
+	}
+	g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "lab"}, nil)
+	if out, errOut, code = k.run(nil, "get", "events", "--field-selector", "involvedObject.name=lab", "-o", "name"); code != 0 || out != "" {
+		t.Errorf("events of the new lab: %d %q %s", code, out, errOut)
+	}
+}
