@@ -60,6 +60,7 @@ func (a *API) kubeRoutes(route func(method, path string, h http.HandlerFunc)) {
 	route("GET", "/api/v1/namespaces/{ns}/pods", auth(a.listPods))
 	route("GET", "/api/v1/namespaces/{ns}/pods/{pod}", auth(a.getPod))
 	route("DELETE", "/api/v1/namespaces/{ns}/pods/{pod}", auth(a.deletePod))
+	route("GET", "/api/v1/events", auth(a.listEvents))
 	route("GET", "/api/v1/namespaces/{ns}/events", auth(a.listEvents))
 	route("GET", "/api/v1/namespaces", auth(a.listNamespaces))
 	route("GET", "/api/v1/namespaces/{ns}", auth(a.getNamespace))

@@ -112,7 +112,7 @@ func target(r *http.Request) (kind, id string, ok bool) {
 func isList(path string) bool {
 	switch path {
 	case "/api/v1/containers", "/api/v1/sandboxes", "/api/v1/sessions", "/api/v1/recordings",
-		"/api/v1/pods", "/api/v1/namespaces/default/pods":
+		"/api/v1/pods", "/api/v1/namespaces/default/pods", "/api/v1/events", "/api/v1/namespaces/default/events":
 		return true
 	}
 	return false
@@ -394,7 +394,7 @@ func merge(lists []json.RawMessage, nodes, down []string, path string) ([]byte, 
 	if _, ok := base["rows"]; ok {
 		field = "rows"
 	}
-	kube := strings.Contains(path, "pods")
+	kube := strings.Contains(path, "pods") || strings.Contains(path, "events")
 	all := []json.RawMessage{}
 	rvs := map[string]string{}
 	for i, l := range lists {

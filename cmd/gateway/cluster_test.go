@@ -547,6 +547,10 @@ func TestReplicasKubectl(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("kubectl wait did not end when the pod failed:\n%s", waitErr)
 	}
+	// kubectl describe of a pod on n2 through n1 shows n2's events.
+	if out, errOut, code := k.run(nil, "describe", "pod", "s2.n2"); code != 0 || !regexp.MustCompile(`(?m)^  Normal\s+Started\s+.*spec\.containers\{w2\}: Started container w2$`).MatchString(out) {
+		t.Errorf("describe a pod of n2 through n1: %d\n%s%s", code, out, errOut)
+	}
 	// kubectl delete of a pod on n3 through n1: n3 removes the sandbox.
 	if out, errOut, code := k.run(nil, "delete", "pod", "s3.n3"); code != 0 || out != "pod \"s3.n3\" deleted from default namespace\n" {
 		t.Errorf("kubectl delete across replicas: %d %q %s", code, out, errOut)
