@@ -83,9 +83,9 @@ func (a *API) syncPods() ([]corev1.Pod, uint64) {
 	c.mu.Unlock()
 
 	bySandbox := make(map[string][]*container.Container)
-	for _, c := range a.runtime.List() {
-		id := c.Spec().Sandbox
-		bySandbox[id] = append(bySandbox[id], c)
+	for _, ct := range a.runtime.List() {
+		id := ct.Spec().Sandbox
+		bySandbox[id] = append(bySandbox[id], ct)
 	}
 	var now []corev1.Pod
 	for _, sb := range a.sandboxes.List() {
@@ -242,7 +242,9 @@ func (a *API) watchPods(w http.ResponseWriter, r *http.Request, sel podSelector)
 			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "timeoutSeconds %q: want a whole number of seconds", s))
 			return
 		}
-		timeout = time.Duration(n) * time.Second
+		if n > 0 { // 0: the default, as the API server has it
+			timeout = time.Duration(n) * time.Second
+		}
 	}
 	from, initial := uint64(0), true
 	if s := q.Get("resourceVersion"); s != "" && s != "0" && !isTrue(q, "sendInitialEvents") {
@@ -273,9 +275,9 @@ func (a *API) watchPods(w http.ResponseWriter, r *http.Request, sel podSelector)
 		}
 		return enc.Encode(watchEvent{Type: typ, Object: obj})
 	}
-	fail := func(code int32, reason metav1.StatusReason, msg string) {
+	fail := func(code int32, reason metav1.StatusReason, msg string, details *metav1.StatusDetails) {
 		_ = enc.Encode(watchEvent{Type: watch.Error, Object: metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-			Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg}})
+			Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg, Details: details}})
 	}
 
 	end := time.NewTimer(timeout)
@@ -299,12 +301,13 @@ func (a *API) watchPods(w http.ResponseWriter, r *http.Request, sel podSelector)
 			}
 		case first && from > rv:
 			fail(http.StatusGatewayTimeout, metav1.StatusReasonTimeout, "Too large resource version: "+strconv.FormatUint(from, 10)+
-				", current: "+strconv.FormatUint(rv, 10))
+				", current: "+strconv.FormatUint(rv, 10), &metav1.StatusDetails{RetryAfterSeconds: 1, Causes: []metav1.StatusCause{
+				{Type: metav1.CauseTypeResourceVersionTooLarge, Message: "Too large resource version"}}}) // so client-go lists again
 			return
 		default:
 			evs, ok := a.pods.since(from)
 			if !ok {
-				fail(http.StatusGone, metav1.StatusReasonExpired, "too old resource version: "+strconv.FormatUint(from, 10))
+				fail(http.StatusGone, metav1.StatusReasonExpired, "too old resource version: "+strconv.FormatUint(from, 10), nil)
 				return
 			}
 			for _, e := range evs {

@@ -599,6 +599,12 @@ func TestKubectlWatch(t *testing.T) {
 		events[0].Object.Code != 410 || events[0].Object.Reason != "Expired" {
 		t.Errorf("watch from an old version: %+v", events)
 	}
+	// From a version not given yet: the Status client-go takes for "list again".
+	rv, _ := strconv.ParseUint(list.Metadata.ResourceVersion, 10, 64)
+	if events = g.watch(t, fmt.Sprintf("/api/v1/pods?watch=1&resourceVersion=%d", rv+1000)); len(events) != 1 ||
+		events[0].Object.Code != 504 || events[0].Object.Reason != "Timeout" || events[0].Object.Details.Causes[0].Reason != "ResourceVersionTooLarge" {
+		t.Errorf("watch from a version to come: %+v", events)
+	}
 	var st struct{ Code int }
 	if g.do(t, "GET", "/api/v1/pods?watch=1&resourceVersion=x", nil, &st); st.Code != 400 {
 		t.Errorf("a resource version not given: %d", st.Code)
@@ -627,6 +633,7 @@ type watchEvent struct {
 	Object struct {
 		Code     int
 		Reason   string
+		Details  struct{ Causes []struct{ Reason string } } // a cause's type is its "reason"
 		Metadata struct{ Name, ResourceVersion string }
 	}
 }
