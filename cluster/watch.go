@@ -95,8 +95,8 @@ func (c *Cluster) watchAll(w http.ResponseWriter, r *http.Request, h http.Handle
 	defer func() { cancel(); local.r.Close(); wg.Wait() }() // the close frees the local watch from its write
 	uri := func(node string) string {
 		q := r.URL.Query()
-		if _, ok := from[node]; ok || len(from) > 0 {
-			q.Set("resourceVersion", from[node]) // a replica the list did not have: from its start
+		if len(from) > 0 {
+			q.Set("resourceVersion", from[node]) // "" for a replica the list did not have: from its start
 		}
 		return r.URL.Path + "?" + q.Encode()
 	}
