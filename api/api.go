@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -65,8 +65,9 @@ type API struct {
 	audit     *audit.Log
 	metrics   http.Handler
 	web       http.Handler
-	drainOnce sync.Once
-	drained   chan struct{} // closed by Drain
+	drainCtx  context.Context // done once Drain is called
+	drain     context.CancelFunc
+	eventBase uint64 // the events' resource versions start past it
 	pods      podCache
 	started   time.Time
 }
@@ -88,23 +89,18 @@ type Deps struct {
 
 // New returns the API.
 func New(cfg Config, log *slog.Logger, d Deps) *API {
-	return &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), log: log,
+	a := &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), log: log,
 		runtime: d.Runtime, sandboxes: d.Sandboxes, sessions: d.Sessions, urls: d.URLs,
-		streams: d.Streams, records: d.Recordings, audit: d.Audit, metrics: d.Metrics, web: d.Web, drained: make(chan struct{}), pods: newPodCache(), started: time.Now()}
+		streams: d.Streams, records: d.Recordings, audit: d.Audit, metrics: d.Metrics, web: d.Web, pods: newPodCache(), eventBase: uint64(time.Now().UnixMicro()), started: time.Now()}
+	a.drainCtx, a.drain = context.WithCancel(context.Background())
+	return a
 }
 
 // Drain makes /readyz fail, refuses new streams and stream URLs and ends
 // watches and followed logs, for a graceful shutdown.
-func (a *API) Drain() { a.drainOnce.Do(func() { close(a.drained) }) }
+func (a *API) Drain() { a.drain() }
 
-func (a *API) draining() bool {
-	select {
-	case <-a.drained:
-		return true
-	default:
-		return false
-	}
-}
+func (a *API) draining() bool { return a.drainCtx.Err() != nil }
 
 // Handler returns the router. Every check that several routes share is a
 // wrapper here, written once: auth (the token), work (refused while

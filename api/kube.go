@@ -93,7 +93,7 @@ func (a *API) apiResources(w http.ResponseWriter, r *http.Request) {
 			{Name: "pods", SingularName: "pod", Namespaced: true, Kind: "Pod", Verbs: []string{"get", "list", "watch", "delete"},
 				ShortNames: []string{"po"}, Categories: []string{"all"}},
 			sub("attach", "create", "get"), sub("exec", "create", "get"), sub("log", "get"), sub("portforward", "create", "get"),
-			{Name: "events", SingularName: "event", Namespaced: true, Kind: "Event", Verbs: []string{"list"}, ShortNames: []string{"ev"}},
+			{Name: "events", SingularName: "event", Namespaced: true, Kind: "Event", Verbs: []string{"list", "watch"}, ShortNames: []string{"ev"}},
 			{Name: "namespaces", SingularName: "namespace", Kind: "Namespace", Verbs: []string{"get", "list"}, ShortNames: []string{"ns"}},
 		},
 	})

@@ -11,9 +11,9 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"gateway/container"
-	"gateway/internal/reqerr"
 )
 
 // The containers' events as the pods' Events, for kubectl describe pod
@@ -41,31 +41,85 @@ func eventFields(e *corev1.Event) fields.Set {
 }
 
 func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if isTrue(q, "watch") {
-		a.writeError(w, r, reqerr.New(reqerr.ErrMethodNotAllowed, "events cannot be watched here: list them"))
-		return
-	}
 	ls, fs, err := parseSelectors(r, eventFields(&corev1.Event{}))
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
+	ns := r.PathValue("ns")
+	match := func(ev container.Event) (corev1.Event, bool) {
+		e, ok := a.eventObject(ev)
+		return e, ok && (ns == "" || ns == Namespace) && ls.Matches(labels.Set(e.Labels)) && fs.Matches(eventFields(&e))
+	}
+	if isTrue(r.URL.Query(), "watch") {
+		a.watchEvents(w, r, match)
+		return
+	}
+	evs, v := a.runtime.Events(0)
 	items := []corev1.Event{}
-	if ns := r.PathValue("ns"); ns == "" || ns == Namespace {
-		for _, ev := range a.runtime.Events() {
-			if e, ok := a.eventObject(ev); ok && ls.Matches(labels.Set(e.Labels)) && fs.Matches(eventFields(&e)) {
-				items = append(items, e)
-			}
+	for _, ev := range evs {
+		if e, ok := match(ev); ok {
+			items = append(items, e)
 		}
 	}
-	_, rv := a.syncPods()
+	rv := strconv.FormatUint(a.eventBase+v, 10)
 	if wantsTable(r) {
-		writeJSON(w, http.StatusOK, eventTable(r, items, strconv.FormatUint(rv, 10)))
+		writeJSON(w, http.StatusOK, eventTable(r, items, rv))
 		return
 	}
 	writeJSON(w, http.StatusOK, corev1.EventList{TypeMeta: metav1.TypeMeta{Kind: "EventList", APIVersion: "v1"},
-		ListMeta: metav1.ListMeta{ResourceVersion: strconv.FormatUint(rv, 10)}, Items: items})
+		ListMeta: metav1.ListMeta{ResourceVersion: rv}, Items: items})
+}
+
+// watchEvents serves an event watch: the events added or counted up after
+// resourceVersion (from none, every event as added first). The runtime
+// keeps each event's last state, so a watch resumes from any version of
+// this gateway's; an event that ages out of the runtime's last 1,000, or
+// whose sandbox goes, is not told as deleted.
+func (a *API) watchEvents(w http.ResponseWriter, r *http.Request, match func(container.Event) (corev1.Event, bool)) {
+	s := a.startWatch(w, r)
+	if s == nil {
+		return
+	}
+	defer s.stop()
+	table := wantsTable(r)
+	for first := true; ; first = false {
+		changed := a.runtime.EventsChanged() // before the read: no event is missed
+		since := uint64(0)
+		if !s.initial || !first {
+			since = s.from - a.eventBase
+		}
+		evs, v := a.runtime.Events(since)
+		switch {
+		case first && !s.initial && s.from < a.eventBase:
+			s.tooOld(s.from) // a version of a gateway before this one
+			return
+		case first && !s.initial && s.from > a.eventBase+v:
+			s.tooLarge(s.from, a.eventBase+v)
+			return
+		}
+		for _, ev := range evs {
+			e, ok := match(ev)
+			if !ok {
+				continue
+			}
+			typ := watch.Modified
+			if ev.Added > since {
+				typ = watch.Added
+			}
+			var obj any = e
+			if table {
+				obj = eventTable(r, []corev1.Event{e}, e.ResourceVersion)
+			}
+			if s.send(typ, obj) != nil {
+				return
+			}
+		}
+		s.from = a.eventBase + v
+		if !s.wait(changed, nil) {
+			return
+		}
+	}
 }
 
 // eventObject is a container event as its pod's Event; ok is false once
@@ -83,7 +137,7 @@ func (a *API) eventObject(ev container.Event) (corev1.Event, bool) {
 	return corev1.Event{
 		TypeMeta: metav1.TypeMeta{Kind: "Event", APIVersion: "v1"},
 		ObjectMeta: metav1.ObjectMeta{Name: pod + "." + strconv.FormatUint(ev.Seq, 16), Namespace: Namespace,
-			CreationTimestamp: metav1.NewTime(ev.First)},
+			CreationTimestamp: metav1.NewTime(ev.First), ResourceVersion: strconv.FormatUint(a.eventBase+ev.Version, 10)},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: Namespace, Name: pod, UID: a.podUID(sb), APIVersion: "v1",
 			FieldPath: fmt.Sprintf("spec.containers{%s}", ev.Container)},
 		Reason: ev.Reason, Message: ev.Message, Type: typ, Count: int32(ev.Count),

@@ -117,7 +117,7 @@ func (a *API) writeLogs(w http.ResponseWriter, r *http.Request, c *container.Con
 			lw.flush()
 		case <-r.Context().Done():
 			return nil
-		case <-a.drained:
+		case <-a.drainCtx.Done():
 			return nil
 		}
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -227,87 +228,145 @@ type watchEvent struct {
 	Object any             `json:"object"`
 }
 
-// watchPods serves a pod watch: the changes after resourceVersion (or, from
-// none or "0", every matching pod as added first; with sendInitialEvents,
-// then a bookmark saying so), as JSON lines, until timeoutSeconds, the
-// client leaves or the gateway drains. A pod that comes to match the
-// selectors is added and one that ceases to is deleted, as the API server
-// does.
-func (a *API) watchPods(w http.ResponseWriter, r *http.Request, sel podSelector) {
+// watchStream is a watch's answer: events as JSON lines, until the
+// watch's timeoutSeconds, the client leaves or the gateway drains.
+type watchStream struct {
+	a       *API
+	r       *http.Request
+	rc      *http.ResponseController
+	enc     *json.Encoder
+	end     *time.Timer
+	columns bool   // the next Table carries the column definitions, as the first of the API server's do
+	from    uint64 // the resource version to resume after, unless initial
+	initial bool   // from none or "0", or sendInitialEvents: every object first
+}
+
+// startWatch reads a watch's timeoutSeconds and resourceVersion and
+// starts the answer; a malformed one is answered with a 400 and nil.
+func (a *API) startWatch(w http.ResponseWriter, r *http.Request) *watchStream {
 	q := r.URL.Query()
 	timeout := defaultWatchTimeout
 	if s := q.Get("timeoutSeconds"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 32)
 		if err != nil {
 			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "timeoutSeconds %q: want a whole number of seconds", s))
-			return
+			return nil
 		}
 		if n > 0 { // 0: the default, as the API server has it
 			timeout = time.Duration(n) * time.Second
 		}
 	}
-	from, initial := uint64(0), true
-	if s := q.Get("resourceVersion"); s != "" && s != "0" && !isTrue(q, "sendInitialEvents") {
-		n, err := strconv.ParseUint(s, 10, 64)
+	s := &watchStream{a: a, r: r, columns: true, initial: true}
+	if v := q.Get("resourceVersion"); v != "" && v != "0" && !isTrue(q, "sendInitialEvents") {
+		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "resourceVersion %q: want a resource version this gateway gave", s))
-			return
+			a.writeError(w, r, reqerr.New(reqerr.ErrBadRequest, "resourceVersion %q: want a resource version this gateway gave", v))
+			return nil
 		}
-		from, initial = n, false
+		s.from, s.initial = n, false
 	}
-	table := wantsTable(r)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	_ = rc.Flush()
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	columns := true // the first Table carries the column definitions, as the API server's do
-	send := func(typ watch.EventType, p *corev1.Pod) error {
-		var obj any = p
-		if table && typ != watch.Bookmark {
-			t := podTable(r, []corev1.Pod{*p}, p.ResourceVersion)
-			if !columns {
-				t.ColumnDefinitions = nil
-			}
-			columns, obj = false, t
-		}
-		return enc.Encode(watchEvent{Type: typ, Object: obj})
-	}
-	fail := func(code int32, reason metav1.StatusReason, msg string, details *metav1.StatusDetails) {
-		_ = enc.Encode(watchEvent{Type: watch.Error, Object: metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-			Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg, Details: details}})
-	}
+	s.rc = http.NewResponseController(w)
+	_ = s.rc.Flush()
+	s.enc = json.NewEncoder(w)
+	s.enc.SetEscapeHTML(false)
+	s.end = time.NewTimer(timeout)
+	return s
+}
 
-	end := time.NewTimer(timeout)
-	defer end.Stop()
+// send writes an event; a Table after the first loses its columns.
+func (s *watchStream) send(typ watch.EventType, obj any) error {
+	if t, ok := obj.(metav1.Table); ok {
+		if !s.columns {
+			t.ColumnDefinitions = nil
+		}
+		s.columns, obj = false, t
+	}
+	return s.enc.Encode(watchEvent{Type: typ, Object: obj})
+}
+
+// fail writes the error event that ends a watch.
+func (s *watchStream) fail(code int32, reason metav1.StatusReason, msg string, details *metav1.StatusDetails) {
+	_ = s.enc.Encode(watchEvent{Type: watch.Error, Object: metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg, Details: details}})
+}
+
+// tooLarge is the error of a watch from a version not given yet, with
+// the cause on which client-go lists again.
+func (s *watchStream) tooLarge(from, now uint64) {
+	s.fail(http.StatusGatewayTimeout, metav1.StatusReasonTimeout, fmt.Sprintf("Too large resource version: %d, current: %d", from, now),
+		&metav1.StatusDetails{RetryAfterSeconds: 1, Causes: []metav1.StatusCause{
+			{Type: metav1.CauseTypeResourceVersionTooLarge, Message: "Too large resource version"}}})
+}
+
+// tooOld is the error of a watch from a version whose changes are gone.
+func (s *watchStream) tooOld(from uint64) {
+	s.fail(http.StatusGone, metav1.StatusReasonExpired, fmt.Sprintf("too old resource version: %d", from), nil)
+}
+
+// wait flushes what was sent and waits for c1 or c2 (either may be nil);
+// false: the watch is over.
+func (s *watchStream) wait(c1, c2 <-chan struct{}) bool {
+	if s.rc.Flush() != nil {
+		return false
+	}
+	select {
+	case <-c1:
+		return true
+	case <-c2:
+		return true
+	case <-s.end.C:
+	case <-s.r.Context().Done():
+	case <-s.a.drainCtx.Done():
+	}
+	return false
+}
+
+func (s *watchStream) stop() { s.end.Stop() }
+
+// watchPods serves a pod watch: the changes after resourceVersion (or, from
+// none or "0", every matching pod as added first; with sendInitialEvents,
+// then a bookmark saying so). A pod that comes to match the selectors is
+// added and one that ceases to is deleted, as the API server does.
+func (a *API) watchPods(w http.ResponseWriter, r *http.Request, sel podSelector) {
+	s := a.startWatch(w, r)
+	if s == nil {
+		return
+	}
+	defer s.stop()
+	table := wantsTable(r)
+	send := func(typ watch.EventType, p *corev1.Pod) error {
+		if table {
+			return s.send(typ, podTable(r, []corev1.Pod{*p}, p.ResourceVersion))
+		}
+		return s.send(typ, p)
+	}
 	for first := true; ; first = false {
 		sandboxes, containers := a.sandboxes.Changed(), a.runtime.Changed() // before the read: no change is missed
 		pods, rv := a.syncPods()
 		switch {
-		case first && initial:
+		case first && s.initial:
 			for i := range pods {
 				if p := &pods[i]; sel.matches(p) && send(watch.Added, p) != nil {
 					return
 				}
 			}
-			if isTrue(q, "sendInitialEvents") {
+			if isTrue(r.URL.Query(), "sendInitialEvents") {
 				mark := &corev1.Pod{TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{
 					ResourceVersion: strconv.FormatUint(rv, 10), Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}}
-				if send(watch.Bookmark, mark) != nil {
+				if s.send(watch.Bookmark, mark) != nil {
 					return
 				}
 			}
-		case first && from > rv:
-			fail(http.StatusGatewayTimeout, metav1.StatusReasonTimeout, "Too large resource version: "+strconv.FormatUint(from, 10)+
-				", current: "+strconv.FormatUint(rv, 10), &metav1.StatusDetails{RetryAfterSeconds: 1, Causes: []metav1.StatusCause{
-				{Type: metav1.CauseTypeResourceVersionTooLarge, Message: "Too large resource version"}}}) // so client-go lists again
+		case first && s.from > rv:
+			s.tooLarge(s.from, rv)
 			return
 		default:
-			evs, ok := a.pods.since(from)
+			evs, ok := a.pods.since(s.from)
 			if !ok {
-				fail(http.StatusGone, metav1.StatusReasonExpired, "too old resource version: "+strconv.FormatUint(from, 10), nil)
+				s.tooOld(s.from)
 				return
 			}
 			for _, e := range evs {
@@ -329,18 +388,8 @@ func (a *API) watchPods(w http.ResponseWriter, r *http.Request, sel podSelector)
 				}
 			}
 		}
-		from = rv
-		if rc.Flush() != nil {
-			return
-		}
-		select {
-		case <-sandboxes:
-		case <-containers:
-		case <-end.C:
-			return
-		case <-r.Context().Done():
-			return
-		case <-a.drained:
+		s.from = rv
+		if !s.wait(sandboxes, containers) {
 			return
 		}
 	}

@@ -303,7 +303,8 @@ func TestEvents(t *testing.T) {
 	}
 	summary := func() []string {
 		var out []string
-		for _, e := range rt.Events() {
+		evs, _ := rt.Events(0)
+		for _, e := range evs {
 			out = append(out, fmt.Sprintf("%s %s %v %q many=%v", e.Container, e.Reason, e.Warning, e.Message, e.Count >= 3))
 		}
 		return out
@@ -329,7 +330,11 @@ func TestEvents(t *testing.T) {
 	if n := len(got); n < 4 || got[n-2] != `loop Started false "Started container loop" many=false` || got[n-1] != `loop Killing false "Stopping container loop" many=false` {
 		t.Errorf("events after the second container: %q", got)
 	}
-	if evs := rt.Events(); evs[len(evs)-1].Seq <= evs[len(evs)-2].Seq {
-		t.Errorf("sequence numbers out of order: %+v", evs)
+	evs, v := rt.Events(0)
+	if evs[len(evs)-1].Seq <= evs[len(evs)-2].Seq || evs[len(evs)-1].Version != v {
+		t.Errorf("sequence numbers out of order: %+v (at %d)", evs, v)
+	}
+	if since, _ := rt.Events(evs[len(evs)-2].Version); len(since) != 1 || since[0] != evs[len(evs)-1] {
+		t.Errorf("the events after the last but one: %+v", since)
 	}
 }

@@ -633,6 +633,7 @@ type watchEvent struct {
 	Object struct {
 		Code     int
 		Reason   string
+		Message  string
 		Details  struct{ Causes []struct{ Reason string } } // a cause's type is its "reason"
 		Metadata struct{ Name, ResourceVersion string }
 	}
@@ -817,8 +818,8 @@ func podNames(pods []*corev1.Pod, _ error) []string {
 func ptrTo[T any](v T) *T { return &v }
 
 // TestKubectlEvents: kubectl describe pod shows its containers' events, a
-// crash loop's counted; kubectl get events selects by field; a sandbox
-// made again with the same id has none of its predecessor's.
+// crash loop's counted; kubectl get events selects by field, and watches;
+// a sandbox made again with the same id has none of its predecessor's.
 func TestKubectlEvents(t *testing.T) {
 	g := startGateway(t)
 	g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "lab"}, nil)
@@ -843,8 +844,49 @@ func TestKubectlEvents(t *testing.T) {
 		"-o", "jsonpath={range .items[*]}{.reason} {.involvedObject.fieldPath}{\"\\n\"}{end}"); code != 0 || out != "BackOff spec.containers{web}\n" {
 		t.Errorf("get events --field-selector: %d %q %s", code, out, errOut)
 	}
-	if _, errOut, code = k.run(nil, "get", "events", "-w"); code != 1 || !strings.Contains(errOut, "Error from server (MethodNotAllowed)") {
-		t.Errorf("get events -w: %d %s", code, errOut)
+
+	// kubectl get events -w: a new event is added, a repeat modifies its own.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	get := k.cmd(ctx, "get", "events", "-w", "--output-watch-events")
+	watched, err := get.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := get.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer get.Wait()
+	defer cancel()
+	readTo(t, watched, regexp.MustCompile(`(?m)^ADDED\s+\S+\s+Warning\s+BackOff\s+pod/lab\s`))
+	g.createContainer(t, map[string]any{"id": "db", "sandbox": "lab", "workingDir": g.dir, "command": []string{"sleep", "1000"}})
+	readTo(t, watched, regexp.MustCompile(`(?m)^ADDED\s+\S+\s+Normal\s+Started\s+pod/lab\s+Started container db$`))
+	readTo(t, watched, regexp.MustCompile(`(?m)^MODIFIED\s+\S+\s+Warning\s+BackOff\s+pod/lab\s+Back-off restarting failed container web in pod lab$`))
+	cancel()
+
+	// From a list's version: what came since, and nothing before it.
+	var list struct {
+		Metadata struct{ ResourceVersion string }
+	}
+	g.do(t, "GET", "/api/v1/namespaces/default/events", nil, &list)
+	g.createContainer(t, map[string]any{"id": "late", "sandbox": "lab", "workingDir": g.dir, "command": []string{"sleep", "1000"}})
+	var added []string
+	for _, e := range g.watch(t, "/api/v1/namespaces/default/events?watch=1&timeoutSeconds=1&resourceVersion="+list.Metadata.ResourceVersion) {
+		if e.Type == "ADDED" {
+			added = append(added, e.Object.Message)
+		}
+	}
+	if !slices.Equal(added, []string{"Started container late"}) {
+		t.Errorf("events added since the list: %q", added)
+	}
+	rv, _ := strconv.ParseUint(list.Metadata.ResourceVersion, 10, 64)
+	for _, c := range []struct {
+		rv   uint64
+		code int
+	}{{1, 410}, {rv + 1000, 504}} {
+		if events := g.watch(t, fmt.Sprintf("/api/v1/events?watch=1&resourceVersion=%d", c.rv)); len(events) != 1 || events[0].Object.Code != c.code {
+			t.Errorf("events from %d: %+v", c.rv, events)
+		}
 	}
 	if _, errOut, code = k.run(nil, "delete", "pod", "lab"); code != 0 {
 		t.Fatalf("delete pod: %s", errOut)
