@@ -61,12 +61,12 @@ func (c *Cluster) Handler(h http.Handler, local Local) http.Handler {
 			c.route(w, r, h, kind, id)
 			return
 		}
-		if r.Method == http.MethodGet && isList(r.URL.Path) && len(c.Peers()) > 0 && isWatch(r) && strings.Contains(r.URL.Path, "pods") {
-			c.watchAll(w, r, h)
-			return
-		}
 		if r.Method == http.MethodGet && isList(r.URL.Path) && len(c.Peers()) > 0 {
-			c.gather(w, r, h)
+			if isWatch(r) && isKubeList(r.URL.Path) {
+				c.watchAll(w, r, h)
+			} else {
+				c.gather(w, r, h)
+			}
 			return
 		}
 		if r.Method == http.MethodPost && (r.URL.Path == "/api/v1/containers" || r.URL.Path == "/api/v1/sandboxes") {
@@ -116,6 +116,12 @@ func isList(path string) bool {
 		return true
 	}
 	return false
+}
+
+// isKubeList reports the Kubernetes API's lists (pods, events), which
+// merge as Kubernetes lists and can be watched.
+func isKubeList(path string) bool {
+	return strings.Contains(path, "pods") || strings.Contains(path, "events")
 }
 
 // isWatch reports a watch of a list.
@@ -394,7 +400,7 @@ func merge(lists []json.RawMessage, nodes, down []string, path string) ([]byte, 
 	if _, ok := base["rows"]; ok {
 		field = "rows"
 	}
-	kube := strings.Contains(path, "pods") || strings.Contains(path, "events")
+	kube := isKubeList(path)
 	all := []json.RawMessage{}
 	rvs := map[string]string{}
 	for i, l := range lists {

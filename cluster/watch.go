@@ -15,8 +15,8 @@ import (
 	"time"
 )
 
-// A watch of the pods across the replicas: every replica's watch, their
-// events in one stream. Each replica counts its own resource versions, so
+// A watch of the pods or the events across the replicas: every
+// replica's watch, their events in one stream. Each replica counts its own resource versions, so
 // the versions this stream gives (a merged list's, each event's) name
 // every replica's: node=version pairs in a query string, opaque to
 // clients, split again when a client resumes from one.
@@ -69,7 +69,7 @@ func (e *watchEvent) meta() map[string]json.RawMessage {
 
 const initialEventsEnd = "k8s.io/initial-events-end" // the bookmark that ends a watch-list's initial events
 
-// watchAll serves a pod watch from every replica that answers (those that
+// watchAll serves a watch (of pods, of events) from every replica that answers (those that
 // do not are named in a Warning header). The stream ends when any
 // replica's does (its timeout, its shutdown, an error event passed on),
 // so that the client watches again from the versions it has: nothing

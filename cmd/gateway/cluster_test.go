@@ -547,6 +547,17 @@ func TestReplicasKubectl(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("kubectl wait did not end when the pod failed:\n%s", waitErr)
 	}
+	// An event watch through n1 has every replica's.
+	events = gs[0].watch(t, "/api/v1/events?watch=1&timeoutSeconds=2")
+	seen := map[string]bool{}
+	for _, e := range events {
+		seen[e.Object.Message] = e.Type == "ADDED"
+	}
+	for _, want := range []string{"Started container c1", "Started container c2", "Started container c3", "Started container w2"} {
+		if !seen[want] {
+			t.Errorf("the event watch through n1 lacks %q: %+v", want, events)
+		}
+	}
 	// kubectl describe of a pod on n2 through n1 shows n2's events.
 	if out, errOut, code := k.run(nil, "describe", "pod", "s2.n2"); code != 0 || !regexp.MustCompile(`(?m)^  Normal\s+Started\s+.*spec\.containers\{w2\}: Started container w2$`).MatchString(out) {
 		t.Errorf("describe a pod of n2 through n1: %d\n%s%s", code, out, errOut)
