@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -33,6 +34,10 @@ const maxPodEvents = 1024
 // defaultWatchTimeout ends a watch that gave no timeoutSeconds, as the API
 // server's --min-request-timeout does; clients watch again.
 const defaultWatchTimeout = 30 * time.Minute
+
+// watchWriteTimeout ends a watch whose client has not taken a round of
+// its events in that long.
+const watchWriteTimeout = time.Minute
 
 // podCache holds the pods last served and the changes that led to them.
 // It is brought up to date when read (syncPods) rather than by a goroutine of
@@ -236,9 +241,12 @@ type watchStream struct {
 	rc      *http.ResponseController
 	enc     *json.Encoder
 	end     *time.Timer
-	columns bool   // the next Table carries the column definitions, as the first of the API server's do
-	from    uint64 // the resource version to resume after, unless initial
-	initial bool   // from none or "0", or sendInitialEvents: every object first
+	mu      sync.Mutex // held by the drain's ending a write, and by stop
+	stopped bool
+	unblock func() bool // stops the drain's ending a write that waits
+	columns bool        // the next Table carries the column definitions, as the first of the API server's do
+	from    uint64      // the resource version to resume after, unless initial
+	initial bool        // from none or "0", or sendInitialEvents: every object first
 }
 
 // startWatch reads a watch's timeoutSeconds and resourceVersion and
@@ -273,6 +281,16 @@ func (a *API) startWatch(w http.ResponseWriter, r *http.Request) *watchStream {
 	s.enc = json.NewEncoder(w)
 	s.enc.SetEscapeHTML(false)
 	s.end = time.NewTimer(timeout)
+	// A write that waits on a client that does not read ends at the drain
+	// (while the handler runs: net/http allows no deadline after it).
+	s.unblock = context.AfterFunc(a.drainCtx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.stopped {
+			_ = s.rc.SetWriteDeadline(time.Now())
+		}
+	})
+	_ = s.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
 	return s
 }
 
@@ -314,17 +332,28 @@ func (s *watchStream) wait(c1, c2 <-chan struct{}) bool {
 	}
 	select {
 	case <-c1:
-		return true
 	case <-c2:
-		return true
 	case <-s.end.C:
+		return false
 	case <-s.r.Context().Done():
+		return false
 	case <-s.a.drainCtx.Done():
+		return false
 	}
-	return false
+	_ = s.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout)) // not every writer has deadlines (a replica's merge)
+	return true
 }
 
-func (s *watchStream) stop() { s.end.Stop() }
+// stop ends the watch's timers; the connection's next answer has no
+// deadline of this one's.
+func (s *watchStream) stop() {
+	s.end.Stop()
+	s.unblock()
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	_ = s.rc.SetWriteDeadline(time.Time{})
+}
 
 // watchPods serves a pod watch: the changes after resourceVersion (or, from
 // none or "0", every matching pod as added first; with sendInitialEvents,
