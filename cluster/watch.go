@@ -69,6 +69,10 @@ func (e *watchEvent) meta() map[string]json.RawMessage {
 
 const initialEventsEnd = "k8s.io/initial-events-end" // the bookmark that ends a watch-list's initial events
 
+// writeTimeout ends a merged watch whose client has not taken an event in
+// that long, as a replica's own watch does.
+const writeTimeout = time.Minute
+
 // watchAll serves a watch (of pods, of events) from every replica that answers (those that
 // do not are named in a Warning header). The stream ends when any
 // replica's does (its timeout, its shutdown, an error event passed on),
@@ -149,6 +153,7 @@ func (c *Cluster) watchAll(w http.ResponseWriter, r *http.Request, h http.Handle
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	rc.Flush()
+	defer rc.SetWriteDeadline(time.Time{}) // while the handler runs: the connection's next answer has none
 
 	type line struct {
 		node string
@@ -209,6 +214,7 @@ func (c *Cluster) watchAll(w http.ResponseWriter, r *http.Request, h http.Handle
 		}
 		m["resourceVersion"], _ = json.Marshal(joinVersions(rvs))
 		l.ev.Object["metadata"], _ = json.Marshal(m)
+		rc.SetWriteDeadline(time.Now().Add(writeTimeout)) // a client that stops reading is let go
 		if enc.Encode(l.ev) != nil || rc.Flush() != nil {
 			return
 		}
