@@ -298,17 +298,27 @@ func (a *API) getPod(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	pods, _ := a.syncPods()
-	i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Name == a.podName(sb) })
-	if i < 0 { // removed meanwhile
-		a.writeError(w, r, podNotFound{r.PathValue("pod")})
+	pod, err := a.podOf(r, sb)
+	if err != nil {
+		a.writeError(w, r, err)
 		return
 	}
 	if wantsTable(r) {
-		writeJSON(w, http.StatusOK, podTable(r, pods[i:i+1], pods[i].ResourceVersion))
+		writeJSON(w, http.StatusOK, podTable(r, []corev1.Pod{pod}, pod.ResourceVersion))
 		return
 	}
-	writeJSON(w, http.StatusOK, pods[i])
+	writeJSON(w, http.StatusOK, pod)
+}
+
+// podOf is a sandbox's pod as the pod cache has it: NotFound if the
+// sandbox was removed meanwhile.
+func (a *API) podOf(r *http.Request, sb *sandbox.Sandbox) (corev1.Pod, error) {
+	pods, _ := a.syncPods()
+	i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Name == a.podName(sb) })
+	if i < 0 {
+		return corev1.Pod{}, podNotFound{r.PathValue("pod")}
+	}
+	return pods[i], nil
 }
 
 // deletePod removes a sandbox and its containers, as kubectl delete pod
@@ -341,7 +351,9 @@ func (a *API) deletePodErr(w http.ResponseWriter, r *http.Request) error {
 		if *g < 0 {
 			return reqerr.New(reqerr.ErrBadRequest, "gracePeriodSeconds %d: want 0 or more", *g)
 		}
-		grace = min(grace, time.Duration(*g)*time.Second)
+		if *g < int64(grace/time.Second) {
+			grace = time.Duration(*g) * time.Second
+		}
 	}
 	sb, err := a.pod(r.PathValue("ns"), r.PathValue("pod"))
 	if err != nil {
@@ -350,12 +362,10 @@ func (a *API) deletePodErr(w http.ResponseWriter, r *http.Request) error {
 	if sb.ID() == sandbox.HostID {
 		return reqerr.New(reqerr.ErrConflict, "pod %q is the gateway's host sandbox: it cannot be deleted (delete its containers instead)", a.podName(sb))
 	}
-	pods, _ := a.syncPods()
-	i := slices.IndexFunc(pods, func(p corev1.Pod) bool { return p.Name == a.podName(sb) })
-	if i < 0 {
-		return podNotFound{r.PathValue("pod")}
+	pod, err := a.podOf(r, sb)
+	if err != nil {
+		return err
 	}
-	pod := pods[i]
 	if pre := opts.Preconditions; pre != nil {
 		if pre.UID != nil && *pre.UID != pod.UID {
 			return reqerr.New(reqerr.ErrConflict, "Precondition failed: UID in precondition: %s, UID in object meta: %s", *pre.UID, pod.UID)
