@@ -36,8 +36,11 @@ const maxPodEvents = 1024
 const defaultWatchTimeout = 30 * time.Minute
 
 // watchWriteTimeout ends a watch whose client has not taken a round of
-// its events in that long.
-const watchWriteTimeout = time.Minute
+// its events in that long; drainWriteGrace, once the gateway drains.
+const (
+	watchWriteTimeout = time.Minute
+	drainWriteGrace   = time.Second
+)
 
 // podCache holds the pods last served and the changes that led to them.
 // It is brought up to date when read (syncPods) rather than by a goroutine of
@@ -241,7 +244,7 @@ type watchStream struct {
 	rc      *http.ResponseController
 	enc     *json.Encoder
 	end     *time.Timer
-	mu      sync.Mutex // held by the drain's ending a write, and by stop
+	mu      sync.Mutex // orders the write deadlines: the drain's, a round's, stop's
 	stopped bool
 	unblock func() bool // stops the drain's ending a write that waits
 	columns bool        // the next Table carries the column definitions, as the first of the API server's do
@@ -281,13 +284,15 @@ func (a *API) startWatch(w http.ResponseWriter, r *http.Request) *watchStream {
 	s.enc = json.NewEncoder(w)
 	s.enc.SetEscapeHTML(false)
 	s.end = time.NewTimer(timeout)
-	// A write that waits on a client that does not read ends at the drain
-	// (while the handler runs: net/http allows no deadline after it).
+	// A write that waits on a client that does not read ends soon after
+	// the drain; one under way has a moment to finish, so that a watch
+	// that ends at the drain ends whole (while the handler runs: net/http
+	// allows no deadline after it).
 	s.unblock = context.AfterFunc(a.drainCtx, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if !s.stopped {
-			_ = s.rc.SetWriteDeadline(time.Now())
+			_ = s.rc.SetWriteDeadline(time.Now().Add(drainWriteGrace))
 		}
 	})
 	_ = s.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
@@ -340,7 +345,11 @@ func (s *watchStream) wait(c1, c2 <-chan struct{}) bool {
 	case <-s.a.drainCtx.Done():
 		return false
 	}
-	_ = s.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout)) // not every writer has deadlines (a replica's merge)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.a.drainCtx.Err() == nil { // else the drain's deadline stands (under mu: the drain's comes after this one)
+		_ = s.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout)) // not every writer has deadlines (a replica's merge)
+	}
 	return true
 }
 
