@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"gateway/container"
 	"gateway/internal/reqerr"
@@ -94,7 +95,7 @@ func (a *API) apiResources(w http.ResponseWriter, r *http.Request) {
 				ShortNames: []string{"po"}, Categories: []string{"all"}},
 			sub("attach", "create", "get"), sub("exec", "create", "get"), sub("log", "get"), sub("portforward", "create", "get"),
 			{Name: "events", SingularName: "event", Namespaced: true, Kind: "Event", Verbs: []string{"list", "watch"}, ShortNames: []string{"ev"}},
-			{Name: "namespaces", SingularName: "namespace", Kind: "Namespace", Verbs: []string{"get", "list"}, ShortNames: []string{"ns"}},
+			{Name: "namespaces", SingularName: "namespace", Kind: "Namespace", Verbs: []string{"get", "list", "watch"}, ShortNames: []string{"ns"}},
 		},
 	})
 }
@@ -452,9 +453,25 @@ func (a *API) getNamespace(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, a.namespace())
 }
 
+// listNamespaces lists the one namespace, or watches it: it never
+// changes, so a watch says it is there (from no version) and then waits
+// for its end.
 func (a *API) listNamespaces(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, corev1.NamespaceList{TypeMeta: metav1.TypeMeta{Kind: "NamespaceList", APIVersion: "v1"},
-		ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: []corev1.Namespace{a.namespace()}})
+	if !isTrue(r.URL.Query(), "watch") {
+		writeJSON(w, http.StatusOK, corev1.NamespaceList{TypeMeta: metav1.TypeMeta{Kind: "NamespaceList", APIVersion: "v1"},
+			ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: []corev1.Namespace{a.namespace()}})
+		return
+	}
+	s := a.startWatch(w, r)
+	if s == nil {
+		return
+	}
+	defer s.stop()
+	if s.initial && s.send(watch.Added, a.namespace()) != nil {
+		return
+	}
+	for s.wait(nil, nil) {
+	}
 }
 
 // wantsTable reports whether the client asks for the Table form, as kubectl

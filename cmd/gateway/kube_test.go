@@ -605,6 +605,14 @@ func TestKubectlWatch(t *testing.T) {
 		events[0].Object.Code != 504 || events[0].Object.Reason != "Timeout" || events[0].Object.Details.Causes[0].Reason != "ResourceVersionTooLarge" {
 		t.Errorf("watch from a version to come: %+v", events)
 	}
+	// The namespace, which never changes: there, then nothing to its end.
+	if events = g.watch(t, "/api/v1/namespaces?watch=1&timeoutSeconds=1"); len(events) != 1 || events[0].Type != "ADDED" ||
+		events[0].Object.Metadata.Name != "default" {
+		t.Errorf("namespaces watched: %+v", events)
+	}
+	if events = g.watch(t, "/api/v1/namespaces?watch=1&timeoutSeconds=1&resourceVersion=1"); len(events) != 0 {
+		t.Errorf("namespaces watched from their version: %+v", events)
+	}
 	var st struct{ Code int }
 	if g.do(t, "GET", "/api/v1/pods?watch=1&resourceVersion=x", nil, &st); st.Code != 400 {
 		t.Errorf("a resource version not given: %d", st.Code)
