@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -466,25 +465,7 @@ func TestReplicasKubectl(t *testing.T) {
 	if out, errOut, code = k.run(nil, "get", "pods", "-o", "name", "-l", "gateway/sandbox=s2"); out != "pod/s2.n2\n" || code != 0 {
 		t.Errorf("get pods -l across replicas: %d %q %s", code, out, errOut)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	get := k.cmd(ctx, "get", "pods", "-w", "--output-watch-events")
-	watched, err := get.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	getErr := &logBuffer{}
-	get.Stderr = getErr
-	if err := get.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer get.Wait()
-	defer cancel()
-	defer func() {
-		if t.Failed() {
-			t.Logf("kubectl get -w:\n%s", getErr)
-		}
-	}()
+	watched := k.background("get", "pods", "-w", "--output-watch-events")
 	// Every replica's pods, in the order the replicas answered.
 	initial := readTo(t, watched, regexp.MustCompile(`(?s)(\nADDED [^\n]*){6}`))
 	for _, want := range []string{"host.n1", "s1.n1", "host.n2", "s2.n2", "host.n3", "s3.n3"} {
@@ -520,21 +501,7 @@ func TestReplicasKubectl(t *testing.T) {
 	// kubectl wait on a pod of n2 through n1, ended by a change on n2.
 	gs[1].createContainer(t, map[string]any{"id": "w2", "sandbox": "s2", "workingDir": gs[1].dir, "stdin": true,
 		"command": []string{"sh", "-c", "read x; exit 5"}})
-	waitOut, waitErr := &logBuffer{}, &logBuffer{}
-	wait := k.cmd(ctx, "wait", "--for=jsonpath={.status.phase}=Failed", "pod/s2.n2", "--timeout=60s", "-v=6")
-	wait.Stdout, wait.Stderr = waitOut, waitErr
-	if err := wait.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- wait.Wait() }()
-	for !regexp.MustCompile(`watch=true.*200 OK`).MatchString(waitErr.String()) {
-		select {
-		case err := <-waitDone:
-			t.Fatalf("kubectl wait ended before the pod failed: %v\n%s%s", err, waitOut, waitErr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	waitOut, waitErr, waitDone := k.startWait("--for=jsonpath={.status.phase}=Failed", "pod/s2.n2", "--timeout=60s")
 	attach := gs[1].dialWS(t, "/api/v1/containers/w2/attach?stdin=1&replay=0", "v5.channel.k8s.io")
 	if err := attach.WriteMessage(2, []byte("\x00go\n")); err != nil {
 		t.Fatal(err)

@@ -112,6 +112,56 @@ func (k *kubectl) onPty(rows, cols uint16, args ...string) (*os.File, func() err
 	return master, func() error { defer cancel(); return c.Wait() }
 }
 
+// background runs kubectl until it exits or the test ends (get -w, say),
+// and returns its output as it comes; what it says on stderr is logged if
+// the test fails.
+func (k *kubectl) background(args ...string) io.Reader {
+	k.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := k.cmd(ctx, args...)
+	out, err := c.StdoutPipe()
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	errOut := &logBuffer{}
+	c.Stderr = errOut
+	if err := c.Start(); err != nil {
+		k.t.Fatal(err)
+	}
+	k.t.Cleanup(func() {
+		cancel()
+		c.Wait()
+		if k.t.Failed() {
+			k.t.Logf("kubectl %q:\n%s", args, errOut)
+		}
+	})
+	return out
+}
+
+// startWait runs kubectl wait with args and returns once its watch has
+// been answered (its -v=6 log says so): what it prints, and its end.
+func (k *kubectl) startWait(args ...string) (out, errOut *logBuffer, done <-chan error) {
+	k.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := k.cmd(ctx, append([]string{"wait", "-v=6"}, args...)...)
+	out, errOut = &logBuffer{}, &logBuffer{}
+	c.Stdout, c.Stderr = out, errOut
+	if err := c.Start(); err != nil {
+		k.t.Fatal(err)
+	}
+	ended, exited := make(chan error, 1), make(chan struct{}) // the caller takes ended's one error
+	go func() { ended <- c.Wait(); close(exited) }()
+	k.t.Cleanup(func() { cancel(); <-exited })
+	for !regexp.MustCompile(`watch=true.*200 OK`).MatchString(errOut.String()) {
+		select {
+		case err := <-ended:
+			k.t.Fatalf("kubectl wait %q ended before it watched: %v\n%s%s", args, err, out, errOut)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return out, errOut, ended
+}
+
 // readTo reads r until re matches what came; it returns what came.
 func readTo(t *testing.T, r io.Reader, re *regexp.Regexp) string {
 	t.Helper()
@@ -523,35 +573,11 @@ func TestKubectlSelectors(t *testing.T) {
 func TestKubectlWatch(t *testing.T) {
 	g := startGateway(t)
 	k := g.kubectl(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	get := k.cmd(ctx, "get", "pods", "-w", "--output-watch-events")
-	out, err := get.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	getErr := &logBuffer{}
-	get.Stderr = getErr
-	if err := get.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer get.Wait()
-	defer cancel()
+	out := k.background("get", "pods", "-w", "--output-watch-events")
 	readTo(t, out, regexp.MustCompile(`(?m)^ADDED\s+host\s+1/1\s+Running\s`))
 
-	// A wait that only a change it sees through its watch can end: the
-	// pod does not exist yet when it starts.
-	wait := k.cmd(ctx, "wait", "--for=jsonpath={.status.phase}=Failed", "pod/w", "--timeout=60s", "-v=6")
-	waitOut, waitErr := &logBuffer{}, &logBuffer{}
-	wait.Stdout, wait.Stderr = waitOut, waitErr
 	g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": "w"}, nil)
 	readTo(t, out, regexp.MustCompile(`(?m)^ADDED\s+w\s+0/0\s+Running\s`))
-	if err := wait.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- wait.Wait() }()
-
 	list := struct {
 		Metadata struct{ ResourceVersion string }
 	}{}
@@ -559,14 +585,8 @@ func TestKubectlWatch(t *testing.T) {
 	g.createContainer(t, map[string]any{"id": "wc", "sandbox": "w", "workingDir": g.dir, "stdin": true,
 		"command": []string{"sh", "-c", "read x; exit 3"}})
 	readTo(t, out, regexp.MustCompile(`(?m)^MODIFIED\s+w\s+1/1\s+Running\s`))
-	// kubectl wait is watching once its watch has been answered.
-	for !regexp.MustCompile(`watch=true.*200 OK`).MatchString(waitErr.String()) {
-		select {
-		case err := <-waitDone:
-			t.Fatalf("kubectl wait ended before the pod failed: %v\n%s%s", err, waitOut.String(), waitErr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	// A wait that only a change it sees through its watch can end.
+	waitOut, waitErr, waitDone := k.startWait("--for=jsonpath={.status.phase}=Failed", "pod/w", "--timeout=60s")
 	attach := g.dialWS(t, "/api/v1/containers/wc/attach?stdin=1&replay=0", "v5.channel.k8s.io")
 	if err := attach.WriteMessage(2, []byte("\x00go\n")); err != nil {
 		t.Fatal(err)
@@ -629,10 +649,6 @@ func TestKubectlWatch(t *testing.T) {
 	}
 	if strings.Contains(g.log.String(), "http shutdown") {
 		t.Errorf("the shutdown waited for a watch:\n%s", g.log)
-	}
-	cancel()
-	if err := get.Wait(); err != nil && ctx.Err() == nil {
-		t.Errorf("kubectl get -w: %v\n%s", err, getErr.String())
 	}
 }
 
@@ -854,23 +870,11 @@ func TestKubectlEvents(t *testing.T) {
 	}
 
 	// kubectl get events -w: a new event is added, a repeat modifies its own.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	get := k.cmd(ctx, "get", "events", "-w", "--output-watch-events")
-	watched, err := get.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := get.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer get.Wait()
-	defer cancel()
+	watched := k.background("get", "events", "-w", "--output-watch-events")
 	readTo(t, watched, regexp.MustCompile(`(?m)^ADDED\s+\S+\s+Warning\s+BackOff\s+pod/lab\s`))
 	g.createContainer(t, map[string]any{"id": "db", "sandbox": "lab", "workingDir": g.dir, "command": []string{"sleep", "1000"}})
 	readTo(t, watched, regexp.MustCompile(`(?m)^ADDED\s+\S+\s+Normal\s+Started\s+pod/lab\s+Started container db$`))
 	readTo(t, watched, regexp.MustCompile(`(?m)^MODIFIED\s+\S+\s+Warning\s+BackOff\s+pod/lab\s+Back-off restarting failed container web in pod lab$`))
-	cancel()
 
 	// From a list's version: what came since, and nothing before it.
 	var list struct {
