@@ -67,7 +67,7 @@ type API struct {
 	web       http.Handler
 	drainCtx  context.Context // done once Drain is called
 	drain     context.CancelFunc
-	eventBase uint64 // the events' resource versions start past it
+	eventBase uint64 // the events' resource versions start past it, as the pods' do
 	pods      podCache
 	started   time.Time
 }
@@ -91,7 +91,12 @@ type Deps struct {
 func New(cfg Config, log *slog.Logger, d Deps) *API {
 	a := &API{cfg: cfg, tokenHash: sha256.Sum256([]byte(cfg.Token)), log: log,
 		runtime: d.Runtime, sandboxes: d.Sandboxes, sessions: d.Sessions, urls: d.URLs,
-		streams: d.Streams, records: d.Recordings, audit: d.Audit, metrics: d.Metrics, web: d.Web, pods: newPodCache(), eventBase: uint64(time.Now().UnixMicro()), started: time.Now()}
+		streams: d.Streams, records: d.Recordings, audit: d.Audit, metrics: d.Metrics, web: d.Web, started: time.Now()}
+	// Resource versions start at the time in microseconds, so that those of
+	// a gateway started later are all newer: a client resuming a watch
+	// across a restart is told to list again.
+	a.eventBase = uint64(a.started.UnixMicro())
+	a.pods = newPodCache(a.eventBase)
 	a.drainCtx, a.drain = context.WithCancel(context.Background())
 	return a
 }

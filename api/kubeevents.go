@@ -136,7 +136,7 @@ func (a *API) eventObject(ev container.Event) (corev1.Event, bool) {
 	}
 	return corev1.Event{
 		TypeMeta: metav1.TypeMeta{Kind: "Event", APIVersion: "v1"},
-		ObjectMeta: metav1.ObjectMeta{Name: pod + "." + strconv.FormatUint(ev.Seq, 16), Namespace: Namespace,
+		ObjectMeta: metav1.ObjectMeta{Name: pod + "." + strconv.FormatUint(ev.Added, 16), Namespace: Namespace,
 			CreationTimestamp: metav1.NewTime(ev.First), ResourceVersion: strconv.FormatUint(a.eventBase+ev.Version, 10)},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: Namespace, Name: pod, UID: a.podUID(sb), APIVersion: "v1",
 			FieldPath: fmt.Sprintf("spec.containers{%s}", ev.Container)},

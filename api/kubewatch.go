@@ -54,9 +54,8 @@ type podCache struct {
 	// The pods by name as last computed, and the sandboxes' and
 	// containers' change counts then: while they stand, so do the pods,
 	// and watchers woken by one change compute them once between them.
-	last      []corev1.Pod
-	lastGen   [2]uint64
-	lastValid bool
+	last    []corev1.Pod // nil before the first read
+	lastGen [2]uint64
 }
 
 type podEntry struct {
@@ -71,11 +70,9 @@ type podEvent struct {
 	pod, prev *corev1.Pod
 }
 
-// newPodCache starts the resource versions at the time in microseconds, so
-// that those of a gateway started later are all newer: a client resuming
-// a watch across a restart is told to list again.
-func newPodCache() podCache {
-	return podCache{rv: uint64(time.Now().UnixMicro()), pods: make(map[string]podEntry)}
+// newPodCache starts the resource versions at base.
+func newPodCache(base uint64) podCache {
+	return podCache{rv: base, pods: make(map[string]podEntry)}
 }
 
 // syncPods brings the cache up to the sandboxes and containers as they are,
@@ -85,7 +82,7 @@ func (a *API) syncPods() ([]corev1.Pod, uint64) {
 	c := &a.pods
 	gen := [2]uint64{a.sandboxes.Changes(), a.runtime.Changes()} // before the read, as a watcher's channels
 	c.mu.Lock()
-	if c.lastValid && c.lastGen == gen {
+	if c.last != nil && c.lastGen == gen {
 		defer c.mu.Unlock()
 		return c.last, c.rv
 	}
@@ -104,7 +101,7 @@ func (a *API) syncPods() ([]corev1.Pod, uint64) {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.lastValid && c.lastGen[0] >= gen[0] && c.lastGen[1] >= gen[1] {
+	if c.last != nil && c.lastGen[0] >= gen[0] && c.lastGen[1] >= gen[1] {
 		return c.last, c.rv // a read as new as this one came first: this one must not undo it
 	}
 	seen := make(map[string]bool, len(now))
@@ -133,7 +130,7 @@ func (a *API) syncPods() ([]corev1.Pod, uint64) {
 			delete(c.pods, name)
 		}
 	}
-	c.last, c.lastGen, c.lastValid = now, gen, true
+	c.last, c.lastGen = now, gen
 	return now, c.rv
 }
 

@@ -148,7 +148,7 @@ func (c *Cluster) watchAll(w http.ResponseWriter, r *http.Request, h http.Handle
 	w.Header().Set("Content-Type", "application/json")
 	if len(down) > 0 {
 		slices.Sort(down)
-		w.Header().Set("Warning", fmt.Sprintf(`299 - "replicas not answering, their pods are not watched: %s"`, strings.Join(down, ", ")))
+		w.Header().Set("Warning", fmt.Sprintf(`299 - "replicas not answering, their items are not watched: %s"`, strings.Join(down, ", ")))
 	}
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)

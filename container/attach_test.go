@@ -331,7 +331,7 @@ func TestEvents(t *testing.T) {
 		t.Errorf("events after the second container: %q", got)
 	}
 	evs, v := rt.Events(0)
-	if evs[len(evs)-1].Seq <= evs[len(evs)-2].Seq || evs[len(evs)-1].Version != v {
+	if evs[len(evs)-1].Added <= evs[len(evs)-2].Added || evs[len(evs)-1].Version != v {
 		t.Errorf("sequence numbers out of order: %+v (at %d)", evs, v)
 	}
 	if since, _ := rt.Events(evs[len(evs)-2].Version); len(since) != 1 || since[0] != evs[len(evs)-1] {

@@ -16,8 +16,9 @@ import (
 // container (a crash loop's) counts up that one instead, as the kubelet's
 // do, and becomes the newest.
 type Event struct {
-	Seq                uint64 // unique in the runtime, in order
-	Added, Version     uint64 // the runtime's count of events added or counted up, at this one's first and last
+	// The runtime's count of events added or counted up, at this one's
+	// first and last: Added is unique, in order.
+	Added, Version     uint64
 	Container, Sandbox string
 	Reason, Message    string
 	Warning            bool
@@ -33,7 +34,6 @@ type events struct {
 	changes notify.Signal // an event added or counted up
 
 	mu      sync.Mutex
-	seq     uint64
 	version uint64
 	list    []Event // by Version, oldest first
 }
@@ -52,8 +52,7 @@ func (e *events) add(c *Container, warning bool, reason, format string, args ...
 			return
 		}
 	}
-	e.seq++
-	e.list = append(e.list, Event{Seq: e.seq, Added: e.version, Version: e.version, Container: c.spec.ID, Sandbox: c.spec.Sandbox, Reason: reason,
+	e.list = append(e.list, Event{Added: e.version, Version: e.version, Container: c.spec.ID, Sandbox: c.spec.Sandbox, Reason: reason,
 		Message: msg, Warning: warning, First: now, Last: now, Count: 1})
 	if n := len(e.list) - maxEvents; n > 0 {
 		e.list = append(e.list[:0], e.list[n:]...)

@@ -3,6 +3,8 @@ package stream
 import (
 	"sync"
 	"sync/atomic"
+
+	"gateway/internal/notify"
 )
 
 // baton is the right to write to one consumer (a WebSocket, a process's
@@ -26,8 +28,7 @@ type baton struct {
 	writers sync.WaitGroup // goroutines started by kick
 	done    chan struct{}  // closed by end; never otherwise
 
-	mu     sync.Mutex
-	parked chan struct{} // made by waitParked, closed at the next park or end
+	parked notify.Signal // at each park or end
 }
 
 const (
@@ -91,23 +92,9 @@ func (b *baton) Done() <-chan struct{} { return b.done }
 func (b *baton) isIdle() bool { return b.phase.Load() == idle }
 
 // waitParked returns a channel closed at the next park or end.
-func (b *baton) waitParked() <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.parked == nil {
-		b.parked = make(chan struct{})
-	}
-	return b.parked
-}
+func (b *baton) waitParked() <-chan struct{} { return b.parked.C() }
 
-func (b *baton) wakeParked() {
-	b.mu.Lock()
-	if b.parked != nil {
-		close(b.parked)
-		b.parked = nil
-	}
-	b.mu.Unlock()
-}
+func (b *baton) wakeParked() { b.parked.Notify() }
 
 // wait waits for the goroutines that kick started.
 func (b *baton) wait() { b.writers.Wait() }
