@@ -44,6 +44,11 @@
 // done only when all of its goroutines have returned (it may itself
 // return before, once the reading rests).
 //
+// On a plain TCP listener, UpgradeListener (upgrades.go) reads each
+// connection's first request header itself: an upgrade is handed to the
+// gateway's handler with a ResponseWriter of its own, anything else goes
+// on to net/http, its bytes replayed. TLS listeners are net/http's alone.
+//
 // Handlers validate a request completely before upgrading it. An error they
 // return means nothing was written to the client; the caller answers with a
 // Status. After the upgrade, failures are reported in-band: a Status on the

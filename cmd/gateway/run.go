@@ -173,7 +173,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if cfg.TLSCert != "" {
 			serveErr <- srv.ServeTLS(stream.Listener(ln), cfg.TLSCert, cfg.TLSKey)
 		} else {
-			serveErr <- srv.Serve(stream.Listener(ln))
+			serveErr <- srv.Serve(stream.UpgradeListener(ln, handler, srv.ReadHeaderTimeout, log))
 		}
 	}()
 	var kubeSrv *http.Server
