@@ -143,16 +143,19 @@ func (c *checkedTCP) Read(p []byte) (int, error) { return checkedRead(c.watchedC
 func (c *checkedTCP) NetConn() net.Conn          { return c.watchedConn }
 
 func checkedRead(under net.Conn, pre *[]byte, fc *frameCheck, p []byte) (int, error) {
-	var n int
-	var err error
-	if len(*pre) > 0 {
-		n = copy(p, *pre)
-		*pre = (*pre)[n:]
-	} else {
-		n, err = under.Read(p)
-	}
+	n, err := replayRead(under, pre, p)
 	fc.scan(p[:n])
 	return n, err
+}
+
+// replayRead reads what *pre holds, taking it, before under itself.
+func replayRead(under net.Conn, pre *[]byte, p []byte) (int, error) {
+	if len(*pre) > 0 {
+		n := copy(p, *pre)
+		*pre = (*pre)[n:]
+		return n, nil
+	}
+	return under.Read(p)
 }
 
 // checkingWriter hands gorilla's upgrade a hijacked connection whose

@@ -123,14 +123,14 @@ func TestUpgradeListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
-		if string(b) != "plain GET "+path+" y" || !<-served {
-			t.Errorf("%s: %q", path, b)
+		if viaNetHTTP := <-served; string(b) != "plain GET "+path+" y" || !viaNetHTTP {
+			t.Errorf("%s: %q, through net/http: %v", path, b, viaNetHTTP)
 		}
 	}
 	long := "X-Long: " + strings.Repeat("z", headerMax) + "\r\n"
 	got = exchange(t, addr, "GET /long HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"+long+"Upgrade: websocket\r\n\r\n")
-	if !strings.HasPrefix(got, "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(got, "plain GET /long z") || !<-served {
-		t.Errorf("long header: %q", got)
+	if viaNetHTTP := <-served; !strings.HasPrefix(got, "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(got, "plain GET /long z") || !viaNetHTTP {
+		t.Errorf("long header: %q, through net/http: %v", got, viaNetHTTP)
 	}
 
 	// Malformed upgrade requests: 400, closed.
