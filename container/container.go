@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -204,10 +203,8 @@ func (c *Container) start(spec ExecSpec) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %s", ErrCannotStart, err)
 	}
-	cmd := &exec.Cmd{Path: path, Args: slices.Clone(spec.Command), Dir: c.spec.WorkingDir, Env: env}
-	p, err := startProcess(cmd, spec, c.rt.cfg.StopGrace, c.rt.exits, func(cmd *exec.Cmd) error {
-		return c.sb.Do(cmd.Start)
-	})
+	attr := os.ProcAttr{Dir: c.spec.WorkingDir, Env: env}
+	p, err := startProcess(path, spec.Command, attr, spec, c.rt.cfg.StopGrace, c.rt.exits, c.sb.Do)
 	if err != nil {
 		return nil, startError(spec.Command[0], path, err)
 	}

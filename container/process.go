@@ -56,7 +56,8 @@ type Process struct {
 	// Stderr reads its error output; nil with TTY or when not requested.
 	Stderr *os.File
 
-	cmd   *exec.Cmd
+	proc  *os.Process
+	state *os.ProcessState // set by exit, before exited is closed
 	pty   *os.File
 	grace time.Duration
 	exits *exitWatcher
@@ -71,11 +72,14 @@ type Process struct {
 	stdinClosed bool
 }
 
-// startProcess starts cmd as spec asks, watched by exits. cmd has its
-// path, args, dir and env set; start runs cmd.Start in the right network
-// namespace.
-func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, exits *exitWatcher, start func(*exec.Cmd) error) (_ *Process, err error) {
-	p := &Process{cmd: cmd, grace: grace, exits: exits}
+// startProcess starts the program at path, with args (args[0] first),
+// as spec asks, watched by exits. attr gives its directory and its
+// environment, which must hold each variable once (os/exec's Cmd.Start
+// copies the environment to remove duplicates on every start: ours are
+// built from a map, so the processes start with os.StartProcess); start
+// runs the given start in the right network namespace.
+func startProcess(path string, args []string, attr os.ProcAttr, spec ExecSpec, grace time.Duration, exits *exitWatcher, start func(func() error) error) (_ *Process, err error) {
+	p := &Process{grace: grace, exits: exits}
 	var childEnds []*os.File
 	defer func() {
 		for _, f := range childEnds {
@@ -86,6 +90,7 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, exits *exit
 		}
 	}()
 
+	var stdio [3]*os.File // the child's 0, 1 and 2
 	if spec.TTY {
 		size := spec.Size
 		if size.Cols == 0 || size.Rows == 0 {
@@ -97,10 +102,10 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, exits *exit
 		}
 		p.pty = ptmx
 		childEnds = append(childEnds, tty)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		stdio = [3]*os.File{tty, tty, tty}
 		// A new session whose controlling terminal is the pty (child fd 0):
 		// the process group gets the pty's signals, and ours reach it.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		attr.Sys = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 		if spec.Stdin {
 			p.Stdin = ptmx
 		}
@@ -112,7 +117,7 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, exits *exit
 				return nil, err
 			}
 			childEnds = append(childEnds, r)
-			cmd.Stdin, p.Stdin = r, w
+			stdio[0], p.Stdin = r, w
 		}
 		if spec.Stdout {
 			r, w, err := os.Pipe()
@@ -120,7 +125,7 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, exits *exit
 				return nil, err
 			}
 			childEnds = append(childEnds, w)
-			cmd.Stdout, p.Stdout = w, r
+			stdio[1], p.Stdout = w, r
 		}
 		if spec.Stderr {
 			r, w, err := os.Pipe()
@@ -128,15 +133,31 @@ func startProcess(cmd *exec.Cmd, spec ExecSpec, grace time.Duration, exits *exit
 				return nil, err
 			}
 			childEnds = append(childEnds, w)
-			cmd.Stderr, p.Stderr = w, r
+			stdio[2], p.Stderr = w, r
 		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if !spec.Stdin || !spec.Stdout || !spec.Stderr {
+			null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+			if err != nil {
+				return nil, err
+			}
+			childEnds = append(childEnds, null)
+			for i, f := range stdio {
+				if f == nil {
+					stdio[i] = null
+				}
+			}
+		}
+		attr.Sys = &syscall.SysProcAttr{Setpgid: true}
 	}
-	if err := start(cmd); err != nil {
+	attr.Files = stdio[:]
+	if err := start(func() (err error) {
+		p.proc, err = os.StartProcess(path, args, &attr)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	p.exited = make(chan struct{})
-	exits.watch(cmd.Process.Pid, p.exit)
+	exits.watch(p.proc.Pid, p.exit)
 	return p, nil
 }
 
@@ -149,7 +170,7 @@ const DrainGrace = 2 * time.Second
 // is read for DrainGrace more, then its readers stop. If it was being
 // terminated and nothing is left of it, the SIGKILL is called off.
 func (p *Process) exit() {
-	p.waitErr = p.cmd.Wait()
+	p.state, p.waitErr = p.proc.Wait()
 	p.StopReadingAfter(DrainGrace)
 	close(p.exited)
 	p.mu.Lock()
@@ -210,7 +231,7 @@ func (p *Process) Exited() bool {
 // groupAlive reports whether a process of the leader's group is left.
 // p.mu is held.
 func (p *Process) groupAlive() bool {
-	pgid := p.cmd.Process.Pid
+	pgid := p.proc.Pid
 	return !p.exits.watching(pgid) && unix.Kill(-pgid, 0) == nil // the id may be a new process's
 }
 
@@ -224,7 +245,7 @@ func (p *Process) callOffKillIfGone() {
 	case p.pty == nil:
 		p.stopKill()
 	default:
-		p.exits.sweep(p.cmd.Process.Pid, func(members []int) {
+		p.exits.sweep(p.proc.Pid, func(members []int) {
 			if len(members) > 0 {
 				return
 			}
@@ -246,7 +267,7 @@ func (p *Process) stopKill() {
 }
 
 // Pid returns the process id, which is also its process group id.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
+func (p *Process) Pid() int { return p.proc.Pid }
 
 // TTY reports whether the process runs in a pty.
 func (p *Process) TTY() bool { return p.pty != nil }
@@ -289,7 +310,7 @@ func (p *Process) Terminate() {
 		return
 	}
 	p.terminating = true
-	pgid := p.cmd.Process.Pid
+	pgid := p.proc.Pid
 	if !p.Exited() || p.groupAlive() {
 		if p.pty != nil {
 			_ = unix.Kill(-pgid, unix.SIGHUP) // best effort: the group may be gone
@@ -316,7 +337,7 @@ func (p *Process) Terminate() {
 func (p *Process) Kill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pgid := p.cmd.Process.Pid
+	pgid := p.proc.Pid
 	if p.Exited() && p.exits.watching(pgid) {
 		return // the leader is gone and its id is a new process's
 	}
@@ -340,10 +361,10 @@ func (p *Process) Wait() (int, error) {
 	select {
 	case <-p.exited:
 	default:
-		p.exits.poll(p.cmd.Process.Pid)
+		p.exits.poll(p.proc.Pid)
 		<-p.exited
 	}
-	if st := p.cmd.ProcessState; st != nil {
+	if st := p.state; st != nil {
 		return exitCode(st), nil
 	}
 	return -1, fmt.Errorf("wait: %w", p.waitErr)
@@ -427,15 +448,18 @@ func lookPath(name string, env []string, dir string) (string, error) {
 	return "", fmt.Errorf("%q: %w", name, exec.ErrNotFound)
 }
 
+// executable checks that path is a file with an execute bit. It is called
+// for each directory of PATH on every exec, so it allocates nothing for a
+// file that is not there (os.Stat allocates its result and its error).
 func executable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
 		return err
 	}
-	if fi.IsDir() {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return fmt.Errorf("is a directory")
 	}
-	if fi.Mode()&0o111 == 0 {
+	if st.Mode&0o111 == 0 {
 		return os.ErrPermission
 	}
 	return nil
