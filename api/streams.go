@@ -27,16 +27,18 @@ type streamURL struct {
 }
 
 // stream serves a WebSocket GET for the container or sandbox named in the
-// path: serve upgrades it, or returns why it refused.
-func (a *API) stream(kind string, serve func(w http.ResponseWriter, r *http.Request, id string) error) http.HandlerFunc {
+// path: serve upgrades it, or returns why it refused. The query is parsed
+// once, here, and a query that does not parse is refused (Query() would
+// drop what it could not parse, and the request look empty).
+func (a *API) stream(kind string, serve func(w http.ResponseWriter, r *http.Request, id string, q url.Values) error) http.HandlerFunc {
 	return a.streamChecks(func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r, kind)
-		if _, qerr := url.ParseQuery(r.URL.RawQuery); err == nil && qerr != nil {
-			// Query() would drop everything, and the request look empty.
+		q, qerr := url.ParseQuery(r.URL.RawQuery)
+		if err == nil && qerr != nil {
 			err = reqerr.New(reqerr.ErrBadRequest, "query: %v", qerr)
 		}
 		if err == nil {
-			err = serve(w, r, id)
+			err = serve(w, r, id, q)
 		}
 		if err != nil && !stream.IsAnswered(err) {
 			a.writeError(w, r, err)
@@ -44,18 +46,18 @@ func (a *API) stream(kind string, serve func(w http.ResponseWriter, r *http.Requ
 	})
 }
 
-func (a *API) execStream(w http.ResponseWriter, r *http.Request, id string) error {
-	return a.streams.Exec(w, r, id, stream.ParseExecQuery(r.URL.Query()))
+func (a *API) execStream(w http.ResponseWriter, r *http.Request, id string, q url.Values) error {
+	return a.streams.Exec(w, r, id, stream.ParseExecQuery(q))
 }
 
-func (a *API) attachStream(w http.ResponseWriter, r *http.Request, id string) error {
-	return a.streams.Attach(w, r, id, stream.ParseAttachQuery(r.URL.Query()))
+func (a *API) attachStream(w http.ResponseWriter, r *http.Request, id string, q url.Values) error {
+	return a.streams.Attach(w, r, id, stream.ParseAttachQuery(q))
 }
 
 // joinStream joins a shared exec, as the gateway's token or a share link
 // allows.
-func (a *API) joinStream(w http.ResponseWriter, r *http.Request, id string) error {
-	opts, err := stream.ParseJoinQuery(r.URL.Query())
+func (a *API) joinStream(w http.ResponseWriter, r *http.Request, id string, q url.Values) error {
+	opts, err := stream.ParseJoinQuery(q)
 	if err != nil {
 		return err
 	}
@@ -63,8 +65,8 @@ func (a *API) joinStream(w http.ResponseWriter, r *http.Request, id string) erro
 	return a.streams.Join(w, r, id, opts)
 }
 
-func (a *API) portForwardStream(w http.ResponseWriter, r *http.Request, id string) error {
-	opts, err := stream.ParsePortForwardQuery(r.URL.Query())
+func (a *API) portForwardStream(w http.ResponseWriter, r *http.Request, id string, q url.Values) error {
+	opts, err := stream.ParsePortForwardQuery(q)
 	if err != nil {
 		return err
 	}

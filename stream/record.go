@@ -93,6 +93,9 @@ func (c *client) from(r *http.Request) {
 
 // auditStart writes the start of a session to the trail.
 func (c *client) auditStart() {
+	if c.srv.cfg.Audit == nil {
+		return
+	}
 	info := c.sess.Info()
 	c.srv.cfg.Audit.Record(audit.Event{Event: audit.SessionStart, Session: c.sess.ID, Kind: string(c.sess.Kind),
 		Target: c.sess.Target, Command: c.command, TTY: c.tty, Remote: c.sess.RemoteAddr, UserAgent: c.userAgent,
@@ -100,8 +103,10 @@ func (c *client) auditStart() {
 }
 
 // auditEnd writes the end of a session to the trail.
-func auditEnd(trail *audit.Log, sess *session.Session, result string, cause error) {
-	info := sess.Info()
+func auditEnd(trail *audit.Log, sess *session.Session, info session.Info, result string, cause error) {
+	if trail == nil {
+		return
+	}
 	ev := audit.Event{Event: audit.SessionEnd, Session: sess.ID, Kind: string(sess.Kind), Target: sess.Target,
 		Remote: sess.RemoteAddr, BytesIn: audit.Int64(info.BytesIn), BytesOut: audit.Int64(info.BytesOut),
 		ExitCode: info.ExitCode, Result: result, Recording: info.Recording}

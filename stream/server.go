@@ -323,8 +323,8 @@ func (s *Server) finished(sess *session.Session, km *metrics.Kind, log *slog.Log
 	km.Active.Dec()
 	km.Ended(result, d)
 	sess.Finish(code)
-	auditEnd(s.cfg.Audit, sess, result, cause)
 	info := sess.Info()
+	auditEnd(s.cfg.Audit, sess, info, result, cause)
 	attrs := []any{"result", result, "bytes_in", info.BytesIn, "bytes_out", info.BytesOut,
 		"duration", d.Round(time.Millisecond)}
 	if code != nil {
