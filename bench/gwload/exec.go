@@ -308,6 +308,7 @@ func (b *bench) setupRates(s setupSpec) error {
 func concurrentArm(a *arm, n, conc int, one func(i int) (timing, error)) *arm {
 	a.run = func(r *rep) error {
 		var mu sync.Mutex
+		allocs := startAllocs(a.metrics)
 		t0 := time.Now()
 		err := runConcurrently(n, conc, func(i int) error {
 			t := time.Now()
@@ -332,6 +333,9 @@ func concurrentArm(a *arm, n, conc int, one func(i int) (timing, error)) *arm {
 		v := rate(int64(n), time.Since(t0))
 		r.set("rate", v)
 		r.say("%.1f /s, %d at a time", v, conc)
+		if note := allocs.per(n); note != "" {
+			r.note("%s", note)
+		}
 		return nil
 	}
 	return a
@@ -465,7 +469,7 @@ func armWhat(name string) string {
 // sessionsArm sets up n sessions of r (which print nothing) on e, conc at
 // a time, each read to its close.
 func (b *bench) sessionsArm(e *endpoint, name string, r execReq, n, conc int) *arm {
-	return concurrentArm(&arm{name: name, what: armWhat(name), proc: e.proc}, n, conc, emptyRun(e.execFlow(b.ctx, dialer(e.proto, 4096, 4096), r)))
+	return concurrentArm(&arm{name: name, what: armWhat(name), proc: e.proc, metrics: e.metricsAddr()}, n, conc, emptyRun(e.execFlow(b.ctx, dialer(e.proto, 4096, 4096), r)))
 }
 
 // spawnArm is the setup ceiling: n fork/execs of "true" with a stdout pipe

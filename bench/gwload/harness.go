@@ -82,6 +82,9 @@ type arm struct {
 	what string // what it is, for the summary: "the pty read directly"
 	proc *proc  // the server it measures; nil when the work is gwload's own
 	run  func(r *rep) error
+	// metrics, when set, is the host:port of the server's /metrics: a run
+	// of concurrentArm notes what the server allocated per set-up.
+	metrics string
 }
 
 // rep is one run of an arm: what it measured.

@@ -636,7 +636,7 @@ func (b *bench) pfSetupRate() error {
 		},
 		arms: func(conc int) []*arm {
 			return []*arm{
-				settled(concurrentArm(&arm{name: "gateway", proc: b.gw.proc}, m, conc, echoRun(b.gw.tunnelFlow(b.ctx, d, echo.port)))),
+				settled(concurrentArm(&arm{name: "gateway", proc: b.gw.proc, metrics: b.gw.metricsAddr()}, m, conc, echoRun(b.gw.tunnelFlow(b.ctx, d, echo.port)))),
 				settled(concurrentArm(&arm{name: "ceiling", what: "direct TCP"}, m, conc, echoRun(tcpStarter(echo.addr(), 512, b.o.timeout)))),
 				settled(concurrentArm(&arm{name: "cri", proc: cri.proc}, m, conc, echoRun(cri.tunnelFlow(b.ctx, d, echo.port)))),
 				settled(concurrentArm(&arm{name: "bare", what: bareWhat, proc: bare.proc}, m, conc, echoRun(bare.tunnelFlow(b.ctx, d, echo.port)))),

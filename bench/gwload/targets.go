@@ -51,6 +51,14 @@ type endpoint struct {
 	hc        *http.Client // kept-alive connections for the mints and the API
 }
 
+// metricsAddr is the address of e's /metrics, or "" when it serves none.
+func (e *endpoint) metricsAddr() string {
+	if !e.metrics {
+		return ""
+	}
+	return e.addr
+}
+
 // execReq is the request of one exec.
 type execReq struct {
 	Command []string `json:"command"`
