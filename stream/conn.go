@@ -236,6 +236,18 @@ func (c *client) pumpOutput(ctx context.Context, src syscall.Conn, ch wsproto.Ch
 	return readEnd(ctx, chunkio.ReadAt(src, c.bufs, 1, c.emitter(ctx, ch, deliver)))
 }
 
+// pumpBulk is pumpOutput for a TCP source, read with r's buffers (see
+// bulkReads): larger ones when the transport tells how many frames wait.
+func (c *client) pumpBulk(ctx context.Context, src syscall.Conn, ch wsproto.Channel, r *bulkReads) error {
+	r.bufs = c.bufs
+	r.queue, _ = c.Conn.(queuer)
+	emit := c.emitter(ctx, ch, true)
+	return readEnd(ctx, chunkio.ReadAt(src, r, 1, func(buf []byte, n int) error {
+		r.full = n == len(buf)-1
+		return emit(buf, n)
+	}))
+}
+
 // emitter is the chunkio function that sends each chunk read on ch (or
 // drops it, without deliver).
 func (c *client) emitter(ctx context.Context, ch wsproto.Channel, deliver bool) func(buf []byte, n int) error {

@@ -149,6 +149,7 @@ type forwardedPort struct {
 	cancelDial context.CancelFunc
 	conn       net.Conn
 	dialErr    error
+	reads      bulkReads // the buffers conn is read into
 }
 
 // onFrame queues client bytes for their port's connection (readLoop).
@@ -239,7 +240,7 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 	defer stop()
 	fp.in.start(tcpInput{conn}, f.log)
 	if sc, ok := conn.(syscall.Conn); ok { // a TCP connection: always, from sandbox.Dial
-		if err := f.pumpOutput(ctx, sc, fp.data, true); err != nil {
+		if err := f.pumpBulk(ctx, sc, fp.data, &fp.reads); err != nil {
 			f.log.Debug("port-forward read", "port", fp.port, "error", err)
 		}
 	}

@@ -509,3 +509,74 @@ func TestPortForwardCloseFromAPI(t *testing.T) {
 		t.Error("the TCP connection outlived its session")
 	}
 }
+
+// TestPortForwardBulkDownload: a tunnel whose remote sends faster than the
+// client reads moves to bulk reads (see bulkReads): messages longer than
+// an ordinary buffer, none longer than a bulk one, every byte in order.
+func TestPortForwardBulkDownload(t *testing.T) {
+	h := newHarness(t, nil)
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	port := tcpServer(t, func(c net.Conn) { c.Write(data) })
+	ws, _, err := h.dialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), nil, "binary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	got := make([]byte, 0, len(data))
+	largest := 0
+	for len(got) < len(data) {
+		_, m, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+		largest = max(largest, len(m))
+		got = append(got, m...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("download differs")
+	}
+	if largest <= bufferSize-1 || largest > bulkSize-1 {
+		t.Errorf("largest message %d bytes, want over %d and at most %d", largest, bufferSize-1, bulkSize-1)
+	}
+}
+
+// TestBufferPoolSizes: each size goes back to its own pool, others are
+// dropped.
+func TestBufferPoolSizes(t *testing.T) {
+	p := newBufferPool()
+	small, bulk := p.Get(), p.getBulk()
+	if len(small) != bufferSize || len(bulk) != bulkSize {
+		t.Fatalf("sizes %d, %d", len(small), len(bulk))
+	}
+	p.Put(small[:10])
+	p.Put(bulk[:0])
+	p.Put(make([]byte, 100)) // dropped
+	if b := p.Get(); len(b) != bufferSize {
+		t.Errorf("Get after Puts: %d bytes", len(b))
+	}
+	if b := p.getBulk(); len(b) != bulkSize {
+		t.Errorf("getBulk after Puts: %d bytes", len(b))
+	}
+	q := &fakeQueue{}
+	r := &bulkReads{bufs: p, queue: q}
+	if b := r.Get(); len(b) != bufferSize {
+		t.Errorf("first read: %d bytes, want an ordinary buffer", len(b))
+	}
+	r.full = true
+	if b := r.Get(); len(b) != bulkSize {
+		t.Errorf("after a full read: %d bytes, want a bulk buffer", len(b))
+	}
+	q.n = 2
+	if b := r.Get(); len(b) != bufferSize {
+		t.Errorf("with two frames waiting: %d bytes, want an ordinary buffer", len(b))
+	}
+	r.queue = nil
+	if b := r.Get(); len(b) != bufferSize {
+		t.Errorf("on a transport that does not tell: %d bytes, want an ordinary buffer", len(b))
+	}
+}
+
+type fakeQueue struct{ n int }
+
+func (q *fakeQueue) queued() int { return q.n }

@@ -329,6 +329,9 @@ func (p *Pump) queue(ctx context.Context, f outFrame) bool {
 	}
 }
 
+// queued is the number of frames waiting for the writer.
+func (p *Pump) queued() int { return len(p.out) }
+
 func (p *Pump) release(f outFrame) {
 	if f.pooled {
 		p.bufs.Put(f.b[:cap(f.b)])
