@@ -9,9 +9,10 @@ type buffer = [bufferSize]byte
 type bulkBuffer = [bulkSize]byte
 
 // bulkSize is the size of the buffers a tunnel's TCP source is read into
-// while it fills ordinary ones: a download read 256 KiB at a time carried
-// 0.94-1.46x websockify's rate where 64 KiB reads carried 0.82-1.07x, at
-// a third less CPU per MiB (docs/performance.md, "Bulk reads for tunnels").
+// while it fills ordinary ones: a download read so carried 0.87-1.46x
+// websockify's rate (median 1.17) where 64 KiB reads carried 0.82-1.07x
+// (0.92), at less CPU per MiB (docs/performance.md, "Bulk reads for
+// tunnels").
 const bulkSize = 256<<10 + 1
 
 // bufferPool recycles the read and scratch buffers of streams, without an
