@@ -220,13 +220,25 @@ func (c *watchedConn) Write(p []byte) (int, error) {
 func (c *watchedConn) flushHeld() { _ = c.flush() }
 
 // flush writes what was held since cork, in one write, and ends the cork.
-func (c *watchedConn) flush() error {
+func (c *watchedConn) flush() error { return c.uncork(false) }
+
+// release is flush for a cork that holds something, ahead of a write
+// that does not pass through Write: gorilla hands a frame larger than its
+// write buffer to writev (net.Buffers finds the TCP connection's own
+// method), which would overtake the held bytes. A cork that holds nothing
+// stays on.
+func (c *watchedConn) release() error { return c.uncork(true) }
+
+func (c *watchedConn) uncork(onlyHeld bool) error {
 	if !c.corked.Load() {
 		return nil
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	pend := c.pend
+	if onlyHeld && len(pend) == 0 {
+		return nil
+	}
 	c.pend = nil
 	c.corked.Store(false)
 	if len(pend) == 0 {

@@ -628,7 +628,7 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 		defer p.release(f)
 		scratch := p.bufs.Get()
 		msg := p.proto.AppendFrame(scratch[:0], f.ch, f.data())
-		err := p.conn.WriteMessage(websocket.TextMessage, msg)
+		err := p.writeMessage(websocket.TextMessage, msg)
 		p.bufs.Put(scratch)
 		return nil, err
 	}
@@ -660,7 +660,7 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 		} else if wire[0] != byte(f.ch) { // no write when set: b may be shared
 			wire[0] = byte(f.ch)
 		}
-		err = p.conn.WriteMessage(websocket.BinaryMessage, wire)
+		err = p.writeMessage(websocket.BinaryMessage, wire)
 	default:
 		scratch := p.bufs.Get()
 		msg := scratch[:0]
@@ -671,7 +671,7 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 		for _, g := range batch {
 			msg = append(msg, g.data()...)
 		}
-		err = p.conn.WriteMessage(websocket.BinaryMessage, msg)
+		err = p.writeMessage(websocket.BinaryMessage, msg)
 		p.bufs.Put(scratch)
 	}
 	p.release(f)
@@ -679,6 +679,22 @@ func (p *Pump) writeFrame(f outFrame) (*outFrame, error) {
 		p.release(g)
 	}
 	return next, err
+}
+
+// writeMessage writes one data message. gorilla copies a payload of up
+// to writeBufferSize into its buffer and writes it through the
+// connection's Write, which a cork holds; a larger one leaves by writev,
+// past the cork, so what the cork holds goes first (a raw tunnel's first
+// frame, which no small frame precedes, would overtake the handshake).
+func (p *Pump) writeMessage(typ int, b []byte) error {
+	if len(b) > writeBufferSize {
+		if wc := watched(p.conn.NetConn()); wc != nil {
+			if err := wc.release(); err != nil {
+				return err
+			}
+		}
+	}
+	return p.conn.WriteMessage(typ, b)
 }
 
 // writeError classifies a failed write.

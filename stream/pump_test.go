@@ -1,16 +1,24 @@
 package stream
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"gateway/stream/wsproto"
 )
 
 // BenchmarkExecOutput streams a command's output through a real exec
@@ -219,5 +227,45 @@ func TestCorkFlush(t *testing.T) {
 	}
 	if n, err := io.ReadFull(peer, buf[:5]); string(buf[:n]) != "after" || err != nil {
 		t.Fatalf("write after flush: %q, %v", buf[:n], err)
+	}
+}
+
+// A frame too large for gorilla's write buffer leaves by writev, past the
+// connection's cork: the handshake the cork holds must go first. (A raw
+// tunnel's first frame is its remote's data: no ready frame or port
+// prefix flushes the cork before it.)
+func TestLargeFirstFrameAfterHandshake(t *testing.T) {
+	h := newHarness(t, nil)
+	payload := make([]byte, 64<<10)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, fc, err := h.srv.accept(w, r, wsproto.Binary)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		p := h.srv.newPump(conn, fc, wsproto.Binary, h.metrics.For("portforward"), slog.New(slog.DiscardHandler))
+		b := p.bufs.Get()
+		copy(b[1:], payload)
+		if !p.Send(context.Background(), outFrame{ch: wsproto.Stdin, b: b[:1+len(payload)], headroom: true, pooled: true}) {
+			t.Error("send failed")
+		}
+		conn.Close()
+	}))
+	ts.Listener = Listener(ts.Listener)
+	ts.Start()
+	defer ts.Close()
+	d := websocket.Dialer{Subprotocols: []string{"binary"}, HandshakeTimeout: 10 * time.Second}
+	c, _, err := d.Dial("ws"+strings.TrimPrefix(ts.URL, "http"), nil)
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, got, err := c.ReadMessage()
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("first message: %d bytes, %v; want the %d bytes sent", len(got), err, len(payload))
 	}
 }
