@@ -356,8 +356,7 @@ func (e *execStream) readOutput(ctx context.Context, proc *container.Process, th
 	}
 	var left atomic.Int32
 	left.Store(int32(len(outs)))
-	for _, o := range outs {
-		release := h.hold()
+	read := func(o output, release func()) {
 		e.restingOutput(ctx, proc, o.f, o.ch, o.deliver, func() {
 			if left.Add(-1) == 0 {
 				then()
@@ -365,6 +364,14 @@ func (e *execStream) readOutput(ctx context.Context, proc *container.Process, th
 			release()
 		})
 	}
+	// restingOutput returns once its output rests or ends: stderr, when
+	// separate, starts on a goroutine of its own, or a busy stdout would
+	// keep it unread.
+	for _, o := range outs[1:] {
+		release := h.hold()
+		go read(o, release)
+	}
+	read(outs[0], h.hold())
 }
 
 // restingOutput is logOutput for a process's output f that holds no

@@ -539,6 +539,42 @@ func TestTTYStartsAtOnce(t *testing.T) {
 	}
 }
 
+// TestStderrWhileStdoutFlows: a process's stderr is read while its
+// stdout keeps the reader busy: the warning written first arrives long
+// before the 32 MiB of stdout written after it have all been sent.
+func TestStderrWhileStdoutFlows(t *testing.T) {
+	h := newHarness(t, nil)
+	const n = 32 << 20
+	c := h.mustDial(t, execQuery("stdout,stderr", "sh", "-c", fmt.Sprintf("echo warn >&2; head -c %d /dev/zero", n)), "v5.channel.k8s.io")
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	stdout := 0
+	for {
+		_, m, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("read: %v after %d bytes of stdout and no stderr", err, stdout)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		if m[0] == 2 && len(m) > 1 {
+			if string(m[1:]) != "warn\n" {
+				t.Fatalf("stderr %q, want warn", m[1:])
+			}
+			break
+		}
+		if m[0] == 1 {
+			stdout += len(m) - 1
+		}
+	}
+	if stdout >= n/2 {
+		t.Errorf("stderr came after %d of the %d bytes of stdout: it waited for stdout to pause", stdout, n)
+	}
+	rest := channelBytes(c, 1)
+	if stdout+rest != n {
+		t.Errorf("stdout: %d bytes, want %d", stdout+rest, n)
+	}
+}
+
 // TestIdleStreamsRest: idle tty execs hold no goroutine of their own:
 // their WebSocket readers and their output readers are parked (package
 // park), they stay so across the gateway's pings (answered without
