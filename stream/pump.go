@@ -716,32 +716,41 @@ func (p *Pump) writeError(err error) error {
 // closeFor sends the close frame that tells the client why the stream
 // ended, when the client is still there to read it.
 func (p *Pump) closeFor(cause error) {
+	if code, reason, tell := endFor(cause); tell {
+		p.closeWith(code, reason)
+	}
+}
+
+// endFor is how a stream cancelled by cause ends for its client: the
+// WebSocket close code and its reason (over SPDY the reason is a failure
+// Status's message); tell is false when no one is left to tell (the client
+// closed) or gorilla already did (1009).
+func endFor(cause error) (code int, reason string, tell bool) {
 	var pe *protocolError
 	var de *dialError
 	switch {
 	case errors.Is(cause, session.ErrClosedByAPI):
-		p.closeWith(CloseByAPI, "session closed through the API")
+		return CloseByAPI, "session closed through the API", true
 	case errors.Is(cause, session.ErrShutdown):
-		p.closeWith(websocket.CloseGoingAway, "gateway shutting down")
+		return websocket.CloseGoingAway, "gateway shutting down", true
 	case errors.Is(cause, errSlowConsumer):
-		p.closeWith(CloseSlowConsumer, "client too slow: output queue overflowed")
+		return CloseSlowConsumer, "client too slow: output queue overflowed", true
 	case errors.Is(cause, errShareRevoked):
-		p.closeWith(CloseShareRevoked, "the share link was revoked")
+		return CloseShareRevoked, "the share link was revoked", true
 	case errors.Is(cause, errIdle):
-		p.closeWith(CloseIdle, "idle timeout")
+		return CloseIdle, "idle timeout", true
 	case errors.Is(cause, errRecordingFailed):
-		p.closeWith(websocket.CloseInternalServerErr, errRecordingFailed.Error())
+		return websocket.CloseInternalServerErr, errRecordingFailed.Error(), true
 	case errors.As(cause, &pe):
-		p.closeWith(pe.closeCode(), pe.Error())
+		return pe.closeCode(), pe.Error(), true
 	case errors.As(cause, &de):
 		// 1011 with the reason: 1014 ("bad gateway") would fit better,
 		// but clients such as gorilla refuse to receive it.
-		p.closeWith(websocket.CloseInternalServerErr, de.msg)
+		return websocket.CloseInternalServerErr, de.msg, true
 	case errors.Is(cause, errClientGone), errors.Is(cause, wsproto.ErrFrameTooLarge):
-		// The client closed, or gorilla already sent 1009.
-	default:
-		p.closeWith(websocket.CloseInternalServerErr, "internal error")
+		return 0, "", false
 	}
+	return websocket.CloseInternalServerErr, "internal error", true
 }
 
 // stuckWriterGrace bounds how long a cancelled stream's session waits for

@@ -270,18 +270,35 @@ func (c *spdyConn) Run(onFrame FrameHandler, work func(context.Context) error, e
 		c.cancel(err)
 	}
 	<-c.ctx.Done()
-	if c.normalEnd.Load() {
-		for _, name := range []string{"stdout", "stderr", "error"} {
-			if st := c.streams[name]; st != nil {
-				st.Close() // the client reads to their end
+	var reason string
+	if !c.normalEnd.Load() {
+		var tell bool
+		if _, reason, tell = endFor(context.Cause(c.ctx)); !tell {
+			return
+		}
+	}
+	// The output streams end (the client reads to their end), after a
+	// failure Status when the stream was cancelled: without one, client-go
+	// reads the error stream's end as success. A client that does not read
+	// blocks these writes: closing the connection (after closeGrace) ends
+	// them.
+	readers.Go(func() {
+		if st := c.streams["error"]; st != nil && reason != "" {
+			if payload := c.proto.StatusPayload(wsproto.InternalError(errors.New(reason))); payload != nil {
+				_, _ = st.Write(payload)
 			}
 		}
-		t := time.NewTimer(closeGrace)
-		defer t.Stop()
-		select {
-		case <-c.conn.CloseChan():
-		case <-t.C:
+		for _, name := range []string{"stdout", "stderr", "error"} {
+			if st := c.streams[name]; st != nil {
+				st.Close()
+			}
 		}
+	})
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	select {
+	case <-c.conn.CloseChan():
+	case <-t.C:
 	}
 }
 

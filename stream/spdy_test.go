@@ -29,6 +29,7 @@ import (
 
 	"gateway/internal/proctest"
 	"gateway/metrics"
+	"gateway/session"
 )
 
 // The SPDY transport, driven by client-go's own SPDY executor, its
@@ -373,4 +374,62 @@ func FuzzSPDYOverWebSocket(f *testing.F) {
 			}
 		}
 	})
+}
+
+// signalWriter closes seen once what was written contains want.
+type signalWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	had := strings.Contains(w.buf.String(), w.want)
+	w.buf.Write(p)
+	if !had && strings.Contains(w.buf.String(), w.want) {
+		close(w.seen)
+	}
+	return len(p), nil
+}
+
+// TestSPDYCancelledIsFailure: an exec cancelled by the gateway (its
+// session closed through the API, the gateway stopping) ends over SPDY
+// with a failure Status saying why, as it ends over WebSocket with a close
+// code: client-go (kubectl) reports the error, not success.
+func TestSPDYCancelledIsFailure(t *testing.T) {
+	for _, tc := range []struct {
+		cause error
+		want  string
+	}{
+		{session.ErrClosedByAPI, "session closed through the API"},
+		{session.ErrShutdown, "gateway shutting down"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			h := newHarness(t, nil)
+			out := &signalWriter{want: "started\n", seen: make(chan struct{})}
+			done := make(chan error, 1)
+			go func() {
+				done <- h.spdyExec(t, "/exec/box?"+execQuery("stdout", "sh", "-c", "echo started; sleep 30; echo finished"),
+					remotecommand.StreamOptions{Stdout: out})
+			}()
+			select {
+			case <-out.seen:
+			case err := <-done:
+				t.Fatalf("exec ended early: %v", err)
+			}
+			if err := h.sessions.Close(h.activeSession(t).ID, tc.cause); err != nil {
+				t.Fatal(err)
+			}
+			err := <-done
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("client-go: %v, want an error saying %q", err, tc.want)
+			}
+			if got := out.buf.String(); got != "started\n" {
+				t.Errorf("stdout %q", got)
+			}
+		})
+	}
 }
