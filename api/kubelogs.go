@@ -87,7 +87,7 @@ func (a *API) writeLogs(w http.ResponseWriter, r *http.Request, c *container.Con
 		return err
 	}
 	if att != nil {
-		defer att.Detach()
+		defer func() { att.Detach() }() // the last one joined (see below)
 	}
 	for len(lines) > 0 && !o.since.IsZero() && lines[0].Time.Before(o.since) {
 		lines = lines[1:]
@@ -108,12 +108,36 @@ func (a *API) writeLogs(w http.ResponseWriter, r *http.Request, c *container.Con
 	if att == nil {
 		return nil
 	}
+	off := att.Offset // of the next byte to come
 	for {
 		select {
 		case ch, ok := <-att.C:
-			if !ok || !lw.write(time.Now(), ch.Data) {
+			if !ok {
+				if !errors.Is(att.Err(), container.ErrSlowConsumer) {
+					return nil // the run ended
+				}
+				// A follower that fell behind is cut, so that the container
+				// never waits for it: join again where it left off, from
+				// the scrollback. When that is no longer kept the response
+				// is cut short, and the client reports the error (a clean
+				// end would read as the end of the log).
+				if att, err = c.Attach(container.Join{From: off}, nil); err != nil {
+					a.log.Warn("kubectl logs -f: the follower fell behind the scrollback", "container", c.ID(), "error", err)
+					panic(http.ErrAbortHandler)
+				}
+				for _, r := range att.Replay {
+					if !lw.write(time.Now(), r.Data) {
+						return nil
+					}
+					off += int64(len(r.Data))
+				}
+				lw.flush()
+				continue
+			}
+			if !lw.write(time.Now(), ch.Data) {
 				return nil
 			}
+			off += int64(len(ch.Data))
 			lw.flush()
 		case <-r.Context().Done():
 			return nil

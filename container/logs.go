@@ -85,7 +85,7 @@ func (c *Container) Logs(previous, follow bool) ([]LogLine, *Attachment, error) 
 	var att *Attachment
 	if follow {
 		ch := make(chan Chunk, attachQueueLen)
-		att = &Attachment{C: ch, c: ch, o: o, gone: make(chan struct{})}
+		att = &Attachment{C: ch, c: ch, o: o, gone: make(chan struct{}), Offset: o.total}
 		if o.ended != nil {
 			att.exitCode = o.ended
 			close(ch)

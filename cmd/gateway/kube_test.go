@@ -507,6 +507,60 @@ func TestKubectlLogs(t *testing.T) {
 	}
 }
 
+// TestLogsFollowFallsBehind: a log follower that stops reading for a
+// while (kubectl logs -f | less) is cut by the output it holds up; it
+// goes on from the scrollback where it left off, every line once, in
+// order, to the last. When the scrollback no longer holds what it missed,
+// its response breaks off: the client sees an error, not an end of log.
+func TestLogsFollowFallsBehind(t *testing.T) {
+	const n = 2000000 // 14.8 MB: far more than the follower's queue and sockets hold
+	for _, tc := range []struct {
+		scrollback string
+		whole      bool
+	}{{"64MiB", true}, {"1MiB", false}} {
+		t.Run("scrollback "+tc.scrollback, func(t *testing.T) {
+			g := startGateway(t, "--scrollback", tc.scrollback)
+			g.createContainer(t, map[string]any{"id": "flood", "workingDir": g.dir,
+				"command": []string{"sh", "-c", fmt.Sprintf("while [ ! -f go ]; do sleep 0.05; done; seq 1 %d; echo LAST; exec sleep 1000", n)}})
+			req, _ := http.NewRequest("GET", g.url+"api/v1/namespaces/default/pods/host/log?container=flood&follow=true", nil)
+			req.Header.Set("Authorization", "Bearer "+g.token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("log: %d", resp.StatusCode)
+			}
+			if err := os.WriteFile(filepath.Join(g.dir, "go"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(3 * time.Second) // the output is held up, then the follower cut (after a second)
+			sc := bufio.NewScanner(resp.Body)
+			for i := 1; i <= n; i++ {
+				if !sc.Scan() {
+					if !tc.whole && sc.Err() != nil {
+						return // broken off, as it should
+					}
+					t.Fatalf("the log ended after line %d: %v", i-1, sc.Err())
+				}
+				if got := sc.Text(); got != strconv.Itoa(i) {
+					if !tc.whole && !sc.Scan() && sc.Err() != nil {
+						return // a line cut where the response broke off
+					}
+					t.Fatalf("line %d: %q", i, got)
+				}
+			}
+			if !tc.whole {
+				t.Fatal("all the lines came through a 1 MiB scrollback: the follower was never cut")
+			}
+			if !sc.Scan() || sc.Text() != "LAST" {
+				t.Fatalf("after line %d: %q, %v; want LAST", n, sc.Text(), sc.Err())
+			}
+		})
+	}
+}
+
 // TestKubectlSelectors: kubectl get -l and --field-selector pick pods as
 // the API server does, refuse a field pods cannot be selected by, and
 // kubectl wait watches only the pod it names.
