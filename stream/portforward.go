@@ -230,7 +230,9 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 	// The end of the stream unblocks the read below: a client that left
 	// still has its last bytes delivered, so the read only stops; for any
 	// other end (API close, shutdown) the connection closes at once.
+	stopped := make(chan struct{}) // the function below has run
 	stop := context.AfterFunc(ctx, func() {
+		defer close(stopped)
 		if clientLeft(ctx) {
 			_ = conn.SetReadDeadline(time.Now())
 		} else {
@@ -245,15 +247,34 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
 		}
 	}
 	if clientLeft(ctx) {
+		if !stop() {
+			<-stopped // its deadline is set: drain's stays
+		}
 		if !fp.in.flush(flushGrace) {
 			f.log.Warn("port-forward: the remote did not take the client's last bytes in time", "port", fp.port, "grace", flushGrace)
 		}
 		if hc, ok := conn.(interface{ CloseWrite() error }); ok {
 			_ = hc.CloseWrite() // the remote reads an end of file after the last byte
 		}
+		f.drain(conn)
 	}
 	conn.Close() // ends a write blocked on a remote that does not read
 	fp.in.close()
+}
+
+// drain reads and drops what the remote still sends after the client
+// left, until it closes too, at most flushGrace: a socket closed with
+// bytes unread is reset, and the kernel drops what it has not sent yet,
+// the client's last bytes among them.
+func (f *forwardStream) drain(conn net.Conn) {
+	_ = conn.SetReadDeadline(time.Now().Add(flushGrace))
+	buf := f.bufs.Get()
+	defer f.bufs.Put(buf)
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
 // flushGrace bounds how long client bytes still queued when the client

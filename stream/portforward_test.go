@@ -580,3 +580,75 @@ func TestBufferPoolSizes(t *testing.T) {
 type fakeQueue struct{ n int }
 
 func (q *fakeQueue) queued() int { return q.n }
+
+// TestPortForwardClientLeavesRemoteTalks: a client sends 4 MiB and
+// closes; the remote, which reads slower than the client sends, talks
+// while it takes the upload (progress lines). Every byte the client sent
+// still reaches it, then the end of file: the gateway does not close the
+// connection with the remote's bytes unread (a reset, which drops what
+// the kernel has not sent yet).
+func TestPortForwardClientLeavesRemoteTalks(t *testing.T) {
+	h := newHarness(t, nil)
+	const size = 4 << 20
+	want := make([]byte, size)
+	rand.Read(want)
+	type result struct {
+		b   []byte
+		err error
+	}
+	got := make(chan result, 1)
+	closed := make(chan struct{})
+	port := tcpServer(t, func(c net.Conn) {
+		c.(*net.TCPConn).SetReadBuffer(64 << 10) // bytes wait on the gateway's side
+		talking := make(chan struct{})
+		go func() {
+			defer close(talking)
+			for {
+				if _, err := c.Write([]byte("progress\n")); err != nil {
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		<-closed // the client has gone before the first read
+		var b []byte
+		buf := make([]byte, 16<<10)
+		var err error
+		for {
+			var n int
+			n, err = c.Read(buf)
+			b = append(b, buf[:n]...)
+			if err != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err == io.EOF {
+			err = nil
+		}
+		c.(*net.TCPConn).CloseWrite()
+		<-talking
+		got <- result{b, err}
+	})
+	c := h.mustDialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), "v4.channel.k8s.io")
+	for p := want; len(p) > 0; p = p[32<<10:] {
+		if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, p[:32<<10]...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	for { // the server's answer to the close
+		if _, _, err := c.ReadMessage(); err != nil {
+			break
+		}
+	}
+	close(closed)
+	select {
+	case r := <-got:
+		if !bytes.Equal(r.b, want) || r.err != nil {
+			t.Errorf("the remote got %d of %d bytes, read error %v", len(r.b), size, r.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("the TCP connection was not closed after the client left")
+	}
+}
