@@ -239,13 +239,19 @@ func (c *client) pumpOutput(ctx context.Context, src syscall.Conn, ch wsproto.Ch
 // pumpBulk is pumpOutput for a TCP source, read with r's buffers (see
 // bulkReads): larger ones when the transport tells how many frames wait.
 func (c *client) pumpBulk(ctx context.Context, src syscall.Conn, ch wsproto.Channel, r *bulkReads) error {
+	return readEnd(ctx, chunkio.ReadAt(src, r, 1, c.bulkEmitter(ctx, ch, r)))
+}
+
+// bulkEmitter is the emitter of a source read with r's buffers; it sets r
+// up for the transport.
+func (c *client) bulkEmitter(ctx context.Context, ch wsproto.Channel, r *bulkReads) func(buf []byte, n int) error {
 	r.bufs = c.bufs
 	r.queue, _ = c.Conn.(queuer)
 	emit := c.emitter(ctx, ch, true)
-	return readEnd(ctx, chunkio.ReadAt(src, r, 1, func(buf []byte, n int) error {
+	return func(buf []byte, n int) error {
 		r.full = n == len(buf)-1
 		return emit(buf, n)
-	}))
+	}
 }
 
 // emitter is the chunkio function that sends each chunk read on ch (or

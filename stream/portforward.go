@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"gateway/internal/chunkio"
+	"gateway/internal/park"
 	"gateway/metrics"
 	"gateway/sandbox"
 	"gateway/session"
@@ -150,6 +152,10 @@ type forwardedPort struct {
 	conn       net.Conn
 	dialErr    error
 	reads      bulkReads // the buffers conn is read into
+
+	mu     sync.Mutex
+	parked *park.Wait // conn while it rests (see restingForward)
+	over   bool       // the stream ended: conn parks no more
 }
 
 // onFrame queues client bytes for their port's connection (readLoop).
@@ -187,79 +193,178 @@ func (t tcpInput) TryWrite(p []byte) (int, error) {
 // run opens every port, dials them, and pumps each connection until the
 // remote side closes it; when all ports are done, the stream ends with a
 // normal close. If the client leaves first, the connections are closed.
+// Over the Pump a connection's reading rests while the remote is quiet
+// (see restingForward), and run may return before the ports are done.
 func (f *forwardStream) run(ctx context.Context) error {
-	if len(f.ports) == 1 { // the common case: no goroutine more
-		f.forward(ctx, f.ports[0])
-	} else {
-		var wg sync.WaitGroup
-		for _, fp := range f.ports {
-			wg.Go(func() { f.forward(ctx, fp) })
+	h, rests := f.t.(interface{ hold() func() })
+	var wg sync.WaitGroup // without rests: the ports' goroutines
+	var left atomic.Int32
+	left.Store(int32(len(f.ports)))
+	for i, fp := range f.ports {
+		release := func() {}
+		if rests {
+			release = h.hold()
 		}
-		wg.Wait()
+		done := func() {
+			if left.Add(-1) == 0 && ctx.Err() == nil {
+				f.Finish(ctx, nil) // no Status on port-forward: just the close
+			}
+			release()
+		}
+		switch {
+		case i == len(f.ports)-1: // the common case, one port: no goroutine more
+			f.forward(ctx, fp, rests, done)
+		case rests:
+			go f.forward(ctx, fp, rests, done) // its dial may still be under way
+		default:
+			wg.Go(func() { f.forward(ctx, fp, rests, done) })
+		}
 	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	f.Finish(ctx, nil) // no Status on port-forward: just the close
+	wg.Wait()
 	return nil
 }
 
 // forward copies the remote's bytes of one port to the client until the
-// remote closes; client bytes go through the port's input queue.
-func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort) {
-	defer fp.in.close()                               // client bytes for a finished port are dropped
+// remote closes; client bytes go through the port's input queue. With
+// rests (the Pump) the reading rests while the remote is quiet, and
+// forward may return before it is done; done runs at the end either way.
+func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort, rests bool, done func()) {
 	stopDial := context.AfterFunc(ctx, fp.cancelDial) // a stream that ends stops its dial
 	fp.dialed.Wait()
 	stopDial()
 	conn, err := fp.conn, fp.dialErr
 	fp.conn = nil // the stream's goroutine has it
 	if err != nil {
-		if ctx.Err() != nil {
-			return
+		fp.in.close() // client bytes for a finished port are dropped
+		if ctx.Err() == nil {
+			f.km.Error(metrics.ReasonDial)
+			msg := fmt.Sprintf("error forwarding port %d to sandbox %s: %v", fp.port, f.sb.ID(), err)
+			f.log.Warn("port-forward dial failed", "port", fp.port, "error", err)
+			if f.raw {
+				f.Fail(&dialError{msg: msg})
+			} else {
+				f.Send(ctx, outFrame{ch: fp.errc, b: []byte(msg)})
+			}
 		}
-		f.km.Error(metrics.ReasonDial)
-		msg := fmt.Sprintf("error forwarding port %d to sandbox %s: %v", fp.port, f.sb.ID(), err)
-		f.log.Warn("port-forward dial failed", "port", fp.port, "error", err)
-		if f.raw {
-			f.Fail(&dialError{msg: msg})
-			return
-		}
-		f.Send(ctx, outFrame{ch: fp.errc, b: []byte(msg)})
+		done()
 		return
 	}
 	// The end of the stream unblocks the read below: a client that left
 	// still has its last bytes delivered, so the read only stops; for any
-	// other end (API close, shutdown) the connection closes at once.
+	// other end (API close, shutdown) the connection closes at once. A
+	// resting connection is woken first.
 	stopped := make(chan struct{}) // the function below has run
 	stop := context.AfterFunc(ctx, func() {
 		defer close(stopped)
+		fp.wake()
 		if clientLeft(ctx) {
 			_ = conn.SetReadDeadline(time.Now())
 		} else {
 			conn.Close()
 		}
 	})
-	defer stop()
 	fp.in.start(tcpInput{conn}, f.log)
-	if sc, ok := conn.(syscall.Conn); ok { // a TCP connection: always, from sandbox.Dial
-		if err := f.pumpBulk(ctx, sc, fp.data, &fp.reads); err != nil {
+	end := func(err error) {
+		if err != nil {
 			f.log.Debug("port-forward read", "port", fp.port, "error", err)
 		}
-	}
-	if clientLeft(ctx) {
 		if !stop() {
-			<-stopped // its deadline is set: drain's stays
+			<-stopped // its deadline is set: the one below stays
 		}
-		if !fp.in.flush(flushGrace) {
-			f.log.Warn("port-forward: the remote did not take the client's last bytes in time", "port", fp.port, "grace", flushGrace)
+		if clientLeft(ctx) {
+			if !fp.in.flush(flushGrace) {
+				f.log.Warn("port-forward: the remote did not take the client's last bytes in time", "port", fp.port, "grace", flushGrace)
+			}
+			if hc, ok := conn.(interface{ CloseWrite() error }); ok {
+				_ = hc.CloseWrite() // the remote reads an end of file after the last byte
+			}
+			f.drain(conn)
 		}
-		if hc, ok := conn.(interface{ CloseWrite() error }); ok {
-			_ = hc.CloseWrite() // the remote reads an end of file after the last byte
-		}
-		f.drain(conn)
+		conn.Close() // ends a write blocked on a remote that does not read
+		fp.in.close()
+		done()
 	}
-	conn.Close() // ends a write blocked on a remote that does not read
-	fp.in.close()
+	dc, ok := conn.(chunkio.Deadliner) // a TCP connection: always, from sandbox.Dial
+	switch {
+	case !ok:
+		end(nil)
+	case !rests:
+		end(f.pumpBulk(ctx, dc, fp.data, &fp.reads))
+	default:
+		f.restingForward(ctx, fp, dc, end)
+	}
+}
+
+// restingForward is pumpBulk for a connection whose reading ends its
+// goroutine while the remote is quiet: after restAfter with nothing to
+// read, conn is parked (package park) and a new goroutine reads on when
+// it is readable or the stream ends (an idle tunnel holds no goroutine).
+// end gets why the reading ended. (A client that leaves just as ReadFor
+// sets its own deadline has its tunnel end up to restAfter later.)
+func (f *forwardStream) restingForward(ctx context.Context, fp *forwardedPort, conn chunkio.Deadliner, end func(error)) {
+	emit := f.bulkEmitter(ctx, fp.data, &fp.reads)
+	var step func()
+	step = func() {
+		for ctx.Err() == nil {
+			out := false
+			quiet, err := chunkio.ReadFor(conn, &fp.reads, 1, restAfter, func(buf []byte, n int) error {
+				out = true
+				return emit(buf, n)
+			})
+			switch {
+			case !quiet:
+				end(readEnd(ctx, err))
+				return
+			case out || ctx.Err() != nil:
+				continue
+			case fp.park(conn, step):
+				return
+			default: // cannot park: wait the usual way
+				end(readEnd(ctx, chunkio.ReadAt(conn, &fp.reads, 1, emit)))
+				return
+			}
+		}
+		end(nil)
+	}
+	step()
+}
+
+// park parks c until it is readable or the stream ends (see wake), then
+// runs resume on a goroutine of its own; it reports false when c cannot
+// be parked.
+func (fp *forwardedPort) park(c syscall.Conn, resume func()) bool {
+	fd, err := sysfd(c)
+	if err != nil {
+		return false
+	}
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.over {
+		return false
+	}
+	w, err := park.Add(fd, func() {
+		fp.mu.Lock()
+		fp.parked = nil
+		fp.mu.Unlock()
+		resume()
+	})
+	if err != nil {
+		return false
+	}
+	fp.parked = w
+	return true
+}
+
+// wake ends the connection's rest for good, before it is closed.
+func (fp *forwardedPort) wake() {
+	fp.mu.Lock()
+	fp.over = true
+	w := fp.parked
+	fp.parked = nil
+	fp.mu.Unlock()
+	if w != nil {
+		w.Wake()
+	}
 }
 
 // drain reads and drops what the remote still sends after the client

@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"gateway/internal/park"
 	"gateway/metrics"
 	"gateway/sandbox"
 	"gateway/session"
@@ -580,6 +581,91 @@ func TestBufferPoolSizes(t *testing.T) {
 type fakeQueue struct{ n int }
 
 func (q *fakeQueue) queued() int { return q.n }
+
+// TestIdleTunnelsRest: an idle tunnel holds no goroutine: its WebSocket
+// reader and its TCP connection are parked (package park). The remote's
+// bytes and the client's wake them, in order; a tunnel that ends while
+// parked (the client leaves, the API closes it) still closes its TCP
+// connection, after the client's last bytes.
+func TestIdleTunnelsRest(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.PingPeriod = 50 * time.Millisecond })
+	const n = 3
+	type server struct {
+		conn chan net.Conn
+		got  chan []byte // all the remote read, at its end of file
+	}
+	srv := server{conn: make(chan net.Conn, n), got: make(chan []byte, n)}
+	port := tcpServer(t, func(c net.Conn) {
+		srv.conn <- c
+		b, _ := io.ReadAll(c)
+		srv.got <- b
+	})
+	parked := func(what string, want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); park.Parked() != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d files parked, want %d", what, park.Parked(), want)
+			}
+		}
+	}
+	var clients []*pfConn
+	var outs []io.Reader
+	var remotes []net.Conn
+	for range n {
+		c, out := h.dialPF(t, "host", []uint16{port})
+		clients, outs, remotes = append(clients, c), append(outs, out[0]), append(remotes, <-srv.conn)
+	}
+	parked("idle", 2*n)                // a WebSocket and a TCP connection per tunnel
+	time.Sleep(200 * time.Millisecond) // pings, answered while parked
+	parked("after pings", 2*n)
+	for i, r := range remotes {
+		word := fmt.Sprintf("down%d", i)
+		if _, err := r.Write([]byte(word)); err != nil {
+			t.Fatal(err)
+		}
+		if b := readN(t, outs[i], len(word)); string(b) != word {
+			t.Fatalf("tunnel %d: %q, want %q", i, b, word)
+		}
+		clients[i].send(t, 0, []byte(fmt.Sprintf("up%d", i)))
+	}
+	parked("idle again", 2*n)
+
+	// Tunnel 0: the client leaves; tunnel 1: the API closes it; each ends
+	// parked, and its remote reads what the client sent, then its end.
+	clients[0].send(t, 0, []byte("+last"))
+	clients[0].ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	if ce := <-clients[0].done; ce == nil || ce.Code != 1000 {
+		t.Errorf("tunnel 0: close %v", ce)
+	}
+	if b := <-srv.got; string(b) != "up0+last" {
+		t.Errorf("tunnel 0: the remote read %q, want up0+last", b)
+	}
+	var id string
+	for _, s := range h.sessions.List(session.Filter{State: session.Active}) {
+		if strings.Contains(s.RemoteAddr, clients[1].ws.LocalAddr().String()) {
+			id = s.ID
+		}
+	}
+	if id == "" {
+		t.Fatal("tunnel 1: no session")
+	}
+	if err := h.sessions.Close(id, session.ErrClosedByAPI); err != nil {
+		t.Fatal(err)
+	}
+	if ce := <-clients[1].done; ce == nil || ce.Code != CloseByAPI {
+		t.Errorf("tunnel 1: close %v, want %d", ce, CloseByAPI)
+	}
+	if b := <-srv.got; string(b) != "up1" {
+		t.Errorf("tunnel 1: the remote read %q, want up1", b)
+	}
+	// Tunnel 2: the remote closes; the client gets the normal close.
+	remotes[2].Close()
+	if ce := <-clients[2].done; ce == nil || ce.Code != 1000 {
+		t.Errorf("tunnel 2: close %v", ce)
+	}
+	<-srv.got
+	parked("all ended", 0)
+}
 
 // TestPortForwardClientLeavesRemoteTalks: a client sends 4 MiB and
 // closes; the remote, which reads slower than the client sends, talks
