@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"k8s.io/streaming/pkg/httpstream"
 	"k8s.io/streaming/pkg/httpstream/spdy"
 
+	"gateway/internal/chunkio"
 	"gateway/metrics"
 	"gateway/sandbox"
 	"gateway/session"
@@ -279,9 +281,27 @@ func (f *spdyForward) forward(p *streamPair) {
 			_ = tc.CloseWrite()
 		}
 	})
-	f.copy(p.data, conn, func(b []byte) { f.sess.RecordOut(b); f.km.BytesOut.Add(float64(len(b))) })
+	f.copyOut(p.data, conn)
 	_ = p.data.Close() // the remote is done: the client reads an end of file
 	copies.Wait()
+}
+
+// copyOut copies the remote's bytes to the client until the remote ends
+// or the client fails, counting each chunk. A quiet remote's reader holds
+// no buffer (see chunkio.Read).
+func (f *spdyForward) copyOut(dst io.Writer, conn net.Conn) {
+	count := func(b []byte) { f.sess.RecordOut(b); f.km.BytesOut.Add(float64(len(b))) }
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		f.copy(dst, conn, count)
+		return
+	}
+	_ = chunkio.Read(sc, f.bufs, func(buf []byte, n int) error {
+		defer f.bufs.Put(buf)
+		count(buf[:n])
+		_, err := dst.Write(buf[:n])
+		return err
+	})
 }
 
 // copy copies until src ends or dst fails, counting each chunk.
