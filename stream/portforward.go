@@ -320,7 +320,7 @@ func (f *forwardStream) restingForward(ctx context.Context, fp *forwardedPort, c
 			case fp.park(conn, step):
 				return
 			default: // cannot park: wait the usual way
-				end(readEnd(ctx, chunkio.ReadAt(conn, &fp.reads, 1, emit)))
+				end(f.pumpBulk(ctx, conn, fp.data, &fp.reads))
 				return
 			}
 		}

@@ -242,6 +242,24 @@ func TestPortForwardCloseOrder(t *testing.T) {
 	}
 }
 
+// sendAndLeave opens a tunnel to port, sends data in 32 KiB frames,
+// closes, and waits for the gateway's answer to the close.
+func (h *harness) sendAndLeave(t *testing.T, port uint16, data []byte) {
+	t.Helper()
+	c := h.mustDialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), "v4.channel.k8s.io")
+	for p := data; len(p) > 0; p = p[min(32<<10, len(p)):] {
+		if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, p[:min(32<<10, len(p))]...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	for { // the server's answer to the close
+		if _, _, err := c.ReadMessage(); err != nil {
+			return
+		}
+	}
+}
+
 // TestPortForwardClientLeavesAfterBurst: a client sends 4 MiB and closes
 // at once, while the server has not read yet; every byte still reaches
 // the server, then the end of file, as through the kubelet.
@@ -257,18 +275,7 @@ func TestPortForwardClientLeavesAfterBurst(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		got <- b
 	})
-	c := h.mustDialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), "v4.channel.k8s.io")
-	for p := want; len(p) > 0; p = p[32<<10:] {
-		if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, p[:32<<10]...)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
-	for { // the server's answer to the close
-		if _, _, err := c.ReadMessage(); err != nil {
-			break
-		}
-	}
+	h.sendAndLeave(t, port, want)
 	close(closed)
 	select {
 	case b := <-got:
@@ -716,18 +723,7 @@ func TestPortForwardClientLeavesRemoteTalks(t *testing.T) {
 		<-talking
 		got <- result{b, err}
 	})
-	c := h.mustDialPath(t, fmt.Sprintf("/portforward/host?port=%d", port), "v4.channel.k8s.io")
-	for p := want; len(p) > 0; p = p[32<<10:] {
-		if err := c.WriteMessage(websocket.BinaryMessage, append([]byte{0}, p[:32<<10]...)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
-	for { // the server's answer to the close
-		if _, _, err := c.ReadMessage(); err != nil {
-			break
-		}
-	}
+	h.sendAndLeave(t, port, want)
 	close(closed)
 	select {
 	case r := <-got:
