@@ -39,6 +39,7 @@ var statusTable = []struct {
 	{reqerr.ErrMethodNotAllowed, http.StatusMethodNotAllowed, "MethodNotAllowed"},
 	{reqerr.ErrConflict, http.StatusConflict, "Conflict"},
 	{session.ErrClosed, http.StatusConflict, "Conflict"},
+	{container.ErrStopped, http.StatusConflict, "Conflict"},
 	{reqerr.ErrGone, http.StatusGone, "Gone"},
 	{container.ErrGone, http.StatusGone, "Gone"},
 	{reqerr.ErrTooMany, http.StatusTooManyRequests, "TooManyRequests"},

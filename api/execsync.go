@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -25,7 +26,8 @@ type execSyncResponse struct {
 const maxExecSyncTimeout = 86400
 
 // execSync runs a command to completion and answers with its outputs. The
-// process is terminated when the timeout passes or the client goes away.
+// process is terminated when the timeout passes, the client goes away, the
+// container is stopped (409) or the gateway shuts down (503).
 func (a *API) execSync(w http.ResponseWriter, r *http.Request) {
 	id, err := pathID(r, "container")
 	if err != nil {
@@ -50,11 +52,19 @@ func (a *API) execSync(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	res, err := c.ExecSync(r.Context(), req.Command, req.Stdin, time.Duration(req.TimeoutSeconds)*time.Second, a.cfg.ExecSyncMaxOutput)
-	if err != nil {
-		if r.Context().Err() != nil {
-			return // the client went away; the process was terminated
-		}
+	// A shutdown ends the process too: it must not outlive the gateway.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(a.drainCtx, cancel)()
+	res, err := c.ExecSync(ctx, req.Command, req.Stdin, time.Duration(req.TimeoutSeconds)*time.Second, a.cfg.ExecSyncMaxOutput)
+	switch {
+	case err == nil:
+	case r.Context().Err() != nil:
+		return // the client went away; the process was terminated
+	case a.draining():
+		a.writeError(w, r, errDraining)
+		return
+	default:
 		a.writeError(w, r, err)
 		return
 	}

@@ -39,7 +39,9 @@ var (
 	// permission, a missing interpreter): the caller's mistake.
 	ErrCannotStart = errors.New("cannot start")
 	ErrNotRunning  = errors.New("container not running")
-	ErrClosed      = errors.New("runtime shut down")
+	// ErrStopped: the container was stopped while the work ran.
+	ErrStopped = errors.New("container stopped")
+	ErrClosed  = errors.New("runtime shut down")
 )
 
 // NotFoundError names the missing container.
@@ -123,7 +125,8 @@ type Container struct {
 	restarts   int
 	size       Size // the pty's, kept for the next run
 	stopping   bool
-	stop       chan struct{} // closed when the container is being stopped
+	stopped    context.Context // done when the container is being stopped
+	stopNow    context.CancelFunc
 
 	// stdin carries attachers' input to the main process, written by one
 	// goroutine per run, so that no attacher blocks on a process that does
@@ -188,7 +191,13 @@ func (c *Container) Exec(spec ExecSpec) (*Process, error) {
 	if err := CheckCommand(spec.Command); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if st := c.State(); st != Running {
+	c.mu.Lock()
+	st, stopping := c.state, c.stopping
+	c.mu.Unlock()
+	switch {
+	case stopping:
+		return nil, fmt.Errorf("%w: container %q is stopping", ErrNotRunning, c.spec.ID)
+	case st != Running:
 		return nil, fmt.Errorf("%w: container %q is %s", ErrNotRunning, c.spec.ID, st)
 	}
 	return c.start(spec)
@@ -323,7 +332,7 @@ func (c *Container) backoff(failures *int) bool {
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
-	case <-c.stop:
+	case <-c.stopped.Done():
 		return false
 	case <-t.C:
 		return true
@@ -389,7 +398,7 @@ func (c *Container) WriteStdin(p []byte, done <-chan struct{}) error {
 		return nil
 	case <-done:
 		return ErrNotRunning
-	case <-c.stop:
+	case <-c.stopped.Done():
 		return fmt.Errorf("%w: container %q is stopping", ErrNotRunning, c.spec.ID)
 	}
 }
@@ -424,7 +433,7 @@ func (c *Container) terminate() {
 	defer c.mu.Unlock()
 	if !c.stopping {
 		c.stopping = true
-		close(c.stop)
+		c.stopNow()
 		if c.proc != nil {
 			c.event(false, "Killing", "Stopping container %s", c.spec.ID)
 		}

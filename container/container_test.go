@@ -339,6 +339,47 @@ func TestExecSync(t *testing.T) {
 	}
 }
 
+// TestExecSyncEndsWithContainer: removing the container ends an exec-sync
+// in it (the process is terminated, not left to run), with ErrStopped;
+// execs are refused once the container is stopping.
+func TestExecSyncEndsWithContainer(t *testing.T) {
+	rt, c := newTestRuntime(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	type result struct {
+		res SyncResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := c.ExecSync(context.Background(), []string{"sh", "-c", "echo $$ > " + pidFile + "; exec sleep 1000"}, nil, 0, 1000)
+		done <- result{res, err}
+	}()
+	pid := 0
+	for range 500 {
+		b, _ := os.ReadFile(pidFile)
+		if pid, _ = strconv.Atoi(strings.TrimSpace(string(b))); pid != 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pid == 0 {
+		t.Fatal("the exec-sync did not start")
+	}
+	if err := rt.Remove(context.Background(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if !errors.Is(r.err, ErrStopped) {
+		t.Errorf("exec-sync ended with %+v %v, want ErrStopped", r.res, r.err)
+	}
+	if proctest.Alive(pid) {
+		t.Errorf("exec-sync process %d still running", pid)
+	}
+	if _, err := c.Exec(ExecSpec{Command: []string{"true"}}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("exec in a removed container: %v, want ErrNotRunning", err)
+	}
+}
+
 func TestContainerLifecycle(t *testing.T) {
 	rt := New(Config{StopGrace: 200 * time.Millisecond, Scrollback: 16}, sandbox.NewRegistry())
 	c, err := rt.Create(Spec{ID: "printer", Command: []string{"sh", "-c", "echo 0123456789abcdefXYZ; exit 3"}})

@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"time"
@@ -21,7 +22,8 @@ type SyncResult struct {
 // ExecSync runs a command with pipes to completion, like the CRI's
 // ExecSync: it writes stdin, captures at most maxOutput bytes of each
 // output (reading and discarding the rest, so the process never blocks),
-// and terminates the process when timeout (if > 0) passes or ctx ends.
+// and terminates the process when timeout (if > 0) passes, ctx ends or
+// the container is stopped (ErrStopped).
 func (c *Container) ExecSync(ctx context.Context, command []string, stdin []byte, timeout time.Duration, maxOutput int) (SyncResult, error) {
 	p, err := c.Exec(ExecSpec{Command: command, Stdin: true, Stdout: true, Stderr: true})
 	if err != nil {
@@ -45,6 +47,14 @@ func (c *Container) ExecSync(ctx context.Context, command []string, stdin []byte
 
 	stop := context.AfterFunc(ctx, p.Terminate)
 	defer stop()
+	var stopped bool // the container's stop ended the process
+	stopWithContainer := context.AfterFunc(c.stopped, func() {
+		p.mu.Lock()
+		stopped = !p.Exited()
+		p.mu.Unlock()
+		p.Terminate()
+	})
+	defer stopWithContainer()
 	var timer *time.Timer
 	if timeout > 0 {
 		timer = time.AfterFunc(timeout, func() {
@@ -59,14 +69,20 @@ func (c *Container) ExecSync(ctx context.Context, command []string, stdin []byte
 		timer.Stop()
 	}
 	wg.Wait()
-	p.mu.Lock() // orders the timer's write of TimedOut before our read
+	p.mu.Lock() // orders the timer's write of TimedOut (and stopped) before our read
 	res.ExitCode, res.Stdout, res.Stderr = code, bufs[0], bufs[1]
 	res.Truncated = truncated[0] || truncated[1]
+	byStop := stopped && !res.TimedOut
 	p.mu.Unlock()
-	if err != nil {
+	switch {
+	case err != nil:
 		return res, err
+	case ctx.Err() != nil:
+		return res, ctx.Err()
+	case byStop:
+		return res, fmt.Errorf("%w: container %q was stopped during the exec-sync", ErrStopped, c.spec.ID)
 	}
-	return res, ctx.Err()
+	return res, nil
 }
 
 // readCapped reads f to the end, keeping the first max bytes; truncated

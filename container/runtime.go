@@ -153,11 +153,11 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 		log:     r.log.With("container", spec.ID),
 		out:     newOutput(r.cfg.Scrollback, r.cfg.AttachLagLimit, nil),
 		done:    make(chan struct{}),
-		stop:    make(chan struct{}),
 		stdin:   make(chan []byte, stdinQueueLen),
 		state:   Created,
 		created: time.Now(),
 	}
+	c.stopped, c.stopNow = context.WithCancel(context.Background())
 	c.ttyEnv = withTerm(c.env, spec.Env)
 	if spec.TTY {
 		c.out.term = newTerminal(DefaultSize)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -235,6 +236,35 @@ func TestExecSyncAPI(t *testing.T) {
 		if resp := g.do(t, "POST", "/api/v1/containers/box/exec-sync", tc.body, &st); resp.StatusCode != tc.code || !strings.Contains(st.Message, tc.want) {
 			t.Errorf("%v: %d %q", tc.body, resp.StatusCode, st.Message)
 		}
+	}
+	// Deleting the container ends an exec-sync in it: 409, the process gone.
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	type reply struct {
+		code int
+		st   status
+	}
+	replied := make(chan reply, 1)
+	go func() {
+		body := `{"command": ["sh", "-c", "echo $$ > ` + pidFile + `; exec sleep 1000"]}`
+		req, _ := http.NewRequest("POST", g.url+"api/v1/containers/box/exec-sync", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+g.token)
+		var r reply
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			r.code = resp.StatusCode
+			_ = json.NewDecoder(resp.Body).Decode(&r.st)
+			resp.Body.Close()
+		}
+		replied <- r
+	}()
+	pid := waitPidFile(t, pidFile)
+	if resp := g.do(t, "DELETE", "/api/v1/containers/box", nil, nil); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("delete: %d", resp.StatusCode)
+	}
+	if r := <-replied; r.code != http.StatusConflict || !strings.Contains(r.st.Message, "stopped during the exec-sync") {
+		t.Errorf("exec-sync in a deleted container: %d %+v, want 409", r.code, r.st)
+	}
+	if proctest.Alive(pid) {
+		t.Errorf("exec-sync process %d still running", pid)
 	}
 }
 
@@ -603,8 +633,23 @@ func findPromtool(t *testing.T) string {
 	return ""
 }
 
-// TestShutdown: a signal ends open streams with 1001, stops the containers
-// and returns cleanly.
+// waitPidFile waits for a process to write its pid to path.
+func waitPidFile(t *testing.T, path string) int {
+	t.Helper()
+	for range 1000 {
+		b, _ := os.ReadFile(path)
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid != 0 {
+			return pid
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no pid in %s", path)
+	return 0
+}
+
+// TestShutdown: a signal ends open streams with 1001 and an exec-sync in
+// flight with 503 (its process terminated, not orphaned), stops the
+// containers and returns cleanly, well before --shutdown-timeout.
 func TestShutdown(t *testing.T) {
 	logs := &logBuffer{ready: make(chan string, 1)}
 	ready := logs.ready
@@ -614,17 +659,46 @@ func TestShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--kube-listen", "", "--token", testToken, "--config", cfgFile}, noEnv, io.Discard, logs)
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--kube-listen", "", "--token", testToken, "--config", cfgFile,
+			"--shutdown-timeout", "5m"}, noEnv, io.Discard, logs)
 	}()
 	g := &gateway{url: <-ready, token: testToken}
 	execDone := make(chan error, 1)
 	go func() {
 		execDone <- g.exec(context.Background(), v5, "box", []string{"sleep", "1000"}, remotecommand.StreamOptions{Stdout: io.Discard})
 	}()
+	syncPidFile := filepath.Join(dir, "sync-pid")
+	type reply struct {
+		code int
+		st   status
+		err  error
+	}
+	syncDone := make(chan reply, 1)
+	go func() {
+		body := `{"command": ["sh", "-c", "echo $$ > ` + syncPidFile + `; exec sleep 1000"]}`
+		req, _ := http.NewRequest("POST", g.url+"api/v1/containers/box/exec-sync", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+g.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			syncDone <- reply{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		var r reply
+		r.code, r.err = resp.StatusCode, json.NewDecoder(resp.Body).Decode(&r.st)
+		syncDone <- r
+	}()
 	waitActive(t, g, 1)
+	syncPid := waitPidFile(t, syncPidFile)
 	cancel()
 	if err := <-execDone; err == nil || !strings.Contains(err.Error(), "1001") {
 		t.Errorf("client saw %v, want close 1001", err)
+	}
+	if r := <-syncDone; r.err != nil || r.code != http.StatusServiceUnavailable || r.st.Reason != "ServiceUnavailable" {
+		t.Errorf("exec-sync at shutdown: %d %+v %v, want 503 ServiceUnavailable", r.code, r.st, r.err)
+	}
+	if proctest.Alive(syncPid) {
+		t.Errorf("exec-sync process %d still running", syncPid)
 	}
 	select {
 	case err := <-done:
