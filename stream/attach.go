@@ -113,15 +113,16 @@ type attachStream struct {
 
 // onFrame handles one client frame. A resize applies to the pty at once:
 // with several clients, the last one to resize sets the size. A view-only
-// client's input and resizes are counted and dropped.
+// client's input and resizes are counted as ignored and dropped: neither
+// is the session's, nor recorded.
 func (a *attachStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 	switch f.Channel {
 	case wsproto.Stdin:
-		a.input(f.Payload)
 		if a.viewOnly {
 			a.ignored("input")
 			return nil
 		}
+		a.input(f.Payload)
 		if a.opts.Stdin && !a.stdinDone {
 			a.stdin.push(ctx, f.Payload)
 		}

@@ -286,6 +286,10 @@ func TestShareView(t *testing.T) {
 	if strings.Contains(viewer.out.String(), "evil") {
 		t.Fatalf("the viewer's input reached the process: %q", viewer.out.String())
 	}
+	// Dropped input is neither counted nor recorded as the session's.
+	if st, _ := h.sessions.Get(owner.info.Session); st.Info().BytesIn != int64(len("good\n")) {
+		t.Errorf("session bytesIn %d, want the owner's %d", st.Info().BytesIn, len("good\n"))
+	}
 	if shares, _ := h.srv.Shares(owner.info.Session); len(shares) != 1 || shares[0].Viewers != 1 {
 		t.Fatalf("shares %+v", shares)
 	}
