@@ -118,6 +118,9 @@ func newHarness(t testing.TB, tune func(*Config)) *harness {
 				return
 			}
 			opts.Grant = &g
+			if r.Header.Get("X-Revoke-First") != "" { // the link revoked just after it was checked
+				h.srv.RevokeShare(g.Session, g.Share)
+			}
 		}
 		if err == nil {
 			err = h.srv.Join(w, r, r.PathValue("id"), opts)

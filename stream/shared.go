@@ -221,12 +221,23 @@ func (sh *shared) Close(cause error) {
 	}
 }
 
-// join adds a client; it reports false once the session is ending.
-func (sh *shared) join(c *client) bool {
+// grants reports whether a share link still lets clients in.
+func (sh *shared) grants(shareID string) bool {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.cause != nil || sh.done {
-		return false
+	return sh.shares[shareID] != nil
+}
+
+// join adds a client, unless the session is ending or the share link that
+// let it in was revoked since it was checked: then it says why.
+func (sh *shared) join(c *client) error {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	switch {
+	case sh.cause != nil || sh.done:
+		return session.ErrClosedByAPI
+	case c.share != "" && sh.shares[c.share] == nil:
+		return errShareRevoked
 	}
 	if sh.reap != nil {
 		sh.reap.Stop()
@@ -237,7 +248,7 @@ func (sh *shared) join(c *client) bool {
 	c.shared.Store(sh)
 	sh.srv.metrics.Viewers.Inc()
 	sh.sess.SetViewers(len(sh.viewers), time.Time{})
-	return true
+	return nil
 }
 
 // leave removes a client whose stream ended; the last one to leave
@@ -331,6 +342,9 @@ func (s *Server) Join(w http.ResponseWriter, r *http.Request, sessionID string, 
 	if g := opts.Grant; g != nil && g.Session != sessionID {
 		return reqerr.New(reqerr.ErrForbidden, "the share link is for another session")
 	}
+	if g := opts.Grant; g != nil && !sh.grants(g.Share) {
+		return reqerr.New(reqerr.ErrForbidden, "the share link was revoked or has expired")
+	}
 	viewOnly := opts.Grant != nil && opts.Grant.ViewOnly
 	if opts.Stdin && !sh.job.HasStdin() {
 		return badRequest("session %q was started without stdin: join without stdin", sessionID)
@@ -356,8 +370,8 @@ func (s *Server) Join(w http.ResponseWriter, r *http.Request, sessionID string, 
 		cl.share = opts.Grant.Share
 	}
 	a := &attachStream{client: cl, src: sh.job, join: join, opts: opts.Streams, stdin: newInputQueue()}
-	if !sh.join(cl) {
-		cl.t.Close(session.ErrClosedByAPI)
+	if err := sh.join(cl); err != nil {
+		cl.t.Close(err)
 	}
 	cl.log.Info("client joining the shared exec", "remote", r.RemoteAddr, "view_only", viewOnly)
 	s.serve(cl, a.onFrame, a.run)
