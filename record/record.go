@@ -354,7 +354,8 @@ func (s *Store) Start(md Meta, h Header, onFail func(error)) (*Recording, error)
 		os.Remove(s.castPath(md.ID))
 		return nil, fmt.Errorf("recording: %w", err)
 	}
-	hdr := map[string]any{"version": 2, "width": max(h.Width, 1), "height": max(h.Height, 1),
+	r.size = [2]int{max(h.Width, 1), max(h.Height, 1)}
+	hdr := map[string]any{"version": 2, "width": r.size[0], "height": r.size[1],
 		"timestamp": md.StartedAt.Unix(), "title": md.Session}
 	if len(h.Command) > 0 {
 		hdr["command"] = strings.Join(h.Command, " ")
@@ -391,6 +392,7 @@ type Recording struct {
 	failErr error // why it was truncated
 	diskErr bool  // a write failed: nothing more is written
 	written int64
+	size    [2]int // the terminal's, as recorded last
 }
 
 // Meta returns the recording's metadata as it is now.
@@ -415,10 +417,16 @@ func (r *Recording) Input(p []byte) {
 	}
 }
 
-// Resize records a terminal size.
+// Resize records a terminal size, unless it is the size already (an
+// attacher learns of its own resizes twice: as it sends them and as the
+// pty takes them).
 func (r *Recording) Resize(cols, rows int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.size == [2]int{cols, rows} {
+		return
+	}
+	r.size = [2]int{cols, rows}
 	r.append('r', []byte(strconv.Itoa(cols)+"x"+strconv.Itoa(rows)), false)
 }
 

@@ -91,6 +91,8 @@ func TestRecording(t *testing.T) {
 	text := "日本 \x1b[1m\"bold\"\\\r\n"
 	r.Output([]byte(text[:1]))
 	r.Output([]byte(text[1:5]))
+	r.Resize(100, 30) // the size already: no event
+	r.Resize(120, 40)
 	r.Resize(120, 40)
 	r.Input([]byte("secret")) // not recorded: input is off
 	r.Output([]byte(text[5:]))

@@ -250,9 +250,12 @@ func (a *attachStream) cut() {
 
 // forward sends a chunk on the channel the client asked for, or drops it
 // when it asked for none; a resize becomes an info frame for a client that
-// asked for them.
+// asked for them, and an event of the attach's recording, whoever made it.
 func (a *attachStream) forward(ctx context.Context, ch container.Chunk) bool {
 	if ch.Stream == container.Resized {
+		if a.recorded != nil {
+			a.sess.Resized(int(ch.Size.Cols), int(ch.Size.Rows))
+		}
 		return !a.opts.Info || a.sendInfoFrame(ctx, a.info("resize", ch.Size))
 	}
 	wch := wsproto.Stdout

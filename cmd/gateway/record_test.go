@@ -167,7 +167,8 @@ func events(t *testing.T, cast []byte) (map[string]any, [][3]any) {
 // TestRecording: with --record-dir every session is recorded as asciicast
 // v2; asciinema cat prints exactly what the client received (a megabyte
 // of base64, vim, a resize in the middle); the audit trail has each
-// session's start and end, and never the token.
+// session's start and end, and never the token; an attacher's recording
+// has the resizes another attacher made.
 func TestRecording(t *testing.T) {
 	trail := filepath.Join(t.TempDir(), "audit.log")
 	g := startGateway(t, "--record-dir", t.TempDir(), "--audit-log", trail)
@@ -271,6 +272,67 @@ func TestRecording(t *testing.T) {
 	if starts != 3 || ends != 3 {
 		t.Errorf("%d starts and %d ends in the trail:\n%s", starts, ends, b)
 	}
+
+	t.Run("attach resized by another", func(t *testing.T) {
+		// An attacher's recording has the pty's resizes, whoever made them:
+		// a replay draws at the size the process drew for.
+		if resp := g.do(t, "POST", "/api/v1/containers", map[string]any{"id": "term", "command": []string{"sh"}, "tty": true, "stdin": true}, nil); resp.StatusCode != http.StatusCreated {
+			t.Fatalf("create: %d", resp.StatusCode)
+		}
+		defer g.do(t, "DELETE", "/api/v1/containers/term", nil, nil)
+		attach := "/api/v1/containers/term/attach?stdin=1&stdout=1&tty=1"
+		a := g.dialWS(t, attach, "v5.channel.k8s.io")
+		defer a.Close()
+		waitActive(t, g, 1)
+		var l struct{ Items []sessionInfo }
+		g.do(t, "GET", "/api/v1/sessions?state=active&kind=attach", nil, &l)
+		if len(l.Items) != 1 {
+			t.Fatalf("attach sessions %+v", l.Items)
+		}
+		watcher := l.Items[0].ID
+		b := g.dialWS(t, attach, "v5.channel.k8s.io")
+		defer b.Close()
+		waitActive(t, g, 2)
+		b.WriteMessage(websocket.BinaryMessage, []byte("\x04"+`{"Width":120,"Height":40}`))
+		b.WriteMessage(websocket.BinaryMessage, []byte("\x00stty size\n"))
+		var out []byte
+		a.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for !bytes.Contains(out, []byte("40 120")) {
+			_, m, err := a.ReadMessage()
+			if err != nil {
+				t.Fatalf("the watcher: %v after %q", err, out)
+			}
+			if len(m) > 0 && m[0] == 1 {
+				out = append(out, m[1:]...)
+			}
+		}
+		a.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		for ended := false; !ended; time.Sleep(20 * time.Millisecond) {
+			var list struct {
+				Items []struct {
+					ID     string
+					Active bool
+				}
+			}
+			g.do(t, "GET", "/api/v1/recordings?container=term", nil, &list)
+			ended = slices.ContainsFunc(list.Items, func(it struct {
+				ID     string
+				Active bool
+			}) bool {
+				return it.ID == watcher && !it.Active
+			})
+		}
+		resp, err := http.DefaultClient.Do(authed(g, "GET", "/api/v1/recordings/"+watcher))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cast, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		_, evs := events(t, cast)
+		if !slices.ContainsFunc(evs, func(ev [3]any) bool { return ev[1] == "r" && ev[2] == "120x40" }) {
+			t.Errorf("the watcher's recording has no resize to 120x40: %v", evs)
+		}
+	})
 }
 
 // TestWebRecordings: the page lists a recording and plays it, and a seek
