@@ -313,16 +313,21 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) erro
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return reqerr.New(reqerr.ErrBadRequest, "request body over %d bytes", limit)
-		}
-		return reqerr.New(reqerr.ErrBadRequest, "request body: %v", err)
+		return bodyError(err)
 	}
 	if dec.More() {
 		return reqerr.New(reqerr.ErrBadRequest, "request body: data after the JSON object")
 	}
 	return nil
+}
+
+// bodyError is the refusal of a body that could not be read or decoded:
+// 413 past its bound (http.MaxBytesReader's), else 400.
+func bodyError(err error) error {
+	if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+		return reqerr.New(reqerr.ErrTooLarge, "request body over %d bytes", tooBig.Limit)
+	}
+	return reqerr.New(reqerr.ErrBadRequest, "request body: %v", err)
 }
 
 // pathID returns a path id, refusing what cannot be an id (a traversal

@@ -42,6 +42,7 @@ var statusTable = []struct {
 	{container.ErrStopped, http.StatusConflict, "Conflict"},
 	{reqerr.ErrGone, http.StatusGone, "Gone"},
 	{container.ErrGone, http.StatusGone, "Gone"},
+	{reqerr.ErrTooLarge, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge"},
 	{reqerr.ErrTooMany, http.StatusTooManyRequests, "TooManyRequests"},
 	{sandbox.ErrInUse, http.StatusConflict, "Conflict"},
 	{container.ErrExists, http.StatusConflict, "AlreadyExists"},

@@ -127,7 +127,7 @@ var kubeCodecs = func() serializer.CodecFactory {
 func decodeKube(w http.ResponseWriter, r *http.Request, obj runtime.Object, group, kind string) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
 	if err != nil {
-		return reqerr.New(reqerr.ErrBadRequest, "request body: %v", err)
+		return bodyError(err)
 	}
 	want := schema.GroupVersionKind{Group: group, Version: "v1", Kind: kind}
 	got, gvk, err := kubeCodecs.UniversalDeserializer().Decode(body, &want, obj)

@@ -306,11 +306,13 @@ func TestCallerMistakes(t *testing.T) {
 			400, `workingDir "/tmp\x00": want an absolute path`},
 		{"a NUL in a minted exec's argument", "/api/v1/containers/box/exec", map[string]any{"command": []string{"echo", "a\x00"}, "stdout": true},
 			400, `command[1] "a\x00" holds a NUL byte`},
+		{"a container's body over its bound", "/api/v1/containers", map[string]any{"id": "big", "command": []string{"true"}, "env": map[string]string{"A": strings.Repeat("x", 2<<20)}},
+			413, "request body over 1048576 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var st status
 			resp := g.do(t, "POST", tc.path, tc.body, &st)
-			reason := map[int]string{400: "BadRequest", 422: "Invalid"}[tc.code]
+			reason := map[int]string{400: "BadRequest", 413: "RequestEntityTooLarge", 422: "Invalid"}[tc.code]
 			if resp.StatusCode != tc.code || st.Reason != reason || !strings.Contains(st.Message, tc.want) {
 				t.Errorf("%d %s %q, want %d %s %q", resp.StatusCode, st.Reason, st.Message, tc.code, reason, tc.want)
 			}

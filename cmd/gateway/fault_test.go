@@ -433,7 +433,7 @@ func TestFaultBadInput(t *testing.T) {
 		{"path traversal", "GET", "/api/v1/containers/..%2f..%2fetc/exec?command=true&stdout=1", auth, "", 400},
 		{"bad JSON", "POST", "/api/v1/containers", auth, `{"id":`, 400},
 		{"unknown field", "POST", "/api/v1/containers", auth, `{"id":"x","bogus":1}`, 400},
-		{"body over the limit", "POST", "/login", nil, `{"token":"` + strings.Repeat("x", 8<<10) + `"}`, 400},
+		{"body over the limit", "POST", "/login", nil, `{"token":"` + strings.Repeat("x", 8<<10) + `"}`, 413},
 		{"wrong method", "PUT", "/api/v1/sessions", auth, "", 405},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,6 +17,7 @@ var (
 	ErrMethodNotAllowed = errors.New("method not allowed")           // 405
 	ErrConflict         = errors.New("conflict")                     // 409
 	ErrGone             = errors.New("gone")                         // 410
+	ErrTooLarge         = errors.New("request body too large")       // 413
 	ErrTooMany          = errors.New("too many")                     // 429
 	ErrInvalid          = errors.New("invalid")                      // 422: well-formed, but it cannot be done
 	ErrUnavailable      = errors.New("the gateway is shutting down") // 503
