@@ -164,8 +164,10 @@ prints a URL with a fresh token.
 Usage: gateway [flags]
 
 Every flag can also be set by the environment variable shown beside it;
-a flag on the command line wins. Durations look like 30s, 5m or 4h; sizes
-like 65536, 64KiB or 16MiB.
+a flag on the command line wins (--token or --token-file there overrides
+both variables), and an empty variable empties a flag that can be empty,
+like --kube-listen. Durations look like 30s, 5m or 4h; sizes like 65536,
+64KiB or 16MiB.
 
 `
 
@@ -188,23 +190,16 @@ func hostname() string {
 	return "gateway"
 }
 
-// Parse reads the environment (through getenv) and then args. --help
-// prints the usage to out and returns flag.ErrHelp.
-func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+// Parse reads args and then, for the flags not on the command line, the
+// environment (through lookupenv, os.LookupEnv's shape). A variable set to
+// "" sets a flag that can be empty (--kube-listen, --allowed-origins) and
+// is no setting for the others. --help prints the usage to out and returns
+// flag.ErrHelp.
+func Parse(args []string, lookupenv func(string) (string, bool), out io.Writer) (*Config, error) {
 	c := Default()
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	specs := c.register(fs)
-	for _, s := range specs {
-		if s.env == "" {
-			continue
-		}
-		if v := getenv(s.env); v != "" {
-			if err := fs.Set(s.name, v); err != nil {
-				return nil, fmt.Errorf("environment %s=%q: %w", s.env, v, err)
-			}
-		}
-	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(out, fs, specs)
@@ -214,6 +209,17 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see gateway --help)", fs.Arg(0))
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+	for _, s := range specs {
+		v, ok := lookupenv(s.env)
+		if s.env == "" || !ok || onCommandLine[s.name] || onCommandLine[excludes[s.name]] {
+			continue
+		}
+		if err := fs.Set(s.name, v); err != nil && v != "" {
+			return nil, fmt.Errorf("environment %s=%q: %w", s.env, v, err)
+		}
 	}
 	if err := c.check(); err != nil {
 		return nil, err
@@ -258,6 +264,10 @@ Config file (--config), YAML; unknown keys are errors:
       restartPolicy: always   # never (default), on-failure or always
 `)
 }
+
+// excludes pairs the flags that cannot both be set: one on the command
+// line overrides the other's variable.
+var excludes = map[string]string{"token": "token-file", "token-file": "token"}
 
 // check validates values that flags cannot check alone, and loads the
 // config file.

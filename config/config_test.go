@@ -16,7 +16,9 @@ import (
 	"gateway/sandbox"
 )
 
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
 
 func TestDefaults(t *testing.T) {
 	c, err := Parse(nil, env(nil), nil)
@@ -41,6 +43,43 @@ func TestPrecedence(t *testing.T) {
 	if c.Listen != "127.0.0.1:7" || c.StopGrace != 2*time.Second || c.Scrollback != 64<<10 ||
 		len(c.AllowedOrigins) != 2 || c.AllowedOrigins[1] != "https://b.example" {
 		t.Errorf("got %+v", c)
+	}
+}
+
+// TestEnvironment: a flag on the command line overrides its variable,
+// and the variable of a flag it excludes; an empty variable sets a flag
+// that can be empty and no other.
+func TestEnvironment(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tok")
+	os.WriteFile(file, []byte("from-file\n"), 0o600)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(c *Config) bool
+	}{
+		{"--token-file over $GATEWAY_TOKEN", []string{"--token-file", file}, map[string]string{"GATEWAY_TOKEN": "from-env"},
+			func(c *Config) bool { return c.Token == "from-file" }},
+		{"--token over $GATEWAY_TOKEN_FILE", []string{"--token", "from-flag"}, map[string]string{"GATEWAY_TOKEN_FILE": file},
+			func(c *Config) bool { return c.Token == "from-flag" && c.TokenFile == "" }},
+		{"empty $GATEWAY_KUBE_LISTEN", nil, map[string]string{"GATEWAY_KUBE_LISTEN": ""},
+			func(c *Config) bool { return c.KubeListen == "" }},
+		{"empty $GATEWAY_ALLOWED_ORIGINS", nil, map[string]string{"GATEWAY_ALLOWED_ORIGINS": ""},
+			func(c *Config) bool { return len(c.AllowedOrigins) == 0 }},
+		{"empty $GATEWAY_MAX_SESSIONS", nil, map[string]string{"GATEWAY_MAX_SESSIONS": ""},
+			func(c *Config) bool { return c.MaxSessions == Default().MaxSessions }},
+		{"empty $GATEWAY_METRICS_AUTH", nil, map[string]string{"GATEWAY_METRICS_AUTH": ""},
+			func(c *Config) bool { return c.MetricsAuth == Default().MetricsAuth }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(tc.args, env(tc.env), nil)
+			if err != nil || !tc.check(c) {
+				t.Errorf("Parse = %+v, %v", c, err)
+			}
+		})
+	}
+	if _, err := Parse(nil, env(map[string]string{"GATEWAY_TOKEN": "a", "GATEWAY_TOKEN_FILE": file}), nil); err == nil || !strings.Contains(err.Error(), "choose one") {
+		t.Errorf("both variables: %v", err)
 	}
 }
 

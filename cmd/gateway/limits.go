@@ -60,8 +60,8 @@ func raiseFileLimit(log *slog.Logger, maxSessions int) {
 const gcPercent = 50
 
 // tuneGC sets gcPercent unless the environment sets GOGC.
-func tuneGC(getenv func(string) string) {
-	if getenv("GOGC") == "" {
+func tuneGC(lookupenv func(string) (string, bool)) {
+	if v, _ := lookupenv("GOGC"); v == "" {
 		debug.SetGCPercent(gcPercent)
 	}
 }

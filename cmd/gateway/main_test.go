@@ -142,7 +142,7 @@ func startGateway(t *testing.T, args ...string) *gateway {
 	return g
 }
 
-func noEnv(string) string { return "" }
+func noEnv(string) (string, bool) { return "", false }
 
 // do sends an authenticated request and decodes a JSON answer into out.
 func (g *gateway) do(t *testing.T, method, path string, body any, out any) *http.Response {
@@ -212,8 +212,8 @@ func TestStartupErrors(t *testing.T) {
 			"profiles are served on loopback only"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			getenv := func(k string) string { return tc.env[k] }
-			err := run(context.Background(), tc.args, getenv, io.Discard, io.Discard)
+			lookupenv := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+			err := run(context.Background(), tc.args, lookupenv, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("run = %v, want an error with %q", err, tc.want)
 			}

@@ -37,8 +37,8 @@ import (
 
 // run starts the gateway and serves until ctx ends, then shuts down in
 // order: stop accepting, end streams, stop containers.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := config.Parse(args, getenv, stdout)
+func run(ctx context.Context, args []string, lookupenv func(string) (string, bool), stdout, stderr io.Writer) error {
+	cfg, err := config.Parse(args, lookupenv, stdout)
 	if err != nil {
 		return err
 	}
@@ -48,7 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(cfg, stderr)
 	raiseFileLimit(log, cfg.MaxSessions)
-	tuneGC(getenv)
+	tuneGC(lookupenv)
 
 	generated := false
 	if cfg.Token == "" {
