@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -168,6 +169,39 @@ func TestStdinFromTwoWriters(t *testing.T) {
 	nostdin, _ := rt.Create(Spec{ID: "nostdin", Command: []string{"sleep", "100"}})
 	if err := nostdin.WriteStdin([]byte("x"), nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("stdin to a container without stdin: %v", err)
+	}
+}
+
+// TestStopWhileRestarting: a container stopped as its main process is
+// started again does not keep that process: the supervisor ends.
+func TestStopWhileRestarting(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 10, RestartBackoff: time.Millisecond, RestartBackoffMax: time.Millisecond}, sandbox.NewRegistry())
+	flag := filepath.Join(t.TempDir(), "ran")
+	starts := 0
+	testHookStarting = func(c *Container) {
+		if starts++; starts == 2 {
+			c.terminate() // the stop lands between the backoff and the fork
+		}
+	}
+	defer func() { testHookStarting = nil }()
+	// The first run exits (and is restarted), the second would run for good.
+	c, err := rt.Create(Spec{ID: "restarting", Command: []string{"sh", "-c", "test -e " + flag + " && exec sleep 1000; touch " + flag},
+		RestartPolicy: RestartAlways})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		c.terminate()
+		<-c.done
+		t.Fatal("the process started during the stop kept running")
+	}
+	if err := rt.Remove(context.Background(), c.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Info(); st.State != Exited || st.Restarts != 1 {
+		t.Errorf("after the stop: %+v", st)
 	}
 }
 

@@ -256,12 +256,19 @@ func interpreter(path string) string {
 	return ""
 }
 
+// testHookStarting, when set, runs as startMain is about to fork.
+var testHookStarting func(*Container)
+
 // startMain starts the main process; the container is running when it
-// returns nil.
+// returns nil. A process started while the container was being stopped
+// is terminated at once: terminate found no process to signal.
 func (c *Container) startMain() (*Process, error) {
 	c.mu.Lock()
 	size := c.size
 	c.mu.Unlock()
+	if testHookStarting != nil {
+		testHookStarting(c)
+	}
 	proc, err := c.start(ExecSpec{
 		Command: c.spec.Command, TTY: c.spec.TTY, Stdin: c.spec.Stdin, Stdout: true, Stderr: true, Size: size,
 	})
@@ -272,6 +279,9 @@ func (c *Container) startMain() (*Process, error) {
 	c.mu.Lock()
 	c.state, c.proc, c.pid, c.startedAt = Running, proc, proc.Pid(), time.Now()
 	c.exitCode, c.message, c.finishedAt = nil, "", time.Time{}
+	if c.stopping {
+		proc.Terminate()
+	}
 	c.mu.Unlock()
 	c.rt.changes.Notify()
 	c.log.Info("container started", "pid", proc.Pid())
