@@ -383,6 +383,8 @@ func (e *execStream) readOutput(ctx context.Context, proc *container.Process, th
 // the output has ended.
 func (e *execStream) restingOutput(ctx context.Context, proc *container.Process, f *os.File, ch wsproto.Channel, deliver bool, done func()) {
 	emit := e.emitter(ctx, ch, deliver)
+	var rest park.Slot
+	stopExit := proc.AfterExit(rest.End) // wakes a resting f; at once if it has exited
 	var step func()
 	step = func() {
 		for {
@@ -399,36 +401,17 @@ func (e *execStream) restingOutput(ctx context.Context, proc *container.Process,
 				e.logOutput(ctx, f, ch, deliver)
 			case out:
 				continue
-			case e.park(proc, f, step):
+			case rest.Park(f, time.Time{}, nil, step):
 				return
+			case proc.Exited():
+				continue // it exited as f was to rest: the case above reads on
 			default: // cannot park: wait the usual way
 				e.logOutput(ctx, f, ch, deliver)
 			}
+			stopExit()
 			done()
 			return
 		}
 	}
 	step()
-}
-
-// park parks f until it is readable or proc exits, then runs resume on a
-// goroutine of its own; it reports false when f cannot be parked.
-func (e *execStream) park(proc *container.Process, f *os.File, resume func()) bool {
-	fd, err := sysfd(f)
-	if err != nil {
-		return false
-	}
-	var stopExit func() bool
-	ready := make(chan struct{}) // stopExit is set
-	w, err := park.Add(fd, func() {
-		<-ready
-		stopExit()
-		resume()
-	})
-	if err != nil {
-		return false
-	}
-	stopExit = proc.AfterExit(w.Wake) // at once if it has exited meanwhile
-	close(ready)
-	return true
 }

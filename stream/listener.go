@@ -5,7 +5,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,11 +49,7 @@ type watchedConn struct {
 	corked atomic.Bool // see cork; set and cleared under wmu
 	pend   []byte      // written while corked
 
-	// While the reader rests (see park).
-	parkMu sync.Mutex
-	parked *park.Wait
-	timer  *time.Timer // wakes it at its deadline
-	closed bool
+	rest park.Slot // where the reader rests (see park)
 }
 
 // park has resume run, on a goroutine of its own, once the connection is
@@ -65,51 +60,21 @@ type watchedConn struct {
 // connection is closed or when it cannot be parked.
 func (c *watchedConn) park(deadline time.Time, resume func()) bool {
 	c.flushHeld()
-	fd, err := sysfd(c.TCPConn)
-	if err != nil {
-		return false
-	}
-	c.parkMu.Lock()
-	defer c.parkMu.Unlock()
-	if c.closed {
-		return false
-	}
-	w, err := park.Add(fd, func() { c.resumed(); resume() })
-	if err != nil {
-		return false
-	}
-	c.parked = w
-	if !deadline.IsZero() {
-		c.timer = time.AfterFunc(time.Until(deadline), w.Wake)
-	}
-	c.reading.Store(true) // a rest is a read waiting on the kernel, for caughtUp
-	if c.waiting.Load() {
-		c.wake()
-	}
-	return true
-}
-
-func (c *watchedConn) resumed() {
-	c.parkMu.Lock()
-	c.parked = nil
-	if c.timer != nil {
-		c.timer.Stop()
-		c.timer = nil
-	}
-	c.parkMu.Unlock()
-	c.reading.Store(false)
+	return c.rest.Park(c.TCPConn, deadline, func() {
+		c.reading.Store(true) // a rest is a read waiting on the kernel, for caughtUp
+		if c.waiting.Load() {
+			c.wake()
+		}
+	}, func() {
+		c.reading.Store(false)
+		resume()
+	})
 }
 
 // Close closes the connection, first waking a resting reader (whose
 // descriptor must leave the park set before it is closed).
 func (c *watchedConn) Close() error {
-	c.parkMu.Lock()
-	c.closed = true
-	w := c.parked
-	c.parkMu.Unlock()
-	if w != nil {
-		w.Wake()
-	}
+	c.rest.End()
 	return c.TCPConn.Close()
 }
 
@@ -165,19 +130,6 @@ func recvfrom(fd uintptr, p []byte, flags int) (int, error) {
 			return max(n, 0), err
 		}
 	}
-}
-
-// sysfd returns the descriptor of c.
-func sysfd(c syscall.Conn) (int, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	fd := -1
-	if err := rc.Control(func(d uintptr) { fd = int(d) }); err != nil {
-		return 0, err
-	}
-	return fd, nil
 }
 
 func (c *watchedConn) Read(p []byte) (int, error) {

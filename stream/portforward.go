@@ -153,9 +153,7 @@ type forwardedPort struct {
 	dialErr    error
 	reads      bulkReads // the buffers conn is read into
 
-	mu     sync.Mutex
-	parked *park.Wait // conn while it rests (see restingForward)
-	over   bool       // the stream ended: conn parks no more
+	rest park.Slot // where conn rests (see restingForward)
 }
 
 // onFrame queues client bytes for their port's connection (readLoop).
@@ -256,7 +254,7 @@ func (f *forwardStream) forward(ctx context.Context, fp *forwardedPort, rests bo
 	stopped := make(chan struct{}) // the function below has run
 	stop := context.AfterFunc(ctx, func() {
 		defer close(stopped)
-		fp.wake()
+		fp.rest.End()
 		if clientLeft(ctx) {
 			_ = conn.SetReadDeadline(time.Now())
 		} else {
@@ -317,7 +315,7 @@ func (f *forwardStream) restingForward(ctx context.Context, fp *forwardedPort, c
 				return
 			case out || ctx.Err() != nil:
 				continue
-			case fp.park(conn, step):
+			case fp.rest.Park(conn, time.Time{}, nil, step):
 				return
 			default: // cannot park: wait the usual way
 				end(f.pumpBulk(ctx, conn, fp.data, &fp.reads))
@@ -327,44 +325,6 @@ func (f *forwardStream) restingForward(ctx context.Context, fp *forwardedPort, c
 		end(nil)
 	}
 	step()
-}
-
-// park parks c until it is readable or the stream ends (see wake), then
-// runs resume on a goroutine of its own; it reports false when c cannot
-// be parked.
-func (fp *forwardedPort) park(c syscall.Conn, resume func()) bool {
-	fd, err := sysfd(c)
-	if err != nil {
-		return false
-	}
-	fp.mu.Lock()
-	defer fp.mu.Unlock()
-	if fp.over {
-		return false
-	}
-	w, err := park.Add(fd, func() {
-		fp.mu.Lock()
-		fp.parked = nil
-		fp.mu.Unlock()
-		resume()
-	})
-	if err != nil {
-		return false
-	}
-	fp.parked = w
-	return true
-}
-
-// wake ends the connection's rest for good, before it is closed.
-func (fp *forwardedPort) wake() {
-	fp.mu.Lock()
-	fp.over = true
-	w := fp.parked
-	fp.parked = nil
-	fp.mu.Unlock()
-	if w != nil {
-		w.Wake()
-	}
 }
 
 // drain reads and drops what the remote still sends after the client

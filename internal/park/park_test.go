@@ -1,6 +1,7 @@
 package park
 
 import (
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -13,12 +14,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fd returns the descriptor of f.
 func fd(t *testing.T, f *os.File) int {
 	t.Helper()
-	rc, err := f.SyscallConn()
+	n, err := FD(f)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	if err := rc.Control(func(d uintptr) { n = int(d) }); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -118,5 +115,41 @@ func TestMany(t *testing.T) {
 			t.Fatalf("fn %d ran twice", i)
 		}
 		seen[i] = true
+	}
+}
+
+// TestSlot: a slot's file rests and resumes any number of times (when
+// readable, at its deadline), onParked runs before resume, and once the
+// slot is ended a parked file resumes and parks no more.
+func TestSlot(t *testing.T) {
+	r, w := pipe(t)
+	var s Slot
+	resumed := make(chan string, 1)
+	var order []string
+	park := func(deadline time.Time) {
+		t.Helper()
+		if !s.Park(r, deadline, func() { order = append(order, "parked") }, func() { resumed <- "resumed" }) {
+			t.Fatal("Park refused")
+		}
+	}
+	park(time.Time{})
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	order = append(order, <-resumed)
+	r.Read(make([]byte, 1))
+	park(time.Now().Add(20 * time.Millisecond)) // nothing to read: the deadline wakes it
+	order = append(order, <-resumed)
+	park(time.Time{})
+	s.End()
+	order = append(order, <-resumed)
+	if s.Park(r, time.Time{}, nil, func() {}) {
+		t.Error("an ended slot parked")
+	}
+	if got := fmt.Sprint(order); got != "[parked resumed parked resumed parked resumed]" {
+		t.Errorf("order %s", got)
+	}
+	if Parked() != 0 {
+		t.Errorf("%d parked", Parked())
 	}
 }
