@@ -698,3 +698,31 @@ func FuzzStreamQueries(f *testing.F) {
 		}
 	})
 }
+
+// TestFFBeforeV5: 255 is the close signal's number only in v5; before it,
+// a message on channel 255, bare or not, is an unknown channel and is
+// ignored, as by the kubelet: the exec goes on, its stdin open.
+func TestFFBeforeV5(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, msg := range [][]byte{{0xff}, {0xff, 0x00}} {
+		for _, proto := range []string{"v4.channel.k8s.io", "channel.k8s.io"} {
+			t.Run(fmt.Sprintf("%s %x", proto, msg), func(t *testing.T) {
+				c := h.mustDial(t, execQuery("stdin,stdout", "cat"), proto)
+				defer c.Close()
+				c.WriteMessage(websocket.BinaryMessage, msg)
+				c.WriteMessage(websocket.BinaryMessage, []byte("\x00hi"))
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				var got []byte
+				for string(got) != "hi" {
+					_, b, err := c.ReadMessage()
+					if err != nil {
+						t.Fatalf("after %x: %v (stdout %q)", msg, err, got)
+					}
+					if len(b) > 0 && b[0] == 1 {
+						got = append(got, b[1:]...)
+					}
+				}
+			})
+		}
+	}
+}

@@ -58,6 +58,9 @@ func (r *resizes) decode(c *client, payload []byte, apply func(wsproto.TerminalS
 // and fails for a channel that does not exist (which ends the stream, as
 // in the kubelet). Closing an output channel means nothing.
 func (c *client) closesStdin(f wsproto.Frame) (bool, error) {
+	if len(f.Payload) != 1 { // ParseFrame and the SPDY reader send one byte
+		return false, &protocolError{err: errors.New("a close signal without its channel")}
+	}
 	switch ch := wsproto.Channel(f.Payload[0]); {
 	case ch == wsproto.Stdin:
 		return true, nil

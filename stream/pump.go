@@ -416,6 +416,9 @@ func (p *Pump) readLoop() (err error, rested bool) {
 		case errors.Is(err, wsproto.ErrBadCloseSignal):
 			p.km.Error(metrics.ReasonProtocol)
 			return &protocolError{err: err}, false
+		case errors.Is(err, wsproto.ErrUnknownChannel):
+			p.km.Error(metrics.ReasonUnknownChannel) // ignored, as by the kubelet
+			continue
 		case err != nil: // a bad base64 frame is dropped, the stream goes on
 			p.km.Error(metrics.ReasonProtocol)
 			p.log.Warn("dropped malformed frame", "error", err)

@@ -74,8 +74,9 @@ func (p Protocol) EncodedLen(n int) int {
 }
 
 // ParseFrame decodes one message from a client. Binary payloads alias msg.
-// The channel is not checked against the session's channels: see
-// ErrUnknownChannel.
+// The channel is not checked against the session's channels (see
+// ErrUnknownChannel), but for 255: a Close frame is only ever the v5 close
+// signal.
 func (p Protocol) ParseFrame(msg []byte) (Frame, error) {
 	if len(msg) == 0 {
 		return Frame{}, ErrEmpty
@@ -90,6 +91,9 @@ func (p Protocol) ParseFrame(msg []byte) (Frame, error) {
 		return Frame{Channel: Close, Payload: msg[1:2]}, nil
 	}
 	if !p.Base64 {
+		if msg[0] == byte(Close) { // the close signal's number, without its meaning
+			return Frame{}, fmt.Errorf("%w: 255 (the close signal is v5's)", ErrUnknownChannel)
+		}
 		return Frame{Channel: Channel(msg[0]), Payload: msg[1:]}, nil
 	}
 	if msg[0] < '0' {

@@ -56,7 +56,9 @@ func TestParseFrame(t *testing.T) {
 		{"v5 close stdin", V5, []byte{0xff, 0x00}, Frame{Close, []byte{0x00}}, nil},
 		{"v5 close too short", V5, []byte{0xff}, Frame{}, ErrBadCloseSignal},
 		{"v5 close too long", V5, []byte{0xff, 0x00, 0x00}, Frame{}, ErrBadCloseSignal},
-		{"v4 ff is a channel", V4, []byte{0xff, 0x00}, Frame{Close, []byte{0x00}}, nil},
+		{"v4 ff is no close signal", V4, []byte{0xff, 0x00}, Frame{}, ErrUnknownChannel},
+		{"v4 lone ff", V4, []byte{0xff}, Frame{}, ErrUnknownChannel},
+		{"v1 ff", V1, []byte{0xff, 'x'}, Frame{}, ErrUnknownChannel},
 		{"empty", V5, nil, Frame{}, ErrEmpty},
 		{"base64 stdin", V4Base64, []byte("0Zm9vCg=="), Frame{Stdin, []byte("foo\n")}, nil},
 		{"base64 empty payload", V4Base64, []byte("0"), Frame{Stdin, []byte{}}, nil},
@@ -156,17 +158,20 @@ func FuzzParseFrame(f *testing.F) {
 			f.Add(byte(i), seed)
 		}
 	}
-	protos := []Protocol{V5, V4, V4Base64, V1Base64}
+	protos := []Protocol{V5, V4, V4Base64, V1, V1Base64}
 	f.Fuzz(func(t *testing.T, which byte, msg []byte) {
 		p := protos[int(which)%len(protos)]
 		fr, err := p.ParseFrame(msg)
 		if err != nil {
-			for _, e := range []error{ErrEmpty, ErrBadBase64, ErrBadChannel, ErrBadCloseSignal} {
+			for _, e := range []error{ErrEmpty, ErrBadBase64, ErrBadChannel, ErrBadCloseSignal, ErrUnknownChannel} {
 				if errors.Is(err, e) {
 					return
 				}
 			}
 			t.Fatalf("undeclared error %v", err)
+		}
+		if fr.Channel == Close && (!p.CloseSignal || len(fr.Payload) != 1) {
+			t.Fatalf("%s: a close frame %x from %x", p.Name, fr.Payload, msg)
 		}
 		again := p.AppendFrame(nil, fr.Channel, fr.Payload)
 		if p.Base64 {
