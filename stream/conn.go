@@ -103,9 +103,11 @@ type client struct {
 	readyPrimed bool
 
 	// Of a client of a shared exec (see shared): the session it is in,
-	// set once the process runs; whether it only watches (a view share),
-	// and the share that let it in.
+	// set once the process runs (or it is admitted); whether it joined
+	// one (admitted or refused, it is never a session of its own); whether
+	// it only watches (a view share), and the share that let it in.
 	shared   atomic.Pointer[shared]
+	joined   bool
 	viewOnly bool
 	share    string
 

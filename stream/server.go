@@ -278,7 +278,7 @@ func (s *Server) newClient(sess *session.Session, proto wsproto.Protocol) *clien
 // a quarter of it; parked in a read, ours use 1.5 to 2.5 KiB).
 func (s *Server) serve(c *client, onFrame FrameHandler, work func(context.Context) error) {
 	start := time.Now()
-	if c.shared.Load() == nil { // a client joining a shared exec is not a session of its own
+	if !c.joined { // a client joining a shared exec is not a session of its own
 		c.km.Active.Inc()
 		c.sess.Activate(c.t)
 		c.log.Info("session opened", "remote", c.sess.RemoteAddr)
@@ -303,11 +303,15 @@ func onFreshStack(fn func()) {
 
 // ended records the end of a client's session: its result, from why the
 // stream ended and what the kind reported (see client.exited). The client
-// of a shared exec leaves it instead: the session goes on.
+// of a shared exec leaves it instead, and one refused by it has nothing to
+// end: the session goes on.
 func (c *client) ended(cause error, start time.Time) {
 	if sh := c.shared.Load(); sh != nil {
 		sh.leave(c, cause)
 		return
+	}
+	if c.joined {
+		return // refused after the upgrade: the session goes on without it
 	}
 	code := c.exit.Load()
 	result := resultOf(cause, code)

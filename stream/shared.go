@@ -365,7 +365,7 @@ func (s *Server) Join(w http.ResponseWriter, r *http.Request, sessionID string, 
 	if err != nil {
 		return err
 	}
-	cl.viewOnly = viewOnly
+	cl.joined, cl.viewOnly = true, viewOnly
 	if opts.Grant != nil {
 		cl.share = opts.Grant.Share
 	}

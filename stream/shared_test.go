@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"gateway/internal/proctest"
+	"gateway/metrics"
 	"gateway/session"
 	"gateway/stream/wsproto"
 	"gateway/vt"
@@ -374,5 +375,40 @@ func TestJoinRefused(t *testing.T) {
 			}
 			t.Errorf("join %s?%s: %v %d, want %d", c.id, c.query, err, code, c.code)
 		}
+	}
+}
+
+// TestJoinWhileEnding: a client that joins a shared exec as it ends (closed
+// through the API, its process not gone yet) is refused after the upgrade
+// with the session's cause; its end is not the session's, which ends once,
+// with its process.
+func TestJoinWhileEnding(t *testing.T) {
+	h := newHarness(t, nil)
+	owner := openShared(t, h, "stdout", "1m", "sh", "-c", `trap "" HUP TERM; echo up; while :; do sleep 0.05; done`)
+	owner.readUntil("up")
+	id := owner.info.Session
+	if err := h.sessions.Close(id, session.ErrClosedByAPI); err != nil {
+		t.Fatal(err)
+	}
+	c, resp, err := h.join(t, id, "stdout=1", nil)
+	if err != nil {
+		t.Fatalf("the join was refused before the upgrade: %v %v", err, resp) // the process runs until its SIGKILL
+	}
+	if _, ce := readUntilClose(t, c); ce == nil || ce.Code != CloseByAPI {
+		t.Fatalf("the joiner's close: %v", ce)
+	}
+	sess, _ := h.sessions.Get(id)
+	time.Sleep(100 * time.Millisecond) // the joiner's end, were it the session's
+	if !sess.Live() {
+		t.Errorf("the joiner's end ended the shared session while its process runs (state %v)", sess.Info().State)
+	}
+	readUntilClose(t, owner.c)
+	waitFor(t, "the session's end", func() bool { return !sess.Live() })
+	total := 0.0
+	for _, r := range metrics.Results {
+		total += testutil.ToFloat64(h.metrics.SessionsTotal.WithLabelValues("exec", r))
+	}
+	if total != 1 || testutil.ToFloat64(h.metrics.For("exec").Active) != 0 {
+		t.Errorf("sessions_total %v, active %v: want one session, ended", total, testutil.ToFloat64(h.metrics.For("exec").Active))
 	}
 }
