@@ -148,17 +148,28 @@ func (e podNotFound) Error() string                 { return fmt.Sprintf("pods %
 func (e podNotFound) Unwrap() error                 { return reqerr.ErrNotFound }
 func (e podNotFound) Resource() (kind, name string) { return "pods", e.name }
 
-// pod finds the sandbox that is pod name in namespace ns.
+// pod finds the sandbox that is pod name in namespace ns: its id, or its
+// id and this replica's node (see podName); an id may hold dots.
 func (a *API) pod(ns, name string) (*sandbox.Sandbox, error) {
-	id, node, qualified := strings.Cut(name, ".")
-	if ns != Namespace || !sandbox.IDPattern.MatchString(id) || qualified && node != a.cfg.Node {
+	if ns != Namespace {
 		return nil, podNotFound{name}
 	}
-	sb, err := a.sandboxes.Get(id)
-	if err != nil {
-		return nil, podNotFound{name}
+	ids := []string{name}
+	if id, ok := strings.CutSuffix(name, "."+a.cfg.Node); ok {
+		ids = append(ids, id)
+		if a.cfg.QualifyPods {
+			ids[0], ids[1] = id, name
+		}
 	}
-	return sb, nil
+	for _, id := range ids {
+		if !sandbox.IDPattern.MatchString(id) {
+			continue
+		}
+		if sb, err := a.sandboxes.Get(id); err == nil {
+			return sb, nil
+		}
+	}
+	return nil, podNotFound{name}
 }
 
 // podUID is a sandbox's pod's uid: the same for the sandbox's life, and
@@ -340,6 +351,8 @@ func (a *API) deletePodErr(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	// The API server reads DeleteOptions from the query too.
+	opts.DryRun = append(opts.DryRun, r.URL.Query()["dryRun"]...)
 	if s := r.URL.Query().Get("gracePeriodSeconds"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"gateway/container"
 	"gateway/internal/reqerr"
+	"gateway/stream/wsproto"
 )
 
 // logOptions are kubectl logs' parameters (PodLogOptions).
@@ -58,7 +59,7 @@ func parseLogOptions(q url.Values) (logOptions, error) {
 	return o, nil
 }
 
-func isTrue(q url.Values, name string) bool { v := q.Get(name); return v == "true" || v == "1" }
+func isTrue(q url.Values, name string) bool { return wsproto.ParseBool(q[name]) }
 
 // podLog serves kubectl logs: the container's output kept in its
 // scrollback (the current run's, or the previous run's), each line with

@@ -962,3 +962,37 @@ func TestKubectlEvents(t *testing.T) {
 		t.Errorf("events of the new lab: %d %q %s", code, out, errOut)
 	}
 }
+
+// TestPodNamesAndFlags: a sandbox id may hold dots, and its pod is got by
+// the name it is listed with; DeleteOptions come from the query too
+// (?dryRun=All deletes nothing); flags are true for any value but 0 and
+// false, as the API server reads them (?watch watches).
+func TestPodNamesAndFlags(t *testing.T) {
+	g := startGateway(t)
+	for _, id := range []string{"web.v2", "lab"} {
+		if resp := g.do(t, "POST", "/api/v1/sandboxes", map[string]any{"id": id, "network": "host"}, nil); resp.StatusCode != 201 {
+			t.Fatalf("create sandbox %s: %d", id, resp.StatusCode)
+		}
+	}
+	var pod struct{ Metadata struct{ Name string } }
+	if resp := g.do(t, "GET", "/api/v1/namespaces/default/pods/web.v2", nil, &pod); resp.StatusCode != 200 || pod.Metadata.Name != "web.v2" {
+		t.Errorf("GET pods/web.v2: %d %+v", resp.StatusCode, pod)
+	}
+	if resp := g.do(t, "DELETE", "/api/v1/namespaces/default/pods/lab?dryRun=All", nil, nil); resp.StatusCode != 200 {
+		t.Errorf("DELETE ?dryRun=All: %d", resp.StatusCode)
+	}
+	if resp := g.do(t, "GET", "/api/v1/sandboxes/lab", nil, nil); resp.StatusCode != 200 {
+		t.Errorf("after a dry-run delete, the sandbox: %d", resp.StatusCode)
+	}
+	for _, q := range []string{"watch", "watch=True", "watch=yes"} {
+		resp, err := http.DefaultClient.Do(authed(g, "GET", "api/v1/namespaces/default/pods?timeoutSeconds=1&"+q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+		resp.Body.Close()
+		if !strings.HasPrefix(line, `{"type":"ADDED"`) {
+			t.Errorf("?%s: want a watch (an ADDED event first), got %.80s", q, line)
+		}
+	}
+}
