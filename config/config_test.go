@@ -112,6 +112,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown top key", []string{"--config", write("b.yaml", "container:\n  - id: a\n")}, nil, "field container not found"},
 		{"bad id", []string{"--config", write("c.yaml", "containers:\n  - id: A_B\n")}, nil, `containers[0]: invalid container: id "A_B"`},
 		{"missing id", []string{"--config", write("d.yaml", "containers:\n  - tty: true\n")}, nil, "containers[0].id: required"},
+		{"host twice", []string{"--config", write("e2.yaml", "sandboxes:\n  - id: host\n  - id: host\n")}, nil, `sandboxes[1].id: "host" is listed twice`},
 		{"duplicate", []string{"--config", write("e.yaml", "containers:\n  - id: a\n  - id: a\n")}, nil, `containers[1].id: "a" is listed twice`},
 		{"unknown sandbox", []string{"--config", write("f.yaml", "containers:\n  - id: a\n    sandbox: lab\n")}, nil, `containers[0].sandbox: "lab"`},
 		{"bad network", []string{"--config", write("g.yaml", "sandboxes:\n  - id: lab\n    network: bridge\n")}, nil, `sandboxes[0]: invalid sandbox: network "bridge"`},

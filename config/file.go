@@ -60,6 +60,7 @@ func parseFile(name string, b []byte) (*File, error) {
 
 func (f *File) validate() error {
 	sandboxes := map[string]bool{sandbox.HostID: true}
+	hostListed := false
 	for i, s := range f.Sandboxes {
 		key := fmt.Sprintf("sandboxes[%d]", i)
 		if s.Network == "" {
@@ -71,10 +72,11 @@ func (f *File) validate() error {
 		if s.ID == sandbox.HostID && s.Network != sandbox.NetworkHost {
 			return fmt.Errorf("%s.network: the host sandbox is always the host network", key)
 		}
-		if sandboxes[s.ID] && s.ID != sandbox.HostID {
+		if sandboxes[s.ID] && (s.ID != sandbox.HostID || hostListed) {
 			return fmt.Errorf("%s.id: %q is listed twice", key, s.ID)
 		}
 		sandboxes[s.ID] = true
+		hostListed = hostListed || s.ID == sandbox.HostID
 	}
 	containers := map[string]bool{}
 	for i, c := range f.Containers {

@@ -160,10 +160,17 @@ type Registry struct {
 	sandboxes map[string]*Sandbox
 }
 
-// NewRegistry returns a registry holding only the host sandbox.
-func NewRegistry() *Registry {
+// NewRegistry returns a registry holding only the host sandbox, with no
+// port limit and the server's recording mode; host, when given, sets them
+// (its network is always the host's).
+func NewRegistry(host ...Spec) *Registry {
+	spec := Spec{ID: HostID}
+	if len(host) > 0 {
+		spec.Ports, spec.Record = host[0].Ports, host[0].Record
+	}
+	spec.Network = NetworkHost
 	r := &Registry{sandboxes: make(map[string]*Sandbox)}
-	r.sandboxes[HostID] = &Sandbox{spec: Spec{ID: HostID, Network: NetworkHost}, created: time.Now()}
+	r.sandboxes[HostID] = &Sandbox{spec: spec, created: time.Now()}
 	return r
 }
 

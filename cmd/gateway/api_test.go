@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -647,6 +648,25 @@ func waitPidFile(t *testing.T, path string) int {
 	}
 	t.Fatalf("no pid in %s", path)
 	return 0
+}
+
+// TestHostSandboxFromConfig: the config file's entry for the host sandbox
+// sets its port-forward limit: shown, and kept.
+func TestHostSandboxFromConfig(t *testing.T) {
+	cfgFile := filepath.Join(t.TempDir(), "host.yaml")
+	cfg := "sandboxes:\n  - id: host\n    ports: [5432]\ncontainers:\n  - id: box\n    command: [sleep, \"1000000\"]\n"
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, "--config", cfgFile)
+	var sb struct{ Ports []string }
+	if g.do(t, "GET", "/api/v1/sandboxes/host", nil, &sb); !slices.Equal(sb.Ports, []string{"5432"}) {
+		t.Errorf("the host sandbox's ports: %v", sb.Ports)
+	}
+	var st status
+	if resp := g.do(t, "POST", "/api/v1/sandboxes/host/portforward", map[string]any{"ports": []int{22}}, &st); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a tunnel to port 22 of a host limited to 5432: %d %+v, want 403", resp.StatusCode, st)
+	}
 }
 
 // TestShutdown: a signal ends open streams with 1001 and an exec-sync in

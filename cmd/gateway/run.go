@@ -68,7 +68,13 @@ func run(ctx context.Context, args []string, lookupenv func(string) (string, boo
 	}
 	defer ln.Close()
 
-	sandboxes := sandbox.NewRegistry()
+	var host []sandbox.Spec // the file's entry for the host sandbox: its ports and recording
+	for _, s := range cfg.File.Sandboxes {
+		if s.ID == sandbox.HostID {
+			host = append(host, s)
+		}
+	}
+	sandboxes := sandbox.NewRegistry(host...)
 	defer sandboxes.Close()
 	for i, s := range cfg.File.Sandboxes {
 		if s.ID == sandbox.HostID {
