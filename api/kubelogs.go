@@ -100,6 +100,8 @@ func (a *API) writeLogs(w http.ResponseWriter, r *http.Request, c *container.Con
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	lw := &logWriter{w: w, rc: http.NewResponseController(w), stamps: o.timestamps, left: o.limit, start: true}
+	lw.dl = a.newWriteDeadline(lw.rc) // a reader that stopped does not hold the handler for good
+	defer lw.dl.stop()
 	for _, l := range lines {
 		if !lw.write(l.Time, l.Data) {
 			return nil
@@ -153,6 +155,7 @@ func (a *API) writeLogs(w http.ResponseWriter, r *http.Request, c *container.Con
 type logWriter struct {
 	w      http.ResponseWriter
 	rc     *http.ResponseController
+	dl     *writeDeadline
 	stamps bool
 	start  bool  // at the start of a line
 	left   int64 // bytes still allowed; 0: no limit
@@ -161,6 +164,7 @@ type logWriter struct {
 
 // write writes p; it returns false when nothing more may be written.
 func (l *logWriter) write(t time.Time, p []byte) bool {
+	l.dl.extend()
 	for len(p) > 0 && !l.failed {
 		line := p
 		if i := bytes.IndexByte(p, '\n'); i >= 0 {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -34,13 +33,6 @@ const maxPodEvents = 1024
 // defaultWatchTimeout ends a watch that gave no timeoutSeconds, as the API
 // server's --min-request-timeout does; clients watch again.
 const defaultWatchTimeout = 30 * time.Minute
-
-// watchWriteTimeout ends a watch whose client has not taken a round of
-// its events in that long; drainWriteGrace, once the gateway drains.
-const (
-	watchWriteTimeout = time.Minute
-	drainWriteGrace   = time.Second
-)
 
 // podCache holds the pods last served and the changes that led to them.
 // It is brought up to date when read (syncPods) rather than by a goroutine of
@@ -241,12 +233,10 @@ type watchStream struct {
 	rc      *http.ResponseController
 	enc     *json.Encoder
 	end     *time.Timer
-	mu      sync.Mutex // orders the write deadlines: the drain's, a round's, stop's
-	stopped bool
-	unblock func() bool // stops the drain's ending a write that waits
-	columns bool        // the next Table carries the column definitions, as the first of the API server's do
-	from    uint64      // the resource version to resume after, unless initial
-	initial bool        // from none or "0", or sendInitialEvents: every object first
+	dl      *writeDeadline // a round of events has longWriteTimeout (see longwrite.go)
+	columns bool           // the next Table carries the column definitions, as the first of the API server's do
+	from    uint64         // the resource version to resume after, unless initial
+	initial bool           // from none or "0", or sendInitialEvents: every object first
 }
 
 // startWatch reads a watch's timeoutSeconds and resourceVersion and
@@ -281,18 +271,7 @@ func (a *API) startWatch(w http.ResponseWriter, r *http.Request) *watchStream {
 	s.enc = json.NewEncoder(w)
 	s.enc.SetEscapeHTML(false)
 	s.end = time.NewTimer(timeout)
-	// A write that waits on a client that does not read ends soon after
-	// the drain; one under way has a moment to finish, so that a watch
-	// that ends at the drain ends whole (while the handler runs: net/http
-	// allows no deadline after it).
-	s.unblock = context.AfterFunc(a.drainCtx, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if !s.stopped {
-			_ = s.rc.SetWriteDeadline(time.Now().Add(drainWriteGrace))
-		}
-	})
-	_ = s.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+	s.dl = a.newWriteDeadline(s.rc) // a watch that ends at the drain ends whole
 	return s
 }
 
@@ -342,11 +321,7 @@ func (s *watchStream) wait(c1, c2 <-chan struct{}) bool {
 	case <-s.a.drainCtx.Done():
 		return false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.a.drainCtx.Err() == nil { // else the drain's deadline stands (under mu: the drain's comes after this one)
-		_ = s.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout)) // not every writer has deadlines (a replica's merge)
-	}
+	s.dl.extend() // not every writer has deadlines (a replica's merge)
 	return true
 }
 
@@ -354,11 +329,7 @@ func (s *watchStream) wait(c1, c2 <-chan struct{}) bool {
 // deadline of this one's.
 func (s *watchStream) stop() {
 	s.end.Stop()
-	s.unblock()
-	s.mu.Lock()
-	s.stopped = true
-	s.mu.Unlock()
-	_ = s.rc.SetWriteDeadline(time.Time{})
+	s.dl.stop()
 }
 
 // watchPods serves a pod watch: the changes after resourceVersion (or, from

@@ -72,22 +72,25 @@ func (a *API) getRecording(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
-	follow(w, r, f, func() bool {
+	a.follow(w, r, f, func() bool {
 		md, err := store.Get(id)
 		return err == nil && md.Active
 	})
 }
 
 // follow sends f's lines as events as f grows, while active holds; then
-// the rest, and "done".
-func follow(w http.ResponseWriter, r *http.Request, f *os.File, active func() bool) {
+// the rest, and "done". It stops when the gateway drains.
+func (a *API) follow(w http.ResponseWriter, r *http.Request, f *os.File, active func() bool) {
 	fl, _ := w.(http.Flusher)
+	dl := a.newWriteDeadline(http.NewResponseController(w))
+	defer dl.stop()
 	rd := bufio.NewReaderSize(f, 64<<10)
 	var partial []byte
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		going := active() // asked before reading: what it wrote before ending is read below
+		dl.extend()
 		for {
 			line, err := rd.ReadSlice('\n')
 			partial = append(partial, line...)
@@ -111,6 +114,8 @@ func follow(w http.ResponseWriter, r *http.Request, f *os.File, active func() bo
 		}
 		select {
 		case <-r.Context().Done():
+			return
+		case <-a.drainCtx.Done():
 			return
 		case <-tick.C:
 		}

@@ -117,7 +117,7 @@ func (c *Config) register(fs *flag.FlagSet) []flagSpec {
 	add((*stringValue)(&c.AuditLog), "audit-log", "FILE", "write the audit trail (JSON lines) to FILE, or - for standard error")
 	add(&c.AuditMaxSize, "audit-max-size", "SIZE", "rotate the audit log past this size (FILE.1 ... FILE.5)")
 	add((*stringValue)(&c.PprofListen), "pprof-listen", "ADDR", "serve Go's profiles (net/http/pprof) on this loopback address; off when empty")
-	add((*durationValue)(&c.ShutdownTimeout), "shutdown-timeout", "DURATION", "how long a shutdown waits for streams and processes to end")
+	add((*durationValue)(&c.ShutdownTimeout), "shutdown-timeout", "DURATION", "how long each step of a shutdown waits: for requests, then streams, then processes to end")
 	add((*stringValue)(&c.LogLevel), "log-level", "LEVEL", "debug, info, warn or error")
 	add((*stringValue)(&c.LogFormat), "log-format", "FORMAT", "text or json (logs go to standard error)")
 	add((*boolValue)(&c.Version), "version", "", "print the version and exit")

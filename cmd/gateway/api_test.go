@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -634,6 +637,57 @@ func findPromtool(t *testing.T) string {
 	}
 	tooltest.SkipOrFail(t, "promtool not found: make test installs it")
 	return ""
+}
+
+// TestShutdownCutsLongResponses: a recording followed live and a kubectl
+// logs -f whose reader stopped (a full socket) do not hold the shutdown:
+// both end at the drain, and the streams close in time of their own.
+func TestShutdownCutsLongResponses(t *testing.T) {
+	g := startGateway(t, "--record-dir", t.TempDir(), "--shutdown-timeout", "20s")
+	g.createContainer(t, map[string]any{"id": "flood", "workingDir": g.dir,
+		"command": []string{"sh", "-c", "while [ ! -f go ]; do sleep 0.05; done; seq 1 3000000; exec sleep 1000"}})
+	c := g.dialWS(t, execPath("box", "stdout", "sh", "-c", "echo hi; exec sleep 1000"), "v5.channel.k8s.io")
+	readUntil(t, c, func(b []byte) bool { return bytes.Contains(b, []byte("hi")) })
+	var list struct{ Items []struct{ ID string } }
+	g.do(t, "GET", "/api/v1/recordings?container=box", nil, &list)
+	if len(list.Items) != 1 {
+		t.Fatalf("recordings %+v", list.Items)
+	}
+	resp, err := http.DefaultClient.Do(authed(g, "GET", "/api/v1/recordings/"+list.Items[0].ID+"?follow=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	// A log follower that reads nothing, on a small receive buffer.
+	conn, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(g.url, "http://"), "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(conn, "GET /api/v1/namespaces/default/pods/host/log?container=flood&follow=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", g.token)
+	if err := os.WriteFile(filepath.Join(g.dir, "go"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for { // the log fills the follower's socket
+		var ct struct{ OutputBytes int64 }
+		if g.do(t, "GET", "/api/v1/containers/flood", nil, &ct); ct.OutputBytes > 8<<20 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := g.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := closeCode(c, 10*time.Second); code != 1001 {
+		t.Errorf("the exec's close: %d, want 1001", code)
+	}
+	if l := g.log.String(); strings.Contains(l, "http shutdown") || strings.Contains(l, "close streams") {
+		t.Errorf("the shutdown waited:\n%s", l)
+	}
 }
 
 // waitPidFile waits for a process to write its pid to path.

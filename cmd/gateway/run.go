@@ -244,11 +244,14 @@ func run(ctx context.Context, args []string, lookupenv func(string) (string, boo
 			log.Warn("http shutdown", "error", serr)
 		}
 	}
-	// 2. End every stream with a close frame, and wait for them.
-	if cerr := sessions.CloseAll(sctx); cerr != nil {
+	// 2. End every stream with a close frame, and wait for them: with time
+	// of their own, whatever the requests took.
+	stctx, cancelStreams := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancelStreams()
+	if cerr := sessions.CloseAll(stctx); cerr != nil {
 		log.Warn("close streams", "error", cerr)
 	}
-	if werr := streams.Wait(sctx); werr != nil {
+	if werr := streams.Wait(stctx); werr != nil {
 		log.Warn("close streams", "error", werr)
 	}
 	// Every recording's writer has synced its file by now (sessions end
@@ -259,7 +262,7 @@ func run(ctx context.Context, args []string, lookupenv func(string) (string, boo
 	// Streams this replica relays to their owners go on until they end or
 	// the shutdown's time is up.
 	if peers != nil {
-		if werr := peers.Wait(sctx); werr != nil {
+		if werr := peers.Wait(stctx); werr != nil {
 			log.Warn("forwarded streams", "error", werr)
 		}
 	}
