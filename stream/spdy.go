@@ -232,17 +232,44 @@ func (c *spdyConn) SyncInput(ctx context.Context) { waitSized(ctx, c.sized) }
 // connection, then the gateway closes it.
 func (c *spdyConn) Run(onFrame FrameHandler, work func(context.Context) error, ended func(cause error), done func()) {
 	defer done()
+	var once sync.Once
+	end := func() { once.Do(func() { ended(c.cause()) }) }
 	var readers sync.WaitGroup
 	defer func() {
 		c.conn.Close()
 		readers.Wait()
-		ended(c.cause())
+		end()
 		c.cancel(nil)
 	}()
 	if err := c.waitStreams(); err != nil {
 		c.cancel(err)
 		return
 	}
+	// A cancelled stream whose work is held in a write by a client that
+	// does not read ends for its session after stuckWriterGrace, and its
+	// connection is closed after closeLinger, as a Pump's (see Pump.Run).
+	workDone := make(chan struct{})
+	stopWatch := context.AfterFunc(c.ctx, func() {
+		lingerFor := closeLinger
+		if errors.Is(context.Cause(c.ctx), session.ErrShutdown) {
+			lingerFor = closeGrace
+		}
+		stuck := time.NewTimer(stuckWriterGrace)
+		defer stuck.Stop()
+		select {
+		case <-workDone:
+			return
+		case <-stuck.C:
+			end()
+		}
+		linger := time.NewTimer(lingerFor - stuckWriterGrace)
+		defer linger.Stop()
+		select {
+		case <-workDone:
+		case <-linger.C:
+			c.conn.Close() // the write fails: work returns
+		}
+	})
 	readers.Go(func() { // the client going away ends the stream
 		select {
 		case <-c.conn.CloseChan():
@@ -266,7 +293,10 @@ func (c *spdyConn) Run(onFrame FrameHandler, work func(context.Context) error, e
 			readers.Go(func() { _, _ = io.Copy(io.Discard, st) })
 		}
 	}
-	if err := work(c.ctx); err != nil {
+	err := work(c.ctx)
+	close(workDone)
+	stopWatch()
+	if err != nil {
 		c.cancel(err)
 	}
 	<-c.ctx.Done()

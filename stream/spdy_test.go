@@ -433,3 +433,37 @@ func TestSPDYCancelledIsFailure(t *testing.T) {
 		})
 	}
 }
+
+// stalledWriter takes nothing until release is closed: a SPDY client that
+// stopped reading.
+type stalledWriter struct{ release chan struct{} }
+
+func (w stalledWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return len(p), nil
+}
+
+// TestSPDYStuckClientClosed: a SPDY exec whose client stopped reading,
+// closed through the API, ends for its session (as a WebSocket's does,
+// after stuckWriterGrace), and its connection is dropped after closeLinger.
+func TestSPDYStuckClientClosed(t *testing.T) {
+	h := newHarness(t, nil)
+	w := stalledWriter{release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		done <- h.spdyExec(t, "/exec/box?"+execQuery("stdout", "cat", "/dev/zero"), remotecommand.StreamOptions{Stdout: w})
+	}()
+	sess := h.activeSession(t)
+	stalledBytesOut(t, sess)
+	if err := h.sessions.Close(sess.ID, session.ErrClosedByAPI); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the session's end", func() bool { return !sess.Live() })
+	if st := sess.Info(); st.State != session.Closed {
+		t.Errorf("session %+v", st)
+	}
+	close(w.release) // the client reads again: its connection is gone
+	if err := <-done; err == nil {
+		t.Error("the client saw a clean end")
+	}
+}
