@@ -144,16 +144,13 @@ func (a *API) deleteSandbox(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// removeSandbox closes a sandbox's streams and removes it, if no
-// container uses it.
+// removeSandbox removes a sandbox, if no container uses it, and closes its
+// streams.
 func (a *API) removeSandbox(r *http.Request, id string) error {
-	if a.runtime.UsesSandbox(id) {
-		return reqerr.New(reqerr.ErrConflict, "sandbox %q has containers: delete them first", id)
-	}
-	a.sessions.CloseTarget(id, session.ErrClosedByAPI)
-	if err := a.sandboxes.Remove(id); err != nil {
+	if err := a.runtime.RemoveSandbox(id); err != nil {
 		return err
 	}
+	a.sessions.CloseTarget(id, session.ErrClosedByAPI)
 	a.log.Info("sandbox removed", "sandbox", id)
 	a.audit.Record(audit.Event{Event: audit.SandboxDelete, Sandbox: id, Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Auth: audit.AuthOf(r.Context())})
 	return nil

@@ -603,3 +603,37 @@ func threads(t *testing.T) int {
 	t.Fatal("no Threads line")
 	return 0
 }
+
+// TestRemoveSandboxRacesCreate: a sandbox removed as a container is
+// created in it never leaves that container running in no sandbox: one of
+// the two fails.
+func TestRemoveSandboxRacesCreate(t *testing.T) {
+	sandboxes := sandbox.NewRegistry()
+	rt := New(Config{StopGrace: 200 * time.Millisecond, Scrollback: 1 << 10}, sandboxes)
+	defer rt.Shutdown(context.Background())
+	for i := range 100 {
+		id := fmt.Sprintf("race%d", i)
+		if _, err := sandboxes.Create(sandbox.Spec{ID: id, Network: sandbox.NetworkHost}); err != nil {
+			t.Fatal(err)
+		}
+		var createErr, removeErr error
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			_, createErr = rt.Create(Spec{ID: "c" + id, Sandbox: id, Command: []string{"sleep", "1000"}, WorkingDir: t.TempDir()})
+		})
+		wg.Go(func() {
+			time.Sleep(time.Duration(i%25) * 20 * time.Microsecond) // at every point of the create
+			removeErr = rt.RemoveSandbox(id)
+		})
+		wg.Wait()
+		if createErr == nil && removeErr == nil {
+			t.Fatalf("round %d: the container was created and its sandbox removed", i)
+		}
+		if createErr == nil {
+			rt.Remove(context.Background(), "c"+id)
+			if err := rt.RemoveSandbox(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

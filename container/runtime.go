@@ -178,6 +178,9 @@ func (r *Runtime) Create(spec Spec) (*Container, error) {
 	if _, ok := r.containers[spec.ID]; ok {
 		return nil, fmt.Errorf("%w: %q", ErrExists, spec.ID)
 	}
+	if now, err := r.sandboxes.Get(spec.Sandbox); err != nil || now != sb { // removed meanwhile (see RemoveSandbox)
+		return nil, &sandbox.NotFoundError{ID: spec.Sandbox}
+	}
 	proc, err := c.startMain()
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w", spec.ID, err)
@@ -234,16 +237,18 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	return err
 }
 
-// UsesSandbox reports whether a container runs in the sandbox.
-func (r *Runtime) UsesSandbox(id string) bool {
+// RemoveSandbox removes a sandbox that no container runs in (else
+// sandbox.ErrInUse): in one step against Create, which could otherwise
+// start a container in a sandbox removed meanwhile.
+func (r *Runtime) RemoveSandbox(id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.containers {
 		if c.spec.Sandbox == id {
-			return true
+			return fmt.Errorf("%w: sandbox %q has containers: delete them first", sandbox.ErrInUse, id)
 		}
 	}
-	return false
+	return r.sandboxes.Remove(id)
 }
 
 // StateCounts returns how many containers are in each state.
