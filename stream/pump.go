@@ -769,13 +769,25 @@ const (
 // before dropping the connection, so the last frames are not lost in flight.
 const closeGrace = time.Second
 
+// closeReason is reason as a close frame carries it: UTF-8 (clients fail
+// the connection otherwise), cut to the control frame payload limit, less
+// the code, at a character's start.
+func closeReason(reason string) string {
+	reason = strings.ToValidUTF8(reason, "\uFFFD")
+	if len(reason) > 123 {
+		cut := 123
+		for !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
+	}
+	return reason
+}
+
 // closeWith sends a close frame and waits briefly for readLoop to see the
 // client's answer.
 func (p *Pump) closeWith(code int, reason string) {
-	if len(reason) > 123 { // the control frame payload limit, less the code
-		reason = reason[:123]
-	}
-	msg := websocket.FormatCloseMessage(code, reason)
+	msg := websocket.FormatCloseMessage(code, closeReason(reason))
 	err := p.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
 	if err = errors.Join(err, p.flush()); err != nil {
 		return

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -267,5 +268,21 @@ func TestLargeFirstFrameAfterHandshake(t *testing.T) {
 	_, got, err := c.ReadMessage()
 	if err != nil || !bytes.Equal(got, payload) {
 		t.Fatalf("first message: %d bytes, %v; want the %d bytes sent", len(got), err, len(payload))
+	}
+}
+
+// TestCloseReason: a close frame's reason is UTF-8 and at most 123 bytes,
+// cut at a character's start.
+func TestCloseReason(t *testing.T) {
+	long := strings.Repeat("a", 122) + "日本"
+	for _, tc := range []struct{ in, want string }{
+		{"short", "short"},
+		{strings.Repeat("x", 200), strings.Repeat("x", 123)},
+		{long, strings.Repeat("a", 122)},
+		{"bad \xff byte", "bad \uFFFD byte"},
+	} {
+		if got := closeReason(tc.in); got != tc.want || !utf8.ValidString(got) || len(got) > 123 {
+			t.Errorf("closeReason(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
