@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -305,8 +306,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 // decodeJSON reads a JSON body of at most limit bytes, refusing unknown
 // fields and trailing data.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return reqerr.New(reqerr.ErrBadRequest, "Content-Type %q: want application/json", ct)
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" { // case-insensitive
+			return reqerr.New(reqerr.ErrBadRequest, "Content-Type %q: want application/json", ct)
+		}
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
 	defer io.Copy(io.Discard, body) // to its end, which lifts the body deadline

@@ -122,8 +122,8 @@ func (a *attachStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 			a.ignored("input")
 			return nil
 		}
-		a.input(f.Payload)
-		if a.opts.Stdin && !a.stdinDone {
+		if a.opts.Stdin && !a.stdinDone { // else dropped: not the session's input
+			a.input(f.Payload)
 			a.stdin.push(ctx, f.Payload)
 		}
 	case wsproto.Resize:

@@ -212,8 +212,8 @@ type execStream struct {
 func (e *execStream) onFrame(ctx context.Context, f wsproto.Frame) error {
 	switch f.Channel {
 	case wsproto.Stdin:
-		e.input(f.Payload)
-		if e.opts.Stdin && !e.stdinDone {
+		if e.opts.Stdin && !e.stdinDone { // else dropped: not the session's input
+			e.input(f.Payload)
 			e.stdin.push(ctx, f.Payload)
 		}
 	case wsproto.Resize:

@@ -726,3 +726,20 @@ func TestFFBeforeV5(t *testing.T) {
 		}
 	}
 }
+
+// TestUnaskedStdinDropped: input to an exec that asked for no stdin is
+// dropped, and is not the session's: bytesIn stays 0.
+func TestUnaskedStdinDropped(t *testing.T) {
+	h := newHarness(t, nil)
+	c := h.mustDial(t, execQuery("stdout", "sh", "-c", "sleep 0.3; echo done"), v5)
+	defer c.Close()
+	sess := h.activeSession(t)
+	c.WriteMessage(websocket.BinaryMessage, []byte("\x00ignored"))
+	msgs, ce := readUntilClose(t, c)
+	if ce == nil || ce.Code != websocket.CloseNormalClosure || collect(t, msgs, 1) != "done\n" {
+		t.Fatalf("close %v, stdout %q", ce, collect(t, msgs, 1))
+	}
+	if in := sess.Info().BytesIn; in != 0 {
+		t.Errorf("bytesIn %d, want 0", in)
+	}
+}

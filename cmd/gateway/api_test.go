@@ -241,6 +241,18 @@ func TestExecSyncAPI(t *testing.T) {
 			t.Errorf("%v: %d %q", tc.body, resp.StatusCode, st.Message)
 		}
 	}
+	// Content-Type is matched as a media type: case-insensitive, with
+	// parameters.
+	for ct, code := range map[string]int{"Application/JSON; charset=utf-8": 200, "text/plain": 400} {
+		req := authed(g, "POST", "api/v1/containers/box/exec-sync")
+		req.Body = io.NopCloser(strings.NewReader(`{"command": ["true"]}`))
+		req.Header.Set("Content-Type", ct)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != code {
+			t.Errorf("Content-Type %q: %v %v, want %d", ct, resp, err, code)
+		} else {
+			resp.Body.Close()
+		}
+	}
 	// Deleting the container ends an exec-sync in it: 409, the process gone.
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	type reply struct {
