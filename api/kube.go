@@ -116,7 +116,8 @@ func kindOf(sub string) string {
 // (the clientset's choice for built-in kinds), JSON or YAML.
 var kubeCodecs = func() serializer.CodecFactory {
 	s := runtime.NewScheme()
-	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"}) // DeleteOptions
+	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})                       // DeleteOptions
+	metav1.AddToGroupVersion(s, schema.GroupVersion{Group: "meta.k8s.io", Version: "v1"}) // as some clients send them
 	utilruntime.Must(authnv1.AddToScheme(s))
 	utilruntime.Must(authzv1.AddToScheme(s))
 	return serializer.NewCodecFactory(s)

@@ -984,6 +984,12 @@ func TestPodNamesAndFlags(t *testing.T) {
 	if resp := g.do(t, "GET", "/api/v1/sandboxes/lab", nil, nil); resp.StatusCode != 200 {
 		t.Errorf("after a dry-run delete, the sandbox: %d", resp.StatusCode)
 	}
+	for _, v := range []string{"v1", "meta.k8s.io/v1"} { // both are DeleteOptions' group versions
+		body := map[string]any{"kind": "DeleteOptions", "apiVersion": v, "dryRun": []string{"All"}}
+		if resp := g.do(t, "DELETE", "/api/v1/namespaces/default/pods/lab", body, nil); resp.StatusCode != 200 {
+			t.Errorf("DELETE with DeleteOptions of %s: %d", v, resp.StatusCode)
+		}
+	}
 	for _, q := range []string{"watch", "watch=True", "watch=yes"} {
 		resp, err := http.DefaultClient.Do(authed(g, "GET", "api/v1/namespaces/default/pods?timeoutSeconds=1&"+q))
 		if err != nil {
