@@ -21,8 +21,11 @@
 // connection is parked in the gateway's own poller (package park), the
 // goroutine ends, and a new one reads on when the client sends something
 // (pings and pongs are answered without waking gorilla). An exec's output
-// readers rest the same way while the process is quiet, so an idle exec
-// session holds no goroutine at all. Writes are done by whoever holds the write baton
+// readers and a tunnel's TCP reader rest the same way while quiet (each
+// in a park.Slot), so an idle exec session or tunnel holds no goroutine
+// at all. A SPDY stream (spdy.go) is the second transport, with the same
+// ends: a cancelled stream whose client does not read ends for its session
+// after stuckWriterGrace. Writes are done by whoever holds the write baton
 // (baton.go): a producer that queues a frame (the goroutine reading a
 // process's output, say) writes it itself, and the ping timer or the end
 // of the stream start a writer goroutine only when no one holds it. An
