@@ -128,11 +128,13 @@ func (a *API) checkPortForward(id string, opts *stream.PortForwardOptions) (stre
 }
 
 // serveStreamURL serves GET /stream/{token}, once streamChecks passed (a
-// request refused before cannot burn the token): the token is consumed
-// (it works once), and the stored request is served as if it had come
-// with its parameters.
+// request refused before cannot burn the token, nor one offering none of
+// its kind's subprotocols): the token is consumed (it works once), and
+// the stored request is served as if it had come with its parameters.
 func (a *API) serveStreamURL(w http.ResponseWriter, r *http.Request) {
-	v, err := a.urls.Consume(r.PathValue("token"))
+	v, err := a.urls.Consume(r.PathValue("token"), func(req any) error {
+		return stream.CheckProtocols(r, req.(streamRequest).kind == session.PortForward)
+	})
 	if err != nil {
 		a.writeError(w, r, err)
 		return

@@ -262,11 +262,11 @@ func TestStore(t *testing.T) {
 	if !exp.Equal(clk.Now().Add(30 * time.Second)) {
 		t.Errorf("expires %v", exp)
 	}
-	req, err := st.Consume(tok)
+	req, err := st.Consume(tok, nil)
 	if err != nil || req != "req-a" {
 		t.Fatalf("Consume = %v, %v", req, err)
 	}
-	if _, err := st.Consume(tok); !errors.Is(err, ErrTokenNotFound) {
+	if _, err := st.Consume(tok, nil); !errors.Is(err, ErrTokenNotFound) {
 		t.Errorf("reuse: %v, want ErrTokenNotFound", err)
 	}
 
@@ -276,7 +276,7 @@ func TestStore(t *testing.T) {
 		t.Errorf("third pending: %v, want ErrTooManyPending", err)
 	}
 	clk.Step(30 * time.Second)
-	if _, err := st.Consume(t1); !errors.Is(err, ErrTokenNotFound) {
+	if _, err := st.Consume(t1, nil); !errors.Is(err, ErrTokenNotFound) {
 		t.Errorf("expired: %v, want ErrTokenNotFound", err)
 	}
 	if _, _, err := st.Put("4"); err != nil {
@@ -288,7 +288,7 @@ func TestStore(t *testing.T) {
 	if _, _, err := st.Put("6"); !errors.Is(err, ErrTooManyPending) {
 		t.Errorf("4 and 5 pending: %v, want ErrTooManyPending", err)
 	}
-	if _, err := st.Consume("made-up"); err == nil || err.Error() != "stream URL not found, used or expired" {
+	if _, err := st.Consume("made-up", nil); err == nil || err.Error() != "stream URL not found, used or expired" {
 		t.Errorf("unknown token error = %v", err)
 	}
 }

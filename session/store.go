@@ -83,18 +83,25 @@ func (s *Store) Put(req any) (token string, expires time.Time, err error) {
 }
 
 // Consume removes the token and returns its request. An unknown, used or
-// expired token is TokenNotFoundError.
-func (s *Store) Consume(token string) (any, error) {
+// expired token is TokenNotFoundError. check, when not nil, may refuse
+// the request first: its error is returned, and the token kept.
+func (s *Store) Consume(token string, check func(req any) error) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.pending[token]
 	if !ok {
 		return nil, TokenNotFoundError{}
 	}
-	delete(s.pending, token)
 	if !s.now().Before(e.expires) {
+		delete(s.pending, token)
 		return nil, TokenNotFoundError{}
 	}
+	if check != nil {
+		if err := check(e.req); err != nil {
+			return nil, err
+		}
+	}
+	delete(s.pending, token)
 	return e.req, nil
 }
 

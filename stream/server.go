@@ -169,6 +169,18 @@ func negotiate(r *http.Request, supported []wsproto.Protocol) (wsproto.Protocol,
 	return p, nil
 }
 
+// CheckProtocols refuses, as the handler would (403), a WebSocket
+// request that offers no subprotocol of its kind: for a caller that must
+// know before it commits to serving the request.
+func CheckProtocols(r *http.Request, portForward bool) error {
+	supported := wsproto.ExecProtocols
+	if portForward {
+		supported = wsproto.PortForwardProtocols
+	}
+	_, err := negotiate(r, supported)
+	return err
+}
+
 // accept upgrades the connection, echoing the chosen protocol (none when
 // the client offered none), with a frameCheck on what the client sends.
 func (s *Server) accept(w http.ResponseWriter, r *http.Request, p wsproto.Protocol) (*websocket.Conn, *frameCheck, error) {

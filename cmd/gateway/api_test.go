@@ -53,9 +53,17 @@ func TestStreamURL(t *testing.T) {
 	}
 	u := g.url + strings.TrimPrefix(minted.URL, "/")
 
-	// A plain GET does not burn the token.
+	// A plain GET does not burn the token, nor an upgrade offering no
+	// subprotocol of its kind.
 	if r, err := http.Get(u); err != nil || r.StatusCode != 400 {
 		t.Fatalf("plain GET: %v %v", r, err)
+	}
+	d := websocket.Dialer{Subprotocols: []string{"chat"}}
+	if c, r, err := d.Dial("ws"+strings.TrimPrefix(u, "http"), nil); err == nil || r == nil || r.StatusCode != http.StatusForbidden {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("an unknown subprotocol: %v %v", r, err)
 	}
 	var out bytes.Buffer
 	if err := g.execAt(ctx, v5, u, "", remotecommand.StreamOptions{Stdout: &out}); err != nil || out.String() != "via url\n" {
