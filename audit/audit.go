@@ -65,6 +65,7 @@ type Log struct {
 	f       *os.File  // the file, when rotated
 	path    string
 	size    int64
+	cut     bool // the file ends with part of a line
 	maxSize int64
 	keep    int
 	now     func() time.Time
@@ -127,7 +128,19 @@ func (l *Log) Record(ev Event) {
 			return
 		}
 	}
+	if l.cut { // a line was cut and could not be taken back: end it
+		b = append([]byte{'\n'}, b...)
+	}
 	n, err := l.w.Write(b)
+	if err != nil && n > 0 { // a full disk, say: take the part back
+		if l.f != nil && l.f.Truncate(l.size) == nil {
+			n = 0
+		} else {
+			l.cut = true
+		}
+	} else if err == nil {
+		l.cut = false
+	}
 	l.size += int64(n)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "audit log: %v\n", err)
