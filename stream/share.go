@@ -55,9 +55,12 @@ type Grant struct {
 
 var shareEncoding = base64.RawURLEncoding
 
-// CreateShare makes a share link for a shared exec and returns it with its
-// token, which is shown this once.
+// CreateShare makes a share link for a shared exec (view when mode is
+// empty) and returns it with its token, which is shown this once.
 func (s *Server) CreateShare(sessionID, mode string, ttl time.Duration) (ShareInfo, string, error) {
+	if mode == "" {
+		mode = ShareView // the least it can grant
+	}
 	switch {
 	case mode != ShareView && mode != ShareInteractive:
 		return ShareInfo{}, "", badRequest("mode %q: want %q or %q", mode, ShareView, ShareInteractive)
