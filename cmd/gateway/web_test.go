@@ -686,3 +686,40 @@ func TestWebScreenshot(t *testing.T) {
 	}
 	t.Logf("wrote %s (%s bytes)", out, strconv.Itoa(len(png)))
 }
+
+// TestWebShareLinkInOpenPage: a share link pasted into the address bar of
+// an open gateway page (only the fragment changes: no load) opens its view.
+func TestWebShareLinkInOpenPage(t *testing.T) {
+	g := webGateway(t)
+	c := g.dialWS(t, execPath("box", "stdin,stdout,tty", "sh", "-c", "echo shared-marker-42; sleep 60")+"&detach=1m", "v5.channel.k8s.io")
+	readUntil(t, c, func(b []byte) bool { return strings.Contains(string(b), "shared-marker-42") })
+	id := g.newActive(t, map[string]bool{})
+	var sh struct{ URL, Message string }
+	if resp := g.do(t, "POST", "/api/v1/sessions/"+id+"/shares", map[string]any{"mode": "view", "ttlSeconds": 600}, &sh); resp.StatusCode != 201 {
+		t.Fatalf("share: %d %s", resp.StatusCode, sh.Message)
+	}
+	b := newBrowser(t, g)
+	b.loginOK()
+	b.do(10*time.Second, chromedp.Evaluate[chromedp.Void](fmt.Sprintf("location.href = %q; 0", sh.URL)))
+	b.waitFor("the shared session's view", 20*time.Second, func() bool {
+		tabs, err := eval[[]map[string]any](b, "gatewayDebug.tabs()")
+		return err == nil && len(tabs) == 1 && tabs[0]["session"] == id && strings.Contains(b.tail(5), "shared-marker-42")
+	})
+}
+
+// TestWebReplicaDown: the page names a replica that does not answer (its
+// items are missing from the lists, not gone).
+func TestWebReplicaDown(t *testing.T) {
+	gs := replicas(t, 2)
+	b := newBrowser(t, gs[0])
+	b.open("")
+	b.login(gs[0].token)
+	b.do(20*time.Second, chromedp.WaitVisible(chromedp.CSS(`#containers tr[data-id="c2@n2"]`)))
+	if err := gs[1].stop(); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor("word of n2", 30*time.Second, func() bool {
+		text, err := eval[string](b, `(e => e.hidden ? "" : e.textContent)(document.getElementById("unreachable"))`)
+		return err == nil && strings.Contains(text, "Not answering: n2")
+	})
+}

@@ -226,11 +226,20 @@ function showAPIError(e) {
 async function poll() {
   if (!app.loggedIn || app.viewing || document.hidden) return;
   try {
-    await Promise.all([refreshContainers(), refreshSessions(), refreshRecordings()]);
+    const lists = await Promise.all([refreshContainers(), refreshSessions(), refreshRecordings()]);
+    showUnreachable([...new Set(lists.flatMap((l) => (l && l.unreachable) || []))]);
     showAPIError(null);
   } catch (e) {
     showAPIError(e);
   }
+}
+
+// showUnreachable names the replicas (--peers) that did not answer: their
+// items are missing from the lists, not gone.
+function showUnreachable(nodes) {
+  const p = $("unreachable");
+  p.textContent = nodes.length ? `Not answering: ${nodes.join(", ")}. Its containers, sessions and recordings are not listed until it answers.` : "";
+  p.hidden = nodes.length === 0;
 }
 
 // syncRows updates a table body to the items, keyed by id, reusing rows
@@ -259,6 +268,7 @@ async function refreshContainers() {
   app.containers = new Map(items.map((c) => [c.key, c]));
   syncRows($("containers").tBodies[0], items, containerRow, updateContainerRow);
   $("containers-empty").hidden = items.length > 0;
+  return list;
 }
 
 function containerRow(c) {
@@ -297,6 +307,7 @@ async function refreshSessions() {
   const items = ((list && list.items) || []).filter((s) => s.state === "active" || s.state === "detached");
   syncRows($("sessions").tBodies[0], items, sessionRow, updateSessionRow);
   $("sessions-empty").hidden = items.length > 0;
+  return list;
 }
 
 function sessionRow(s) {
@@ -347,6 +358,7 @@ async function refreshRecordings() {
   const items = ((list && list.items) || []).slice().reverse();
   syncRows($("recordings").tBodies[0], items, recordingRow, updateRecordingRow);
   $("recordings-empty").hidden = items.length > 0;
+  return list;
 }
 
 function recordingRow(r) {
@@ -1195,8 +1207,9 @@ async function main() {
   window.addEventListener("resize", refitSoon);
   new ResizeObserver(refitSoon).observe($("terminal"));
   window.addEventListener("hashchange", () => {
-    if (app.viewing) return;
-    if (linkToken()) loginWithLink().then((ok) => ok && enter());
+    if (shareLink()) location.reload(); // a share link opened in this page: its view, afresh
+    else if (app.viewing) return;
+    else if (linkToken()) loginWithLink().then((ok) => ok && enter());
     else route();
   });
   document.addEventListener("visibilitychange", () => {
