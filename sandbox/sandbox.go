@@ -139,12 +139,22 @@ func (s *Sandbox) AllowsPort(port uint16) bool {
 	return len(s.spec.Ports) == 0 || slices.ContainsFunc(s.spec.Ports, func(r PortRange) bool { return r.Contains(port) })
 }
 
-// Dial opens a TCP connection to port on the sandbox's loopback address.
+// Dial opens a TCP connection to port on the sandbox's loopback address:
+// 127.0.0.1, else ::1 (a server that listens on localhost may have only
+// that), as containerd does.
 func (s *Sandbox) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 	var conn net.Conn
 	err := s.Do(func() error {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+		if err != nil && ctx.Err() == nil {
+			var err6 error
+			if c, err6 = d.DialContext(ctx, "tcp", net.JoinHostPort("::1", strconv.Itoa(int(port)))); err6 == nil {
+				err = nil
+			} else if op := (*net.OpError)(nil); errors.As(err6, &op) {
+				err = fmt.Errorf("%w (and on [::1]: %v)", err, op.Err)
+			}
+		}
 		conn = c
 		return err
 	})

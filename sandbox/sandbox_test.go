@@ -102,27 +102,35 @@ func TestPortRanges(t *testing.T) {
 	}
 }
 
+// TestHostDial: a port of the host's loopback is reached on 127.0.0.1, or
+// on ::1 when the server listens only there.
 func TestHostDial(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			c.Write([]byte("hi"))
-			c.Close()
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil && addr == "[::1]:0" {
+			t.Logf("no IPv6 loopback here: %v", err)
+			continue
 		}
-	}()
-	host, _ := NewRegistry().Get(HostID)
-	c, err := host.Dial(context.Background(), uint16(ln.Addr().(*net.TCPAddr).Port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	b := make([]byte, 2)
-	if _, err := c.Read(b); err != nil || string(b) != "hi" {
-		t.Errorf("read %q %v", b, err)
+		if err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		defer ln.Close()
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				c.Write([]byte("hi"))
+				c.Close()
+			}
+		}()
+		host, _ := NewRegistry().Get(HostID)
+		c, err := host.Dial(context.Background(), uint16(ln.Addr().(*net.TCPAddr).Port))
+		if err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		defer c.Close()
+		b := make([]byte, 2)
+		if _, err := c.Read(b); err != nil || string(b) != "hi" {
+			t.Errorf("%s: read %q %v", addr, b, err)
+		}
 	}
 }
 
