@@ -277,8 +277,21 @@ func (f *spdyForward) forward(p *streamPair) {
 	var copies sync.WaitGroup
 	copies.Go(func() { // client to remote; its end is the remote's end of file
 		f.copy(conn, p.data, f.input)
+		// A FIN is a half-close. A reset (the client's connection is gone)
+		// ends the remote's too, else what it sends would flow on unread
+		// (writes to a reset stream do not fail): spdystream marks the
+		// stream finished just after it ends the reads, so that is looked
+		// for a moment.
 		if tc, ok := conn.(interface{ CloseWrite() error }); ok {
 			_ = tc.CloseWrite()
+		}
+		st, ok := p.data.(interface{ IsFinished() bool })
+		for i := 0; ok && i < 100; i++ {
+			if st.IsFinished() {
+				_ = conn.Close()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 	f.copyOut(p.data, conn)
