@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"runtime"
@@ -280,5 +281,28 @@ func TestAttachFlood(t *testing.T) {
 	}
 	if grow := int64(peak) - int64(base.HeapInuse); grow > 64<<20 {
 		t.Errorf("heap grew by %d MiB", grow>>20)
+	}
+}
+
+// TestAttachZeroSize: kubectl attach -t from a terminal of size 0x0 sends
+// its size plus one (1x1), then 0x0: the pty takes the default size, not
+// 1x1 (a program would wrap at every character).
+func TestAttachZeroSize(t *testing.T) {
+	h := newHarness(t, nil)
+	h.container(t, container.Spec{ID: "tty", TTY: true, Stdin: true, Command: []string{"sh", "-c", "while read x; do stty size; done"}})
+	ws := h.attach(t, "tty", "stdin=1&stdout=1&tty=1")
+	ws.WriteMessage(websocket.BinaryMessage, append([]byte{4}, `{"Width":1,"Height":1}`+"\n"...))
+	ws.WriteMessage(websocket.BinaryMessage, append([]byte{4}, `{"Width":0,"Height":0}`+"\n"...))
+	ws.WriteMessage(websocket.BinaryMessage, []byte("\x00\r"))
+	var out []byte
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for !bytes.Contains(out, []byte("24 80")) {
+		_, m, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("%v after %q: want the default size, 24 80", err, out)
+		}
+		if len(m) > 0 && m[0] == 1 {
+			out = append(out, m[1:]...)
+		}
 	}
 }

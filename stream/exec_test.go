@@ -254,7 +254,7 @@ func TestResizeInput(t *testing.T) {
 		out := strings.TrimSpace(collect(t, msgs, 1))
 		return out[strings.LastIndexByte(out, '\n')+1:]
 	}
-	if got := run(`{"Width":0,"Height":0}`, `{"Width":50,"Height":20}`); got != "20 50" {
+	if got := run(`{"Width":0,"Height":40}`, `{"Width":50,"Height":20}`); got != "20 50" {
 		t.Errorf("after a zero size: %q, want 20 50", got)
 	}
 	if got := run(`{"Width":50,"Height":20}`, `garbage`, `{"Width":60,"Height":30}`); got != "20 50" {

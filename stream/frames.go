@@ -3,6 +3,7 @@ package stream
 import (
 	"errors"
 
+	"gateway/container"
 	"gateway/metrics"
 	"gateway/stream/wsproto"
 )
@@ -11,8 +12,10 @@ import (
 // reading goroutine).
 
 // resizes reads the resize channel: sizes are decoded as one byte stream,
-// zero or absurd ones are skipped, and after a malformed one the rest are
-// ignored, as the kubelet does; the stream itself goes on.
+// 0x0 (a client whose terminal has no size: kubectl sends it from one) is
+// the default size, other zero or absurd ones are skipped, and after a
+// malformed one the rest are ignored, as the kubelet does; the stream
+// itself goes on.
 type resizes struct {
 	dec  wsproto.ResizeDecoder
 	dead bool
@@ -23,7 +26,7 @@ func (r *resizes) handle(c *client, payload []byte, apply func(wsproto.TerminalS
 	if r.dead {
 		return
 	}
-	if sz, ok := r.dec.Simple(payload); ok && sz.Validate() == nil {
+	if sz, ok := r.dec.Simple(payload); ok && (sz.Validate() == nil || sz == wsproto.TerminalSize{}) {
 		r.apply(c, sz, apply)
 		return
 	}
@@ -34,6 +37,9 @@ func (r *resizes) handle(c *client, payload []byte, apply func(wsproto.TerminalS
 
 // apply applies a decoded size, or says why it is ignored.
 func (r *resizes) apply(c *client, sz wsproto.TerminalSize, apply func(wsproto.TerminalSize)) {
+	if sz == (wsproto.TerminalSize{}) {
+		sz = wsproto.TerminalSize{Width: container.DefaultSize.Cols, Height: container.DefaultSize.Rows}
+	}
 	if err := sz.Validate(); err != nil {
 		c.km.Error(metrics.ReasonBadResize)
 		c.log.Warn("resize ignored", "error", err)
