@@ -372,3 +372,33 @@ func TestEvents(t *testing.T) {
 		t.Errorf("the events after the last but one: %+v", since)
 	}
 }
+
+// TestReplayWholeLines: once the scrollback has dropped the oldest output,
+// a replay (non-tty) and the logs start at a line's start, not inside one
+// (perhaps inside an escape sequence or a character).
+func TestReplayWholeLines(t *testing.T) {
+	rt := New(Config{StopGrace: time.Second, Scrollback: 1 << 10}, sandbox.NewRegistry())
+	defer rt.Shutdown(context.Background())
+	c, err := rt.Create(Spec{ID: "color", Command: []string{"sh", "-c",
+		`i=0; while [ $i -lt 300 ]; do printf '\033[31mé line %05d\033[0m\n' $i; i=$((i+1)); done; sleep 1000`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return c.Info().OutputBytes >= 300*23 })
+	att, err := c.Attach(Replay, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Detach()
+	var replay []byte
+	for _, ch := range att.Replay {
+		replay = append(replay, ch.Data...)
+	}
+	if !bytes.HasPrefix(replay, []byte("\x1b[31mé line ")) || !bytes.HasSuffix(replay, []byte("line 00299\x1b[0m\n")) {
+		t.Errorf("the replay: %q ... %q", replay[:min(40, len(replay))], replay[max(0, len(replay)-20):])
+	}
+	lines, _, err := c.Logs(false, false)
+	if err != nil || len(lines) == 0 || !bytes.HasPrefix(lines[0].Data, []byte("\x1b[31mé line ")) {
+		t.Errorf("the logs' first line: %v %v", lines[:min(1, len(lines))], err)
+	}
+}

@@ -74,7 +74,8 @@ func (c *Container) Logs(previous, follow bool) ([]LogLine, *Attachment, error) 
 		follow = false
 	}
 	kept := o.total - int64(o.scroll.size)
-	if start < kept {
+	cut := start < kept
+	if cut {
 		if previous && end <= kept {
 			return nil, nil, fmt.Errorf("%w: the output of container %q's previous run is no longer kept (scrollback %d bytes)",
 				ErrNoPrevious, c.spec.ID, o.scroll.limit)
@@ -82,6 +83,9 @@ func (c *Container) Logs(previous, follow bool) ([]LogLine, *Attachment, error) 
 		start = max(start, kept)
 	}
 	lines := o.lines(start, end, kept)
+	if cut && len(lines) > 1 {
+		lines = lines[1:] // the rest of a line whose start was dropped
+	}
 	var att *Attachment
 	if follow {
 		ch := make(chan Chunk, attachQueueLen)

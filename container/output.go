@@ -1,6 +1,7 @@
 package container
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -342,6 +343,9 @@ func (o *output) attach(j Join, onCut func()) (*Attachment, error) {
 		a.Replay, a.Screen = []Chunk{{Stream: Stdout, Data: o.restore()}}, true
 	case j.Replay:
 		a.Replay = o.scroll.snapshot()
+		if o.total > int64(o.scroll.size) {
+			a.Replay = afterFirstLine(a.Replay) // its start was dropped
+		}
 	}
 	a.Offset = o.total
 	if o.term != nil {
@@ -355,6 +359,24 @@ func (o *output) attach(j Join, onCut func()) (*Attachment, error) {
 	}
 	o.watchers[a] = struct{}{}
 	return a, nil
+}
+
+// afterFirstLine drops the chunks' bytes up to the first newline: a
+// replay whose first line lost its start (perhaps inside an escape
+// sequence or a character) starts at the next one. Without a newline
+// everything is kept.
+func afterFirstLine(chunks []Chunk) []Chunk {
+	for i, c := range chunks {
+		if j := bytes.IndexByte(c.Data, '\n'); j >= 0 {
+			out := chunks[i:]
+			out[0].Data = c.Data[j+1:]
+			if len(out[0].Data) == 0 {
+				out = out[1:]
+			}
+			return out
+		}
+	}
+	return chunks
 }
 
 // check refuses a join from an offset not kept, or not reached. o.mu is
