@@ -10,6 +10,7 @@ import (
 	"gateway/internal/reqerr"
 	"gateway/sandbox"
 	"gateway/session"
+	"gateway/stream"
 	"gateway/stream/wsproto"
 )
 
@@ -83,7 +84,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	switch code {
 	case http.StatusInternalServerError:
-		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		a.log.Error("request failed", "method", r.Method, "path", stream.LogPath(r.URL.Path), "error", err)
 		st.Message = "Internal error occurred: " + err.Error()
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="gateway"`)

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"gateway/stream"
 	"gateway/stream/wsproto"
 )
 
@@ -287,7 +288,7 @@ func (c *Cluster) forward(w http.ResponseWriter, r *http.Request, p *Peer) {
 			if errors.Is(err, context.Canceled) {
 				return
 			}
-			c.cfg.Log.Warn("forward", "peer", p.Node(), "path", r.URL.Path, "error", err)
+			c.cfg.Log.Warn("forward", "peer", p.Node(), "path", stream.LogPath(r.URL.Path), "error", err)
 			writeStatus(w, http.StatusServiceUnavailable, "ServiceUnavailable", fmt.Sprintf("node %q, which holds this, does not answer", p.Node()))
 		},
 	}

@@ -286,3 +286,13 @@ func TestCloseReason(t *testing.T) {
 		}
 	}
 }
+
+// TestLogPath: a stream URL's token never reaches a log.
+func TestLogPath(t *testing.T) {
+	if got := LogPath("/stream/s3cr3tTOKEN"); strings.Contains(got, "s3cr3t") {
+		t.Errorf("LogPath = %q", got)
+	}
+	if got := LogPath("/api/v1/containers/box"); got != "/api/v1/containers/box" {
+		t.Errorf("LogPath = %q", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -167,6 +168,16 @@ func negotiate(r *http.Request, supported []wsproto.Protocol) (wsproto.Protocol,
 		return p, reqerr.New(reqerr.ErrForbidden, "none of the offered subprotocols %q is supported; use one of %q", offered, wsproto.Names(supported))
 	}
 	return p, nil
+}
+
+// LogPath is a request path as logs show it: the token of a single-use
+// stream URL (/stream/TOKEN) is a credential until it is used, and is
+// left out.
+func LogPath(path string) string {
+	if strings.HasPrefix(path, "/stream/") {
+		return "/stream/…"
+	}
+	return path
 }
 
 // CheckProtocols refuses, as the handler would (403), a WebSocket

@@ -227,7 +227,7 @@ func (l *upgradeListener) serveUpgrade(c net.Conn, br *bufio.Reader, req *http.R
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler {
-				l.log.Error("panic serving an upgrade", "panic", fmt.Sprint(p), "remote", req.RemoteAddr, "path", req.URL.Path)
+				l.log.Error("panic serving an upgrade", "panic", fmt.Sprint(p), "remote", req.RemoteAddr, "path", LogPath(req.URL.Path))
 			}
 			if !w.hijacked {
 				c.Close()
