@@ -355,7 +355,8 @@ function updateSessionRow(row, s) {
 // plays, one still being written is followed live.
 async function refreshRecordings() {
   const list = await api("GET", "/api/v1/recordings");
-  const items = ((list && list.items) || []).slice().reverse();
+  // Newest first: across replicas too (a merged list is each one's in turn).
+  const items = ((list && list.items) || []).slice().sort((a, b) => Date.parse(b.startedAt) - Date.parse(a.startedAt));
   syncRows($("recordings").tBodies[0], items, recordingRow, updateRecordingRow);
   $("recordings-empty").hidden = items.length > 0;
   return list;
