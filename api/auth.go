@@ -84,10 +84,11 @@ func byURL(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // refuse answers a request whose token is not the gateway's: 403 for a
-// share link's (it opens one route only), else 401.
+// share link's (it opens one route only; among replicas, one that does
+// not hold the share knows it by its shape), else 401.
 func (a *API) refuse(w http.ResponseWriter, r *http.Request, token string) {
 	switch _, share := a.streams.CheckShare(token); {
-	case share:
+	case share || stream.IsShareToken(token):
 		a.writeError(w, r, reqerr.New(reqerr.ErrForbidden, "a share link lets its bearer join its session, and nothing else"))
 	case token != "":
 		a.writeError(w, r, reqerr.New(reqerr.ErrUnauthorized, "the token is not valid"))

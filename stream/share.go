@@ -199,6 +199,18 @@ func (sr *share) info(viewers int) ShareInfo {
 	return ShareInfo{ID: sr.id, Mode: sr.mode, ExpiresAt: sr.expires.UTC().Truncate(time.Second), Viewers: viewers}
 }
 
+// IsShareToken reports whether token has a share token's shape (its id,
+// a dot, its secret), valid or not: among replicas, one that does not
+// hold the share still knows the kind of token it was sent.
+func IsShareToken(token string) bool {
+	id, secret, ok := strings.Cut(token, ".")
+	if !ok || len(id) != 16 || shareEncoding.DecodedLen(len(secret)) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
+}
+
 // CheckShare reports what a share token grants, if it is one that is
 // valid now.
 func (s *Server) CheckShare(token string) (Grant, bool) {

@@ -268,7 +268,7 @@ func TestShareView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Mode != ShareView || len(token) < 30 || time.Until(info.ExpiresAt) < 50*time.Second {
+	if info.Mode != ShareView || !IsShareToken(token) || time.Until(info.ExpiresAt) < 50*time.Second {
 		t.Fatalf("share %+v token %q", info, token)
 	}
 	viewer := h.mustJoin(t, owner.info.Session, "stdin=1&stdout=1&info=1&replay=1", http.Header{"X-Share": {token}})
@@ -346,6 +346,14 @@ func TestShareLimits(t *testing.T) {
 	for _, tok := range []string{"", "x", "0123456789abcdef.wrong", "0123456789abcdef"} {
 		if _, ok := h.srv.CheckShare(tok); ok {
 			t.Errorf("token %q grants", tok)
+		}
+	}
+	// The shape of a share token, valid or not (a replica that does not
+	// hold it still answers 403).
+	for tok, want := range map[string]bool{"0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAA": true, "0123456789abcdef.wrong": false,
+		"0123456789abcdeg.AAAAAAAAAAAAAAAAAAAAAA": false, "gateway-token": false} {
+		if IsShareToken(tok) != want {
+			t.Errorf("IsShareToken(%q) = %v", tok, !want)
 		}
 	}
 }
