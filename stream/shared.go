@@ -215,10 +215,12 @@ func (sh *shared) Close(cause error) {
 	viewers := slices.Collect(maps.Keys(sh.viewers))
 	sh.mu.Unlock()
 	sh.log.Info("shared exec ending", "cause", cause.Error())
-	sh.job.Terminate()
+	// The clients first: a process quick to die of the signal would
+	// otherwise end their streams with its exit status, not with why.
 	for _, c := range viewers {
 		c.t.Close(cause)
 	}
+	sh.job.Terminate()
 }
 
 // grants reports whether a share link still lets clients in.

@@ -208,6 +208,29 @@ func TestSharedReaped(t *testing.T) {
 	}
 }
 
+// TestSharedClosedTellsWhy: a shared shell closed through the API tells
+// its client so (4000), not the exit status of the SIGHUP that ended it,
+// however soon the shell dies of it.
+func TestSharedClosedTellsWhy(t *testing.T) {
+	h := newHarness(t, nil)
+	for i := range 20 {
+		sc := openShared(t, h, "stdin,stdout,tty", "1m", "sh", "-c", "echo up; exec sleep 60")
+		sc.readUntil("up")
+		if err := h.sessions.Close(sc.info.Session, session.ErrClosedByAPI); err != nil {
+			t.Fatal(err)
+		}
+		msgs, ce := readUntilClose(t, sc.c)
+		for _, m := range msgs {
+			if ch, p := decode(t, m); ch == byte(wsproto.Error) {
+				t.Errorf("round %d: a status came: %s", i, p)
+			}
+		}
+		if ce == nil || ce.Code != CloseByAPI {
+			t.Fatalf("round %d: close %v, want %d", i, ce, CloseByAPI)
+		}
+	}
+}
+
 // TestSharedScreen: a client that joins a tty session gets its screen
 // (a full-screen program's), then the live output, as the first client
 // does; either's input reaches the process; both get the exit status.
